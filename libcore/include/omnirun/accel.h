@@ -1,0 +1,31 @@
+/* Choosing the accelerator: KVM when it really runs guests at native speed,
+ * else TCG (HOSTS.md: some hosts expose a paravirtual /dev/kvm that
+ * emulates every instruction). */
+#ifndef OMNIRUN_ACCEL_H
+#define OMNIRUN_ACCEL_H
+
+#include <stdint.h>
+
+#include "omnirun/config.h"
+#include "omnirun/err.h"
+
+enum omr_accel { OMR_ACCEL_TCG = 0, OMR_ACCEL_KVM = 1 };
+
+struct omr_kvm_probe {
+	int present;        /* /dev/kvm opens */
+	int usable;         /* the self-test guest ran at native speed */
+	uint64_t loop_ns;   /* time the self-test loop took (0 if it never ran) */
+	char reason[160];   /* why it is not usable, for sbx-doctor */
+};
+
+/* Runs a tiny KVM guest (a counted loop then HLT) with a hard time limit.
+ * Never fails: the outcome is in *out. */
+void omr_kvm_probe(struct omr_kvm_probe *out);
+
+/* Resolves config accel (auto|kvm|tcg) to what QEMU will use.  "kvm" when
+ * KVM is not usable is an error; "auto" falls back to TCG.  *why (static or
+ * NULL) says why auto chose TCG. */
+int omr_accel_resolve(const struct omr_config *c, enum omr_accel *out,
+		      const char **why, struct omr_err **err);
+
+#endif

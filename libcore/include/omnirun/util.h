@@ -1,0 +1,57 @@
+/* Small, bounded helpers used everywhere. */
+#ifndef OMNIRUN_UTIL_H
+#define OMNIRUN_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "omnirun/err.h"
+
+#define OMR_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Strict decimal parse: whole string, no sign, within [min, max].
+ * Returns 0 or -ERANGE/-EINVAL with *err filled (what names the value). */
+int omr_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out,
+		  const char *what, struct omr_err **err);
+
+/* Copies src into dst of size n; fails (-ENAMETOOLONG) on truncation. */
+int omr_strlcpy(char *dst, const char *src, size_t n);
+
+/* asprintf that aborts on out of memory (the one place libcore exits). */
+char *omr_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *omr_xstrdup(const char *s);
+void *omr_xmalloc(size_t n);
+void *omr_xcalloc(size_t n, size_t m);
+void *omr_xrealloc(void *p, size_t n);
+
+/* Full read/write, retrying on EINTR and short transfers.
+ * Return 0, or -errno. omr_read_full returns bytes read (< n only at EOF). */
+int omr_write_all(int fd, const void *buf, size_t n);
+ssize_t omr_read_full(int fd, void *buf, size_t n);
+
+/* Reads a whole file (at most max bytes, else -EFBIG) relative to dirfd.
+ * The result is NUL-terminated; *len gets its length when len is not NULL. */
+int omr_read_file_at(int dirfd, const char *name, size_t max, char **out,
+		     size_t *len, struct omr_err **err);
+
+/* Writes name atomically under dirfd: name.tmp, fsync, renameat, fsync dir. */
+int omr_write_file_atomic_at(int dirfd, const char *name, const void *data,
+			     size_t len, mode_t mode, struct omr_err **err);
+
+/* Monotonic and wall clocks in milliseconds. */
+uint64_t omr_now_ms(void);
+uint64_t omr_wall_ms(void);
+/* RFC 3339 UTC ("2026-11-26T13:42:32Z") for a wall time in seconds. */
+void omr_format_time(int64_t secs, char buf[32]);
+
+/* mkdir -p with mode for the directories it creates. */
+int omr_mkdir_p(const char *path, mode_t mode, struct omr_err **err);
+/* rm -rf under dirfd (does not follow symlinks).  Returns 0 or -errno. */
+int omr_rm_rf_at(int dirfd, const char *name);
+
+/* Sets O_NONBLOCK / FD_CLOEXEC on fd. Return 0 or -errno. */
+int omr_fd_set_nonblock(int fd, int on);
+int omr_fd_set_cloexec(int fd, int on);
+
+#endif

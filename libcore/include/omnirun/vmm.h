@@ -1,0 +1,37 @@
+/* The VMM backend: QEMU's microvm machine.  One small interface so that a
+ * Firecracker backend can sit beside it later. */
+#ifndef OMNIRUN_VMM_H
+#define OMNIRUN_VMM_H
+
+#include <sys/types.h>
+
+#include "omnirun/accel.h"
+#include "omnirun/err.h"
+
+struct omr_vmm_spec {
+	const char *qemu;          /* binary (PATH lookup if no '/') */
+	enum omr_accel accel;
+	unsigned tb_size_mb;       /* TCG translation cache */
+	unsigned cpus, memory_mb;
+	const char *kernel, *initrd;
+	const char *cmdline;       /* full kernel command line */
+	const char *agent_sock;    /* QEMU listens here for the agent channel */
+	const char *qmp_sock;      /* QMP socket (QEMU listens) */
+	int disk_fd;               /* fd number in the child for the data
+				      disk, or -1 for none */
+};
+
+/* Builds QEMU's argv (NULL-terminated, malloc'ed strings; free with
+ * omr_argv_free).  No display, no default devices, no network, seccomp
+ * sandbox on. */
+char **omr_vmm_argv(const struct omr_vmm_spec *s);
+void omr_argv_free(char **argv);
+
+/* Spawns argv with stdin /dev/null, stdout+stderr to out_fd, and the fds
+ * listed in keep[] dup2'ed to the same numbers in the child (all others are
+ * O_CLOEXEC).  The child gets PR_SET_PDEATHSIG(SIGKILL) so it never outlives
+ * its parent.  Returns the pid or < 0. */
+pid_t omr_spawn(char *const argv[], int out_fd, const int *keep_from,
+		const int *keep_to, size_t nkeep, struct omr_err **err);
+
+#endif

@@ -1,0 +1,90 @@
+/* The error object of omnirun/err.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "omnirun/err.h"
+#include "omnirun/exitcodes.h"
+#include "omnirun/util.h"
+
+int omr_err_set(struct omr_err **err, int errnum, const char *fmt, ...)
+{
+	int status = errnum > 0 ? -errnum : -1;
+	char *msg = NULL;
+	va_list ap;
+
+	if (!err || *err)
+		return status; /* keep the first, most precise error */
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	if (errnum > 0) {
+		char *full = omr_strdup_printf("%s: %s", msg, strerror(errnum));
+		free(msg);
+		msg = full;
+	}
+	*err = omr_xmalloc(sizeof(**err));
+	(*err)->errnum = errnum > 0 ? errnum : 0;
+	(*err)->msg = msg;
+	return status;
+}
+
+int omr_err_wrap(struct omr_err **err, const char *fmt, ...)
+{
+	char *ctx = NULL, *full;
+	va_list ap;
+
+	if (!err || !*err)
+		return -1;
+	va_start(ap, fmt);
+	if (vasprintf(&ctx, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	full = omr_strdup_printf("%s: %s", ctx, (*err)->msg);
+	free(ctx);
+	free((*err)->msg);
+	(*err)->msg = full;
+	return (*err)->errnum ? -(*err)->errnum : -1;
+}
+
+void omr_err_free(struct omr_err **err)
+{
+	if (!err || !*err)
+		return;
+	free((*err)->msg);
+	free(*err);
+	*err = NULL;
+}
+
+const char *omr_err_code(int errnum)
+{
+	switch (errnum) {
+	case ENOENT: case ESRCH: return "not_found";
+	case EEXIST: return "exists";
+	case EISDIR: return "is_directory";
+	case ENOTDIR: return "not_directory";
+	case EACCES: case EPERM: return "permission_denied";
+	case EINVAL: case ERANGE: case ENAMETOOLONG: return "bad_request";
+	case EFBIG: case E2BIG: case EMSGSIZE: return "too_large";
+	case ENOSPC: case EDQUOT: return "no_space";
+	case EBUSY: case EAGAIN: return "busy";
+	case EUSERS: return "limit_reached";
+	case ETIMEDOUT: return "timeout";
+	case ENOTCONN: case ECONNREFUSED: case EPIPE: return "not_running";
+	default: return "internal";
+	}
+}
+
+int omr_exit_code(int errnum)
+{
+	switch (errnum) {
+	case ENOENT: case ESRCH: return OMR_EXIT_NOT_FOUND;
+	case EINVAL: case ERANGE: return OMR_EXIT_USAGE;
+	case ENOTCONN: case ECONNREFUSED: case EBUSY: return OMR_EXIT_STATE;
+	case EUSERS: case EDQUOT: return OMR_EXIT_LIMIT;
+	case ETIMEDOUT: case ECHILD: return OMR_EXIT_BOOT;
+	default: return OMR_EXIT_FAILURE;
+	}
+}

@@ -1,0 +1,272 @@
+/* Bounded helpers of omnirun/util.h. */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "omnirun/cleanup.h"
+#include "omnirun/util.h"
+
+int omr_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out,
+		  const char *what, struct omr_err **err)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!s || !*s || !isdigit((unsigned char)*s))
+		return omr_err_set(err, EINVAL, "invalid %s '%s': not a number",
+				   what, s ? s : "");
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*end)
+		return omr_err_set(err, EINVAL, "invalid %s '%s': not a number",
+				   what, s);
+	if (errno == ERANGE || v < min || v > max)
+		return omr_err_set(err, ERANGE,
+				   "invalid %s '%s': must be between %llu and %llu",
+				   what, s, (unsigned long long)min,
+				   (unsigned long long)max);
+	*out = v;
+	return 0;
+}
+
+int omr_strlcpy(char *dst, const char *src, size_t n)
+{
+	size_t len = strlen(src);
+
+	if (n == 0 || len >= n)
+		return -ENAMETOOLONG;
+	memcpy(dst, src, len + 1);
+	return 0;
+}
+
+void *omr_xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		abort();
+	return p;
+}
+
+void *omr_xcalloc(size_t n, size_t m)
+{
+	void *p = calloc(n ? n : 1, m ? m : 1);
+	if (!p)
+		abort();
+	return p;
+}
+
+void *omr_xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (!p)
+		abort();
+	return p;
+}
+
+char *omr_xstrdup(const char *s)
+{
+	char *p = strdup(s);
+	if (!p)
+		abort();
+	return p;
+}
+
+char *omr_strdup_printf(const char *fmt, ...)
+{
+	char *s = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	return s;
+}
+
+int omr_write_all(int fd, const void *buf, size_t n)
+{
+	const char *p = buf;
+
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+ssize_t omr_read_full(int fd, void *buf, size_t n)
+{
+	char *p = buf;
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = read(fd, p + got, n - got);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
+}
+
+int omr_read_file_at(int dirfd, const char *name, size_t max, char **out,
+		     size_t *len, struct omr_err **err)
+{
+	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	_cleanup_free_ char *buf = NULL;
+	ssize_t n;
+
+	if (fd < 0)
+		return omr_err_set(err, errno, "cannot open %s", name);
+	buf = omr_xmalloc(max + 1);
+	n = omr_read_full(fd, buf, max + 1);
+	if (n < 0)
+		return omr_err_set(err, (int)-n, "cannot read %s", name);
+	if ((size_t)n > max)
+		return omr_err_set(err, EFBIG, "%s is larger than %zu bytes", name, max);
+	buf[n] = 0;
+	if (len)
+		*len = (size_t)n;
+	*out = omr_steal_ptr(buf);
+	return 0;
+}
+
+int omr_write_file_atomic_at(int dirfd, const char *name, const void *data,
+			     size_t len, mode_t mode, struct omr_err **err)
+{
+	_cleanup_free_ char *tmp = omr_strdup_printf("%s.tmp", name);
+	_cleanup_close_ int fd = -1;
+	int rc;
+
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0)
+		return omr_err_set(err, errno, "cannot create %s", tmp);
+	rc = omr_write_all(fd, data, len);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		unlinkat(dirfd, tmp, 0);
+		return omr_err_set(err, -rc, "cannot write %s", tmp);
+	}
+	if (renameat(dirfd, tmp, dirfd, name) < 0) {
+		rc = errno;
+		unlinkat(dirfd, tmp, 0);
+		return omr_err_set(err, rc, "cannot rename %s", tmp);
+	}
+	/* The rename is durable only once the directory is synced. */
+	if (fsync(dirfd) < 0 && errno != EINVAL)
+		return omr_err_set(err, errno, "cannot sync directory of %s", name);
+	return 0;
+}
+
+uint64_t omr_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t omr_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void omr_format_time(int64_t secs, char buf[32])
+{
+	time_t t = (time_t)secs;
+	struct tm tm;
+
+	if (secs <= 0 || !gmtime_r(&t, &tm)) {
+		strcpy(buf, "-");
+		return;
+	}
+	strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int omr_mkdir_p(const char *path, mode_t mode, struct omr_err **err)
+{
+	_cleanup_free_ char *p = omr_xstrdup(path);
+
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = 0;
+		if (mkdir(p, mode) < 0 && errno != EEXIST)
+			return omr_err_set(err, errno, "cannot create %s", p);
+		*s = '/';
+	}
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		return omr_err_set(err, errno, "cannot create %s", p);
+	return 0;
+}
+
+int omr_rm_rf_at(int dirfd, const char *name)
+{
+	struct stat st;
+	int fd, rc = 0;
+	DIR *d;
+	struct dirent *de;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		int r = omr_rm_rf_at(fd, de->d_name);
+		if (r < 0 && rc == 0)
+			rc = r;
+	}
+	closedir(d);
+	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && rc == 0)
+		rc = -errno;
+	return rc;
+}
+
+int omr_fd_set_nonblock(int fd, int on)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0)
+		return -errno;
+	fl = on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
+	return fcntl(fd, F_SETFL, fl) < 0 ? -errno : 0;
+}
+
+int omr_fd_set_cloexec(int fd, int on)
+{
+	int fl = fcntl(fd, F_GETFD);
+	if (fl < 0)
+		return -errno;
+	fl = on ? fl | FD_CLOEXEC : fl & ~FD_CLOEXEC;
+	return fcntl(fd, F_SETFD, fl) < 0 ? -errno : 0;
+}

@@ -1,0 +1,170 @@
+/* QEMU microvm command line and process spawning; see omnirun/vmm.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "omnirun/cleanup.h"
+#include "omnirun/proto.h"
+#include "omnirun/util.h"
+#include "omnirun/vmm.h"
+
+struct argv_buf {
+	char **v;
+	size_t n, cap;
+};
+
+static void add(struct argv_buf *a, const char *s)
+{
+	if (a->n + 2 > a->cap) {
+		a->cap = a->cap ? a->cap * 2 : 32;
+		a->v = omr_xrealloc(a->v, a->cap * sizeof(char *));
+	}
+	a->v[a->n++] = omr_xstrdup(s);
+	a->v[a->n] = NULL;
+}
+
+static void addf2(struct argv_buf *a, const char *opt, char *val_owned)
+{
+	add(a, opt);
+	add(a, val_owned);
+	free(val_owned);
+}
+
+char **omr_vmm_argv(const struct omr_vmm_spec *s)
+{
+	struct argv_buf a = { 0 };
+
+	add(&a, s->qemu);
+	/* microvm: no PCI, no firmware ROMs; the legacy PIT/PIC/RTC are
+	 * needed for TSC calibration under TCG (HOSTS.md). */
+	add(&a, "-M");
+	add(&a, "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on");
+	if (s->accel == OMR_ACCEL_KVM) {
+		add(&a, "-accel");
+		add(&a, "kvm");
+		add(&a, "-cpu");
+		add(&a, "host");
+	} else {
+		addf2(&a, "-accel", omr_strdup_printf("tcg,tb-size=%u", s->tb_size_mb));
+		add(&a, "-cpu");
+		add(&a, "max");
+	}
+	addf2(&a, "-smp", omr_strdup_printf("%u", s->cpus));
+	addf2(&a, "-m", omr_strdup_printf("%u", s->memory_mb));
+	add(&a, "-nodefaults");
+	add(&a, "-no-user-config");
+	add(&a, "-display");
+	add(&a, "none");
+	add(&a, "-no-reboot");
+	/* The console goes to QEMU's stdout, which the monitor caps. */
+	add(&a, "-serial");
+	add(&a, "stdio");
+	add(&a, "-kernel");
+	add(&a, s->kernel);
+	add(&a, "-initrd");
+	add(&a, s->initrd);
+	add(&a, "-append");
+	add(&a, s->cmdline);
+	add(&a, "-device");
+	add(&a, "virtio-serial-device");
+	addf2(&a, "-chardev",
+	      omr_strdup_printf("socket,id=agent,path=%s,server=on,wait=off", s->agent_sock));
+	add(&a, "-device");
+	add(&a, "virtserialport,chardev=agent,name=" OMR_AGENT_PORT);
+	add(&a, "-object");
+	add(&a, "rng-random,id=rng0,filename=/dev/urandom");
+	add(&a, "-device");
+	add(&a, "virtio-rng-device,rng=rng0");
+	if (s->disk_fd >= 0) {
+		/* The disk is an unlinked file handed over by fd: nothing on
+		 * the host names it, and it is gone with the last fd. */
+		addf2(&a, "-add-fd", omr_strdup_printf("fd=%d,set=1", s->disk_fd));
+		add(&a, "-drive");
+		add(&a, "if=none,id=data,file=/dev/fdset/1,format=raw,cache=writeback,discard=unmap");
+		add(&a, "-device");
+		add(&a, "virtio-blk-device,drive=data");
+	}
+	addf2(&a, "-qmp", omr_strdup_printf("unix:%s,server=on,wait=off", s->qmp_sock));
+	add(&a, "-sandbox");
+	add(&a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+	return a.v;
+}
+
+void omr_argv_free(char **argv)
+{
+	if (!argv)
+		return;
+	for (char **p = argv; *p; p++)
+		free(*p);
+	free(argv);
+}
+
+pid_t omr_spawn(char *const argv[], int out_fd, const int *keep_from,
+		const int *keep_to, size_t nkeep, struct omr_err **err)
+{
+	int errpipe[2];
+	pid_t ppid = getpid(), pid;
+	int child_errno = 0;
+	ssize_t n;
+
+	/* The child reports an exec failure through a CLOEXEC pipe. */
+	if (pipe2(errpipe, O_CLOEXEC) < 0)
+		return omr_err_set(err, errno, "cannot create pipe");
+	pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(errpipe[0]);
+		close(errpipe[1]);
+		return omr_err_set(err, e, "cannot fork");
+	}
+	if (pid == 0) {
+		sigset_t all;
+		int nullfd;
+
+		sigemptyset(&all);
+		sigprocmask(SIG_SETMASK, &all, NULL);
+		for (int s = 1; s < NSIG; s++)
+			signal(s, SIG_DFL);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != ppid)
+			_exit(127);
+		nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (nullfd < 0 || dup2(nullfd, 0) < 0)
+			goto fail;
+		if (out_fd >= 0 && (dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0))
+			goto fail;
+		/* First move every kept fd out of the way, then into place, so
+		 * that a source number equal to another target is not lost. */
+		int tmp[16];
+		if (nkeep > OMR_ARRAY_SIZE(tmp))
+			goto fail;
+		for (size_t i = 0; i < nkeep; i++) {
+			tmp[i] = fcntl(keep_from[i], F_DUPFD_CLOEXEC, 64);
+			if (tmp[i] < 0)
+				goto fail;
+		}
+		for (size_t i = 0; i < nkeep; i++)
+			if (dup2(tmp[i], keep_to[i]) < 0)
+				goto fail;
+		execvp(argv[0], argv);
+fail:
+		child_errno = errno;
+		(void)!write(errpipe[1], &child_errno, sizeof(child_errno));
+		_exit(127);
+	}
+	close(errpipe[1]);
+	do
+		n = read(errpipe[0], &child_errno, sizeof(child_errno));
+	while (n < 0 && errno == EINTR);
+	close(errpipe[0]);
+	if (n == (ssize_t)sizeof(child_errno)) {
+		pid_t p = pid;
+		omr_killp(&p);
+		return omr_err_set(err, child_errno, "cannot run %s", argv[0]);
+	}
+	return pid;
+}
