@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ini.h>
+#include <jansson.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -261,4 +262,39 @@ int omr_sandbox_monitor_alive(const struct omr_sandbox *sb)
 		if (!cmd[i])
 			cmd[i] = ' ';
 	return strstr(cmd, "sbx-monitor") && strstr(cmd, sb->id);
+}
+
+static json_t *time_json(int64_t secs)
+{
+	char buf[32];
+
+	if (secs <= 0)
+		return json_null();
+	omr_format_time(secs, buf);
+	return json_string(buf);
+}
+
+json_t *omr_sandbox_json(const struct omr_sandbox *sb)
+{
+	json_t *j = json_object();
+
+	json_object_set_new(j, "sandbox_id", json_string(sb->id));
+	json_object_set_new(j, "template", json_string(sb->template_name));
+	json_object_set_new(j, "state", json_string(omr_sb_state_name(sb->state)));
+	json_object_set_new(j, "created_at", time_json(sb->created_at));
+	json_object_set_new(j, "expires_at", time_json(sb->expires_at));
+	json_object_set_new(j, "cpus", json_integer(sb->cpus));
+	json_object_set_new(j, "memory_mb", json_integer(sb->memory_mb));
+	json_object_set_new(j, "disk_mb", json_integer(sb->disk_mb));
+	json_object_set_new(j, "timeout", json_integer(sb->timeout_s));
+	json_object_set_new(j, "idle_timeout", json_integer(sb->idle_timeout_s));
+	json_object_set_new(j, "accel", json_string(sb->accel));
+	json_object_set_new(j, "pid", sb->vmm_pid > 0 ? json_integer(sb->vmm_pid) : json_null());
+	json_object_set_new(j, "monitor_pid",
+			    sb->monitor_pid > 0 ? json_integer(sb->monitor_pid) : json_null());
+	if (sb->state == OMR_SB_STOPPED) {
+		json_object_set_new(j, "ended_at", time_json(sb->ended_at));
+		json_object_set_new(j, "end_reason", json_string(sb->end_reason));
+	}
+	return j;
 }

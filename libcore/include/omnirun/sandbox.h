@@ -9,6 +9,7 @@
 #ifndef OMNIRUN_SANDBOX_H
 #define OMNIRUN_SANDBOX_H
 
+#include <jansson.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -60,6 +61,9 @@ char *omr_sandbox_run_path(const struct omr_config *c, const char *id, const cha
 /* All records (any state), sorted by creation time. */
 int omr_sandbox_list(const struct omr_config *c, struct omr_sandbox **out, size_t *n,
 		     struct omr_err **err);
+
+/* The record as the JSON object the CLI and the API return (new ref). */
+json_t *omr_sandbox_json(const struct omr_sandbox *sb);
 
 /* Is the monitor of this record alive (pid exists and is an sbx-monitor
  * for this id)? */

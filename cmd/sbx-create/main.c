@@ -1,0 +1,83 @@
+/* sbx-create: create a sandbox and print its id once the agent answered. */
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "omnirun/cli.h"
+#include "omnirun/exitcodes.h"
+#include "omnirun/sandbox.h"
+
+static void usage(void)
+{
+	printf("Usage: sbx-create [options]\n\n"
+	       "Create a sandbox (a microVM), wait until its guest agent answers and\n"
+	       "print its id on stdout (and nothing else, so id=$(sbx-create) works).\n\n"
+	       "Options:\n"
+	       "  -t, --template NAME      template to boot (default: config, tiny)\n"
+	       "  -c, --cpus N             virtual CPUs\n"
+	       "  -m, --memory MB          guest memory in MB\n"
+	       "  -d, --disk MB            size of the encrypted writable disk (/data)\n"
+	       "  -T, --timeout SEC        lifetime; the sandbox is torn down after it\n"
+	       "  -I, --idle-timeout SEC   tear down after SEC without activity (0: never)\n"
+	       "  -j, --json               print the sandbox as JSON instead of its id\n"
+	       "  -h, --help               show this help\n"
+	       "  -V, --version            show the version\n\n"
+	       "Exit status: 0 created, 1 failure, 2 usage, 3 unknown template,\n"
+	       "5 limit reached, 6 the VM failed to boot or its agent did not answer.\n");
+	exit(OMR_EXIT_OK);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "template", required_argument, NULL, 't' },
+		{ "cpus", required_argument, NULL, 'c' },
+		{ "memory", required_argument, NULL, 'm' },
+		{ "disk", required_argument, NULL, 'd' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "idle-timeout", required_argument, NULL, 'I' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	struct omr_create_opts o = { 0 };
+	struct omr_sandbox sb;
+	struct omr_err *err = NULL;
+	struct omr_config *c;
+	int json = 0, ch, idle_set = 0;
+	uint64_t idle = 0;
+
+	omr_cli_init(argv[0]);
+	while ((ch = getopt_long(argc, argv, "t:c:m:d:T:I:jhV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 't': o.template_name = optarg; break;
+		case 'c': o.cpus = (unsigned)omr_cli_number(optarg, 1, 1024, "cpu count"); break;
+		case 'm': o.memory_mb = (unsigned)omr_cli_number(optarg, 1, UINT32_MAX - 1, "memory size"); break;
+		case 'd': o.disk_mb = (unsigned)omr_cli_number(optarg, 1, UINT32_MAX - 1, "disk size"); break;
+		case 'T': o.timeout_s = (unsigned)omr_cli_number(optarg, 1, UINT32_MAX - 1, "timeout"); break;
+		case 'I': idle = omr_cli_number(optarg, 0, UINT32_MAX - 1, "idle timeout"); idle_set = 1; break;
+		case 'j': json = 1; break;
+		case 'h': usage(); break;
+		case 'V': omr_cli_version(); break;
+		default: omr_cli_usage_error(NULL);
+		}
+	}
+	if (optind != argc)
+		omr_cli_usage_error("unexpected argument '%s'", argv[optind]);
+	if (idle_set)
+		o.idle_timeout_s = idle == 0 ? UINT32_MAX : (unsigned)idle;
+	c = omr_cli_config();
+	omr_cli_progress("booting a %s sandbox...", o.template_name ? o.template_name : c->default_template);
+	if (omr_sandbox_create(c, &o, &sb, &err) < 0) {
+		omr_config_free(c);
+		return omr_cli_fail(&err);
+	}
+	if (json)
+		omr_cli_print_json(omr_sandbox_json(&sb));
+	else
+		printf("%s\n", sb.id);
+	omr_config_free(c);
+	return OMR_EXIT_OK;
+}

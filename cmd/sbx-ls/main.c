@@ -1,0 +1,110 @@
+/* sbx-ls: list sandboxes. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "omnirun/cli.h"
+#include "omnirun/exitcodes.h"
+#include "omnirun/sandbox.h"
+
+static void usage(void)
+{
+	printf("Usage: sbx-ls [options] [ID...]\n\n"
+	       "List live sandboxes (or the named ones, in any state).\n\n"
+	       "Options:\n"
+	       "  -a, --all      include stopped sandboxes (history)\n"
+	       "  -j, --json     print a JSON array\n"
+	       "  -q, --quiet    print ids only\n"
+	       "  -h, --help     show this help\n"
+	       "  -V, --version  show the version\n\n"
+	       "Exit status: 0 ok, 1 failure, 2 usage, 3 a named sandbox does not exist.\n");
+	exit(OMR_EXIT_OK);
+}
+
+/* A record that says running while its monitor is gone is shown as "lost"
+ * until sbx-gc reaps it. */
+static const char *shown_state(const struct omr_sandbox *sb)
+{
+	if (sb->state != OMR_SB_STOPPED && !omr_sandbox_monitor_alive(sb))
+		return sb->state == OMR_SB_STARTING ? "starting" : "lost";
+	return omr_sb_state_name(sb->state);
+}
+
+static void print_row(const struct omr_sandbox *sb)
+{
+	char created[32], expires[32];
+
+	omr_format_time(sb->created_at, created);
+	omr_format_time(sb->state == OMR_SB_STOPPED ? sb->ended_at : sb->expires_at, expires);
+	printf("%-14s %-10s %-9s %-20s %-20s %4u %7u %7d\n", sb->id, sb->template_name,
+	       shown_state(sb), created, expires, sb->cpus, sb->memory_mb,
+	       sb->vmm_pid > 0 ? (int)sb->vmm_pid : 0);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "all", no_argument, NULL, 'a' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	int all = 0, json = 0, quiet = 0, ch, rc = OMR_EXIT_OK;
+	struct omr_sandbox *v = NULL;
+	struct omr_err *err = NULL;
+	struct omr_config *c;
+	size_t n = 0;
+	json_t *arr;
+
+	omr_cli_init(argv[0]);
+	while ((ch = getopt_long(argc, argv, "ajqhV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'a': all = 1; break;
+		case 'j': json = 1; break;
+		case 'q': quiet = 1; break;
+		case 'h': usage(); break;
+		case 'V': omr_cli_version(); break;
+		default: omr_cli_usage_error(NULL);
+		}
+	}
+	c = omr_cli_config();
+	if (optind < argc) {
+		v = calloc((size_t)(argc - optind), sizeof(*v));
+		for (int i = optind; v && i < argc; i++) {
+			if (omr_sandbox_load(c, argv[i], &v[n], &err) < 0)
+				rc = omr_cli_fail(&err);
+			else
+				n++;
+		}
+	} else if (omr_sandbox_list(c, &v, &n, &err) < 0) {
+		omr_config_free(c);
+		return omr_cli_fail(&err);
+	}
+	arr = json_array();
+	if (!json && !quiet)
+		printf("%-14s %-10s %-9s %-20s %-20s %4s %7s %7s\n", "ID", "TEMPLATE", "STATE",
+		       "CREATED", "EXPIRES/ENDED", "CPUS", "MEM_MB", "PID");
+	for (size_t i = 0; i < n; i++) {
+		if (optind == argc && !all && v[i].state == OMR_SB_STOPPED)
+			continue;
+		if (json) {
+			json_t *o = omr_sandbox_json(&v[i]);
+			json_object_set_new(o, "state", json_string(shown_state(&v[i])));
+			json_array_append_new(arr, o);
+		} else if (quiet) {
+			printf("%s\n", v[i].id);
+		} else {
+			print_row(&v[i]);
+		}
+	}
+	if (json)
+		omr_cli_print_json(arr);
+	else
+		json_decref(arr);
+	free(v);
+	omr_config_free(c);
+	return rc;
+}

@@ -1,0 +1,59 @@
+/* sbx-monitor: started by sbx-create, one per sandbox.  Not for people. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "omnirun/cli.h"
+#include "omnirun/exitcodes.h"
+#include "omnirun/ids.h"
+#include "omnirun/log.h"
+#include "omnirun/monitor.h"
+
+static void usage(void)
+{
+	printf("Usage: sbx-monitor --ready-fd FD ID\n\n"
+	       "Runs one sandbox: its QEMU child, its agent channel, monitor.sock and\n"
+	       "its lifetime.  Started by sbx-create; not meant to be run by hand.\n\n"
+	       "  --ready-fd FD  write the boot outcome (one JSON line) to FD\n"
+	       "  -h, --help     show this help\n"
+	       "  -V, --version  show the version\n");
+	exit(OMR_EXIT_OK);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "ready-fd", required_argument, NULL, 'r' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	struct omr_config *c;
+	struct omr_err *err = NULL;
+	int ready_fd = -1, ch;
+
+	omr_cli_init(argv[0]);
+	while ((ch = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'r': ready_fd = (int)omr_cli_number(optarg, 3, 1024, "ready fd"); break;
+		case 'h': usage(); break;
+		case 'V': omr_cli_version(); break;
+		default: omr_cli_usage_error(NULL);
+		}
+	}
+	if (optind + 1 != argc || ready_fd < 0)
+		omr_cli_usage_error("expected --ready-fd FD and one sandbox id");
+	if (!omr_id_valid(argv[optind]))
+		omr_cli_usage_error("invalid sandbox id '%s'", argv[optind]);
+	c = omr_cli_config();
+	omr_log_init("sbx-monitor", 2, OMR_LOG_INFO);
+	if (omr_monitor_run(c, argv[optind], ready_fd, &err) < 0) {
+		omr_log(OMR_LOG_ERR, "%s", err ? err->msg : "boot failed");
+		omr_err_free(&err);
+		omr_config_free(c);
+		return OMR_EXIT_BOOT;
+	}
+	omr_config_free(c);
+	return OMR_EXIT_OK;
+}

@@ -1,0 +1,23 @@
+/* sbx-monitor: one per sandbox, like conmon.  It owns the QEMU child, the
+ * one agent channel, monitor.sock, the console log and the sandbox's
+ * lifetime, and tears everything down when the VMM dies. */
+#ifndef OMNIRUN_MONITOR_H
+#define OMNIRUN_MONITOR_H
+
+#include "omnirun/config.h"
+#include <stddef.h>
+#include "omnirun/err.h"
+
+/* Boots sandbox `id` (its record must exist in state "starting"), reports
+ * on ready_fd one JSON line ({"ok":true,...} or {"ok":false,"error":...})
+ * and closes it, then serves until the sandbox ends.  Returns 0 after a
+ * clean teardown, < 0 if the boot failed (everything already cleaned). */
+int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
+		    struct omr_err **err);
+
+/* Console log files are capped: console.log is rotated to console.log.1
+ * when it reaches config console_log_max bytes, so at most twice that is
+ * kept.  Returns the last max bytes of the console (malloc'ed, may be ""). */
+char *omr_console_tail(const struct omr_config *c, const char *id, size_t max);
+
+#endif

@@ -1,0 +1,117 @@
+/* The programs' shared skin; see omnirun/cli.h. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "omnirun/cli.h"
+#include "omnirun/exitcodes.h"
+#include "omnirun/util.h"
+
+static const char *cli_prog = "sbx";
+
+static void close_stdout(void)
+{
+	/* Like util-linux close_stdout(): a failed write must not exit 0. */
+	if (fflush(stdout) != 0 || ferror(stdout) || fclose(stdout) != 0) {
+		if (errno == EPIPE)
+			_exit(OMR_EXIT_FAILURE);
+		fprintf(stderr, "%s: write error: %s\n", cli_prog, strerror(errno));
+		_exit(OMR_EXIT_FAILURE);
+	}
+}
+
+void omr_cli_init(const char *prog)
+{
+	const char *slash = strrchr(prog, '/');
+
+	cli_prog = slash ? slash + 1 : prog;
+	atexit(close_stdout);
+}
+
+const char *omr_cli_prog(void)
+{
+	return cli_prog;
+}
+
+void omr_cli_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (fmt) {
+		fprintf(stderr, "%s: ", cli_prog);
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		va_end(ap);
+		fputc('\n', stderr);
+	}
+	fprintf(stderr, "Try '%s --help' for more information.\n", cli_prog);
+	exit(OMR_EXIT_USAGE);
+}
+
+int omr_cli_fail(struct omr_err **err)
+{
+	int code = OMR_EXIT_FAILURE;
+
+	if (err && *err) {
+		fprintf(stderr, "%s: %s\n", cli_prog, (*err)->msg);
+		code = omr_exit_code((*err)->errnum);
+		omr_err_free(err);
+	}
+	return code;
+}
+
+void omr_cli_version(void)
+{
+	printf("%s from OmniRun %s\n", cli_prog, OMR_VERSION);
+	exit(OMR_EXIT_OK);
+}
+
+struct omr_config *omr_cli_config(void)
+{
+	struct omr_config *c = NULL;
+	struct omr_err *err = NULL;
+
+	if (omr_config_load(&c, &err) < 0)
+		exit(omr_cli_fail(&err) == OMR_EXIT_USAGE ? OMR_EXIT_FAILURE : OMR_EXIT_FAILURE);
+	return c;
+}
+
+uint64_t omr_cli_number(const char *s, uint64_t min, uint64_t max, const char *what)
+{
+	struct omr_err *err = NULL;
+	uint64_t v;
+
+	if (omr_parse_u64(s, min, max, &v, what, &err) < 0) {
+		fprintf(stderr, "%s: %s\n", cli_prog, err->msg);
+		omr_err_free(&err);
+		omr_cli_usage_error(NULL);
+	}
+	return v;
+}
+
+void omr_cli_print_json(json_t *j)
+{
+	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+
+	if (s) {
+		puts(s);
+		free(s);
+	}
+	json_decref(j);
+}
+
+void omr_cli_progress(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!isatty(2))
+		return;
+	fprintf(stderr, "%s: ", cli_prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}

@@ -1,0 +1,111 @@
+/* Client side of monitor.sock; see omnirun/client.h. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "omnirun/cleanup.h"
+#include "omnirun/client.h"
+#include "omnirun/proto.h"
+#include "omnirun/sandbox.h"
+#include "omnirun/util.h"
+
+int omr_client_connect(const struct omr_config *c, const char *id, struct omr_err **err)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_free_ char *path = NULL;
+	_cleanup_close_ int fd = -1;
+	struct omr_sandbox sb;
+
+	if (omr_sandbox_load(c, id, &sb, err) < 0)
+		return -1;
+	if (sb.state == OMR_SB_STOPPED)
+		return omr_err_set(err, ENOTCONN, "sandbox %s is not running (stopped: %s)",
+				   id, sb.end_reason);
+	path = omr_sandbox_run_path(c, id, "monitor.sock");
+	if (omr_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) < 0)
+		return omr_err_set(err, ENAMETOOLONG, "socket path too long: %s", path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return omr_err_set(err, errno, "cannot create socket");
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (errno == ENOENT || errno == ECONNREFUSED)
+			return omr_err_set(err, ENOTCONN, "sandbox %s is not running (%s)", id,
+					   omr_sb_state_name(sb.state));
+		return omr_err_set(err, errno, "cannot connect to sandbox %s", id);
+	}
+	return omr_steal_fd(fd);
+}
+
+int omr_client_code_errno(const char *code)
+{
+	static const struct { const char *code; int e; } map[] = {
+		{ "not_found", ENOENT }, { "exists", EEXIST }, { "is_directory", EISDIR },
+		{ "not_directory", ENOTDIR }, { "permission_denied", EACCES },
+		{ "bad_request", EINVAL }, { "too_large", EFBIG }, { "no_space", ENOSPC },
+		{ "busy", EBUSY }, { "limit_reached", EUSERS }, { "timeout", ETIMEDOUT },
+		{ "not_running", ENOTCONN }, { "not_empty", ENOTEMPTY },
+	};
+	for (size_t i = 0; code && i < OMR_ARRAY_SIZE(map); i++)
+		if (!strcmp(code, map[i].code))
+			return map[i].e;
+	return EIO;
+}
+
+int omr_client_send_json(int fd, uint8_t type, uint32_t sid, json_t *j, struct omr_err **err)
+{
+	_cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
+	int rc;
+
+	if (!s)
+		return omr_err_set(err, ENOMEM, "cannot encode request");
+	rc = omr_frame_send(fd, type, 0, sid, s, strlen(s));
+	if (rc < 0)
+		return omr_err_set(err, -rc, "cannot send to the monitor");
+	return 0;
+}
+
+int omr_client_call(int fd, uint32_t sid, json_t *req, int timeout_ms, json_t **out,
+		    struct omr_err **err)
+{
+	uint64_t deadline = timeout_ms > 0 ? omr_now_ms() + (uint64_t)timeout_ms : 0;
+
+	*out = NULL;
+	if (omr_client_send_json(fd, OMR_F_REQ, sid, req, err) < 0)
+		return -1;
+	for (;;) {
+		struct omr_frame_hdr h;
+		_cleanup_free_ uint8_t *p = NULL;
+		json_t *j;
+		int rc;
+
+		if (deadline) {
+			struct pollfd pfd = { .fd = fd, .events = POLLIN };
+			uint64_t now = omr_now_ms();
+			if (now >= deadline ||
+			    poll(&pfd, 1, (int)(deadline - now)) == 0)
+				return omr_err_set(err, ETIMEDOUT, "no answer from the sandbox");
+		}
+		rc = omr_frame_recv(fd, &h, &p);
+		if (rc < 0)
+			return omr_err_set(err, rc == -EPIPE ? ENOTCONN : -rc,
+					   "connection to the sandbox lost");
+		if (h.stream != sid || h.type != OMR_F_END)
+			continue;
+		j = json_loadb((const char *)p, h.len, 0, NULL);
+		if (!j)
+			return omr_err_set(err, EPROTO, "malformed answer from the sandbox");
+		if (json_object_get(j, "error")) {
+			const char *code = json_string_value(json_object_get(j, "code"));
+			omr_err_set(err, 0, "%s", json_string_value(json_object_get(j, "error")));
+			(*err)->errnum = omr_client_code_errno(code);
+			json_decref(j);
+			return -(*err)->errnum;
+		}
+		*out = j;
+		return 0;
+	}
+}

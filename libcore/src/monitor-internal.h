@@ -1,0 +1,81 @@
+/* Shared between monitor.c (boot, teardown) and router.c (serving). */
+#ifndef OMNIRUN_MONITOR_INTERNAL_H
+#define OMNIRUN_MONITOR_INTERNAL_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "omnirun/accel.h"
+#include "omnirun/config.h"
+#include "omnirun/proto.h"
+#include "omnirun/sandbox.h"
+#include "omnirun/template.h"
+
+#define MON_MAX_CLIENTS 128
+#define MON_MAX_STREAMS_PER_CLIENT 256
+/* A client that does not read its control frames (list, watch events) is
+ * dropped past this; DATA is bounded by the flow-control windows. */
+#define MON_CLIENT_OUTQ_MAX (8u << 20)
+#define MON_AGENT_OUTQ_MAX (8u << 20)
+
+struct outq_buf {
+	struct outq_buf *next;
+	size_t len, off;
+	uint8_t data[];
+};
+
+struct outq {
+	struct outq_buf *head, *tail;
+	size_t bytes;
+};
+
+struct client {
+	int fd;
+	uid_t uid;
+	struct omr_frame_reader rd;
+	struct outq out;
+	unsigned nstreams;
+};
+
+struct route {
+	uint32_t gsid;        /* id on the agent channel */
+	int client;           /* index in clients[], -1 once the client left */
+	uint32_t csid;        /* the client's id for it */
+	json_t *hist;         /* exec record, written at END */
+	uint64_t started_ms;
+};
+
+struct mon {
+	const struct omr_config *c;
+	struct omr_sandbox sb;
+	struct omr_template *tpl;
+	enum omr_accel accel;
+	char *run_path, *agent_path, *qmp_path, *sock_path;
+	int state_fd, console_fd, console_pipe, disk_fd, listen_fd, agent_fd;
+	int sig_fd, history_fd;
+	uint64_t console_written;
+	pid_t vmm_pid;
+	int vmm_status;
+	const char *end_reason;   /* set: tear down */
+	json_t *hello;            /* the agent's last HELLO */
+	struct omr_frame_reader agent_rd;
+	struct outq agent_out;
+	struct client *clients[MON_MAX_CLIENTS];
+	struct route *routes;
+	size_t nroutes, routes_cap;
+	uint32_t next_gsid;
+	uint64_t last_activity;
+	int destroy_client;       /* client that asked for destroy, or -1 */
+	uint32_t destroy_csid;
+};
+
+void mon_console_drain(struct mon *m);
+int mon_handle_signals(struct mon *m);
+int mon_reap_vmm(struct mon *m);
+int mon_agent_readable(struct mon *m);
+void mon_serve(struct mon *m);
+void mon_router_close_all(struct mon *m);
+void mon_outq_clear(struct outq *q);
+
+#endif
