@@ -28,4 +28,12 @@ void omr_kvm_probe(struct omr_kvm_probe *out);
 int omr_accel_resolve(const struct omr_config *c, enum omr_accel *out,
 		      const char **why, struct omr_err **err);
 
+/* The QEMU binary of the config ([vmm] qemu: a path, or a name looked up
+ * in PATH).  Returns a malloc'ed path, or NULL when there is none. */
+char *omr_qemu_find(const struct omr_config *c);
+
+/* Runs "QEMU --version" (5 s limit, output bounded, child reaped) and
+ * returns its first line in *out (malloc'ed).  Returns 0 or < 0. */
+int omr_qemu_version(const char *qemu, char **out, struct omr_err **err);
+
 #endif

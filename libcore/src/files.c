@@ -1,0 +1,209 @@
+/* Files in a sandbox; see omnirun/files.h. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "omnirun/cleanup.h"
+#include "omnirun/client.h"
+#include "omnirun/exec.h"
+#include "omnirun/files.h"
+#include "omnirun/proto.h"
+#include "omnirun/stream.h"
+#include "omnirun/util.h"
+
+#define GUEST_PATH_MAX 4096
+
+int omr_files_path_check(const char *path, struct omr_err **err)
+{
+	if (!path || path[0] != '/')
+		return omr_err_set(err, EINVAL, "guest path '%s' must be absolute", path ? path : "");
+	if (strlen(path) > GUEST_PATH_MAX)
+		return omr_err_set(err, ENAMETOOLONG, "guest path longer than %d bytes", GUEST_PATH_MAX);
+	return 0;
+}
+
+int omr_files_put(const struct omr_config *c, const char *id, int in_fd, const char *path,
+		  int mode, int parents, uint64_t *size, struct omr_err **err)
+{
+	_cleanup_close_ int fd = -1;
+	struct omr_stream s;
+	json_t *req;
+	int rc;
+
+	if (omr_files_path_check(path, err) < 0)
+		return -1;
+	fd = omr_client_connect(c, id, err);
+	if (fd < 0)
+		return -1;
+	omr_stream_init(&s, fd, 1);
+	s.in_fd = in_fd;
+	s.in_channel = OMR_CH_FILE;
+	req = json_pack("{s:s, s:s, s:i, s:b}", "op", "file_write", "path", path, "mode",
+			mode >= 0 ? mode & 07777 : 0644, "parents", parents);
+	rc = omr_stream_run(&s, req, err);
+	json_decref(req);
+	if (rc == 0 && size)
+		*size = s.bytes_out;
+	omr_stream_free(&s);
+	return rc < 0 ? omr_err_wrap(err, "%s", path) : 0;
+}
+
+static int on_meta(void *user, json_t *reply)
+{
+	int *mode = user;
+	json_t *m = json_object_get(reply, "mode");
+
+	if (mode && json_is_integer(m))
+		*mode = (int)json_integer_value(m);
+	return 0;
+}
+
+int omr_files_get(const struct omr_config *c, const char *id, const char *path, int out_fd,
+		  int *mode, uint64_t *size, struct omr_err **err)
+{
+	_cleanup_close_ int fd = -1;
+	struct omr_stream s;
+	json_t *req;
+	int rc;
+
+	if (omr_files_path_check(path, err) < 0)
+		return -1;
+	fd = omr_client_connect(c, id, err);
+	if (fd < 0)
+		return -1;
+	omr_stream_init(&s, fd, 1);
+	s.out_fd[OMR_CH_FILE] = out_fd;
+	s.on_reply = on_meta;
+	s.user = mode;
+	req = json_pack("{s:s, s:s}", "op", "file_read", "path", path);
+	rc = omr_stream_run(&s, req, err);
+	json_decref(req);
+	if (rc == 0 && size)
+		*size = s.bytes_in;
+	omr_stream_free(&s);
+	return rc < 0 ? omr_err_wrap(err, "%s", path) : 0;
+}
+
+static int collect_entries(void *user, json_t *reply)
+{
+	json_t *arr = user, *e = json_object_get(reply, "entries");
+
+	if (json_is_array(e))
+		json_array_extend(arr, e);
+	return 0;
+}
+
+int omr_files_list(const struct omr_config *c, const char *id, const char *path,
+		   json_t **out, struct omr_err **err)
+{
+	_cleanup_close_ int fd = -1;
+	struct omr_stream s;
+	json_t *req, *arr;
+	int rc;
+
+	if (omr_files_path_check(path, err) < 0)
+		return -1;
+	fd = omr_client_connect(c, id, err);
+	if (fd < 0)
+		return -1;
+	arr = json_array();
+	omr_stream_init(&s, fd, 1);
+	s.on_reply = collect_entries;
+	s.user = arr;
+	req = json_pack("{s:s, s:s}", "op", "list", "path", path);
+	rc = omr_stream_run(&s, req, err);
+	json_decref(req);
+	omr_stream_free(&s);
+	if (rc < 0) {
+		json_decref(arr);
+		return omr_err_wrap(err, "%s", path);
+	}
+	*out = arr;
+	return 0;
+}
+
+static int simple(const struct omr_config *c, const char *id, json_t *req, json_t **out,
+		  const char *path, struct omr_err **err)
+{
+	int rc = omr_sandbox_call(c, id, req, out, err);
+
+	json_decref(req);
+	return rc < 0 ? omr_err_wrap(err, "%s", path) : 0;
+}
+
+int omr_files_stat(const struct omr_config *c, const char *id, const char *path,
+		   json_t **out, struct omr_err **err)
+{
+	if (omr_files_path_check(path, err) < 0)
+		return -1;
+	return simple(c, id, json_pack("{s:s, s:s}", "op", "stat", "path", path), out, path, err);
+}
+
+int omr_files_mkdir(const struct omr_config *c, const char *id, const char *path,
+		    int parents, struct omr_err **err)
+{
+	if (omr_files_path_check(path, err) < 0)
+		return -1;
+	return simple(c, id, json_pack("{s:s, s:s, s:b}", "op", "mkdir", "path", path,
+				       "parents", parents), NULL, path, err);
+}
+
+int omr_files_remove(const struct omr_config *c, const char *id, const char *path,
+		     int recursive, struct omr_err **err)
+{
+	if (omr_files_path_check(path, err) < 0)
+		return -1;
+	return simple(c, id, json_pack("{s:s, s:s, s:b}", "op", "remove", "path", path,
+				       "recursive", recursive), NULL, path, err);
+}
+
+int omr_files_rename(const struct omr_config *c, const char *id, const char *from,
+		     const char *to, struct omr_err **err)
+{
+	if (omr_files_path_check(from, err) < 0 || omr_files_path_check(to, err) < 0)
+		return -1;
+	return simple(c, id, json_pack("{s:s, s:s, s:s}", "op", "rename", "from", from, "to", to),
+		      NULL, from, err);
+}
+
+struct watch_ctx {
+	int (*on_event)(void *user, json_t *ev);
+	void *user;
+};
+
+static int watch_reply(void *user, json_t *reply)
+{
+	struct watch_ctx *w = user;
+	return w->on_event(w->user, reply);
+}
+
+int omr_files_watch(const struct omr_config *c, const char *id, const char *path,
+		    int recursive, int sig_fd, int (*on_event)(void *user, json_t *ev),
+		    void *user, struct omr_err **err)
+{
+	_cleanup_close_ int fd = -1;
+	struct watch_ctx w = { on_event, user };
+	struct omr_stream s;
+	json_t *req;
+	int rc;
+
+	if (omr_files_path_check(path, err) < 0)
+		return -1;
+	fd = omr_client_connect(c, id, err);
+	if (fd < 0)
+		return -1;
+	omr_stream_init(&s, fd, 1);
+	/* An interrupt is forwarded as SIGNAL: for a watch that means cancel,
+	 * after which the agent ends the stream and we return 0. */
+	s.sig_fd = sig_fd;
+	s.on_reply = watch_reply;
+	s.user = &w;
+	req = json_pack("{s:s, s:s, s:b}", "op", "watch", "path", path, "recursive", recursive);
+	rc = omr_stream_run(&s, req, err);
+	json_decref(req);
+	omr_stream_free(&s);
+	return rc < 0 ? omr_err_wrap(err, "%s", path) : 0;
+}
