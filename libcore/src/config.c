@@ -35,6 +35,7 @@ struct num_key {
 static const struct num_key num_keys[] = {
 	NUM("vmm", "tcg_tb_size_mb", tb_size_mb, 8, 2048),
 	NUM("vmm", "boot_timeout", boot_timeout_s, 1, 600),
+	NUM("vmm", "bench_channel", bench_channel, 0, 1),
 	NUM("sandbox", "cpus", default_cpus, 1, 64),
 	NUM("sandbox", "max_cpus", max_cpus, 1, 64),
 	NUM("sandbox", "memory_mb", default_memory_mb, 64, 1048576),

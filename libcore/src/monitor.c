@@ -181,11 +181,14 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 		.qmp_sock = m->qmp_path,
 		.disk_fd = DISK_FD_IN_CHILD,
 	};
+	_cleanup_free_ char *bench = m->c->bench_channel
+		? omr_sandbox_run_path(m->c, m->sb.id, "bench.sock") : NULL;
 	char **argv;
 	int keep_to = DISK_FD_IN_CHILD;
 
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
 		return omr_err_set(err, errno, "cannot create the console pipe");
+	spec.bench_sock = bench;
 	argv = omr_vmm_argv(&spec);
 	m->vmm_pid = omr_spawn(argv, pipefd[1], &m->disk_fd, &keep_to, 1, err);
 	omr_argv_free(argv);

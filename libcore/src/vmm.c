@@ -75,6 +75,14 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 	      omr_strdup_printf("socket,id=agent,path=%s,server=on,wait=off", s->agent_sock));
 	add(&a, "-device");
 	add(&a, "virtserialport,chardev=agent,name=" OMR_AGENT_PORT);
+	if (s->bench_sock) {
+		/* A second port with no protocol: the floor bench/exec
+		 * measures the protocol against. */
+		addf2(&a, "-chardev",
+		      omr_strdup_printf("socket,id=bench,path=%s,server=on,wait=off", s->bench_sock));
+		add(&a, "-device");
+		add(&a, "virtserialport,chardev=bench,name=omnirun.bench");
+	}
 	add(&a, "-object");
 	add(&a, "rng-random,id=rng0,filename=/dev/urandom");
 	add(&a, "-device");

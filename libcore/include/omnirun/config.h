@@ -24,6 +24,8 @@ struct omr_config {
 	unsigned tb_size_mb;  /* [vmm] tcg_tb_size_mb translation cache */
 	unsigned boot_timeout_s;     /* [vmm] boot_timeout */
 	uint64_t console_log_max;    /* [vmm] console_log_max bytes per file */
+	unsigned bench_channel;      /* [vmm] bench_channel: 1 adds a raw
+				        virtio-serial port for bench/exec */
 
 	char *default_template;      /* [sandbox] template */
 	unsigned default_cpus, max_cpus;            /* cpus, max_cpus */

@@ -17,6 +17,8 @@ struct omr_vmm_spec {
 	const char *cmdline;       /* full kernel command line */
 	const char *agent_sock;    /* QEMU listens here for the agent channel */
 	const char *qmp_sock;      /* QMP socket (QEMU listens) */
+	const char *bench_sock;    /* raw port "omnirun.bench" for benchmarks,
+				      or NULL */
 	int disk_fd;               /* fd number in the child for the data
 				      disk, or -1 for none */
 };
