@@ -19,8 +19,8 @@ static void usage(void)
 {
 	printf("Usage: sbx-exec [options] ID -- CMD [ARG...]\n"
 	       "       sbx-exec [options] -c 'SHELL LINE' ID\n"
-	       "       sbx-exec --history ID [--json]\n"
-	       "       sbx-exec --ps ID [--json]\n"
+	       "       sbx-exec --history [--json] ID\n"
+	       "       sbx-exec --ps [--json] ID\n"
 	       "       sbx-exec --attach ID PID\n"
 	       "       sbx-exec --kill ID PID [SIGNAL]\n\n"
 	       "Run a command in a sandbox.  Its stdout and stderr appear live on ours;\n"
@@ -77,6 +77,19 @@ static int sigfd_open(void)
 	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
+/* Like omr_cli_number, but sbx-exec's own failures are all 125. */
+static uint64_t num(const char *s, uint64_t min, uint64_t max, const char *what)
+{
+	struct omr_err *err = NULL;
+	uint64_t v;
+
+	if (omr_parse_u64(s, min, max, &v, what, &err) < 0) {
+		omr_cli_fail(&err);
+		exit(EXIT_OWN);
+	}
+	return v;
+}
+
 static int parse_signal(const char *s)
 {
 	static const struct { const char *name; int sig; } names[] = {
@@ -89,7 +102,7 @@ static int parse_signal(const char *s)
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (!strcmp(s, names[i].name))
 			return names[i].sig;
-	return (int)omr_cli_number(s, 1, 64, "signal");
+	return (int)num(s, 1, 64, "signal");
 }
 
 /* One line per command: what ran and how it ended. */
@@ -144,13 +157,13 @@ int main(int argc, char **argv)
 	json_t *out = NULL;
 
 	omr_cli_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "+c:e:w:u:T:itbjhV", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:e:w:u:T:itbjhV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': o.cmd = optarg; break;
 		case 'e': env[nenv++] = optarg; break;
 		case 'w': o.cwd = optarg; break;
 		case 'u': o.user = optarg; break;
-		case 'T': o.timeout_s = (unsigned)omr_cli_number(optarg, 1, 31536000, "timeout"); break;
+		case 'T': o.timeout_s = (unsigned)num(optarg, 1, 31536000, "timeout"); break;
 		case 'i': interactive = 1; break;
 		case 't': o.pty = 1; break;
 		case 'b': o.background = 1; break;
@@ -170,7 +183,8 @@ int main(int argc, char **argv)
 	}
 	id = argv[optind++];
 	o.env = nenv ? env : NULL;
-	c = omr_cli_config();
+	if (omr_config_load(&c, &err) < 0)
+		return fail(&err);
 	switch (mode) {
 	case MODE_HISTORY:
 	case MODE_PS:
@@ -191,7 +205,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "sbx-exec: no pid given\n");
 			return EXIT_OWN;
 		}
-		int pid = (int)omr_cli_number(argv[optind], 1, 4194304, "pid");
+		int pid = (int)num(argv[optind], 1, 4194304, "pid");
 		if (mode == MODE_KILL) {
 			int sig = optind + 1 < argc ? parse_signal(argv[optind + 1]) : SIGTERM;
 			return omr_exec_kill(c, id, pid, sig, &err) < 0 ? fail(&err) : 0;

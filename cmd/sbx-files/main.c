@@ -64,8 +64,9 @@ static int print_event(void *user, json_t *ev)
 		printf("%s\n", s ? s : "{}");
 		free(s);
 	} else {
-		printf("%s %s\n", json_string_value(json_object_get(ev, "event")),
-		       json_string_value(json_object_get(ev, "path")));
+		const char *path = json_string_value(json_object_get(ev, "path"));
+		printf("%s%s%s\n", json_string_value(json_object_get(ev, "event")),
+		       path ? " " : "", path ? path : "");
 	}
 	return fflush(stdout) == 0 ? 0 : -EPIPE;
 }

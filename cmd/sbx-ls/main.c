@@ -7,6 +7,7 @@
 #include "omnirun/cli.h"
 #include "omnirun/exitcodes.h"
 #include "omnirun/sandbox.h"
+#include "omnirun/util.h"
 
 static void usage(void)
 {

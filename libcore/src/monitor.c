@@ -156,12 +156,16 @@ static int try_connect_agent(struct mon *m)
 
 static char *kernel_cmdline(struct mon *m)
 {
+	unsigned khz = m->accel == OMR_ACCEL_TCG ? omr_host_tsc_khz() : 0;
+	_cleanup_free_ char *tsc = khz ? omr_strdup_printf("tsc_early_khz=%u ", khz)
+				       : omr_xstrdup("");
+
 	/* quiet + panic=-1 + reboot=t: a guest crash ends QEMU (-no-reboot)
 	 * instead of hanging; init_on_alloc=0 keeps untouched memory free. */
 	return omr_strdup_printf("console=ttyS0 quiet panic=-1 reboot=t tsc=reliable "
-				 "init_on_alloc=0 rdinit=/init omnirun.id=%s "
+				 "init_on_alloc=0 %srdinit=/init omnirun.id=%s "
 				 "omnirun.hostname=%s %s",
-				 m->sb.id, m->sb.id, m->tpl->cmdline ? m->tpl->cmdline : "");
+				 tsc, m->sb.id, m->sb.id, m->tpl->cmdline ? m->tpl->cmdline : "");
 }
 
 static int spawn_vmm(struct mon *m, struct omr_err **err)
@@ -184,13 +188,21 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 	_cleanup_free_ char *bench = m->c->bench_channel
 		? omr_sandbox_run_path(m->c, m->sb.id, "bench.sock") : NULL;
 	char **argv;
-	int keep_to = DISK_FD_IN_CHILD;
+	/* QEMU's block layer also opens the disk read-only at times, and an
+	 * fdset hands out only fds of the matching access mode. */
+	_cleanup_free_ char *self = omr_strdup_printf("/proc/self/fd/%d", m->disk_fd);
+	_cleanup_close_ int ro = open(self, O_RDONLY | O_CLOEXEC);
+	int keep_from[2] = { m->disk_fd, ro };
+	int keep_to[2] = { DISK_FD_IN_CHILD, DISK_FD_IN_CHILD + 1 };
+
+	if (ro < 0)
+		return omr_err_set(err, errno, "cannot reopen the data disk");
 
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
 		return omr_err_set(err, errno, "cannot create the console pipe");
 	spec.bench_sock = bench;
 	argv = omr_vmm_argv(&spec);
-	m->vmm_pid = omr_spawn(argv, pipefd[1], &m->disk_fd, &keep_to, 1, err);
+	m->vmm_pid = omr_spawn(argv, pipefd[1], keep_from, keep_to, 2, err);
 	omr_argv_free(argv);
 	close(pipefd[1]);
 	if (m->vmm_pid < 0) {
@@ -263,10 +275,12 @@ static int wait_agent(struct mon *m, struct omr_err **err)
 		int np = 0, timeout;
 		uint64_t now = omr_now_ms();
 
-		if (now >= deadline)
-			return omr_err_set(err, ETIMEDOUT,
-					   "the guest agent did not answer within %u s",
-					   m->c->boot_timeout_s);
+		if (now >= deadline) {
+			omr_err_set(err, 0, "the guest agent did not answer within %u s",
+				    m->c->boot_timeout_s);
+			(*err)->errnum = ETIMEDOUT;
+			return -ETIMEDOUT;
+		}
 		if (m->agent_fd < 0)
 			try_connect_agent(m);
 		p[np++] = (struct pollfd){ .fd = m->sig_fd, .events = POLLIN };
@@ -280,10 +294,12 @@ static int wait_agent(struct mon *m, struct omr_err **err)
 		if (p[0].revents && mon_handle_signals(m)) {
 			while (m->console_pipe >= 0)
 				mon_console_drain(m);
-			return omr_err_set(err, ECHILD, "QEMU exited during boot (%s %d)",
-					   WIFSIGNALED(m->vmm_status) ? "signal" : "status",
-					   WIFSIGNALED(m->vmm_status) ? WTERMSIG(m->vmm_status)
-								      : WEXITSTATUS(m->vmm_status));
+			omr_err_set(err, 0, "QEMU exited during boot (%s %d)",
+				    WIFSIGNALED(m->vmm_status) ? "signal" : "status",
+				    WIFSIGNALED(m->vmm_status) ? WTERMSIG(m->vmm_status)
+							       : WEXITSTATUS(m->vmm_status));
+			(*err)->errnum = ECHILD;
+			return -ECHILD;
 		}
 		if (m->end_reason)
 			return omr_err_set(err, EINTR, "interrupted during boot");

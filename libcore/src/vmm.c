@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -89,10 +90,12 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 	add(&a, "virtio-rng-device,rng=rng0");
 	if (s->disk_fd >= 0) {
 		/* The disk is an unlinked file handed over by fd: nothing on
-		 * the host names it, and it is gone with the last fd. */
+		 * the host names it, and it is gone with the last fd.  No
+		 * locking: it would want a second, read-only fd. */
 		addf2(&a, "-add-fd", omr_strdup_printf("fd=%d,set=1", s->disk_fd));
+		addf2(&a, "-add-fd", omr_strdup_printf("fd=%d,set=1", s->disk_fd + 1));
 		add(&a, "-drive");
-		add(&a, "if=none,id=data,file=/dev/fdset/1,format=raw,cache=writeback,discard=unmap");
+		add(&a, "if=none,id=data,file=/dev/fdset/1,format=raw,file.locking=off,cache=writeback,discard=unmap");
 		add(&a, "-device");
 		add(&a, "virtio-blk-device,drive=data");
 	}
@@ -100,6 +103,18 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 	add(&a, "-sandbox");
 	add(&a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
 	return a.v;
+}
+
+unsigned omr_host_tsc_khz(void)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/cpuinfo", "re");
+	char line[256];
+	double mhz;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "cpu MHz : %lf", &mhz) == 1 && mhz > 100 && mhz < 100000)
+			return (unsigned)(mhz * 1000 + 0.5);
+	return 0;
 }
 
 void omr_argv_free(char **argv)

@@ -20,8 +20,15 @@ struct omr_vmm_spec {
 	const char *bench_sock;    /* raw port "omnirun.bench" for benchmarks,
 				      or NULL */
 	int disk_fd;               /* fd number in the child for the data
-				      disk, or -1 for none */
+				      disk (read-write; disk_fd + 1 is the
+				      same file read-only), or -1 for none */
 };
+
+/* The host's TSC frequency in kHz (from /proc/cpuinfo), or 0 if unknown.
+ * Under TCG the guest's TSC runs at the host's rate; telling the guest
+ * kernel (tsc_early_khz=) spares it a PIT calibration that fails on a
+ * loaded host and can hang the boot (HOSTS.md). */
+unsigned omr_host_tsc_khz(void);
 
 /* Builds QEMU's argv (NULL-terminated, malloc'ed strings; free with
  * omr_argv_free).  No display, no default devices, no network, seccomp

@@ -1,0 +1,262 @@
+/* Internals of omnirun-agent: the guest's PID 1 and its request server.
+ *
+ * One process tree: PID 1 (init.c) mounts, loads modules, sets up the data
+ * disk (disk.c) and the network (net.c), then forks the server (server.c),
+ * a single-threaded poll() loop that multiplexes streams over one frame
+ * connection (omnirun/proto.h).  Each request op lives in its own file. */
+#ifndef OMNIRUN_AGENT_H
+#define OMNIRUN_AGENT_H
+
+#include <jansson.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "omnirun/proto.h"
+
+#define AGENT_VERSION "omnirun-agent 0.1"
+#define AGENT_PATH_DEFAULT "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#define container_of(ptr, type, member) \
+	((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* ---- configuration shared by PID 1 and the server (main.c) ---- */
+struct agent_cfg {
+	bool pid1;              /* we are the guest's init: shutdown powers off */
+	const char *env_file;   /* K=V file merged into every command's env */
+	const char *cgroup;     /* cgroup v2 dir for commands, or NULL */
+	const char *disk_state; /* "ready", "none" or "failed" */
+	const char *data_dir;   /* where the data disk is mounted */
+};
+extern struct agent_cfg agent_cfg;
+
+/* ---- util.c ---- */
+void alog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Sends further log lines to /dev/kmsg (the guest has no other log). */
+void alog_use_kmsg(void);
+uint64_t now_ms(void);  /* CLOCK_MONOTONIC */
+uint64_t wall_ms(void); /* CLOCK_REALTIME */
+/* The snake_case code of an errno for JSON errors ("not_found"). */
+const char *errno_code(int e);
+int fd_set_nonblock(int fd);
+/* Retries EINTR and short writes; returns 0 or -errno. */
+int write_full(int fd, const void *buf, size_t n);
+/* Reads a small file into buf (NUL-terminated). Returns length or -errno. */
+ssize_t file_read_small(const char *path, char *buf, size_t size);
+/* Writes s to an existing file (sysfs, procfs). Returns 0 or -errno. */
+int file_write_str(const char *path, const char *s);
+bool utf8_valid(const char *s, size_t n);
+/* A JSON string from arbitrary bytes; invalid UTF-8 becomes U+FFFD. */
+json_t *json_bytes(const char *s, size_t n);
+/* Sets o[key] to the name, plus o[key_b64] when the bytes are not UTF-8. */
+void json_set_name(json_t *o, const char *key, const char *s);
+char *b64_encode(const void *p, size_t n);
+/* Returns a malloc'ed NUL-terminated buffer, or NULL on bad input. */
+char *b64_decode(const char *s, size_t *n);
+/* Absolute dir part / last part of a path, malloc'ed. */
+char *path_dirname(const char *path);
+char *path_join(const char *dir, const char *name);
+/* mkdir -p; returns 0 or -errno. */
+int mkdir_parents(const char *path, mode_t mode);
+/* rm -rf without following symlinks; returns 0 or -errno. */
+int remove_tree_at(int dirfd, const char *name);
+
+/* ---- req.c: request field parsing; on failure a message is left in e ---- */
+struct jerr {
+	char msg[256];
+};
+int jget_str(json_t *o, const char *key, bool required, const char **out, struct jerr *e);
+/* key (UTF-8) or key_b64 (raw bytes); must be absolute.  *out malloc'ed. */
+int jget_path(json_t *o, const char *key, bool required, char **out, struct jerr *e);
+int jget_int(json_t *o, const char *key, int64_t min, int64_t max, int64_t def,
+	     int64_t *out, struct jerr *e);
+int jget_bool(json_t *o, const char *key, bool def, bool *out, struct jerr *e);
+/* An integer (420 == 0644) or a string of octal digits ("0644"). */
+int jget_mode(json_t *o, const char *key, mode_t def, mode_t *out, struct jerr *e);
+
+/* ---- server.c: connection, output queue, streams, poll loop ---- */
+struct pollctx;
+typedef void (*poll_fn)(void *obj, int tag, short revents);
+void poll_add(struct pollctx *pc, int fd, short events, poll_fn fn, void *obj, int tag);
+/* Makes the next poll() return no later than when (monotonic ms). */
+void poll_wake_at(struct pollctx *pc, uint64_t when);
+
+struct stream;
+struct stream_ops {
+	/* DATA, EOF, SIGNAL, RESIZE for this stream (WINDOW is generic). */
+	void (*frame)(struct stream *s, const struct omr_frame_hdr *h, const uint8_t *p);
+	/* Registers fds and wake-up times before each poll(). */
+	void (*poll)(struct stream *s, struct pollctx *pc);
+	/* Runs after each poll(): timers, producing output. */
+	void (*tick)(struct stream *s);
+	/* Frees the stream's resources.  conn_lost: the host went away or the
+	 * stream is being torn down before its END. */
+	void (*destroy)(struct stream *s, bool conn_lost);
+};
+struct stream {
+	uint32_t id;
+	const struct stream_ops *ops;
+	uint64_t credit; /* bytes of DATA we may still send */
+	bool dead;       /* END sent or torn down; freed after this iteration */
+	bool torn;       /* ended abnormally: destroy() cleans up as on loss */
+	struct stream *next;
+};
+/* Allocates size bytes (a struct starting with struct stream), zeroed. */
+struct stream *stream_new(uint32_t id, size_t size, const struct stream_ops *ops);
+/* Sends END with o (stolen) and closes the stream. */
+void stream_end(struct stream *s, json_t *o);
+struct stream *stream_find(uint32_t id);
+/* Ends the stream without an END of its own (destroy(conn_lost=true)). */
+void stream_teardown(struct stream *s);
+
+bool conn_up(void);
+/* True when the output queue is short enough to queue more bulk output. */
+bool conn_can_produce(void);
+void send_frame(uint8_t type, uint8_t flags, uint32_t id, const void *p, size_t n);
+void send_json(uint8_t type, uint32_t id, json_t *o); /* steals o */
+void send_window(uint32_t id, size_t n);
+/* {"error", "code", "errno"}; code NULL means errno_code(e). */
+json_t *error_json(int e, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void send_error(uint32_t id, int e, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void send_bad_request(uint32_t id, const struct jerr *e);
+json_t *hello_json(void);
+void send_hello(void);
+enum server_exit { SERVER_EXIT_NONE, SERVER_EXIT_QUIT, SERVER_EXIT_POWEROFF };
+/* Leaves the loop once the output queue is flushed. */
+void server_request_exit(enum server_exit what);
+
+enum conn_kind { CONN_FD, CONN_SOCKET, CONN_VIRTIO };
+/* Serves until the connection is gone (CONN_FD) or exit is requested.
+ * Returns a process exit status. */
+int server_run(enum conn_kind kind, int fd, const char *path);
+
+/* ---- ops.c: request dispatch and the small ops ---- */
+void ops_dispatch(uint32_t id, json_t *req);
+
+/* ---- proc.c: started commands, reaping, background output ---- */
+struct ring;
+struct exec_stream;
+struct proc {
+	pid_t pid; /* also the process group and session id */
+	bool background, pty, running, timed_out, cancelled;
+	int status;           /* wait status once !running */
+	int fd_in;            /* stdin pipe (pty: a dup of the master) or -1 */
+	int fd_out, fd_err;   /* read ends (pty: master, -1) */
+	uint64_t start_mono, start_wall, end_mono;
+	uint64_t deadline;    /* monotonic ms, 0 = none */
+	uint64_t quiet_until; /* after exit: close pipes when quiet past this */
+	json_t *argv;         /* array of strings, for ps */
+	struct ring *ring;    /* background output */
+	struct exec_stream *fg;
+	int attached;         /* attach streams referring to us */
+	bool dead;
+	struct proc *next;
+};
+#define PROC_LINGER_MS 200
+
+struct proc *proc_new(void);
+struct proc *proc_find(pid_t pid);
+/* The signalfd handler: reaps children. */
+void procs_init(void);
+void procs_poll(struct pollctx *pc);
+void procs_tick(void);
+/* Frees procs marked dead. */
+void procs_collect(void);
+/* Kills every command we started (the server is exiting). */
+void procs_shutdown(void);
+/* Orphans a foreground proc (its stream is gone); kills it if running. */
+void proc_release(struct proc *p, bool kill_group);
+void proc_signal(struct proc *p, int sig);
+/* {"exit_code","signal","timed_out","duration_ms"} */
+json_t *proc_status_json(const struct proc *p);
+size_t procs_count(void);
+void proc_close_fd(int *fd);
+void op_ps(uint32_t id, json_t *req);
+void op_kill(uint32_t id, json_t *req);
+void op_attach(uint32_t id, json_t *req);
+
+/* ---- ring.c: bounded record buffer for background output ---- */
+#define RING_MAX (1u << 20)
+struct ring_cursor {
+	uint64_t pos;  /* absolute offset of the current record */
+	uint32_t off;  /* bytes of it already read */
+	uint64_t data; /* data bytes consumed, counting dropped ones */
+};
+struct ring *ring_new(void);
+void ring_free(struct ring *r);
+void ring_append(struct ring *r, uint8_t ch, const uint8_t *p, size_t n);
+void ring_cursor_start(const struct ring *r, struct ring_cursor *c);
+/* Copies up to max bytes of the next record part; returns its length
+ * (0: nothing new).  *lost gets the data bytes dropped under the cursor. */
+size_t ring_read(const struct ring *r, struct ring_cursor *c, uint8_t *dst, size_t max,
+		 uint8_t *ch, uint64_t *lost);
+bool ring_at_end(const struct ring *r, const struct ring_cursor *c);
+uint64_t ring_dropped(const struct ring *r);
+
+/* ---- exec.c, spawn.c, user.c ---- */
+void op_exec(uint32_t id, json_t *req);
+
+struct user_info {
+	uid_t uid;
+	gid_t gid;
+	char *name; /* may be NULL for a bare uid */
+	char *home;
+	gid_t *groups;
+	int ngroups;
+};
+/* Resolves a name or decimal uid through /etc/passwd and /etc/group. */
+int user_lookup(const char *spec, struct user_info *u);
+/* The passwd entry of uid, or defaults (HOME=/) when there is none. */
+void user_lookup_uid(uid_t uid, struct user_info *u);
+void user_info_free(struct user_info *u);
+
+struct spawn_req {
+	char **argv;
+	char **envp;
+	const char *cwd;
+	const struct user_info *user; /* NULL: keep our identity */
+	bool pty, stdin_pipe;
+	unsigned short rows, cols;
+};
+/* Forks and execs.  Fills p->pid and p's fds.  Returns 0, or -errno with a
+ * message in e when the child could not be set up (exec failures are not
+ * errors: the child reports them like a shell, with status 127/126). */
+int spawn_proc(const struct spawn_req *r, struct proc *p, struct jerr *e);
+
+/* ---- env.c: the environment file ---- */
+/* Appends K=V strings from the env file to a growable vector. */
+struct strv {
+	char **v;
+	size_t n, cap;
+};
+void strv_free(struct strv *sv);
+/* Sets KEY=VALUE, replacing an existing KEY. */
+void strv_setenv(struct strv *sv, const char *key, const char *val);
+int env_file_load(const char *path, struct strv *sv);
+void op_env_set(uint32_t id, json_t *req);
+
+/* ---- files.c, list.c, watch.c ---- */
+void op_file_read(uint32_t id, json_t *req);
+void op_file_write(uint32_t id, json_t *req);
+void op_stat(uint32_t id, json_t *req);
+void op_mkdir(uint32_t id, json_t *req);
+void op_remove(uint32_t id, json_t *req);
+void op_rename(uint32_t id, json_t *req);
+void op_list(uint32_t id, json_t *req);
+void op_watch(uint32_t id, json_t *req);
+const char *file_type_name(mode_t m);
+
+/* ---- init.c, disk.c, net.c (PID 1 only) ---- */
+/* Never returns. */
+void init_main(void);
+/* omnirun.KEY=VALUE from the kernel command line, or NULL. */
+const char *init_param(const char *key);
+/* Sets agent_cfg.disk_state. */
+void disk_setup(void);
+void net_setup(void);
+
+#endif

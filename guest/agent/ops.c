@@ -1,0 +1,121 @@
+/* Request dispatch and the ops that answer at once. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+
+static void op_ping(uint32_t id, json_t *req)
+{
+	(void)req;
+	send_json(OMR_F_END, id, json_pack("{s:b}", "pong", 1));
+}
+
+static void op_hello(uint32_t id, json_t *req)
+{
+	(void)req;
+	send_hello();
+	send_json(OMR_F_END, id, hello_json());
+}
+
+/* Value in kB of a /proc/meminfo line, or -1. */
+static long long meminfo(const char *text, const char *key)
+{
+	const char *p = strstr(text, key);
+	long long v;
+
+	if (!p || sscanf(p + strlen(key), " %lld", &v) != 1)
+		return -1;
+	return v;
+}
+
+static json_t *disk_json(void)
+{
+	json_t *d = json_pack("{s:s,s:s}", "state", agent_cfg.disk_state, "path",
+			      agent_cfg.data_dir);
+	struct statvfs sv;
+
+	if (d && !strcmp(agent_cfg.disk_state, "ready") && statvfs(agent_cfg.data_dir, &sv) == 0) {
+		json_object_set_new(d, "size_bytes",
+				    json_integer((json_int_t)(sv.f_blocks * sv.f_frsize)));
+		json_object_set_new(d, "free_bytes",
+				    json_integer((json_int_t)(sv.f_bavail * sv.f_frsize)));
+	}
+	return d;
+}
+
+static void op_info(uint32_t id, json_t *req)
+{
+	char mi[4096];
+	struct timespec ts;
+	struct utsname u;
+	json_t *o;
+
+	(void)req;
+	uname(&u);
+	clock_gettime(CLOCK_BOOTTIME, &ts);
+	if (file_read_small("/proc/meminfo", mi, sizeof(mi)) < 0)
+		mi[0] = 0;
+	o = json_pack("{s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:o,s:i,s:i}", "version", OMR_PROTO_VERSION,
+		      "agent", AGENT_VERSION, "kernel", u.release, "uptime_ms",
+		      (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "mem_total_kb",
+		      (json_int_t)meminfo(mi, "MemTotal:"), "mem_free_kb",
+		      (json_int_t)meminfo(mi, "MemFree:"), "mem_available_kb",
+		      (json_int_t)meminfo(mi, "MemAvailable:"), "disk", disk_json(), "nproc",
+		      (int)sysconf(_SC_NPROCESSORS_ONLN), "processes", (int)procs_count());
+	send_json(OMR_F_END, id, o);
+}
+
+static void op_shutdown(uint32_t id, json_t *req)
+{
+	(void)req;
+	alog("shutdown requested by the host");
+	send_json(OMR_F_END, id, json_object());
+	server_request_exit(SERVER_EXIT_POWEROFF);
+}
+
+static const struct op {
+	const char *name;
+	void (*fn)(uint32_t id, json_t *req);
+} ops[] = {
+	{ "ping", op_ping },
+	{ "hello", op_hello },
+	{ "info", op_info },
+	{ "shutdown", op_shutdown },
+	{ "exec", op_exec },
+	{ "ps", op_ps },
+	{ "attach", op_attach },
+	{ "kill", op_kill },
+	{ "file_read", op_file_read },
+	{ "file_write", op_file_write },
+	{ "list", op_list },
+	{ "stat", op_stat },
+	{ "mkdir", op_mkdir },
+	{ "remove", op_remove },
+	{ "rename", op_rename },
+	{ "watch", op_watch },
+	{ "env_set", op_env_set },
+};
+
+void ops_dispatch(uint32_t id, json_t *req)
+{
+	json_t *op = json_object_get(req, "op");
+	const char *name;
+
+	if (!json_is_string(op)) {
+		send_error(id, EINVAL, "bad_request", "\"op\" is required and must be a string");
+		return;
+	}
+	name = json_string_value(op);
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		if (!strcmp(ops[i].name, name)) {
+			ops[i].fn(id, req);
+			return;
+		}
+	send_error(id, EINVAL, "unknown_op", "unknown op \"%.64s\"", name);
+}

@@ -1,0 +1,80 @@
+#!/bin/sh
+# Boots omnirun-agent as PID 1 of a throwaway QEMU microVM (TCG) and runs
+# test-agent against it over virtio-serial.  Not a template builder: the
+# initramfs here is the smallest thing that exercises the agent's PID 1
+# work (modules, cgroup, dm-crypt data disk, port discovery, power off).
+#
+#   test-agent-vm.sh AGENT TEST KERNEL_ROOT
+#
+# AGENT is the static omnirun-agent, TEST the test-agent binary, and
+# KERNEL_ROOT a directory holding boot/vmlinuz-* and lib/modules/*/ from
+# linux-image-*-cloud-amd64 (dpkg-deb -x of the package).  Prints TAP;
+# exits 77 (skip) when QEMU or the kernel is missing.
+set -eu
+
+agent=$1 test=$2 kroot=$3
+vmlinuz=$(ls "$kroot"/boot/vmlinuz-* 2>/dev/null | head -n1)
+mods=$(ls -d "$kroot"/lib/modules/*/kernel 2>/dev/null | head -n1)
+if [ -z "$vmlinuz" ] || [ -z "$mods" ] || ! command -v qemu-system-x86_64 >/dev/null; then
+	echo "1..0 # SKIP no kernel at $kroot or no qemu-system-x86_64"
+	exit 77
+fi
+
+work=$(mktemp -d /tmp/omnirun-agent-vm.XXXXXX)
+qpid=
+cleanup() {
+	[ -n "$qpid" ] && kill "$qpid" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+root=$work/root
+mkdir -p "$root/bin" "$root/sbin" "$root/etc/omnirun" "$root/lib/modules" "$root/dev" "$root/root"
+cp "$agent" "$root/init"
+cp /bin/busybox "$root/bin/busybox"
+for a in $(/bin/busybox --list); do
+	[ "$a" = busybox ] || ln -sf busybox "$root/bin/$a"
+done
+ln -sf ../bin/busybox "$root/sbin/mke2fs"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
+	>"$root/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+# Load order matters: dependencies first (see HOSTS.md).
+for m in virtio/virtio_ring virtio/virtio virtio/virtio_mmio block/virtio_blk \
+	char/virtio_console md/dm-mod md/dm-crypt ../crypto/ecb ../crypto/xts; do
+	f=$(find "$mods" -path "*${m#../}.ko" | head -n1)
+	cp "$f" "$root/lib/modules/"
+	echo "/lib/modules/$(basename "$f")" >>"$root/etc/omnirun/modules"
+done
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd"
+truncate -s 256M "$work/data.img"
+
+qemu-system-x86_64 -M microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on \
+	-accel tcg -cpu max -m 256 -smp 1 -nodefaults -no-user-config -nographic \
+	-kernel "$vmlinuz" -initrd "$work/initrd" \
+	-append "console=ttyS0 quiet panic=-1 reboot=t tsc=reliable omnirun.hostname=omr-test" \
+	-serial file:"$work/console.log" -no-reboot \
+	-drive file="$work/data.img",if=none,id=data,format=raw,cache=unsafe \
+	-device virtio-blk-device,drive=data \
+	-device virtio-serial-device \
+	-chardev socket,id=agent,path="$work/agent.sock",server=on,wait=off \
+	-device virtserialport,chardev=agent,name=omnirun.0 &
+qpid=$!
+
+rc=0
+"$test" --socket "$work/agent.sock" || rc=$?
+# After shutdown QEMU must exit by itself.
+for _ in $(seq 100); do
+	kill -0 "$qpid" 2>/dev/null || break
+	sleep 0.1
+done
+if kill -0 "$qpid" 2>/dev/null; then
+	echo "# QEMU still running after shutdown"
+	rc=1
+fi
+qpid=
+if [ "$rc" != 0 ] || [ "${OMNIRUN_VM_CONSOLE:-0}" = 1 ]; then
+	echo "# guest console:"
+	sed 's/^/#   /' "$work/console.log" | tail -n 60
+fi
+exit "$rc"
