@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -61,20 +60,6 @@ static int fail(struct omr_err **err)
 {
 	omr_cli_fail(err);
 	return EXIT_OWN;
-}
-
-static int sigfd_open(void)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGQUIT);
-	sigaddset(&set, SIGWINCH);
-	sigprocmask(SIG_BLOCK, &set, NULL);
-	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
 /* Like omr_cli_number, but sbx-exec's own failures are all 125. */
@@ -210,7 +195,7 @@ int main(int argc, char **argv)
 			int sig = optind + 1 < argc ? parse_signal(argv[optind + 1]) : SIGTERM;
 			return omr_exec_kill(c, id, pid, sig, &err) < 0 ? fail(&err) : 0;
 		}
-		if (omr_exec_attach(c, id, pid, 1, 2, sigfd_open(), &r, &err) < 0)
+		if (omr_exec_attach(c, id, pid, 1, 2, omr_cli_signalfd(1), &r, &err) < 0)
 			return fail(&err);
 		return omr_exec_status(&r);
 	}
@@ -226,7 +211,7 @@ int main(int argc, char **argv)
 	if (interactive)
 		o.in_fd = 0;
 	if (!o.background)
-		o.sig_fd = sigfd_open();
+		o.sig_fd = omr_cli_signalfd(1);
 	if (o.pty && isatty(0)) {
 		struct termios raw;
 		o.tty_fd = 0;

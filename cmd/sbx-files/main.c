@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -122,18 +121,6 @@ static int put_from(struct omr_config *c, const char *id, const char *src, const
 	return rc;
 }
 
-static int sigfd_open(void)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigprocmask(SIG_BLOCK, &set, NULL);
-	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -214,7 +201,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(cmd, "mv"))
 		rc = omr_files_rename(c, id, a[0], a[1], &err);
 	else if (!strcmp(cmd, "watch"))
-		rc = omr_files_watch(c, id, a[0], flag, sigfd_open(), print_event, NULL, &err);
+		rc = omr_files_watch(c, id, a[0], flag, omr_cli_signalfd(0), print_event, NULL, &err);
 	omr_config_free(c);
 	return rc < 0 ? omr_cli_fail(&err) : OMR_EXIT_OK;
 }

@@ -277,73 +277,89 @@ static char *cache_key(void)
 				 (unsigned long long)st.st_rdev, (long long)st.st_ctime);
 }
 
-static int cache_read(int dfd, const char *key, struct omr_kvm_probe *p)
+/* Reads cache file name in dfd into text (the lines after "key=KEY").
+ * Returns 0 only when the file is ours, fresh and made for this key. */
+static int cache_read(int dfd, const char *name, const char *key, char *text, size_t size)
 {
 	_cleanup_close_ int fd = -1;
-	char text[1024], *line, *save = NULL;
 	struct stat st;
-	unsigned got = 0;
+	size_t klen = strlen(key);
 	ssize_t n;
 
-	fd = openat(dfd, CACHE_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-	/* It chooses the accelerator: trust only our own, unshared file. */
+	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	/* It steers the accelerator: trust only our own, unshared file. */
 	if (fd < 0 || fstat(fd, &st) < 0 || st.st_uid != geteuid() ||
 	    (st.st_mode & (S_IWGRP | S_IWOTH)) || time(NULL) - st.st_mtime > CACHE_MAX_S ||
 	    st.st_mtime > time(NULL))
 		return -1;
-	n = omr_read_full(fd, text, sizeof(text) - 1);
-	if (n <= 0 || (size_t)n == sizeof(text) - 1)
+	n = omr_read_full(fd, text, size - 1);
+	if (n <= 0 || (size_t)n == size - 1)
 		return -1;
 	text[n] = 0;
+	if (strncmp(text, "key=", 4) || strncmp(text + 4, key, klen) || text[4 + klen] != '\n')
+		return -1;
+	memmove(text, text + 5 + klen, (size_t)n - 5 - klen + 1);
+	return 0;
+}
+
+static void cache_write(int dfd, const char *name, const char *key, const char *body)
+{
+	_cleanup_free_ char *text = omr_strdup_printf("key=%s\n%s", key, body);
+	struct omr_err *e = NULL;
+
+	/* A run_dir we cannot write only costs the next caller a probe. */
+	omr_write_file_atomic_at(dfd, name, text, strlen(text), 0644, &e);
+	omr_err_free(&e);
+}
+
+static int probe_parse(char *text, struct omr_kvm_probe *p)
+{
+	char *line, *save = NULL;
+	unsigned got = 0;
+
 	memset(p, 0, sizeof(*p));
 	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		unsigned long long v;
-		if (!strncmp(line, "key=", 4)) {
-			if (strcmp(line + 4, key))
-				return -1;
-			got |= 1;
-		} else if (sscanf(line, "present=%llu", &v) == 1) {
+		if (sscanf(line, "present=%llu", &v) == 1) {
 			p->present = v != 0;
 		} else if (sscanf(line, "usable=%llu", &v) == 1) {
 			p->usable = v != 0;
-			got |= 2;
+			got = 1;
 		} else if (sscanf(line, "loop_ns=%llu", &v) == 1) {
 			p->loop_ns = v;
 		} else if (!strncmp(line, "reason=", 7)) {
 			snprintf(p->reason, sizeof(p->reason), "%s", line + 7);
 		}
 	}
-	return got == 3 ? 0 : -1;
+	return got ? 0 : -1;
 }
 
-static void cache_write(int dfd, const char *key, const struct omr_kvm_probe *p)
+static int open_run_dir(const struct omr_config *c)
 {
-	_cleanup_free_ char *text = omr_strdup_printf(
-		"key=%s\npresent=%d\nusable=%d\nloop_ns=%llu\nreason=%s\n", key, p->present,
-		p->usable, (unsigned long long)p->loop_ns, p->reason);
-	struct omr_err *e = NULL;
-
-	/* A run_dir we cannot write only costs the next caller a probe. */
-	omr_write_file_atomic_at(dfd, CACHE_NAME, text, strlen(text), 0644, &e);
-	omr_err_free(&e);
+	return c->run_dir ? open(c->run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 }
 
 static const struct omr_kvm_probe *probe_once(const struct omr_config *c)
 {
 	_cleanup_free_ char *key = NULL;
 	_cleanup_close_ int dfd = -1;
+	char text[512];
 
 	pthread_mutex_lock(&probe_lock);
 	if (probe_done)
 		goto out;
 	key = cache_key();
-	if (c->run_dir)
-		dfd = open(c->run_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (key && dfd >= 0 && cache_read(dfd, key, &probe_cached) == 0)
+	dfd = open_run_dir(c);
+	if (key && dfd >= 0 && cache_read(dfd, CACHE_NAME, key, text, sizeof(text)) == 0 &&
+	    probe_parse(text, &probe_cached) == 0)
 		goto done;
 	omr_kvm_probe(&probe_cached);
-	if (key && dfd >= 0)
-		cache_write(dfd, key, &probe_cached);
+	if (key && dfd >= 0) {
+		snprintf(text, sizeof(text), "present=%d\nusable=%d\nloop_ns=%llu\nreason=%s\n",
+			 probe_cached.present, probe_cached.usable,
+			 (unsigned long long)probe_cached.loop_ns, probe_cached.reason);
+		cache_write(dfd, CACHE_NAME, key, text);
+	}
 done:
 	probe_done = 1;
 out:
@@ -370,13 +386,114 @@ int omr_accel_resolve(const struct omr_config *c, enum omr_accel *out,
 		*out = OMR_ACCEL_KVM;
 		return 0;
 	}
-	if (!strcmp(accel, "kvm"))
-		return omr_err_set(err, ENODEV, "vmm.accel is kvm but KVM is not usable: %s",
-				   p->reason);
+	if (!strcmp(accel, "kvm")) {
+		int had = err && *err;
+		/* ENODEV for callers, without strerror's words after the reason. */
+		omr_err_set(err, 0, "vmm.accel is kvm but KVM is not usable: %s", p->reason);
+		if (err && *err && !had)
+			(*err)->errnum = ENODEV;
+		return -ENODEV;
+	}
 	*out = OMR_ACCEL_TCG;
 	if (why_out)
 		*why_out = p->reason;
 	return 0;
+}
+
+/* ---- TSC frequency for TCG guests ----------------------------------------
+ *
+ * Under TCG the guest's RDTSC returns the host's TSC.  The guest kernel
+ * cannot get its frequency from CPUID there and calibrates against the PIT;
+ * under TCG that calibration often fails when the host is busy, the kernel
+ * marks the TSC unstable and the boot hangs (measured: 6 of 25 boots, 2 of 3
+ * on a loaded host).  tsc_early_khz= skips the calibration: 0 hangs in 35. */
+#define TSC_CACHE_NAME "tsc-khz"
+
+static uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+static int host_tsc_constant(void)
+{
+	_cleanup_free_ char *info = NULL;
+	char *flags;
+
+	if (omr_read_file_at(AT_FDCWD, "/proc/cpuinfo", 1 << 20, &info, NULL, NULL) < 0)
+		return 0;
+	flags = strstr(info, "\nflags");
+	if (!flags)
+		return 0;
+	*strchrnul(flags + 1, '\n') = 0;
+	return strstr(flags, " constant_tsc") && strstr(flags, " nonstop_tsc");
+}
+
+/* TSC ticks against CLOCK_MONOTONIC_RAW over ms milliseconds, in kHz. */
+static unsigned tsc_sample(unsigned ms)
+{
+	struct timespec a, b, nap = { 0, (long)ms * 1000000 };
+	uint64_t t0, t1, ns;
+
+	clock_gettime(CLOCK_MONOTONIC_RAW, &a);
+	t0 = rdtsc();
+	while (nanosleep(&nap, &nap) < 0 && errno == EINTR)
+		;
+	t1 = rdtsc();
+	clock_gettime(CLOCK_MONOTONIC_RAW, &b);
+	ns = (uint64_t)(b.tv_sec - a.tv_sec) * 1000000000ull + (uint64_t)b.tv_nsec -
+	     (uint64_t)a.tv_nsec;
+	return ns ? (unsigned)((t1 - t0) * 1000000ull / ns) : 0;
+}
+
+/* Measured, not read from /proc/cpuinfo: "cpu MHz" is the current core
+ * clock, which frequency scaling moves away from the TSC rate. */
+static unsigned measure_tsc_khz(void)
+{
+	unsigned s[3], t;
+
+	if (!host_tsc_constant())
+		return 0;
+	for (int i = 0; i < 3; i++)
+		s[i] = tsc_sample(10);
+	/* The median of three shrugs off one preempted sample. */
+	if (s[0] > s[1]) { t = s[0]; s[0] = s[1]; s[1] = t; }
+	if (s[1] > s[2]) { t = s[1]; s[1] = s[2]; s[2] = t; }
+	if (s[0] > s[1]) { t = s[0]; s[0] = s[1]; s[1] = t; }
+	return s[1] >= 100000 && s[1] <= 20000000 ? s[1] : 0;
+}
+
+static pthread_mutex_t tsc_lock = PTHREAD_MUTEX_INITIALIZER;
+static int tsc_done;
+static unsigned tsc_cached;
+
+unsigned omr_tcg_tsc_khz(const struct omr_config *c)
+{
+	_cleanup_free_ char *key = NULL;
+	_cleanup_close_ int dfd = -1;
+	char text[256];
+	unsigned v;
+
+	pthread_mutex_lock(&tsc_lock);
+	if (tsc_done)
+		goto out;
+	key = cache_key();
+	dfd = open_run_dir(c);
+	if (key && dfd >= 0 && cache_read(dfd, TSC_CACHE_NAME, key, text, sizeof(text)) == 0 &&
+	    sscanf(text, "tsc_khz=%u", &v) == 1) {
+		tsc_cached = v;
+	} else {
+		tsc_cached = measure_tsc_khz();
+		if (key && dfd >= 0) {
+			snprintf(text, sizeof(text), "tsc_khz=%u\n", tsc_cached);
+			cache_write(dfd, TSC_CACHE_NAME, key, text);
+		}
+	}
+	tsc_done = 1;
+out:
+	pthread_mutex_unlock(&tsc_lock);
+	return tsc_cached;
 }
 
 /* ---- QEMU --------------------------------------------------------------- */

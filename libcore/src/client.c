@@ -23,17 +23,17 @@ int omr_client_connect(const struct omr_config *c, const char *id, struct omr_er
 	if (omr_sandbox_load(c, id, &sb, err) < 0)
 		return -1;
 	if (sb.state == OMR_SB_STOPPED)
-		return omr_err_set(err, ENOTCONN, "sandbox %s is not running (stopped: %s)",
+		return omr_err_setx(err, ENOTCONN, "sandbox %s is not running (stopped: %s)",
 				   id, sb.end_reason);
 	path = omr_sandbox_run_path(c, id, "monitor.sock");
 	if (omr_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) < 0)
-		return omr_err_set(err, ENAMETOOLONG, "socket path too long: %s", path);
+		return omr_err_setx(err, ENAMETOOLONG, "socket path too long: %s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return omr_err_set(err, errno, "cannot create socket");
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		if (errno == ENOENT || errno == ECONNREFUSED)
-			return omr_err_set(err, ENOTCONN, "sandbox %s is not running (%s)", id,
+			return omr_err_setx(err, ENOTCONN, "sandbox %s is not running (%s)", id,
 					   omr_sb_state_name(sb.state));
 		return omr_err_set(err, errno, "cannot connect to sandbox %s", id);
 	}
@@ -87,7 +87,7 @@ int omr_client_call(int fd, uint32_t sid, json_t *req, int timeout_ms, json_t **
 			uint64_t now = omr_now_ms();
 			if (now >= deadline ||
 			    poll(&pfd, 1, (int)(deadline - now)) == 0)
-				return omr_err_set(err, ETIMEDOUT, "no answer from the sandbox");
+				return omr_err_setx(err, ETIMEDOUT, "no answer from the sandbox");
 		}
 		rc = omr_frame_recv(fd, &h, &p);
 		if (rc < 0)
@@ -97,7 +97,7 @@ int omr_client_call(int fd, uint32_t sid, json_t *req, int timeout_ms, json_t **
 			continue;
 		j = json_loadb((const char *)p, h.len, 0, NULL);
 		if (!j)
-			return omr_err_set(err, EPROTO, "malformed answer from the sandbox");
+			return omr_err_setx(err, EPROTO, "malformed answer from the sandbox");
 		if (json_object_get(j, "error")) {
 			const char *code = json_string_value(json_object_get(j, "code"));
 			omr_err_set(err, 0, "%s", json_string_value(json_object_get(j, "error")));

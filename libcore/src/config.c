@@ -88,7 +88,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		*(unsigned *)((char *)c + k->off) = (unsigned)v;
 		return 1;
 	}
-	x->rc = omr_err_set(x->err, EINVAL, "unknown setting [%s] %s", section, name);
+	x->rc = omr_err_setx(x->err, EINVAL, "unknown setting [%s] %s", section, name);
 	return 0;
 }
 
@@ -147,7 +147,7 @@ int omr_config_load(struct omr_config **out, struct omr_err **err)
 			goto fail;
 		}
 	} else if (rc != 0) {
-		x.rc = omr_err_set(err, EINVAL, "%s:%d: syntax error", path, rc);
+		x.rc = omr_err_setx(err, EINVAL, "%s:%d: syntax error", path, rc);
 		goto fail;
 	} else {
 		c->conf_path = omr_xstrdup(path);
@@ -159,13 +159,13 @@ int omr_config_load(struct omr_config **out, struct omr_err **err)
 	env_override(&c->recipes_dir, "OMNIRUN_RECIPES_DIR");
 	env_override(&c->accel, "OMNIRUN_ACCEL");
 	if (strcmp(c->accel, "auto") && strcmp(c->accel, "kvm") && strcmp(c->accel, "tcg")) {
-		x.rc = omr_err_set(err, EINVAL, "vmm.accel must be auto, kvm or tcg, not '%s'",
+		x.rc = omr_err_setx(err, EINVAL, "vmm.accel must be auto, kvm or tcg, not '%s'",
 				   c->accel);
 		goto fail;
 	}
 	if (c->default_cpus > c->max_cpus || c->default_memory_mb > c->max_memory_mb ||
 	    c->default_disk_mb > c->max_disk_mb || c->default_timeout_s > c->max_timeout_s) {
-		x.rc = omr_err_set(err, EINVAL, "a sandbox default exceeds its maximum");
+		x.rc = omr_err_setx(err, EINVAL, "a sandbox default exceeds its maximum");
 		goto fail;
 	}
 	*out = c;

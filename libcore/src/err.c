@@ -31,6 +31,23 @@ int omr_err_set(struct omr_err **err, int errnum, const char *fmt, ...)
 	return status;
 }
 
+int omr_err_setx(struct omr_err **err, int errnum, const char *fmt, ...)
+{
+	char *msg = NULL;
+	va_list ap;
+
+	if (!err || *err)
+		return errnum > 0 ? -errnum : -1;
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	*err = omr_xmalloc(sizeof(**err));
+	(*err)->errnum = errnum > 0 ? errnum : 0;
+	(*err)->msg = msg;
+	return errnum > 0 ? -errnum : -1;
+}
+
 int omr_err_wrap(struct omr_err **err, const char *fmt, ...)
 {
 	char *ctx = NULL, *full;

@@ -23,21 +23,21 @@ int omr_exec_validate(const struct omr_exec_opts *o, struct omr_err **err)
 	size_t n = 0, bytes = 0;
 
 	if (!o->argv == !o->cmd)
-		return omr_err_set(err, EINVAL, "give either an argv or a shell command");
+		return omr_err_setx(err, EINVAL, "give either an argv or a shell command");
 	if (o->argv && !o->argv[0])
-		return omr_err_set(err, EINVAL, "empty command");
+		return omr_err_setx(err, EINVAL, "empty command");
 	for (char *const *a = o->argv; a && *a; a++, n++)
 		bytes += strlen(*a) + 1;
 	for (char *const *e = o->env; e && *e; e++, n++) {
 		const char *eq = strchr(*e, '=');
 		if (!eq || eq == *e)
-			return omr_err_set(err, EINVAL, "environment entry '%s' is not K=V", *e);
+			return omr_err_setx(err, EINVAL, "environment entry '%s' is not K=V", *e);
 		bytes += strlen(*e) + 1;
 	}
 	if (o->cmd)
 		bytes += strlen(o->cmd);
 	if (n > ARGS_MAX || bytes > ARGS_BYTES_MAX)
-		return omr_err_set(err, E2BIG, "arguments and environment too large "
+		return omr_err_setx(err, E2BIG, "arguments and environment too large "
 				   "(at most %u entries and %u bytes)", ARGS_MAX, ARGS_BYTES_MAX);
 	return 0;
 }

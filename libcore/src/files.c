@@ -19,9 +19,9 @@
 int omr_files_path_check(const char *path, struct omr_err **err)
 {
 	if (!path || path[0] != '/')
-		return omr_err_set(err, EINVAL, "guest path '%s' must be absolute", path ? path : "");
+		return omr_err_setx(err, EINVAL, "guest path '%s' must be absolute", path ? path : "");
 	if (strlen(path) > GUEST_PATH_MAX)
-		return omr_err_set(err, ENAMETOOLONG, "guest path longer than %d bytes", GUEST_PATH_MAX);
+		return omr_err_setx(err, ENAMETOOLONG, "guest path longer than %d bytes", GUEST_PATH_MAX);
 	return 0;
 }
 

@@ -122,7 +122,7 @@ static int listen_unix(const char *path, struct omr_err **err)
 	_cleanup_close_ int fd = -1;
 
 	if (omr_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) < 0)
-		return omr_err_set(err, ENAMETOOLONG, "socket path too long: %s", path);
+		return omr_err_setx(err, ENAMETOOLONG, "socket path too long: %s", path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return omr_err_set(err, errno, "cannot create socket");
@@ -156,7 +156,7 @@ static int try_connect_agent(struct mon *m)
 
 static char *kernel_cmdline(struct mon *m)
 {
-	unsigned khz = m->accel == OMR_ACCEL_TCG ? omr_host_tsc_khz() : 0;
+	unsigned khz = m->accel == OMR_ACCEL_TCG ? omr_tcg_tsc_khz(m->c) : 0;
 	_cleanup_free_ char *tsc = khz ? omr_strdup_printf("tsc_early_khz=%u ", khz)
 				       : omr_xstrdup("");
 
@@ -434,7 +434,7 @@ int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 	if (omr_sandbox_load(c, id, &m.sb, err) < 0)
 		return -1;
 	if (m.sb.state != OMR_SB_STARTING)
-		return omr_err_set(err, EBUSY, "sandbox %s is %s, not starting", id,
+		return omr_err_setx(err, EBUSY, "sandbox %s is %s, not starting", id,
 				   omr_sb_state_name(m.sb.state));
 	m.run_path = omr_sandbox_run_path(c, id, NULL);
 	m.agent_path = omr_sandbox_run_path(c, id, "agent.sock");

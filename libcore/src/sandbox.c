@@ -25,7 +25,7 @@ static int check_range(const char *what, unsigned v, unsigned min, unsigned max,
 		       const char *unit, struct omr_err **err)
 {
 	if (v < min || v > max)
-		return omr_err_set(err, ERANGE, "invalid %s %u%s: must be between %u and %u",
+		return omr_err_setx(err, ERANGE, "invalid %s %u%s: must be between %u and %u",
 				   what, v, unit, min, max);
 	return 0;
 }
@@ -64,7 +64,7 @@ static int make_dir(const struct omr_config *c, char id[OMR_ID_MAX], struct omr_
 		if (errno != EEXIST)
 			return omr_err_set(err, errno, "cannot create sandbox directory");
 	}
-	return omr_err_set(err, EEXIST, "cannot find a free sandbox id");
+	return omr_err_setx(err, EEXIST, "cannot find a free sandbox id");
 }
 
 static void remove_dir(const struct omr_config *c, const char *id)
@@ -129,7 +129,7 @@ static pid_t spawn_monitor(const struct omr_config *c, const char *id, int ready
 	while (waitpid(mid, &status, 0) < 0 && errno == EINTR)
 		;
 	if (mon <= 0)
-		return omr_err_set(err, ECHILD, "cannot start sbx-monitor");
+		return omr_err_setx(err, ECHILD, "cannot start sbx-monitor");
 	return mon;
 }
 
@@ -174,7 +174,7 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
 	int rc = -1;
 
 	if (!omr_template_name_valid(tname))
-		return omr_err_set(err, EINVAL, "invalid template name '%s'", tname);
+		return omr_err_setx(err, EINVAL, "invalid template name '%s'", tname);
 	if (omr_template_load(c, tname, &tpl, err) < 0)
 		return -1;
 	sb.cpus = pick(o->cpus, tpl->cpus, c->default_cpus);
@@ -190,7 +190,7 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
 	    check_range("timeout", sb.timeout_s, 1, c->max_timeout_s, " s", err) < 0)
 		return -1;
 	if (count_live(c) >= (int)c->max_sandboxes)
-		return omr_err_set(err, EUSERS, "the host's sandbox limit (%u) is reached",
+		return omr_err_setx(err, EUSERS, "the host's sandbox limit (%u) is reached",
 				   c->max_sandboxes);
 	if (omr_accel_resolve(c, &accel, &why, err) < 0)
 		return -1;
@@ -295,11 +295,13 @@ int omr_sandbox_kill(const struct omr_config *c, const char *id, const char *rea
 	struct omr_sandbox sb;
 	_cleanup_close_ int fd = -1, lock = -1;
 	struct omr_err *e = NULL;
+	pid_t mon;
 
 	if (omr_sandbox_load(c, id, &sb, err) < 0)
 		return -1;
 	if (sb.state == OMR_SB_STOPPED)
 		return 0;
+	mon = sb.monitor_pid;
 	fd = omr_client_connect(c, id, &e);
 	omr_err_free(&e);
 	if (fd >= 0) {
@@ -311,8 +313,13 @@ int omr_sandbox_kill(const struct omr_config *c, const char *id, const char *rea
 		omr_err_free(&e);
 		if (omr_sandbox_load(c, id, &sb, err) < 0)
 			return -1;
-		if (sb.state == OMR_SB_STOPPED)
+		if (sb.state == OMR_SB_STOPPED) {
+			/* Return only once the monitor process is gone too, so
+			 * that a following sbx-gc --check sees nothing. */
+			for (int i = 0; i < 500 && pid_cmdline_has(mon, id); i++)
+				poll(NULL, 0, 10);
 			return 0;
+		}
 	}
 	/* The monitor is dead or wedged: clean up ourselves, under the lock. */
 	lock = omr_sandbox_lock(c, id, 10000, err);

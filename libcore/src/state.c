@@ -63,13 +63,13 @@ static int id_dir(const struct omr_config *c, const char *id, struct omr_err **e
 	int fd;
 
 	if (!omr_id_valid(id))
-		return omr_err_set(err, EINVAL, "invalid sandbox id '%s'", id);
+		return omr_err_setx(err, EINVAL, "invalid sandbox id '%s'", id);
 	root = omr_state_sandboxes_dir(c, 0, NULL);
 	if (root < 0)
-		return omr_err_set(err, ENOENT, "no such sandbox '%s'", id);
+		return omr_err_setx(err, ENOENT, "no such sandbox '%s'", id);
 	fd = openat(root, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
-		return errno == ENOENT ? omr_err_set(err, ENOENT, "no such sandbox '%s'", id)
+		return errno == ENOENT ? omr_err_setx(err, ENOENT, "no such sandbox '%s'", id)
 				       : omr_err_set(err, errno, "cannot open sandbox %s", id);
 	return fd;
 }
@@ -143,13 +143,13 @@ int omr_sandbox_load(const struct omr_config *c, const char *id,
 			omr_err_free(err);
 			/* A directory without a record is a create in progress
 			 * or one that crashed before writing it. */
-			return omr_err_set(err, ENOENT, "no such sandbox '%s'", id);
+			return omr_err_setx(err, ENOENT, "no such sandbox '%s'", id);
 		}
 		return omr_err_wrap(err, "sandbox %s", id);
 	}
 	memset(out, 0, sizeof(*out));
 	if (ini_parse_string(text, on_field, &x) != 0 || x.bad || strcmp(out->id, id))
-		return omr_err_set(err, EINVAL, "sandbox %s: corrupt record", id);
+		return omr_err_setx(err, EINVAL, "sandbox %s: corrupt record", id);
 	return 0;
 }
 
@@ -192,7 +192,7 @@ int omr_sandbox_lock(const struct omr_config *c, const char *id, int timeout_ms,
 		if (errno != EWOULDBLOCK)
 			return omr_err_set(err, errno, "cannot lock sandbox %s", id);
 		if (omr_now_ms() >= deadline)
-			return omr_err_set(err, EBUSY, "sandbox %s is locked by another operation", id);
+			return omr_err_setx(err, EBUSY, "sandbox %s is locked by another operation", id);
 		poll(NULL, 0, 10);
 	}
 }

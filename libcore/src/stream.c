@@ -114,7 +114,7 @@ static int on_frame(struct omr_stream *s, const struct omr_frame_hdr *h, uint8_t
 		s->bytes_in += h->len;
 		/* Credit goes back only once the bytes are written out. */
 		if (h->len && send_window(s, h->len) < 0)
-			return omr_err_set(err, ENOTCONN, "connection to the sandbox lost");
+			return omr_err_setx(err, ENOTCONN, "connection to the sandbox lost");
 		return 0;
 	case OMR_F_WINDOW:
 		if (h->len == 4)
@@ -131,7 +131,7 @@ static int on_frame(struct omr_stream *s, const struct omr_frame_hdr *h, uint8_t
 	case OMR_F_END:
 		j = json_loadb((const char *)p, h->len, 0, NULL);
 		if (!j)
-			return omr_err_set(err, EPROTO, "malformed answer from the sandbox");
+			return omr_err_setx(err, EPROTO, "malformed answer from the sandbox");
 		if (json_object_get(j, "error")) {
 			const char *code = json_string_value(json_object_get(j, "code"));
 			omr_err_set(err, 0, "%s", json_string_value(json_object_get(j, "error")));
@@ -167,13 +167,13 @@ int omr_stream_run(struct omr_stream *s, json_t *req, struct omr_err **err)
 		if (deadline) {
 			uint64_t now = omr_now_ms();
 			if (now >= deadline)
-				return omr_err_set(err, ETIMEDOUT, "no answer from the sandbox in time");
+				return omr_err_setx(err, ETIMEDOUT, "no answer from the sandbox in time");
 			timeout = (int)(deadline - now);
 		}
 		if (poll(p, 3, timeout) < 0 && errno != EINTR)
 			return omr_err_set(err, errno, "poll");
 		if (p[2].revents && forward_signals(s) < 0)
-			return omr_err_set(err, ENOTCONN, "connection to the sandbox lost");
+			return omr_err_setx(err, ENOTCONN, "connection to the sandbox lost");
 		if (p[1].revents && s->in_fd >= 0 && pump_input(s, &credit, err) < 0)
 			return -1;
 		if (p[0].revents) {

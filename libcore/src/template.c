@@ -82,18 +82,10 @@ static int printable(const char *s, size_t max)
 	return 1;
 }
 
-static int check_name(const char *name, struct omr_err **err)
-{
-	if (omr_template_name_valid(name))
-		return 0;
-	return omr_err_set(err, EINVAL,
-			   "invalid template name '%s' (want [a-z0-9][a-z0-9_-]{0,31})",
-			   name ? name : "");
-}
-
-/* "unknown template 'x'": ENOENT without strerror's words. */
-__attribute__((format(printf, 2, 3)))
-static int not_found(struct omr_err **err, const char *fmt, ...)
+/* Like omr_err_set, without ": strerror" after a message that says it all
+ * ("unknown template 'x'", "unknown key 'foo'"). */
+__attribute__((format(printf, 3, 4)))
+static int err_plain(struct omr_err **err, int errnum, const char *fmt, ...)
 {
 	int had = err && *err;
 	char *msg = NULL;
@@ -106,8 +98,17 @@ static int not_found(struct omr_err **err, const char *fmt, ...)
 	omr_err_set(err, 0, "%s", msg);
 	free(msg);
 	if (err && *err && !had)
-		(*err)->errnum = ENOENT;
-	return -ENOENT;
+		(*err)->errnum = errnum;
+	return -errnum;
+}
+
+static int check_name(const char *name, struct omr_err **err)
+{
+	if (omr_template_name_valid(name))
+		return 0;
+	return err_plain(err, EINVAL,
+			   "invalid template name '%s' (want [a-z0-9][a-z0-9_-]{0,31})",
+			   name ? name : "");
 }
 
 static char *abs_path(const char *p)
@@ -178,7 +179,7 @@ static int tconf_key(void *user, const char *section, const char *name, const ch
 	if (t->rc < 0)
 		return 0;
 	if (*section) {
-		t->rc = omr_err_set(t->err, EINVAL, "unexpected section [%s]: keys take no section",
+		t->rc = err_plain(t->err, EINVAL, "unexpected section [%s]: keys take no section",
 				    section);
 		return 0;
 	}
@@ -186,11 +187,11 @@ static int tconf_key(void *user, const char *section, const char *name, const ch
 		if (!strcmp(name, tkeys[k].key))
 			break;
 	if (k == OMR_ARRAY_SIZE(tkeys)) {
-		t->rc = omr_err_set(t->err, EINVAL, "unknown key '%s'", name);
+		t->rc = err_plain(t->err, EINVAL, "unknown key '%s'", name);
 		return 0;
 	}
 	if (t->seen & (1u << k)) {
-		t->rc = omr_err_set(t->err, EINVAL, "key '%s' given twice", name);
+		t->rc = err_plain(t->err, EINVAL, "key '%s' given twice", name);
 		return 0;
 	}
 	t->seen |= 1u << k;
@@ -206,7 +207,7 @@ static int tconf_key(void *user, const char *section, const char *name, const ch
 		if (k == K_ROOTFS && !*value)
 			return 1;  /* "rootfs=" means none */
 		if (!file_name_valid(value)) {
-			t->rc = omr_err_set(t->err, EINVAL,
+			t->rc = err_plain(t->err, EINVAL,
 					    "%s '%s' must be a plain file name in the template directory",
 					    name, value);
 			return 0;
@@ -234,7 +235,7 @@ static int tconf_key(void *user, const char *section, const char *name, const ch
 	}
 	}
 bad:
-	t->rc = omr_err_set(t->err, EINVAL, "invalid %s '%s'", name, value);
+	t->rc = err_plain(t->err, EINVAL, "invalid %s '%s'", name, value);
 	return 0;
 }
 
@@ -248,7 +249,7 @@ static int tconf_parse(const char *text, struct tconf *t, struct omr_err **err)
 		const char *nl = strchr(p, '\n');
 		size_t len = nl ? (size_t)(nl - p) : strlen(p);
 		if (len > CONF_LINE_MAX)
-			return omr_err_set(err, EINVAL, "line %u longer than %d characters",
+			return err_plain(err, EINVAL, "line %u longer than %d characters",
 					   line, CONF_LINE_MAX);
 		p += len + (nl ? 1 : 0);
 	}
@@ -257,13 +258,13 @@ static int tconf_parse(const char *text, struct tconf *t, struct omr_err **err)
 	if (t->rc < 0)
 		return t->rc;
 	if (rc != 0)
-		return omr_err_set(err, EINVAL, "line %d: syntax error", rc);
+		return err_plain(err, EINVAL, "line %d: syntax error", rc);
 	if (t->memory_mb && t->memory_mb < 64)
-		return omr_err_set(err, EINVAL, "memory_mb must be 0 or at least 64");
+		return err_plain(err, EINVAL, "memory_mb must be 0 or at least 64");
 	if (!t->kernel)
-		return omr_err_set(err, EINVAL, "no kernel= given");
+		return err_plain(err, EINVAL, "no kernel= given");
 	if (!t->initrd)
-		return omr_err_set(err, EINVAL, "no initrd= given");
+		return err_plain(err, EINVAL, "no initrd= given");
 	return 0;
 }
 
@@ -299,9 +300,9 @@ static int check_file(int dfd, const char *what, const char *file, uint64_t *siz
 	if (fstatat(dfd, file, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return omr_err_set(err, errno, "%s %s", what, file);
 	if (!S_ISREG(st.st_mode))
-		return omr_err_set(err, EINVAL, "%s %s is not a regular file", what, file);
+		return err_plain(err, EINVAL, "%s %s is not a regular file", what, file);
 	if (st.st_size == 0)
-		return omr_err_set(err, EINVAL, "%s %s is empty", what, file);
+		return err_plain(err, EINVAL, "%s %s is empty", what, file);
 	*size += (uint64_t)st.st_size;
 	return 0;
 }
@@ -322,7 +323,7 @@ static int load_dir(int dfd, const char *abs_dir, const char *name, struct tconf
 	if (tconf_parse(text, conf, err) < 0)
 		return omr_err_wrap(err, CONF_NAME);
 	if (conf->name && strcmp(conf->name, name))
-		return omr_err_set(err, EINVAL, CONF_NAME ": name '%s' does not match directory '%s'",
+		return err_plain(err, EINVAL, CONF_NAME ": name '%s' does not match directory '%s'",
 				   conf->name, name);
 	if ((rc = check_file(dfd, "kernel", conf->kernel, &size, err)) < 0 ||
 	    (rc = check_file(dfd, "initrd", conf->initrd, &size, err)) < 0 ||
@@ -357,12 +358,12 @@ static int open_template_dir(const struct omr_config *c, const char *name, char 
 
 	tfd = open(tdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (tfd < 0 && errno == ENOENT)
-		return not_found(err, "unknown template '%s'", name);
+		return err_plain(err, ENOENT, "unknown template '%s'", name);
 	if (tfd < 0)
 		return omr_err_set(err, errno, "cannot open %s", tdir);
 	dfd = openat(tfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dfd < 0 && errno == ENOENT)
-		return not_found(err, "unknown template '%s'", name);
+		return err_plain(err, ENOENT, "unknown template '%s'", name);
 	if (dfd < 0)
 		return omr_err_set(err, errno == ELOOP ? ENOTDIR : errno, "%s/%s", tdir, name);
 	real = realpath(tdir, NULL);
@@ -476,7 +477,7 @@ static int lock_template(int tfd, const char *name, struct omr_err **err)
 		int e = errno;
 		close(fd);
 		if (e == EWOULDBLOCK)
-			return omr_err_set(err, EBUSY, "template '%s' is being built or removed", name);
+			return err_plain(err, EBUSY, "template '%s' is being built or removed", name);
 		return omr_err_set(err, e, "cannot lock %s", lock);
 	}
 	return fd;
@@ -537,7 +538,7 @@ int omr_template_remove(const struct omr_config *c, const char *name, struct omr
 		return omr_err_set(err, -rc, "cannot remove %s/%s", tdir, old);
 	return 0;
 unknown:
-	return not_found(err, "unknown template '%s'", name);
+	return err_plain(err, ENOENT, "unknown template '%s'", name);
 }
 
 /* ---- running a recipe ------------------------------------------------- */
@@ -637,6 +638,19 @@ static int child_exited(pid_t pid)
 	return si.si_pid == pid;
 }
 
+/* Moves fd above 0-2 so that the child's dup2 onto 0-2 never meets it
+ * (a caller may run with stdio closed).  Returns the fd or -1. */
+static int above_stdio(int fd)
+{
+	int n;
+
+	if (fd < 0 || fd > 2)
+		return fd;
+	n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+	close(fd);
+	return n;
+}
+
 /* Runs argv[0] in cwd with envp, its output captured, in its own process
  * group which is killed when the leader exits or time runs out.  Returns
  * 0 when it exits 0, else < 0 with the output's last lines in the error. */
@@ -655,14 +669,14 @@ static int run_captured(char *const argv[], char *const envp[], const char *cwd,
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		return omr_err_set(err, errno, "pipe");
 	out_r = fds[0];
-	out_w = fds[1];
+	out_w = above_stdio(fds[1]);
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		return omr_err_set(err, errno, "pipe");
 	st_r = fds[0];
-	st_w = fds[1];
-	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (devnull < 0)
-		return omr_err_set(err, errno, "cannot open /dev/null");
+	st_w = above_stdio(fds[1]);
+	devnull = above_stdio(open("/dev/null", O_RDONLY | O_CLOEXEC));
+	if (out_w < 0 || st_w < 0 || devnull < 0)
+		return omr_err_set(err, errno, "cannot set up the recipe's stdio");
 
 	pid = fork();
 	if (pid < 0)
@@ -729,8 +743,10 @@ static int run_captured(char *const argv[], char *const envp[], const char *cwd,
 	}
 	/* Whatever the recipe left running in its group goes too. */
 	kill(-pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+	while ((r = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
 		;
+	if (r < 0)
+		status = -1;  /* reaped behind our back (a SIGCHLD handler): unknown */
 
 	tail = tail_text(&o);
 	tail_free(&o);
@@ -739,6 +755,8 @@ static int run_captured(char *const argv[], char *const envp[], const char *cwd,
 	if (timed_out)
 		rc = omr_err_set(err, 0, "%s timed out after %u s; last output:%s", argv[0],
 				 timeout_s, tail);
+	else if (status == -1)
+		rc = omr_err_set(err, ECHILD, "lost the exit status of %s", argv[0]);
 	else if (WIFSIGNALED(status))
 		rc = omr_err_set(err, 0, "%s killed by signal %d; last output:%s", argv[0],
 				 WTERMSIG(status), tail);
@@ -897,16 +915,16 @@ static int check_recipe(const char *recipe, const char *name, struct omr_err **e
 
 	if (stat(recipe, &st) < 0) {
 		if (errno == ENOENT)
-			return not_found(err, "no recipe for template '%s' (%s missing)", name,
+			return err_plain(err, ENOENT, "no recipe for template '%s' (%s missing)", name,
 					 recipe);
 		return omr_err_set(err, errno, "%s", recipe);
 	}
 	if (!S_ISREG(st.st_mode))
-		return omr_err_set(err, EINVAL, "%s is not a regular file", recipe);
+		return err_plain(err, EINVAL, "%s is not a regular file", recipe);
 	if (access(recipe, X_OK) < 0)
 		return omr_err_set(err, errno, "%s is not executable", recipe);
 	if (st.st_mode & (S_IWGRP | S_IWOTH))
-		return omr_err_set(err, EPERM, "%s is writable by group or others", recipe);
+		return err_plain(err, EPERM, "%s is writable by group or others", recipe);
 	return 0;
 }
 

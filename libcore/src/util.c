@@ -21,12 +21,12 @@ int omr_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out,
 	char *end;
 
 	if (!s || !*s || !isdigit((unsigned char)*s))
-		return omr_err_set(err, EINVAL, "invalid %s '%s': not a number",
+		return omr_err_setx(err, EINVAL, "invalid %s '%s': not a number",
 				   what, s ? s : "");
 	errno = 0;
 	v = strtoull(s, &end, 10);
 	if (*end)
-		return omr_err_set(err, EINVAL, "invalid %s '%s': not a number",
+		return omr_err_setx(err, EINVAL, "invalid %s '%s': not a number",
 				   what, s);
 	if (errno == ERANGE || v < min || v > max)
 		return omr_err_set(err, ERANGE,
@@ -141,7 +141,7 @@ int omr_read_file_at(int dirfd, const char *name, size_t max, char **out,
 	if (n < 0)
 		return omr_err_set(err, (int)-n, "cannot read %s", name);
 	if ((size_t)n > max)
-		return omr_err_set(err, EFBIG, "%s is larger than %zu bytes", name, max);
+		return omr_err_setx(err, EFBIG, "%s is larger than %zu bytes", name, max);
 	buf[n] = 0;
 	if (len)
 		*len = (size_t)n;

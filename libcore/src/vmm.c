@@ -105,18 +105,6 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 	return a.v;
 }
 
-unsigned omr_host_tsc_khz(void)
-{
-	_cleanup_fclose_ FILE *f = fopen("/proc/cpuinfo", "re");
-	char line[256];
-	double mhz;
-
-	while (f && fgets(line, sizeof(line), f))
-		if (sscanf(line, "cpu MHz : %lf", &mhz) == 1 && mhz > 100 && mhz < 100000)
-			return (unsigned)(mhz * 1000 + 0.5);
-	return 0;
-}
-
 void omr_argv_free(char **argv)
 {
 	if (!argv)

@@ -14,9 +14,9 @@ load helpers
 	assert_contains "$output" '"state": "running"'
 	pid=$(vmm_pid "$id")
 	[ -n "$pid" ] && kill -0 "$pid" || fail "no live QEMU pid for $id"
-	grep -q -- "-sandbox on,obsolete=deny" /proc/"$pid"/cmdline || fail "QEMU without -sandbox"
+	tr "\0" " " </proc/"$pid"/cmdline | grep -q -- "-sandbox on,obsolete=deny" || fail "QEMU without -sandbox"
 	# The data disk is open in QEMU but has no name on the host.
-	ls -l /proc/"$pid"/fd | grep -q '(deleted)\|/memfd\|O_TMPFILE\|#' || true
+	ls -l /proc/"$pid"/fd | grep -q '(deleted)' || fail "no unlinked disk in QEMU"
 	! ls "$OMNIRUN_STATE_DIR/sandboxes/$id" | grep -q disk || fail "disk file has a name"
 	run sbx-kill "$id"
 	[ "$status" -eq 0 ] || fail "kill failed: $output"
@@ -83,6 +83,7 @@ load helpers
 }
 
 @test "bad input: sizes 0, negative, non-numeric, over the maximum" {
+	before=$(sbx-ls -q -a | wc -l)
 	for args in "--memory 0" "--memory -5" "--cpus 0" "--disk 0" "--timeout 0" "--memory 12x" "--cpus abc"; do
 		run sbx-create $args
 		[ "$status" -eq 2 ] || fail "$args: status $status"
@@ -98,11 +99,12 @@ load helpers
 	run sbx-create --bogus
 	[ "$status" -eq 2 ]
 	assert_contains "$output" "Try 'sbx-create --help'"
-	[ -z "$(sbx-ls -q)" ] || fail "a bad create left a sandbox"
+	assert_eq "$(sbx-ls -q -a | wc -l)" "$before" "records after bad creates"
 }
 
 @test "bad input: a template whose kernel is missing" {
 	cp -a "$OMNIRUN_STATE_DIR/templates/tiny" "$OMNIRUN_STATE_DIR/templates/broken"
+	sed -i 's/^name *=.*/name = broken/' "$OMNIRUN_STATE_DIR/templates/broken/template.conf"
 	rm "$OMNIRUN_STATE_DIR/templates/broken/vmlinuz"
 	run sbx-create -t broken
 	[ "$status" -ne 0 ]
@@ -115,22 +117,25 @@ load helpers
 @test "fault: QEMU fails to start" {
 	with_conf "[vmm]" "qemu = /bin/false"
 	before=$(ls "$OMNIRUN_STATE_DIR/sandboxes" | wc -l)
+	runs=$(ls "$OMNIRUN_RUN_DIR/sandboxes" 2>/dev/null | wc -l)
 	run sbx-create
 	[ "$status" -eq 6 ] || fail "status $status: $output"
 	assert_contains "$output" "QEMU exited"
 	assert_eq "$(ls "$OMNIRUN_STATE_DIR/sandboxes" | wc -l)" "$before" "state dirs"
-	[ -z "$(ls "$OMNIRUN_RUN_DIR/sandboxes" 2>/dev/null)" ] || fail "runtime dir left"
+	assert_eq "$(ls "$OMNIRUN_RUN_DIR/sandboxes" 2>/dev/null | wc -l)" "$runs" "runtime dirs"
 	run sbx-gc --check
 	[ "$status" -eq 0 ] || fail "leftovers: $output"
 }
 
 @test "fault: the guest does not answer within the boot timeout" {
 	with_conf "[vmm]" "boot_timeout = 1"
+	qemus=$(pgrep -c -f "$OMNIRUN_RUN_DIR/sandboxes" || true)
+	runs=$(ls "$OMNIRUN_RUN_DIR/sandboxes" 2>/dev/null | wc -l)
 	run sbx-create
 	[ "$status" -eq 6 ] || fail "status $status: $output"
 	assert_contains "$output" "did not answer within 1 s"
-	! pgrep -f "$OMNIRUN_RUN_DIR/sandboxes" >/dev/null || fail "QEMU left running"
-	[ -z "$(ls "$OMNIRUN_RUN_DIR/sandboxes" 2>/dev/null)" ] || fail "runtime dir left"
+	assert_eq "$(pgrep -c -f "$OMNIRUN_RUN_DIR/sandboxes" || true)" "$qemus" "QEMU processes"
+	assert_eq "$(ls "$OMNIRUN_RUN_DIR/sandboxes" 2>/dev/null | wc -l)" "$runs" "runtime dirs"
 	run sbx-gc --check
 	[ "$status" -eq 0 ] || fail "leftovers: $output"
 }

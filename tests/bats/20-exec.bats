@@ -24,7 +24,7 @@ teardown_file() {
 @test "a command that does not exist is 127, a non-executable one 126" {
 	run --separate-stderr sbx-exec "$ID" -- /no/such/cmd
 	assert_eq "$status" 127
-	assert_contains "$stderr" "not found"
+	[[ "$stderr" == *"not found"* || "$stderr" == *"No such file"* ]] || fail "stderr: $stderr"
 	sbx-exec "$ID" -c 'echo x > /tmp/noexec; chmod 644 /tmp/noexec'
 	run sbx-exec "$ID" -- /tmp/noexec
 	assert_eq "$status" 126
@@ -86,7 +86,7 @@ teardown_file() {
 	run sbx-exec --timeout 2 "$ID" -c 'sleep 100 & sleep 100; echo never'
 	assert_eq "$status" 124
 	[ $(( $(date +%s) - start )) -lt 20 ] || fail "timeout took too long"
-	run sbx-exec "$ID" -c 'pgrep -f "sleep 100" | wc -l'
+	run sbx-exec "$ID" -c 'ps | grep -c "[s]leep 100"'
 	assert_eq "$output" "0"
 }
 
@@ -96,7 +96,7 @@ teardown_file() {
 		echo $! >"$BATS_TEST_TMPDIR/p$i"
 	done
 	for i in $(seq 20); do
-		wait "$(cat "$BATS_TEST_TMPDIR/p$i")"; rc=$?
+		rc=0; wait "$(cat "$BATS_TEST_TMPDIR/p$i")" || rc=$?
 		assert_eq "$rc" "$i" "command $i"
 		assert_eq "$(cat "$BATS_TEST_TMPDIR/o$i")" "n$i"
 	done
@@ -151,7 +151,8 @@ teardown_file() {
 	big=$(head -c 100000 /dev/zero | tr '\0' a)
 	run sbx-exec "$ID" -- sh -c 'echo ${#1}' sh "$big"
 	assert_eq "$output" "100000"
-	run sbx-exec "$ID" -- echo $(head -c 1100000 /dev/zero | tr '\0' a)
+	# 150000 arguments, 1.2 MB in all: past the protocol's limit.
+	run sbx-exec "$ID" -- echo $(yes aaaaaaa | head -n 150000)
 	assert_eq "$status" 125
 	assert_contains "$output" "too large"
 }

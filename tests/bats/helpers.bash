@@ -2,6 +2,8 @@
 # OMNIRUN_STATE_DIR, OMNIRUN_RUN_DIR and OMNIRUN_CONF to a throwaway tree
 # and has built the tiny template there.
 
+bats_require_minimum_version 1.5.0
+
 # Asserts with a message that names what differed.
 fail() { echo "$*" >&2; return 1; }
 assert_eq() { [ "$1" = "$2" ] || fail "expected '$2', got '$1'${3:+ ($3)}"; }

@@ -52,13 +52,13 @@ truncate -s 256M "$work/data.img"
 qemu-system-x86_64 -M microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on \
 	-accel tcg -cpu max -m 256 -smp 1 -nodefaults -no-user-config -nographic \
 	-kernel "$vmlinuz" -initrd "$work/initrd" \
-	-append "console=ttyS0 quiet panic=-1 reboot=t tsc=reliable omnirun.hostname=omr-test" \
+	-append "console=ttyS0 ${OMNIRUN_VM_QUIET-quiet} panic=-1 reboot=t tsc=reliable tsc_early_khz=2100000 init_on_alloc=0 omnirun.hostname=omr-test" \
 	-serial file:"$work/console.log" -no-reboot \
 	-drive file="$work/data.img",if=none,id=data,format=raw,cache=unsafe \
 	-device virtio-blk-device,drive=data \
 	-device virtio-serial-device \
 	-chardev socket,id=agent,path="$work/agent.sock",server=on,wait=off \
-	-device virtserialport,chardev=agent,name=omnirun.0 &
+	-device virtserialport,chardev=agent,name=omnirun.0 </dev/null >"$work/qemu.log" 2>&1 &
 qpid=$!
 
 rc=0
@@ -71,7 +71,9 @@ done
 if kill -0 "$qpid" 2>/dev/null; then
 	echo "# QEMU still running after shutdown"
 	rc=1
+	kill "$qpid"
 fi
+wait "$qpid" 2>/dev/null || true
 qpid=
 if [ "$rc" != 0 ] || [ "${OMNIRUN_VM_CONSOLE:-0}" = 1 ]; then
 	echo "# guest console:"

@@ -28,6 +28,13 @@ void omr_kvm_probe(struct omr_kvm_probe *out);
 int omr_accel_resolve(const struct omr_config *c, enum omr_accel *out,
 		      const char **why, struct omr_err **err);
 
+/* The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW
+ * (30 ms, then cached for this boot in $run_dir), or 0 when the host's TSC
+ * is not constant.  Under TCG the guest's TSC runs at this rate: a TCG
+ * guest should get "tsc_early_khz=N" on its kernel command line, because
+ * without it the guest's PIT calibration often fails and the boot hangs. */
+unsigned omr_tcg_tsc_khz(const struct omr_config *c);
+
 /* The QEMU binary of the config ([vmm] qemu: a path, or a name looked up
  * in PATH).  Returns a malloc'ed path, or NULL when there is none. */
 char *omr_qemu_find(const struct omr_config *c);

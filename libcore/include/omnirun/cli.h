@@ -31,4 +31,10 @@ void omr_cli_print_json(json_t *j);
 /* Progress on stderr, only when stderr is a terminal (scripts stay quiet). */
 void omr_cli_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* A signalfd for INT, TERM, HUP, QUIT (and WINCH when winch): they are
+ * blocked and their disposition reset, since a shell starts background
+ * jobs with INT and QUIT ignored and an ignored signal never reaches a
+ * signalfd.  Returns the fd or -1. */
+int omr_cli_signalfd(int winch);
+
 #endif

@@ -19,6 +19,11 @@ struct omr_err {
 int omr_err_set(struct omr_err **err, int errnum, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Like omr_err_set, but fmt is the whole message: no strerror suffix
+ * (for errors that are not system calls failing: bad input, limits). */
+int omr_err_setx(struct omr_err **err, int errnum, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* Prefixes "context: " to an existing error.  Returns the error's negative
  * status (-1 when err is NULL or empty). */
 int omr_err_wrap(struct omr_err **err, const char *fmt, ...)

@@ -24,12 +24,6 @@ struct omr_vmm_spec {
 				      same file read-only), or -1 for none */
 };
 
-/* The host's TSC frequency in kHz (from /proc/cpuinfo), or 0 if unknown.
- * Under TCG the guest's TSC runs at the host's rate; telling the guest
- * kernel (tsc_early_khz=) spares it a PIT calibration that fails on a
- * loaded host and can hang the boot (HOSTS.md). */
-unsigned omr_host_tsc_khz(void);
-
 /* Builds QEMU's argv (NULL-terminated, malloc'ed strings; free with
  * omr_argv_free).  No display, no default devices, no network, seccomp
  * sandbox on. */

@@ -1,0 +1,526 @@
+/* Unit tests for libcore/src/template.c (TAP). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "omnirun/config.h"
+#include "omnirun/template.h"
+#include "omnirun/util.h"
+
+static int tests, failures;
+
+__attribute__((format(printf, 2, 3)))
+static void ok(int cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	tests++;
+	if (!cond)
+		failures++;
+	printf("%sok %d - ", cond ? "" : "not ", tests);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+static char root[] = "/tmp/omr-test-template.XXXXXX";
+static struct omr_config *cfg;
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+	FILE *f = fopen(path, "w");
+	if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
+		perror(path);
+		exit(99);
+	}
+	chmod(path, mode);
+}
+
+static char *tpath(const char *name, const char *file)
+{
+	return omr_strdup_printf("%s/state/templates/%s%s%s", root, name, file ? "/" : "",
+				 file ? file : "");
+}
+
+/* A hand-made template: vmlinuz, initrd.img and the given template.conf. */
+static void make_template(const char *name, const char *conf)
+{
+	char *d = tpath(name, NULL), *p;
+	struct omr_err *err = NULL;
+
+	if (omr_mkdir_p(d, 0755, &err) < 0) {
+		fprintf(stderr, "%s\n", err->msg);
+		exit(99);
+	}
+	p = tpath(name, "vmlinuz");
+	write_file(p, "kernel bytes\n", 0644);
+	free(p);
+	p = tpath(name, "initrd.img");
+	write_file(p, "initrd\n", 0644);
+	free(p);
+	p = tpath(name, "template.conf");
+	write_file(p, conf, 0644);
+	free(p);
+	free(d);
+}
+
+static const char good_conf[] =
+	"kernel=vmlinuz\ninitrd=initrd.img\nkernel_version=6.1.0-56-cloud-amd64\n"
+	"cmdline=foo=1 bar\ncpus=2\nmemory_mb=256\ndisk_mb=512\n";
+
+/* Loads name expecting failure; returns 1 when the message contains want. */
+static int load_fails(const char *name, const char *want)
+{
+	struct omr_template *t = NULL;
+	struct omr_err *err = NULL;
+	int r = omr_template_load(cfg, name, &t, &err);
+	int good = r < 0 && err && strstr(err->msg, want);
+
+	if (!good)
+		fprintf(stderr, "# load %s: r=%d msg=%s\n", name, r, err ? err->msg : "(none)");
+	omr_template_free(t);
+	omr_err_free(&err);
+	return good;
+}
+
+static int bad_conf(const char *conf, const char *want)
+{
+	make_template("bad", conf);
+	return load_fails("bad", want);
+}
+
+static void test_names(void)
+{
+	static const char *const good[] = { "tiny", "a", "0", "a-b_c", "python3",
+		"abcdefghijklmnopqrstuvwxyz012345" };
+	static const char *const bad[] = { "", "A", "-a", "_a", "a.b", "a/b", "..", ".", "tiny ",
+		"abcdefghijklmnopqrstuvwxyz0123456", "Tiny", "a:b" };
+
+	for (size_t i = 0; i < OMR_ARRAY_SIZE(good); i++)
+		ok(omr_template_name_valid(good[i]) == 1, "name '%s' is valid", good[i]);
+	for (size_t i = 0; i < OMR_ARRAY_SIZE(bad); i++)
+		ok(omr_template_name_valid(bad[i]) == 0, "name '%s' is invalid", bad[i]);
+	ok(omr_template_name_valid(NULL) == 0, "NULL name is invalid");
+}
+
+static void test_load(void)
+{
+	struct omr_template *t = NULL;
+	struct omr_err *err = NULL;
+	char *p;
+	int r;
+
+	make_template("tiny", good_conf);
+	r = omr_template_load(cfg, "tiny", &t, &err);
+	ok(r == 0 && t, "hand-made template loads%s%s", err ? ": " : "", err ? err->msg : "");
+	if (t) {
+		p = tpath("tiny", "vmlinuz");
+		ok(t->kernel[0] == '/' && !strcmp(t->kernel, p), "kernel path is absolute (%s)",
+		   t->kernel);
+		free(p);
+		ok(strstr(t->initrd, "/templates/tiny/initrd.img") != NULL, "initrd path");
+		ok(t->rootfs == NULL, "no rootfs");
+		ok(!strcmp(t->name, "tiny") && !strcmp(t->kernel_version, "6.1.0-56-cloud-amd64"),
+		   "name and kernel_version");
+		ok(!strcmp(t->cmdline, "foo=1 bar"), "cmdline kept verbatim");
+		ok(t->cpus == 2 && t->memory_mb == 256 && t->disk_mb == 512, "numbers parsed");
+		ok(t->size_bytes == 13 + 7, "size is the files' sum when not recorded (%llu)",
+		   (unsigned long long)t->size_bytes);
+		ok(t->built_at == 0, "built_at 0 when not recorded");
+	}
+	omr_template_free(t);
+	omr_err_free(&err);
+
+	r = omr_template_load(cfg, "nope", &t, &err);
+	ok(r == -ENOENT && err && err->errnum == ENOENT &&
+	   !strcmp(err->msg, "unknown template 'nope'"), "unknown template is ENOENT");
+	omr_err_free(&err);
+	r = omr_template_load(cfg, "../tiny", &t, &err);
+	ok(r == -EINVAL && err && strstr(err->msg, "invalid template name"),
+	   "path-like name is rejected");
+	omr_err_free(&err);
+}
+
+static void test_bad_templates(void)
+{
+	char *p, *q;
+
+	ok(bad_conf("kernel=../vmlinuz\ninitrd=initrd.img\n", "plain file name"),
+	   "kernel=../x is rejected");
+	ok(bad_conf("kernel=sub/vmlinuz\ninitrd=initrd.img\n", "plain file name"),
+	   "kernel with a slash is rejected");
+	ok(bad_conf("kernel=/etc/passwd\ninitrd=initrd.img\n", "plain file name"),
+	   "absolute kernel path is rejected");
+	ok(bad_conf("kernel=.hidden\ninitrd=initrd.img\n", "plain file name"),
+	   "dot file is rejected");
+	ok(bad_conf("kernel=missing\ninitrd=initrd.img\n", "kernel missing: No such file"),
+	   "missing kernel file is rejected");
+	ok(bad_conf("initrd=initrd.img\n", "no kernel= given"), "conf without kernel");
+	ok(bad_conf("kernel=vmlinuz\n", "no initrd= given"), "conf without initrd");
+	ok(bad_conf("kernel=vmlinuz\ninitrd=initrd.img\nfoo=bar\n", "unknown key 'foo'"),
+	   "unknown key is rejected");
+	ok(bad_conf("kernel=vmlinuz\nkernel=vmlinuz\ninitrd=initrd.img\n", "given twice"),
+	   "duplicate key is rejected");
+	ok(bad_conf("[x]\nkernel=vmlinuz\ninitrd=initrd.img\n", "unexpected section [x]"),
+	   "sections are rejected");
+	ok(bad_conf("kernel=vmlinuz\ninitrd=initrd.img\ncpus=65\n", "cpus"),
+	   "cpus out of range is rejected");
+	ok(bad_conf("kernel=vmlinuz\ninitrd=initrd.img\nmemory_mb=lots\n", "not a number"),
+	   "non-numeric memory_mb is rejected");
+	ok(bad_conf("kernel=vmlinuz\ninitrd=initrd.img\nname=other\n", "does not match"),
+	   "name= differing from the directory is rejected");
+	ok(bad_conf("kernel=vmlinuz\ninitrd=initrd.img\ncmdline=a\tb\n", "invalid cmdline"),
+	   "control characters in cmdline are rejected");
+	ok(bad_conf("kernel=vmlinuz\ninitrd=initrd.img\nthis is not ini\n", "syntax error"),
+	   "syntax error is reported");
+	{
+		char conf[400];
+		snprintf(conf, sizeof(conf), "kernel=vmlinuz\ninitrd=initrd.img\ncmdline=%0250d\n", 0);
+		ok(bad_conf(conf, "line 3 longer than"), "over-long line is rejected");
+	}
+
+	/* The files themselves. */
+	make_template("bad", good_conf);
+	p = tpath("bad", "vmlinuz");
+	unlink(p);
+	ok(symlink("/etc/passwd", p) == 0 && load_fails("bad", "not a regular file"),
+	   "symlinked kernel is rejected");
+	unlink(p);
+	ok(mkdir(p, 0755) == 0 && load_fails("bad", "not a regular file"),
+	   "directory as kernel is rejected");
+	rmdir(p);
+	write_file(p, "", 0644);
+	ok(load_fails("bad", "is empty"), "empty kernel is rejected");
+	free(p);
+
+	/* A template directory that is a symlink (to a good one) is refused. */
+	p = tpath("linked", NULL);
+	q = tpath("tiny", NULL);
+	ok(symlink(q, p) == 0 && load_fails("linked", "Not a directory"),
+	   "symlinked template directory is rejected");
+	unlink(p);
+	free(p);
+	free(q);
+	p = tpath("bad", NULL);
+	omr_rm_rf_at(AT_FDCWD, p);
+	free(p);
+}
+
+static void test_list_remove(void)
+{
+	struct omr_template **v = NULL;
+	struct omr_err *err = NULL;
+	size_t n = 99;
+	char *p;
+	int r;
+
+	make_template("zeta", good_conf);
+	make_template("alpha", good_conf);
+	make_template("broken", "kernel=nothere\ninitrd=initrd.img\n");
+	p = omr_strdup_printf("%s/state/templates/.tiny.build.abc", root);
+	mkdir(p, 0700);
+	free(p);
+	r = omr_template_list(cfg, &v, &n, &err);
+	p = omr_strdup_printf("%s/state/templates/.tiny.build.abc", root);
+	rmdir(p);
+	free(p);
+	ok(r == 0 && n == 3, "list finds the 3 loadable templates (n=%zu)", n);
+	ok(n == 3 && !strcmp(v[0]->name, "alpha") && !strcmp(v[1]->name, "tiny") &&
+	   !strcmp(v[2]->name, "zeta"), "list is sorted by name");
+	omr_template_list_free(v, n);
+
+	r = omr_template_remove(cfg, "zeta", &err);
+	ok(r == 0, "remove zeta%s%s", err ? ": " : "", err ? err->msg : "");
+	omr_err_free(&err);
+	p = tpath("zeta", NULL);
+	ok(access(p, F_OK) < 0 && errno == ENOENT, "zeta's directory is gone");
+	free(p);
+	r = omr_template_remove(cfg, "zeta", &err);
+	ok(r == -ENOENT && err && err->errnum == ENOENT, "removing it again is ENOENT");
+	omr_err_free(&err);
+	r = omr_template_remove(cfg, "broken", &err);
+	ok(r == 0, "a broken template can be removed");
+	omr_err_free(&err);
+	r = omr_template_remove(cfg, "../x", &err);
+	ok(r == -EINVAL, "remove refuses a bad name");
+	omr_err_free(&err);
+	r = omr_template_list(cfg, &v, &n, &err);
+	ok(r == 0 && n == 2, "list after removal has 2 (n=%zu)", n);
+	omr_template_list_free(v, n);
+}
+
+/* ---- building with fake recipes ---- */
+
+struct progress_log {
+	char lines[1024];
+};
+
+static void on_progress(void *user, const char *what)
+{
+	struct progress_log *l = user;
+	size_t n = strlen(l->lines);
+	snprintf(l->lines + n, sizeof(l->lines) - n, "%s|", what);
+}
+
+static void write_recipe(const char *name, const char *body)
+{
+	char *d = omr_strdup_printf("%s/recipes/%s", root, name);
+	char *p = omr_strdup_printf("%s/recipe", d);
+	char *text = omr_strdup_printf("#!/bin/sh\nset -e\n%s", body);
+	struct omr_err *err = NULL;
+
+	omr_mkdir_p(d, 0755, &err);
+	write_file(p, text, 0755);
+	free(text);
+	free(p);
+	free(d);
+}
+
+static int leftovers(void)
+{
+	char *p = omr_strdup_printf("%s/state/templates", root);
+	DIR *d = opendir(p);
+	struct dirent *de;
+	int n = 0;
+
+	while (d && (de = readdir(d)))
+		if (strstr(de->d_name, ".build.") || strstr(de->d_name, ".old."))
+			n++;
+	if (d)
+		closedir(d);
+	free(p);
+	return n;
+}
+
+static const char make_files[] =
+	"echo 'progress: making kernel'\n"
+	"printf kernel >\"$OUT/vmlinuz\"\n"
+	"echo 'progress: making initrd'\n"
+	"printf initrd >\"$OUT/initrd.img\"\n"
+	"printf 'kernel=vmlinuz\\ninitrd=initrd.img\\nkernel_version=v2\\ncmdline=\\n' >\"$OUT/template.conf\"\n";
+
+static void test_build(void)
+{
+	struct progress_log log = { "" };
+	struct omr_template *t = NULL;
+	struct omr_err *err = NULL;
+	char *p, *text = NULL;
+	uint64_t t0;
+	int r;
+
+	/* Fds this test inherited without CLOEXEC (from make, the shell, ...)
+	 * pass on to the recipe, but they are not ours to judge. */
+	char inherited[512] = " ";
+	for (int fd = 3; fd < 1024; fd++) {
+		int fl = fcntl(fd, F_GETFD);
+		size_t n = strlen(inherited);
+		if (fl >= 0 && !(fl & FD_CLOEXEC))
+			snprintf(inherited + n, sizeof(inherited) - n, "%d ", fd);
+	}
+
+	setenv("OMR_TEST_SECRET", "leak", 1);
+	write_recipe("good",
+		     "VER=1\n"
+		     "env >\"$OUT/env.txt\"\n"
+		     "ls -l /proc/$$/fd/ >\"$OUT/fds.txt\"\n"
+		     "pwd >\"$OUT/pwd.txt\"\n"
+		     "sleep 1000 &\n"  /* left running: the build must not wait for it */
+		     "exec </dev/null\n"
+		     "cat >/dev/null\n"
+		     "echo 'progress: making kernel'\n"
+		     "printf kernel >\"$OUT/vmlinuz\"\n"
+		     "echo 'progress: making initrd'\n"
+		     "printf initrd >\"$OUT/initrd.img\"\n"
+		     "printf 'kernel=vmlinuz\\ninitrd=initrd.img\\nkernel_version=v1\\ncmdline=\\n"
+		     "memory_mb=128\\n' >\"$OUT/template.conf\"\n");
+	t0 = omr_now_ms();
+	r = omr_template_build(cfg, "good", on_progress, &log, &err);
+	ok(r == 0, "good recipe builds%s%s", err ? ": " : "", err ? err->msg : "");
+	omr_err_free(&err);
+	ok(omr_now_ms() - t0 < 5000, "build does not wait for the recipe's background job");
+	ok(strstr(log.lines, "running recipe|making kernel|making initrd|validating|installing|") != NULL,
+	   "progress lines reach the callback (%s)", log.lines);
+	r = omr_template_load(cfg, "good", &t, &err);
+	ok(r == 0 && t && t->memory_mb == 128 && !strcmp(t->kernel_version, "v1"),
+	   "built template loads");
+	ok(t && t->built_at > 0 && t->size_bytes > 12, "built_at and size recorded");
+	omr_template_free(t);
+	t = NULL;
+	omr_err_free(&err);
+	p = tpath("good", "template.conf");
+	omr_read_file_at(AT_FDCWD, p, 4096, &text, NULL, NULL);
+	ok(text && strstr(text, "name=good\n") && strstr(text, "built_at=") &&
+	   strstr(text, "size_bytes="), "template.conf stamped with name, built_at, size_bytes");
+	free(text);
+	text = NULL;
+	free(p);
+	p = tpath("good", "env.txt");
+	omr_read_file_at(AT_FDCWD, p, 65536, &text, NULL, NULL);
+	ok(text && strstr(text, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"),
+	   "recipe gets a clean PATH");
+	ok(text && strstr(text, "\nOUT=/") && strstr(text, "/.good.build.") &&
+	   strstr(text, "\nCACHE=/") && strstr(text, "/omnirun-agent\n"),
+	   "recipe gets OUT, CACHE and AGENT");
+	ok(text && !strstr(text, "OMR_TEST_SECRET"), "recipe does not inherit our environment");
+	free(text);
+	text = NULL;
+	free(p);
+	p = tpath("good", "fds.txt");
+	omr_read_file_at(AT_FDCWD, p, 4096, &text, NULL, NULL);
+	/* The shell's own script fd aside, nothing of ours may show: not the
+	 * lock, not the templates directory, no pipe beyond stdout/stderr. */
+	{
+		int leak = 0, lines = 0, fds[64];
+		char *targets[64], *fd2 = "";
+		char *save = NULL;
+		for (char *l = strtok_r(text ? text : (char[]){ 0 }, "\n", &save); l && lines < 64;
+		     l = strtok_r(NULL, "\n", &save)) {
+			char *arrow = strstr(l, " -> "), *num;
+			if (!arrow)
+				continue;
+			*arrow = 0;
+			if (!(num = strrchr(l, ' ')))
+				continue;
+			fds[lines] = atoi(num + 1);
+			targets[lines] = arrow + 4;
+			if (fds[lines] == 2)
+				fd2 = targets[lines];
+			lines++;
+		}
+		/* The shell keeps a copy of stdout (same pipe as stderr) while
+		 * it redirects; any other pipe, the lock or the directory
+		 * would be ours. */
+		for (int i = 0; i < lines; i++) {
+			char pat[16];
+			snprintf(pat, sizeof(pat), " %d ", fds[i]);
+			if (fds[i] <= 2 || strstr(inherited, pat))
+				continue;
+			if (strstr(targets[i], ".lock") || strstr(targets[i], "/state/templates") ||
+			    (strstr(targets[i], "pipe:") && strcmp(targets[i], fd2))) {
+				fprintf(stderr, "# leaked fd %d -> %s\n", fds[i], targets[i]);
+				leak = 1;
+			}
+		}
+		ok(lines >= 3 && !leak, "recipe inherits none of our fds");
+	}
+	free(text);
+	text = NULL;
+	free(p);
+	p = omr_strdup_printf("%s/cache", root);
+	ok(access(p, F_OK) == 0, "cache directory created");
+	free(p);
+	ok(leftovers() == 0, "no build directory left behind");
+
+	/* A rebuild replaces the old one. */
+	write_recipe("good", make_files);
+	r = omr_template_build(cfg, "good", NULL, NULL, &err);
+	ok(r == 0, "rebuild succeeds%s%s", err ? ": " : "", err ? err->msg : "");
+	omr_err_free(&err);
+	p = tpath("good", "env.txt");
+	ok(access(p, F_OK) < 0, "rebuild replaced the whole directory");
+	free(p);
+	ok(leftovers() == 0, "no old directory left behind");
+
+	/* A failing recipe: error has its last lines, the old build stays. */
+	write_recipe("good",
+		     "i=1; while [ $i -le 15 ]; do echo \"output line $i\"; i=$((i+1)); done\n"
+		     "echo 'going to fail' >&2\n"
+		     "exit 3\n");
+	r = omr_template_build(cfg, "good", NULL, NULL, &err);
+	ok(r < 0 && err && strstr(err->msg, "exit status 3"), "failing recipe reports its status");
+	ok(err && strstr(err->msg, "going to fail") && strstr(err->msg, "output line 15") &&
+	   !strstr(err->msg, "output line 5\n"), "error carries the last lines only");
+	if (err)
+		fprintf(stderr, "# %s\n", err->msg);
+	omr_err_free(&err);
+	ok(leftovers() == 0, "failed build removed");
+	r = omr_template_load(cfg, "good", &t, &err);
+	ok(r == 0, "previous build still loads after a failed build");
+	omr_template_free(t);
+	t = NULL;
+	omr_err_free(&err);
+
+	/* A recipe that succeeds but leaves no initrd. */
+	write_recipe("good", "printf k >\"$OUT/vmlinuz\"\n"
+			     "printf 'kernel=vmlinuz\\ninitrd=initrd.img\\n' >\"$OUT/template.conf\"\n");
+	r = omr_template_build(cfg, "good", NULL, NULL, &err);
+	ok(r < 0 && err && strstr(err->msg, "invalid template") && strstr(err->msg, "initrd"),
+	   "incomplete output is refused");
+	omr_err_free(&err);
+	ok(leftovers() == 0, "refused build removed");
+
+	/* Killed by a signal. */
+	write_recipe("good", "kill -9 $$\n");
+	r = omr_template_build(cfg, "good", NULL, NULL, &err);
+	ok(r < 0 && err && strstr(err->msg, "killed by signal 9"), "recipe killed by a signal");
+	omr_err_free(&err);
+
+	/* Recipes that cannot run. */
+	r = omr_template_build(cfg, "nosuch", NULL, NULL, &err);
+	ok(r == -ENOENT && err && strstr(err->msg, "no recipe"), "missing recipe is ENOENT");
+	omr_err_free(&err);
+	write_recipe("noexec", make_files);
+	p = omr_strdup_printf("%s/recipes/noexec/recipe", root);
+	chmod(p, 0644);
+	r = omr_template_build(cfg, "noexec", NULL, NULL, &err);
+	ok(r < 0 && err && strstr(err->msg, "not executable"), "non-executable recipe refused");
+	omr_err_free(&err);
+	chmod(p, 0777);
+	r = omr_template_build(cfg, "noexec", NULL, NULL, &err);
+	ok(r < 0 && err && strstr(err->msg, "writable by group or others"),
+	   "world-writable recipe refused");
+	omr_err_free(&err);
+	free(p);
+	r = omr_template_build(cfg, "Bad", NULL, NULL, &err);
+	ok(r == -EINVAL, "build refuses a bad name");
+	omr_err_free(&err);
+}
+
+int main(void)
+{
+	struct omr_err *err = NULL;
+	char *p;
+
+	if (!mkdtemp(root)) {
+		perror("mkdtemp");
+		return 99;
+	}
+	p = omr_strdup_printf("%s/empty.conf", root);
+	write_file(p, "", 0644);
+	setenv("OMNIRUN_CONF", p, 1);
+	free(p);
+	p = omr_strdup_printf("%s/state", root);
+	setenv("OMNIRUN_STATE_DIR", p, 1);
+	free(p);
+	p = omr_strdup_printf("%s/cache", root);
+	setenv("OMNIRUN_CACHE_DIR", p, 1);
+	free(p);
+	p = omr_strdup_printf("%s/recipes", root);
+	setenv("OMNIRUN_RECIPES_DIR", p, 1);
+	free(p);
+	setenv("OMNIRUN_LIBEXEC_DIR", root, 1);
+	if (omr_config_load(&cfg, &err) < 0) {
+		fprintf(stderr, "config: %s\n", err->msg);
+		return 99;
+	}
+
+	test_names();
+	test_load();
+	test_bad_templates();
+	test_list_remove();
+	test_build();
+
+	printf("1..%d\n", tests);
+	omr_config_free(cfg);
+	omr_rm_rf_at(AT_FDCWD, root);
+	return failures ? 1 : 0;
+}
