@@ -33,7 +33,10 @@ struct agent_cfg {
 extern struct agent_cfg agent_cfg;
 
 /* ---- util.c ---- */
+/* One log line: alog for routine events, aerr for failures.  Never pass
+ * secrets or environment values. */
 void alog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void aerr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Sends further log lines to /dev/kmsg (the guest has no other log). */
 void alog_use_kmsg(void);
 uint64_t now_ms(void);  /* CLOCK_MONOTONIC */
@@ -149,7 +152,8 @@ struct proc {
 	uint64_t start_mono, start_wall, end_mono;
 	uint64_t deadline;    /* monotonic ms, 0 = none */
 	uint64_t quiet_until; /* after exit: close pipes when quiet past this */
-	json_t *argv;         /* array of strings, for ps */
+	json_t *argv;         /* array of strings, for ps (bounded) */
+	json_t *cmd;          /* the shell line, or argv joined (bounded) */
 	struct ring *ring;    /* background output */
 	struct exec_stream *fg;
 	int attached;         /* attach streams referring to us */
@@ -175,8 +179,12 @@ void proc_signal(struct proc *p, int sig);
 json_t *proc_status_json(const struct proc *p);
 size_t procs_count(void);
 void proc_close_fd(int *fd);
+/* The proc named by req's "pid"; else sends the error END, returns -1. */
+int proc_lookup(uint32_t id, json_t *req, struct proc **out);
 void op_ps(uint32_t id, json_t *req);
 void op_kill(uint32_t id, json_t *req);
+
+/* ---- attach.c ---- */
 void op_attach(uint32_t id, json_t *req);
 
 /* ---- ring.c: bounded record buffer for background output ---- */

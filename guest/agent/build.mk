@@ -6,12 +6,16 @@
 #                                  ASan+UBSan
 #   $(B)/tests/test-agent          TAP test driving the host build
 #   agent-check / agent-check-asan run the test (the latter in $(B)/asan)
+#   agent-check-vm                 boots the static agent as PID 1 of a QEMU
+#                                  microVM (needs AGENT_KERNEL_ROOT: an
+#                                  extracted linux-image-*-cloud-amd64)
 
 B ?= build
 MUSL_CC ?= musl-gcc
 HOST_CC ?= $(CC)
 JANSSON_A ?= /usr/lib/x86_64-linux-gnu/libjansson.a
 SANITIZE ?=
+AGENT_KERNEL_ROOT ?=
 
 AGENT_SRCS := $(filter-out guest/agent/fortify-shim.c,$(wildcard guest/agent/*.c)) \
 	libcore/src/proto.c libcore/src/cleanup.c
@@ -48,9 +52,13 @@ $(B)/tests/test-agent: tests/unit/test-agent.c libcore/src/proto.c \
 	$(HOST_CC) -O1 -g $(AGENT_WARN) -D_GNU_SOURCE -Ilibcore/include $(AGENT_SANFLAGS) \
 		-o $@ tests/unit/test-agent.c libcore/src/proto.c -ljansson
 
-.PHONY: agent-check agent-check-asan
+.PHONY: agent-check agent-check-asan agent-check-vm
 agent-check: $(B)/guest/omnirun-agent-host $(B)/tests/test-agent
 	$(B)/tests/test-agent $(B)/guest/omnirun-agent-host
 
 agent-check-asan:
 	$(MAKE) -f $(firstword $(MAKEFILE_LIST)) B=$(B)/asan SANITIZE=address,undefined agent-check
+
+agent-check-vm: $(B)/guest/omnirun-agent $(B)/tests/test-agent
+	tests/unit/test-agent-vm.sh $(B)/guest/omnirun-agent $(B)/tests/test-agent \
+		"$(AGENT_KERNEL_ROOT)"

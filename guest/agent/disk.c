@@ -154,6 +154,10 @@ static int run_mke2fs(void)
 	if (pid < 0)
 		return -errno;
 	if (pid == 0) {
+		/* busybox's mke2fs ignores -q: keep its chatter off the console. */
+		int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		if (null >= 0)
+			dup2(null, 1);
 		execvp(argv[0], argv);
 		execv("/bin/busybox", bb);
 		_exit(127);
@@ -178,7 +182,7 @@ static int disk_prepare(const char *dev)
 		return -ENOSPC;
 	rc = dm_create(dev, bytes / 512, &devno);
 	if (rc < 0) {
-		alog("dm-crypt on %s: %s", dev, strerror(-rc));
+		aerr("dm-crypt on %s: %s", dev, strerror(-rc));
 		return rc;
 	}
 	/* Without udev nobody makes /dev/mapper/NAME. */
@@ -186,13 +190,13 @@ static int disk_prepare(const char *dev)
 		return -errno;
 	rc = run_mke2fs();
 	if (rc < 0) {
-		alog("mke2fs %s failed", DM_DEVICE);
+		aerr("mke2fs %s failed", DM_DEVICE);
 		return rc;
 	}
 	mkdir(agent_cfg.data_dir, 0755);
 	/* The ext4 driver mounts the ext2 that busybox makes. */
 	if (mount(DM_DEVICE, agent_cfg.data_dir, "ext4", MS_NOSUID | MS_NODEV, "") < 0) {
-		alog("mount %s: %s", agent_cfg.data_dir, strerror(errno));
+		aerr("mount %s: %s", agent_cfg.data_dir, strerror(errno));
 		return -errno;
 	}
 	chmod(agent_cfg.data_dir, 01777); /* like /tmp: any user may write */

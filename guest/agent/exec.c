@@ -425,6 +425,19 @@ static int parse_exec(json_t *req, struct exec_req *x, struct jerr *e)
 	return 0;
 }
 
+/* The shell line (argv[2] of /bin/sh -c) or argv joined, for ps. */
+static json_t *cmd_for_ps(const struct strv *argv, bool shell)
+{
+	char buf[PS_ARGV_BYTES + 1];
+	size_t n = 0;
+
+	if (shell)
+		return json_bytes(argv->v[2], strnlen(argv->v[2], PS_ARGV_BYTES));
+	for (size_t i = 0; i < argv->n && n < PS_ARGV_BYTES; i++)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s", i ? " " : "", argv->v[i]);
+	return json_bytes(buf, n < PS_ARGV_BYTES ? n : PS_ARGV_BYTES);
+}
+
 static json_t *argv_for_ps(const struct strv *argv)
 {
 	json_t *a = json_array();
@@ -496,6 +509,7 @@ void op_exec(uint32_t id, json_t *req)
 	p->start_wall = wall_ms();
 	p->deadline = x.timeout_ms ? p->start_mono + (uint64_t)x.timeout_ms : 0;
 	p->argv = argv_for_ps(&x.argv);
+	p->cmd = cmd_for_ps(&x.argv, json_is_string(json_object_get(req, "cmd")));
 	send_json(OMR_F_REPLY, id, json_pack("{s:i}", "pid", p->pid));
 	if (x.background) {
 		send_json(OMR_F_END, id, json_pack("{s:i,s:b}", "pid", p->pid, "background", 1));

@@ -85,7 +85,7 @@ static void mount_basics(void)
 		/* EBUSY: the kernel mounted it already (devtmpfs automount). */
 		if (mount(m[i].src, m[i].dst, m[i].type, m[i].flags, m[i].data) < 0 &&
 		    errno != EBUSY)
-			alog("mount %s: %s", m[i].dst, strerror(errno));
+			aerr("mount %s: %s", m[i].dst, strerror(errno));
 	}
 	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
 		(void)!symlink(links[i][0], links[i][1]);
@@ -114,7 +114,7 @@ static void load_modules(void)
 
 	if (!f) {
 		if (errno != ENOENT)
-			alog("%s: %s", MODULES_FILE, strerror(errno));
+			aerr("%s: %s", MODULES_FILE, strerror(errno));
 		return;
 	}
 	while (getline(&line, &cap, f) > 0) {
@@ -123,11 +123,11 @@ static void load_modules(void)
 			continue;
 		int fd = open(line, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
-			alog("module %s: %s", line, strerror(errno));
+			aerr("module %s: %s", line, strerror(errno));
 			continue;
 		}
 		if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
-			alog("module %s: %s", line, strerror(errno));
+			aerr("module %s: %s", line, strerror(errno));
 		close(fd);
 	}
 	free(line);
@@ -144,11 +144,11 @@ static void cgroup_setup(void)
 	const char *p;
 
 	if (file_write_str("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids") < 0) {
-		alog("cgroup controllers: %s", strerror(errno));
+		aerr("cgroup controllers: %s", strerror(errno));
 		return;
 	}
 	if (mkdir(CMDS_CGROUP, 0755) < 0 && errno != EEXIST) {
-		alog("mkdir %s: %s", CMDS_CGROUP, strerror(errno));
+		aerr("mkdir %s: %s", CMDS_CGROUP, strerror(errno));
 		return;
 	}
 	if (file_read_small("/proc/meminfo", mi, sizeof(mi)) > 0 && (p = strstr(mi, "MemTotal:")))
@@ -159,11 +159,11 @@ static void cgroup_setup(void)
 		if (total > reserve) {
 			snprintf(buf, sizeof(buf), "%lld", total - reserve);
 			if (file_write_str(CMDS_CGROUP "/memory.max", buf) < 0)
-				alog("memory.max: %s", strerror(errno));
+				aerr("memory.max: %s", strerror(errno));
 		}
 	}
 	if (file_write_str(CMDS_CGROUP "/pids.max", "4096") < 0)
-		alog("pids.max: %s", strerror(errno));
+		aerr("pids.max: %s", strerror(errno));
 	agent_cfg.cgroup = CMDS_CGROUP;
 }
 
@@ -242,7 +242,7 @@ static void supervise(void)
 			server = start_server();
 			started = now;
 			if (server < 0) {
-				alog("cannot start the server: %s", strerror(errno));
+				aerr("cannot start the server: %s", strerror(errno));
 				restart_at = now + BACKOFF_MAX_MS;
 			}
 		}
@@ -262,13 +262,13 @@ static void supervise(void)
 									 : backoff * 2;
 			if (backoff > BACKOFF_MAX_MS)
 				backoff = BACKOFF_MAX_MS;
-			alog("server exited (status 0x%x); restarting in %llu ms", st,
+			aerr("server exited (status 0x%x); restarting in %llu ms", st,
 			     (unsigned long long)backoff);
 			restart_at = now + backoff;
 			server = -1;
 			/* Its commands are unreachable now: stop them. */
 			if (agent_cfg.cgroup && file_write_str(CMDS_CGROUP "/cgroup.kill", "1") < 0)
-				alog("cgroup.kill: %s", strerror(errno));
+				aerr("cgroup.kill: %s", strerror(errno));
 		}
 	}
 }
@@ -287,9 +287,9 @@ void init_main(void)
 	read_cmdline();
 	host = init_param("hostname");
 	if (host && sethostname(host, strlen(host)) < 0)
-		alog("hostname: %s", strerror(errno));
+		aerr("hostname: %s", strerror(errno));
 	if (file_write_str("/proc/self/oom_score_adj", "-1000") < 0)
-		alog("oom_score_adj: %s", strerror(errno));
+		aerr("oom_score_adj: %s", strerror(errno));
 	load_modules();
 	cgroup_setup();
 	disk_setup();

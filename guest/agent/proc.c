@@ -1,5 +1,5 @@
 /* The commands we started: reaping, timeouts, background output, and the
- * ps / kill / attach ops.
+ * ps and kill ops.
  *
  * Every command leads its own session and process group (pgid == pid), so
  * signals and timeouts reach everything it started.  Background commands
@@ -159,7 +159,7 @@ void procs_init(void)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sigfd < 0)
-		alog("signalfd: %s (reaping by timer)", strerror(errno));
+		aerr("signalfd: %s (reaping by timer)", strerror(errno));
 }
 
 static void bg_output_ready(void *obj, int ch, short rev)
@@ -231,6 +231,7 @@ static void proc_free(struct proc *p)
 	proc_close_fds(p);
 	ring_free(p->ring);
 	json_decref(p->argv);
+	json_decref(p->cmd);
 	free(p);
 }
 
@@ -268,6 +269,7 @@ static json_t *ps_entry(const struct proc *p)
 	json_object_del(o, "timed_out");
 	json_object_set_new(o, "pid", json_integer(p->pid));
 	json_object_set(o, "argv", p->argv);
+	json_object_set(o, "cmd", p->cmd);
 	json_object_set_new(o, "started_ms", json_integer((json_int_t)p->start_wall));
 	json_object_set_new(o, "background", json_boolean(p->background));
 	json_object_set_new(o, "running", json_boolean(p->running));
@@ -286,7 +288,8 @@ void op_ps(uint32_t id, json_t *req)
 
 	(void)req;
 	for (struct proc *p = procs; p; p = p->next) {
-		if (p->dead || (!p->background && !p->running))
+		/* Foreground commands while their stream lasts. */
+		if (p->dead || (!p->background && (!p->running || !p->fg)))
 			continue;
 		json_t *e = ps_entry(p);
 		char *s = json_dumps(e, JSON_COMPACT);
@@ -306,7 +309,7 @@ void op_ps(uint32_t id, json_t *req)
 	send_json(OMR_F_END, id, o);
 }
 
-static int find_running(uint32_t id, json_t *req, struct proc **out)
+int proc_lookup(uint32_t id, json_t *req, struct proc **out)
 {
 	struct jerr e;
 	int64_t pid;
@@ -334,7 +337,7 @@ void op_kill(uint32_t id, json_t *req)
 		send_bad_request(id, &e);
 		return;
 	}
-	if (find_running(id, req, &p) < 0)
+	if (proc_lookup(id, req, &p) < 0)
 		return;
 	if (!p->running) {
 		send_error(id, ESRCH, "not_running", "command %d has exited", p->pid);
@@ -342,92 +345,4 @@ void op_kill(uint32_t id, json_t *req)
 	}
 	proc_signal(p, (int)sig);
 	send_json(OMR_F_END, id, json_object());
-}
-
-/* ---- attach ---- */
-
-struct attach_stream {
-	struct stream s;
-	struct proc *p;
-	struct ring_cursor cur;
-};
-
-static void attach_tick(struct stream *s)
-{
-	struct attach_stream *as = container_of(s, struct attach_stream, s);
-	struct proc *p = as->p;
-	uint64_t lost;
-	uint8_t ch;
-	size_t k;
-
-	while (s->credit > 0 && conn_can_produce()) {
-		size_t max = s->credit < OMR_DATA_CHUNK ? (size_t)s->credit : OMR_DATA_CHUNK;
-		k = ring_read(p->ring, &as->cur, iobuf, max, &ch, &lost);
-		if (lost)
-			send_json(OMR_F_REPLY, s->id, json_pack("{s:I}", "dropped", (json_int_t)lost));
-		if (!k)
-			break;
-		send_frame(OMR_F_DATA, ch, s->id, iobuf, k);
-		s->credit -= k;
-	}
-	if (!p->running && p->fd_out < 0 && p->fd_err < 0 && ring_at_end(p->ring, &as->cur)) {
-		json_t *o = proc_status_json(p);
-		json_object_set_new(o, "pid", json_integer(p->pid));
-		send_frame(OMR_F_EOF, OMR_CH_STDOUT, s->id, NULL, 0);
-		send_frame(OMR_F_EOF, OMR_CH_STDERR, s->id, NULL, 0);
-		stream_end(s, o);
-	}
-}
-
-static void attach_frame(struct stream *s, const struct omr_frame_hdr *h, const uint8_t *pl)
-{
-	struct attach_stream *as = container_of(s, struct attach_stream, s);
-	json_t *o, *sig;
-
-	if (h->type != OMR_F_SIGNAL)
-		return;
-	o = json_loadb((const char *)pl, h->len, 0, NULL);
-	sig = json_object_get(o, "signal");
-	if (json_is_integer(sig) && json_integer_value(sig) > 0 && json_integer_value(sig) <= 64)
-		proc_signal(as->p, (int)json_integer_value(sig));
-	else if (json_is_object(o) && json_object_size(o) == 0)
-		stream_end(s, json_pack("{s:b}", "detached", 1)); /* the command lives on */
-	json_decref(o);
-}
-
-static void attach_destroy(struct stream *s, bool conn_lost)
-{
-	struct attach_stream *as = container_of(s, struct attach_stream, s);
-
-	(void)conn_lost;
-	as->p->attached--;
-}
-
-static const struct stream_ops attach_ops = {
-	.frame = attach_frame,
-	.tick = attach_tick,
-	.destroy = attach_destroy,
-};
-
-void op_attach(uint32_t id, json_t *req)
-{
-	struct attach_stream *as;
-	struct proc *p;
-
-	if (find_running(id, req, &p) < 0)
-		return;
-	if (!p->background) {
-		send_error(id, EINVAL, "bad_request", "command %d is not a background command",
-			   p->pid);
-		return;
-	}
-	as = (struct attach_stream *)stream_new(id, sizeof(*as), &attach_ops);
-	if (!as)
-		return;
-	as->p = p;
-	p->attached++;
-	ring_cursor_start(p->ring, &as->cur);
-	if (ring_dropped(p->ring))
-		send_json(OMR_F_REPLY, id,
-			  json_pack("{s:I}", "dropped", (json_int_t)ring_dropped(p->ring)));
 }

@@ -129,7 +129,7 @@ void send_frame(uint8_t type, uint8_t flags, uint32_t id, const void *p, size_t 
 			cap *= 2;
 		uint8_t *o = realloc(srv.out, cap);
 		if (!o) {
-			alog("out of memory queueing a frame");
+			aerr("out of memory queueing a frame");
 			return;
 		}
 		srv.out = o;
@@ -153,12 +153,12 @@ void send_json(uint8_t type, uint32_t id, json_t *o)
 	s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (!s) {
-		alog("cannot encode a reply on stream %u", id);
+		aerr("cannot encode a reply on stream %u", id);
 		return;
 	}
 	if (strlen(s) > OMR_FRAME_MAX) {
 		/* Callers bound their replies; this is the last line of defence. */
-		alog("reply on stream %u too large (%zu bytes)", id, strlen(s));
+		aerr("reply on stream %u too large (%zu bytes)", id, strlen(s));
 		if (type == OMR_F_END)
 			send_error(id, EMSGSIZE, NULL, "reply too large");
 		return;
@@ -272,8 +272,9 @@ struct stream *stream_find(uint32_t id)
 
 void stream_teardown(struct stream *s)
 {
+	if (!s->dead)
+		s->torn = true;
 	s->dead = true;
-	s->torn = true;
 }
 
 void stream_end(struct stream *s, json_t *o)
@@ -284,7 +285,8 @@ void stream_end(struct stream *s, json_t *o)
 	s->dead = true;
 }
 
-/* Frees dead streams; torn down ones get destroy(conn_lost = true). */
+/* Frees dead streams (all: every stream); torn down ones and those still
+ * open get destroy(conn_lost = true). */
 static void streams_collect(bool all)
 {
 	struct stream **pp = &srv.streams;
@@ -310,8 +312,11 @@ static void conn_lost(const char *why)
 	if (srv.fd < 0)
 		return;
 	alog("host connection lost (%s)", why);
-	/* Foreground commands die with the connection; see doc/protocol.md. */
-	streams_collect(true);
+	/* Foreground commands die with the connection (doc/protocol.md).
+	 * Torn down, not freed: poll entries of this round still point at
+	 * the streams; they are freed at its end. */
+	for (struct stream *s = srv.streams; s; s = s->next)
+		stream_teardown(s);
 	outq_reset();
 	srv.rd.have = srv.rd.taken = 0;
 	switch (srv.kind) {
@@ -333,7 +338,7 @@ static void conn_lost(const char *why)
 /* A frame header we cannot skip: the byte stream is lost. */
 static void conn_protocol_error(void)
 {
-	alog("oversized frame from the host: dropping the connection");
+	aerr("oversized frame from the host: dropping the connection");
 	if (srv.kind == CONN_FD)
 		srv.status = 1;
 	conn_lost("protocol error");
@@ -343,7 +348,7 @@ static void conn_protocol_error(void)
 		close(srv.fd);
 		srv.fd = open(srv.port, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 		if (srv.fd < 0)
-			alog("cannot reopen %s: %s", srv.port, strerror(errno));
+			aerr("cannot reopen %s: %s", srv.port, strerror(errno));
 	}
 }
 
@@ -483,8 +488,11 @@ static void accept_ready(void *obj, int tag, short rev)
  * connected, so poll() cannot wait on it then; we look every 200 ms. */
 static void check_reconnect(void)
 {
-	struct pollfd pfd = { .fd = srv.fd, .events = POLLIN };
+	struct pollfd pfd = { .events = POLLIN };
 
+	if (srv.fd < 0) /* a failed reopen after a protocol error */
+		srv.fd = open(srv.port, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	pfd.fd = srv.fd;
 	if (srv.fd < 0 || poll(&pfd, 1, 0) < 0 || (pfd.revents & POLLHUP))
 		return;
 	alog("host connected");
@@ -546,7 +554,7 @@ static int conn_start(enum conn_kind kind, int fd, const char *path)
 				usleep(20 * 1000);
 		}
 		if (!srv.port) {
-			alog("no virtio-serial port named %s", path);
+			aerr("no virtio-serial port named %s", path);
 			return -ENOENT;
 		}
 		srv.fd = open(srv.port, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
@@ -571,7 +579,7 @@ int server_run(enum conn_kind kind, int fd, const char *path)
 	procs_init();
 	rc = conn_start(kind, fd, path);
 	if (rc < 0) {
-		alog("cannot start serving: %s", strerror(-rc));
+		aerr("cannot start serving: %s", strerror(-rc));
 		return 1;
 	}
 	while (!srv.done) {
@@ -599,7 +607,7 @@ int server_run(enum conn_kind kind, int fd, const char *path)
 		if (pc.wake)
 			timeout = pc.wake <= now ? 0 : (int)(pc.wake - now);
 		if (poll(pc.fds, pc.n, timeout) < 0 && errno != EINTR) {
-			alog("poll: %s", strerror(errno));
+			aerr("poll: %s", strerror(errno));
 			usleep(100 * 1000);
 			continue;
 		}

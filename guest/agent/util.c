@@ -30,21 +30,38 @@ void alog_use_kmsg(void)
 	log_kmsg = true;
 }
 
-void alog(const char *fmt, ...)
+static void vlog(int level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+static void vlog(int level, const char *fmt, va_list ap)
 {
 	char line[512];
-	va_list ap;
 	int n;
 
-	/* <6> is the kernel's "info" level; on stderr a plain prefix. */
-	n = snprintf(line, sizeof(line), "%somnirun-agent[%d]: ", log_kmsg ? "<6>" : "",
-		     (int)getpid());
-	va_start(ap, fmt);
+	/* kmsg takes a <level> prefix; errors (3) reach the console even
+	 * when the kernel runs "quiet", routine lines (6) only dmesg. */
+	n = log_kmsg ? snprintf(line, sizeof(line), "<%d>", level) : 0;
+	n += snprintf(line + n, sizeof(line) - (size_t)n, "omnirun-agent[%d]: ", (int)getpid());
 	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-	va_end(ap);
 	n = (int)strnlen(line, sizeof(line) - 2);
 	line[n++] = '\n';
 	(void)!write(log_fd, line, (size_t)n);
+}
+
+void alog(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(6, fmt, ap);
+	va_end(ap);
+}
+
+void aerr(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(3, fmt, ap);
+	va_end(ap);
 }
 
 static uint64_t clock_ms(clockid_t id)

@@ -77,6 +77,6 @@ wait "$qpid" 2>/dev/null || true
 qpid=
 if [ "$rc" != 0 ] || [ "${OMNIRUN_VM_CONSOLE:-0}" = 1 ]; then
 	echo "# guest console:"
-	sed 's/^/#   /' "$work/console.log" | tail -n 60
+	sed 's/^/#   /' "$work/console.log" | tail -n "${OMNIRUN_VM_CONSOLE_LINES:-60}"
 fi
 exit "$rc"

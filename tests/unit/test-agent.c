@@ -25,8 +25,8 @@
 #include "omnirun/proto.h"
 
 #define RECV_TIMEOUT_MS 20000
-#define PLAN 77
-#define PLAN_VM 33
+#define PLAN 81
+#define PLAN_VM 36
 
 static const char *agent_path;
 static const char *vm_sock; /* --socket: a guest's agent behind QEMU */
@@ -63,11 +63,22 @@ static void diag(const char *fmt, ...)
 	putchar('\n');
 }
 
+static void remove_tmpdir(void)
+{
+	char cmd[600];
+
+	if (tmpdir[strlen(tmpdir) - 1] == 'X')
+		return; /* never created */
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	(void)!system(cmd);
+}
+
 static _Noreturn void bail(const char *why)
 {
 	printf("Bail out! %s\n", why);
 	if (apid > 0)
 		kill(apid, SIGKILL);
+	remove_tmpdir();
 	exit(1);
 }
 
@@ -158,14 +169,20 @@ static void agent_start(void)
 	expect_hello();
 }
 
+/* Waits for HELLO, skipping frames of streams that died before it. */
 static void expect_hello(void)
 {
 	struct omr_frame_hdr h;
-	uint8_t *p;
+	uint8_t *p = NULL;
 
 	/* A guest may still be booting: be patient. */
-	if (recv_frame(&h, &p, vm_sock ? 180000 : RECV_TIMEOUT_MS) < 0 || h.type != OMR_F_HELLO)
-		bail("no HELLO from the agent");
+	for (;;) {
+		if (recv_frame(&h, &p, vm_sock ? 180000 : RECV_TIMEOUT_MS) < 0)
+			bail("no HELLO from the agent");
+		if (h.type == OMR_F_HELLO)
+			break;
+		free(p);
+	}
 	json_t *o = json_loads((char *)p, 0, NULL);
 	if (vm_sock)
 		diag("HELLO %s", (char *)p);
@@ -790,7 +807,10 @@ static void test_background(void)
 		json_array_foreach(json_object_get(r.end, "processes"), i, e)
 			listed |= json_integer_value(json_object_get(e, "pid")) == pid &&
 				  json_is_true(json_object_get(e, "running")) &&
-				  json_is_true(json_object_get(e, "background"));
+				  json_is_true(json_object_get(e, "background")) &&
+				  !strcmp(json_string_value(json_object_get(e, "cmd")),
+					  "echo hi; sleep 0.5; echo bye >&2; exit 4") &&
+				  json_array_size(json_object_get(e, "argv")) == 3;
 	}
 	ok(listed, "ps lists the running background command");
 	res_free(&r);
@@ -912,6 +932,13 @@ static void test_connection(void)
 	while (!r.done && json_array_size(r.replies) == 0 && pump_one(&r, 1, RECV_TIMEOUT_MS))
 		;
 	pid = json_integer_value(json_object_get(json_array_get(r.replies, 0), "pid"));
+	res_free(&r);
+	/* A command busy writing when the host goes: its pipe is ready in
+	 * the same poll round as the connection's end. */
+	res_init(&r, next_id++);
+	send_js(OMR_F_REQ, r.id, sh("yes"));
+	while (!r.done && r.len[1] < 100000 && pump_one(&r, 1, RECV_TIMEOUT_MS))
+		;
 	res_free(&r);
 	st = agent_stop();
 	/* We are a subreaper: the orphaned command comes back to us. */
@@ -1104,6 +1131,19 @@ static void test_vm(void)
 	}
 	ok(alive, "after a reconnect the background command is still there");
 	res_free(&r);
+
+	rpc(&r, sh("ip addr show lo | grep -q 'inet 127.0.0.1' && echo lo-up"));
+	ok(out_is(&r, 1, "lo-up\n"), "loopback is up");
+	res_free(&r);
+
+	/* The server is a child of PID 1: if it dies, it comes back. */
+	res_init(&r, next_id++);
+	send_js(OMR_F_REQ, r.id, sh("kill -9 $PPID"));
+	expect_hello();
+	res_free(&r);
+	rpc(&r, json_pack("{s:s}", "op", "ping"));
+	ok(json_is_true(json_object_get(r.end, "pong")), "a crashed server is restarted by PID 1");
+	res_free(&r);
 }
 
 static void test_vm_shutdown(void)
@@ -1119,10 +1159,57 @@ static void test_vm_shutdown(void)
 	free(p);
 }
 
+/* --socket: one client at a time; a client that goes away loses its
+ * foreground commands but not the background ones. */
+static void test_socket_mode(void)
+{
+	struct res r;
+	char sock[300];
+	long long bg, fg;
+	int st;
+
+	snprintf(sock, sizeof(sock), "%s/agent.sock", tmpdir);
+	apid = fork();
+	if (apid == 0) {
+		execl(agent_path, agent_path, "--socket", sock, (char *)NULL);
+		_exit(127);
+	}
+	vm_sock = sock; /* connect like to a guest */
+	vm_connect();
+	rpc(&r, json_pack("{s:s,s:s,s:b}", "op", "exec", "cmd", "sleep 60", "background", 1));
+	bg = end_int(&r, "pid");
+	res_free(&r);
+	res_init(&r, next_id++);
+	send_js(OMR_F_REQ, r.id, sh("sleep 60"));
+	while (!r.done && json_array_size(r.replies) == 0 && pump_one(&r, 1, RECV_TIMEOUT_MS))
+		;
+	fg = json_integer_value(json_object_get(json_array_get(r.replies, 0), "pid"));
+	res_free(&r);
+	close(afd);
+	vm_connect(); /* HELLO again */
+	rpc(&r, json_pack("{s:s}", "op", "ps"));
+	bool bg_alive = false, fg_listed = false;
+	for (size_t i = 0; i < json_array_size(json_object_get(r.end, "processes")); i++) {
+		json_t *e = json_array_get(json_object_get(r.end, "processes"), i);
+		long long pid = json_integer_value(json_object_get(e, "pid"));
+		bg_alive |= pid == bg && json_is_true(json_object_get(e, "running"));
+		fg_listed |= pid == fg;
+	}
+	res_free(&r);
+	ok(bg > 0 && fg > 0 && bg_alive && !fg_listed,
+	   "after a reconnect background commands live on, foreground ones are gone");
+	rpc(&r, json_pack("{s:s}", "op", "shutdown"));
+	res_free(&r);
+	close(afd);
+	afd = -1;
+	vm_sock = NULL;
+	ok(waitpid(apid, &st, 0) == apid && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	   "shutdown ends the socket server");
+	apid = -1;
+}
+
 int main(int argc, char **argv)
 {
-	char cmd[600];
-
 	if (argc > 2 && !strcmp(argv[1], "--socket"))
 		vm_sock = argv[2];
 	agent_path = argc > 1 ? argv[1] : getenv("OMNIRUN_AGENT");
@@ -1157,9 +1244,9 @@ int main(int argc, char **argv)
 		test_robustness();
 		agent_stop();
 		test_connection();
+		test_socket_mode();
 	}
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-	(void)!system(cmd);
+	remove_tmpdir();
 	if (ntest != plan) {
 		printf("# planned %d tests, ran %d\n", plan, ntest);
 		return 1;
