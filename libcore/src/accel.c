@@ -387,12 +387,8 @@ int omr_accel_resolve(const struct omr_config *c, enum omr_accel *out,
 		return 0;
 	}
 	if (!strcmp(accel, "kvm")) {
-		int had = err && *err;
-		/* ENODEV for callers, without strerror's words after the reason. */
-		omr_err_set(err, 0, "vmm.accel is kvm but KVM is not usable: %s", p->reason);
-		if (err && *err && !had)
-			(*err)->errnum = ENODEV;
-		return -ENODEV;
+		return omr_err_setx(err, ENODEV, "vmm.accel is kvm but KVM is not usable: %s",
+				    p->reason);
 	}
 	*out = OMR_ACCEL_TCG;
 	if (why_out)

@@ -55,6 +55,27 @@ int omr_client_code_errno(const char *code)
 	return EIO;
 }
 
+int omr_client_end_parse(const uint8_t *p, size_t len, json_t **out, struct omr_err **err)
+{
+	json_t *j = json_loadb((const char *)p, len, 0, NULL);
+	const char *msg;
+
+	*out = NULL;
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return omr_err_setx(err, EPROTO, "malformed answer from the sandbox");
+	}
+	msg = json_string_value(json_object_get(j, "error"));
+	if (msg) {
+		int e = omr_client_code_errno(json_string_value(json_object_get(j, "code")));
+		int rc = omr_err_setx(err, e, "%s", msg);
+		json_decref(j);
+		return rc;
+	}
+	*out = j;
+	return 0;
+}
+
 int omr_client_send_json(int fd, uint8_t type, uint32_t sid, json_t *j, struct omr_err **err)
 {
 	_cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
@@ -79,7 +100,6 @@ int omr_client_call(int fd, uint32_t sid, json_t *req, int timeout_ms, json_t **
 	for (;;) {
 		struct omr_frame_hdr h;
 		_cleanup_free_ uint8_t *p = NULL;
-		json_t *j;
 		int rc;
 
 		if (deadline) {
@@ -95,17 +115,6 @@ int omr_client_call(int fd, uint32_t sid, json_t *req, int timeout_ms, json_t **
 					   "connection to the sandbox lost");
 		if (h.stream != sid || h.type != OMR_F_END)
 			continue;
-		j = json_loadb((const char *)p, h.len, 0, NULL);
-		if (!j)
-			return omr_err_setx(err, EPROTO, "malformed answer from the sandbox");
-		if (json_object_get(j, "error")) {
-			const char *code = json_string_value(json_object_get(j, "code"));
-			omr_err_set(err, 0, "%s", json_string_value(json_object_get(j, "error")));
-			(*err)->errnum = omr_client_code_errno(code);
-			json_decref(j);
-			return -(*err)->errnum;
-		}
-		*out = j;
-		return 0;
+		return omr_client_end_parse(p, h.len, out, err);
 	}
 }

@@ -25,30 +25,43 @@ int omr_files_path_check(const char *path, struct omr_err **err)
 	return 0;
 }
 
+/* Runs one file stream: s is prepared by the caller (outputs, callbacks)
+ * with omr_stream_init(s, -1, 1); this connects, sends req (released),
+ * pumps until END, and puts the path in front of an error.  The caller
+ * frees s with omr_stream_free. */
+static int file_stream(const struct omr_config *c, const char *id, const char *path,
+		       struct omr_stream *s, json_t *req, struct omr_err **err)
+{
+	_cleanup_close_ int fd = -1;
+	int rc = -1;
+
+	if (omr_files_path_check(path, err) == 0 && (fd = omr_client_connect(c, id, err)) >= 0) {
+		s->fd = fd;
+		rc = omr_stream_run(s, req, err);
+		if (rc < 0)
+			omr_err_wrap(err, "%s", path);
+	}
+	json_decref(req);
+	return rc < 0 ? -1 : 0;
+}
+
 int omr_files_put(const struct omr_config *c, const char *id, int in_fd, const char *path,
 		  int mode, int parents, uint64_t *size, struct omr_err **err)
 {
-	_cleanup_close_ int fd = -1;
 	struct omr_stream s;
-	json_t *req;
 	int rc;
 
-	if (omr_files_path_check(path, err) < 0)
-		return -1;
-	fd = omr_client_connect(c, id, err);
-	if (fd < 0)
-		return -1;
-	omr_stream_init(&s, fd, 1);
+	omr_stream_init(&s, -1, 1);
 	s.in_fd = in_fd;
 	s.in_channel = OMR_CH_FILE;
-	req = json_pack("{s:s, s:s, s:i, s:b}", "op", "file_write", "path", path, "mode",
-			mode >= 0 ? mode & 07777 : 0644, "parents", parents);
-	rc = omr_stream_run(&s, req, err);
-	json_decref(req);
+	rc = file_stream(c, id, path, &s,
+			 json_pack("{s:s, s:s, s:i, s:b}", "op", "file_write", "path", path,
+				   "mode", mode >= 0 ? mode & 07777 : 0644, "parents", parents),
+			 err);
 	if (rc == 0 && size)
 		*size = s.bytes_out;
 	omr_stream_free(&s);
-	return rc < 0 ? omr_err_wrap(err, "%s", path) : 0;
+	return rc;
 }
 
 static int on_meta(void *user, json_t *reply)
@@ -64,27 +77,19 @@ static int on_meta(void *user, json_t *reply)
 int omr_files_get(const struct omr_config *c, const char *id, const char *path, int out_fd,
 		  int *mode, uint64_t *size, struct omr_err **err)
 {
-	_cleanup_close_ int fd = -1;
 	struct omr_stream s;
-	json_t *req;
 	int rc;
 
-	if (omr_files_path_check(path, err) < 0)
-		return -1;
-	fd = omr_client_connect(c, id, err);
-	if (fd < 0)
-		return -1;
-	omr_stream_init(&s, fd, 1);
+	omr_stream_init(&s, -1, 1);
 	s.out_fd[OMR_CH_FILE] = out_fd;
 	s.on_reply = on_meta;
 	s.user = mode;
-	req = json_pack("{s:s, s:s}", "op", "file_read", "path", path);
-	rc = omr_stream_run(&s, req, err);
-	json_decref(req);
+	rc = file_stream(c, id, path, &s, json_pack("{s:s, s:s}", "op", "file_read", "path", path),
+			 err);
 	if (rc == 0 && size)
 		*size = s.bytes_in;
 	omr_stream_free(&s);
-	return rc < 0 ? omr_err_wrap(err, "%s", path) : 0;
+	return rc;
 }
 
 static int collect_entries(void *user, json_t *reply)
@@ -99,27 +104,18 @@ static int collect_entries(void *user, json_t *reply)
 int omr_files_list(const struct omr_config *c, const char *id, const char *path,
 		   json_t **out, struct omr_err **err)
 {
-	_cleanup_close_ int fd = -1;
 	struct omr_stream s;
-	json_t *req, *arr;
+	json_t *arr = json_array();
 	int rc;
 
-	if (omr_files_path_check(path, err) < 0)
-		return -1;
-	fd = omr_client_connect(c, id, err);
-	if (fd < 0)
-		return -1;
-	arr = json_array();
-	omr_stream_init(&s, fd, 1);
+	omr_stream_init(&s, -1, 1);
 	s.on_reply = collect_entries;
 	s.user = arr;
-	req = json_pack("{s:s, s:s}", "op", "list", "path", path);
-	rc = omr_stream_run(&s, req, err);
-	json_decref(req);
+	rc = file_stream(c, id, path, &s, json_pack("{s:s, s:s}", "op", "list", "path", path), err);
 	omr_stream_free(&s);
 	if (rc < 0) {
 		json_decref(arr);
-		return omr_err_wrap(err, "%s", path);
+		return rc;
 	}
 	*out = arr;
 	return 0;
@@ -184,26 +180,20 @@ int omr_files_watch(const struct omr_config *c, const char *id, const char *path
 		    int recursive, int sig_fd, int (*on_event)(void *user, json_t *ev),
 		    void *user, struct omr_err **err)
 {
-	_cleanup_close_ int fd = -1;
 	struct watch_ctx w = { on_event, user };
 	struct omr_stream s;
-	json_t *req;
 	int rc;
 
-	if (omr_files_path_check(path, err) < 0)
-		return -1;
-	fd = omr_client_connect(c, id, err);
-	if (fd < 0)
-		return -1;
-	omr_stream_init(&s, fd, 1);
-	/* An interrupt is forwarded as SIGNAL: for a watch that means cancel,
-	 * after which the agent ends the stream and we return 0. */
+	omr_stream_init(&s, -1, 1);
+	/* An interrupt is forwarded as SIGNAL, which ends a watch: the agent
+	 * answers END and we return 0. */
 	s.sig_fd = sig_fd;
 	s.on_reply = watch_reply;
 	s.user = &w;
-	req = json_pack("{s:s, s:s, s:b}", "op", "watch", "path", path, "recursive", recursive);
-	rc = omr_stream_run(&s, req, err);
-	json_decref(req);
+	rc = file_stream(c, id, path, &s,
+			 json_pack("{s:s, s:s, s:b}", "op", "watch", "path", path, "recursive",
+				   recursive),
+			 err);
 	omr_stream_free(&s);
-	return rc < 0 ? omr_err_wrap(err, "%s", path) : 0;
+	return rc;
 }

@@ -276,10 +276,9 @@ static int wait_agent(struct mon *m, struct omr_err **err)
 		uint64_t now = omr_now_ms();
 
 		if (now >= deadline) {
-			omr_err_set(err, 0, "the guest agent did not answer within %u s",
-				    m->c->boot_timeout_s);
-			(*err)->errnum = ETIMEDOUT;
-			return -ETIMEDOUT;
+			return omr_err_setx(err, ETIMEDOUT,
+					    "the guest agent did not answer within %u s",
+					    m->c->boot_timeout_s);
 		}
 		if (m->agent_fd < 0)
 			try_connect_agent(m);
@@ -294,12 +293,10 @@ static int wait_agent(struct mon *m, struct omr_err **err)
 		if (p[0].revents && mon_handle_signals(m)) {
 			while (m->console_pipe >= 0)
 				mon_console_drain(m);
-			omr_err_set(err, 0, "QEMU exited during boot (%s %d)",
-				    WIFSIGNALED(m->vmm_status) ? "signal" : "status",
-				    WIFSIGNALED(m->vmm_status) ? WTERMSIG(m->vmm_status)
-							       : WEXITSTATUS(m->vmm_status));
-			(*err)->errnum = ECHILD;
-			return -ECHILD;
+			return omr_err_setx(err, ECHILD, "QEMU exited during boot (%s %d)",
+					    WIFSIGNALED(m->vmm_status) ? "signal" : "status",
+					    WIFSIGNALED(m->vmm_status) ? WTERMSIG(m->vmm_status)
+								       : WEXITSTATUS(m->vmm_status));
 		}
 		if (m->end_reason)
 			return omr_err_set(err, EINTR, "interrupted during boot");

@@ -227,10 +227,9 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
 			msg = "sbx-monitor died or hung during boot";
 			e = ECHILD;
 		}
-		omr_err_set(err, 0, "%s%s%s", msg ? msg : "boot failed",
-			    *tail ? "; console tail:\n" : "", tail);
 		/* Boot failures (QEMU died, no answer) share one exit code. */
-		(*err)->errnum = e == 0 || e == ECHILD ? ETIMEDOUT : e;
+		omr_err_setx(err, e == 0 || e == ECHILD ? ETIMEDOUT : e, "%s%s%s",
+			     msg ? msg : "boot failed", *tail ? "; console tail:\n" : "", tail);
 		goto fail;
 	}
 	if (omr_sandbox_load(c, sb.id, out, err) < 0)

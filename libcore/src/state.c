@@ -139,7 +139,7 @@ int omr_sandbox_load(const struct omr_config *c, const char *id,
 	if (dfd < 0)
 		return dfd;
 	if (omr_read_file_at(dfd, RECORD, RECORD_MAX, &text, NULL, err) < 0) {
-		if (*err && (*err)->errnum == ENOENT) {
+		if (err && *err && (*err)->errnum == ENOENT) {
 			omr_err_free(err);
 			/* A directory without a record is a create in progress
 			 * or one that crashed before writing it. */

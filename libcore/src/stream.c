@@ -129,17 +129,8 @@ static int on_frame(struct omr_stream *s, const struct omr_frame_hdr *h, uint8_t
 		json_decref(j);
 		return rc < 0 ? omr_err_set(err, -rc, "aborted") : 0;
 	case OMR_F_END:
-		j = json_loadb((const char *)p, h->len, 0, NULL);
-		if (!j)
-			return omr_err_setx(err, EPROTO, "malformed answer from the sandbox");
-		if (json_object_get(j, "error")) {
-			const char *code = json_string_value(json_object_get(j, "code"));
-			omr_err_set(err, 0, "%s", json_string_value(json_object_get(j, "error")));
-			(*err)->errnum = omr_client_code_errno(code);
-			json_decref(j);
-			return -(*err)->errnum;
-		}
-		s->end = j;
+		if (omr_client_end_parse(p, h->len, &s->end, err) < 0)
+			return -1;
 		return 1;
 	default:
 		return 0; /* EOF of output channels needs nothing */

@@ -82,31 +82,12 @@ static int printable(const char *s, size_t max)
 	return 1;
 }
 
-/* Like omr_err_set, without ": strerror" after a message that says it all
- * ("unknown template 'x'", "unknown key 'foo'"). */
-__attribute__((format(printf, 3, 4)))
-static int err_plain(struct omr_err **err, int errnum, const char *fmt, ...)
-{
-	int had = err && *err;
-	char *msg = NULL;
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (vasprintf(&msg, fmt, ap) < 0)
-		abort();
-	va_end(ap);
-	omr_err_set(err, 0, "%s", msg);
-	free(msg);
-	if (err && *err && !had)
-		(*err)->errnum = errnum;
-	return -errnum;
-}
 
 static int check_name(const char *name, struct omr_err **err)
 {
 	if (omr_template_name_valid(name))
 		return 0;
-	return err_plain(err, EINVAL,
+	return omr_err_setx(err, EINVAL,
 			   "invalid template name '%s' (want [a-z0-9][a-z0-9_-]{0,31})",
 			   name ? name : "");
 }
@@ -179,7 +160,7 @@ static int tconf_key(void *user, const char *section, const char *name, const ch
 	if (t->rc < 0)
 		return 0;
 	if (*section) {
-		t->rc = err_plain(t->err, EINVAL, "unexpected section [%s]: keys take no section",
+		t->rc = omr_err_setx(t->err, EINVAL, "unexpected section [%s]: keys take no section",
 				    section);
 		return 0;
 	}
@@ -187,11 +168,11 @@ static int tconf_key(void *user, const char *section, const char *name, const ch
 		if (!strcmp(name, tkeys[k].key))
 			break;
 	if (k == OMR_ARRAY_SIZE(tkeys)) {
-		t->rc = err_plain(t->err, EINVAL, "unknown key '%s'", name);
+		t->rc = omr_err_setx(t->err, EINVAL, "unknown key '%s'", name);
 		return 0;
 	}
 	if (t->seen & (1u << k)) {
-		t->rc = err_plain(t->err, EINVAL, "key '%s' given twice", name);
+		t->rc = omr_err_setx(t->err, EINVAL, "key '%s' given twice", name);
 		return 0;
 	}
 	t->seen |= 1u << k;
@@ -207,7 +188,7 @@ static int tconf_key(void *user, const char *section, const char *name, const ch
 		if (k == K_ROOTFS && !*value)
 			return 1;  /* "rootfs=" means none */
 		if (!file_name_valid(value)) {
-			t->rc = err_plain(t->err, EINVAL,
+			t->rc = omr_err_setx(t->err, EINVAL,
 					    "%s '%s' must be a plain file name in the template directory",
 					    name, value);
 			return 0;
@@ -235,7 +216,7 @@ static int tconf_key(void *user, const char *section, const char *name, const ch
 	}
 	}
 bad:
-	t->rc = err_plain(t->err, EINVAL, "invalid %s '%s'", name, value);
+	t->rc = omr_err_setx(t->err, EINVAL, "invalid %s '%s'", name, value);
 	return 0;
 }
 
@@ -249,7 +230,7 @@ static int tconf_parse(const char *text, struct tconf *t, struct omr_err **err)
 		const char *nl = strchr(p, '\n');
 		size_t len = nl ? (size_t)(nl - p) : strlen(p);
 		if (len > CONF_LINE_MAX)
-			return err_plain(err, EINVAL, "line %u longer than %d characters",
+			return omr_err_setx(err, EINVAL, "line %u longer than %d characters",
 					   line, CONF_LINE_MAX);
 		p += len + (nl ? 1 : 0);
 	}
@@ -258,13 +239,13 @@ static int tconf_parse(const char *text, struct tconf *t, struct omr_err **err)
 	if (t->rc < 0)
 		return t->rc;
 	if (rc != 0)
-		return err_plain(err, EINVAL, "line %d: syntax error", rc);
+		return omr_err_setx(err, EINVAL, "line %d: syntax error", rc);
 	if (t->memory_mb && t->memory_mb < 64)
-		return err_plain(err, EINVAL, "memory_mb must be 0 or at least 64");
+		return omr_err_setx(err, EINVAL, "memory_mb must be 0 or at least 64");
 	if (!t->kernel)
-		return err_plain(err, EINVAL, "no kernel= given");
+		return omr_err_setx(err, EINVAL, "no kernel= given");
 	if (!t->initrd)
-		return err_plain(err, EINVAL, "no initrd= given");
+		return omr_err_setx(err, EINVAL, "no initrd= given");
 	return 0;
 }
 
@@ -300,9 +281,9 @@ static int check_file(int dfd, const char *what, const char *file, uint64_t *siz
 	if (fstatat(dfd, file, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return omr_err_set(err, errno, "%s %s", what, file);
 	if (!S_ISREG(st.st_mode))
-		return err_plain(err, EINVAL, "%s %s is not a regular file", what, file);
+		return omr_err_setx(err, EINVAL, "%s %s is not a regular file", what, file);
 	if (st.st_size == 0)
-		return err_plain(err, EINVAL, "%s %s is empty", what, file);
+		return omr_err_setx(err, EINVAL, "%s %s is empty", what, file);
 	*size += (uint64_t)st.st_size;
 	return 0;
 }
@@ -323,7 +304,7 @@ static int load_dir(int dfd, const char *abs_dir, const char *name, struct tconf
 	if (tconf_parse(text, conf, err) < 0)
 		return omr_err_wrap(err, CONF_NAME);
 	if (conf->name && strcmp(conf->name, name))
-		return err_plain(err, EINVAL, CONF_NAME ": name '%s' does not match directory '%s'",
+		return omr_err_setx(err, EINVAL, CONF_NAME ": name '%s' does not match directory '%s'",
 				   conf->name, name);
 	if ((rc = check_file(dfd, "kernel", conf->kernel, &size, err)) < 0 ||
 	    (rc = check_file(dfd, "initrd", conf->initrd, &size, err)) < 0 ||
@@ -358,12 +339,12 @@ static int open_template_dir(const struct omr_config *c, const char *name, char 
 
 	tfd = open(tdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (tfd < 0 && errno == ENOENT)
-		return err_plain(err, ENOENT, "unknown template '%s'", name);
+		return omr_err_setx(err, ENOENT, "unknown template '%s'", name);
 	if (tfd < 0)
 		return omr_err_set(err, errno, "cannot open %s", tdir);
 	dfd = openat(tfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dfd < 0 && errno == ENOENT)
-		return err_plain(err, ENOENT, "unknown template '%s'", name);
+		return omr_err_setx(err, ENOENT, "unknown template '%s'", name);
 	if (dfd < 0)
 		return omr_err_set(err, errno == ELOOP ? ENOTDIR : errno, "%s/%s", tdir, name);
 	real = realpath(tdir, NULL);
@@ -477,7 +458,7 @@ static int lock_template(int tfd, const char *name, struct omr_err **err)
 		int e = errno;
 		close(fd);
 		if (e == EWOULDBLOCK)
-			return err_plain(err, EBUSY, "template '%s' is being built or removed", name);
+			return omr_err_setx(err, EBUSY, "template '%s' is being built or removed", name);
 		return omr_err_set(err, e, "cannot lock %s", lock);
 	}
 	return fd;
@@ -538,7 +519,7 @@ int omr_template_remove(const struct omr_config *c, const char *name, struct omr
 		return omr_err_set(err, -rc, "cannot remove %s/%s", tdir, old);
 	return 0;
 unknown:
-	return err_plain(err, ENOENT, "unknown template '%s'", name);
+	return omr_err_setx(err, ENOENT, "unknown template '%s'", name);
 }
 
 /* ---- running a recipe ------------------------------------------------- */
@@ -915,16 +896,16 @@ static int check_recipe(const char *recipe, const char *name, struct omr_err **e
 
 	if (stat(recipe, &st) < 0) {
 		if (errno == ENOENT)
-			return err_plain(err, ENOENT, "no recipe for template '%s' (%s missing)", name,
+			return omr_err_setx(err, ENOENT, "no recipe for template '%s' (%s missing)", name,
 					 recipe);
 		return omr_err_set(err, errno, "%s", recipe);
 	}
 	if (!S_ISREG(st.st_mode))
-		return err_plain(err, EINVAL, "%s is not a regular file", recipe);
+		return omr_err_setx(err, EINVAL, "%s is not a regular file", recipe);
 	if (access(recipe, X_OK) < 0)
 		return omr_err_set(err, errno, "%s is not executable", recipe);
 	if (st.st_mode & (S_IWGRP | S_IWOTH))
-		return err_plain(err, EPERM, "%s is writable by group or others", recipe);
+		return omr_err_setx(err, EPERM, "%s is writable by group or others", recipe);
 	return 0;
 }
 

@@ -16,23 +16,7 @@
 #include "omnirun/config.h"
 #include "omnirun/util.h"
 
-static int tests, failures;
-
-__attribute__((format(printf, 2, 3)))
-static void ok(int cond, const char *fmt, ...)
-{
-	va_list ap;
-
-	tests++;
-	if (!cond)
-		failures++;
-	printf("%sok %d - ", cond ? "" : "not ", tests);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
+#include "tap.h"
 
 static volatile sig_atomic_t alarms;
 

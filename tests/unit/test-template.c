@@ -14,23 +14,7 @@
 #include "omnirun/template.h"
 #include "omnirun/util.h"
 
-static int tests, failures;
-
-__attribute__((format(printf, 2, 3)))
-static void ok(int cond, const char *fmt, ...)
-{
-	va_list ap;
-
-	tests++;
-	if (!cond)
-		failures++;
-	printf("%sok %d - ", cond ? "" : "not ", tests);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
+#include "tap.h"
 
 static char root[] = "/tmp/omr-test-template.XXXXXX";
 static struct omr_config *cfg;

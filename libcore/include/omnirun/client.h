@@ -23,6 +23,11 @@ int omr_client_call(int fd, uint32_t sid, json_t *req, int timeout_ms, json_t **
 /* Sends a JSON control frame (REQ, SIGNAL, RESIZE...). Returns 0 or < 0. */
 int omr_client_send_json(int fd, uint8_t type, uint32_t sid, json_t *j, struct omr_err **err);
 
+/* Parses an END payload: *out gets the object, or, when it carries
+ * "error", *err gets its message with the errno its code maps to.
+ * Returns 0 or < 0. */
+int omr_client_end_parse(const uint8_t *p, size_t len, json_t **out, struct omr_err **err);
+
 /* Maps an END's "code" back to an errno (not_found -> ENOENT ...). */
 int omr_client_code_errno(const char *code);
 
