@@ -156,6 +156,7 @@ struct proc {
 	json_t *cmd;          /* the shell line, or argv joined (bounded) */
 	struct ring *ring;    /* background output */
 	struct exec_stream *fg;
+	char *cg;             /* the command's own cgroup, until released */
 	int attached;         /* attach streams referring to us */
 	bool dead;
 	struct proc *next;
@@ -183,6 +184,25 @@ void proc_close_fd(int *fd);
 int proc_lookup(uint32_t id, json_t *req, struct proc **out);
 void op_ps(uint32_t id, json_t *req);
 void op_kill(uint32_t id, json_t *req);
+
+/* ---- cgroup.c: one cgroup per command (with agent_cfg.cgroup) ---- */
+/* A fresh agent_cfg.cgroup/c<N>, malloc'ed; NULL without agent_cfg.cgroup
+ * or on failure (logged). */
+char *cg_create(void);
+/* Kills everything in the cgroup (cgroup.kill).  Returns 0 or -errno. */
+int cg_kill(const char *path);
+/* True when live processes are left in it. */
+bool cg_populated(const char *path);
+/* Takes path: kills what is left, removes the cgroup once it is empty
+ * (later, from the poll loop, if need be). */
+void cg_release(char *path);
+/* Removes c<N> cgroups left by an earlier server. */
+void cgroups_init(void);
+void cgroups_poll(struct pollctx *pc);
+void cgroups_tick(void);
+size_t cgroups_pending(void);
+/* Waits up to 1 s for pending removals. */
+void cgroups_shutdown(void);
 
 /* ---- attach.c ---- */
 void op_attach(uint32_t id, json_t *req);

@@ -22,6 +22,7 @@
 
 #define MODULES_FILE "/etc/omnirun/modules"
 #define CMDS_CGROUP "/sys/fs/cgroup/omnirun-cmds"
+#define CMDS_PIDS_MAX 4096
 #define MAX_PARAMS 32
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -134,13 +135,18 @@ static void load_modules(void)
 	fclose(f);
 }
 
-/* Commands get their own cgroup so that a fork bomb or a memory hog
- * starves itself, not the agent: memory.max leaves a reserve of
- * max(32 MiB, 10%) to the rest of the guest. */
+/* Commands run below their own cgroup so that a fork bomb or a memory
+ * hog starves itself, not the agent: memory.max leaves a reserve of
+ * max(64 MiB, 25%) to the kernel and the agent, enough for the cgroup's
+ * OOM killer to act before the global one in a 256 MB guest.  pids.max
+ * is 4096 but at most 3/4 of kernel.threads-max (which the kernel sizes
+ * by memory: about 1660 in a 256 MB guest), so that a fork bomb leaves
+ * the agent able to fork.  Each command gets a child cgroup (cgroup.c);
+ * the limits here cap them all together. */
 static void cgroup_setup(void)
 {
 	char mi[4096], buf[32];
-	long long total_kb = -1, total, reserve;
+	long long total_kb = -1, total, reserve, pids = CMDS_PIDS_MAX, tmax = -1;
 	const char *p;
 
 	if (file_write_str("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids") < 0) {
@@ -155,14 +161,18 @@ static void cgroup_setup(void)
 		sscanf(p + 9, "%lld", &total_kb);
 	if (total_kb > 0) {
 		total = total_kb * 1024;
-		reserve = total / 10 > 32ll << 20 ? total / 10 : 32ll << 20;
+		reserve = total / 4 > 64ll << 20 ? total / 4 : 64ll << 20;
 		if (total > reserve) {
 			snprintf(buf, sizeof(buf), "%lld", total - reserve);
 			if (file_write_str(CMDS_CGROUP "/memory.max", buf) < 0)
 				aerr("memory.max: %s", strerror(errno));
 		}
 	}
-	if (file_write_str(CMDS_CGROUP "/pids.max", "4096") < 0)
+	if (file_read_small("/proc/sys/kernel/threads-max", buf, sizeof(buf)) > 0 &&
+	    sscanf(buf, "%lld", &tmax) == 1 && tmax > 0 && tmax / 4 * 3 < pids)
+		pids = tmax / 4 * 3;
+	snprintf(buf, sizeof(buf), "%lld", pids);
+	if (file_write_str(CMDS_CGROUP "/pids.max", buf) < 0)
 		aerr("pids.max: %s", strerror(errno));
 	agent_cfg.cgroup = CMDS_CGROUP;
 }

@@ -2,8 +2,14 @@
  * ps and kill ops.
  *
  * Every command leads its own session and process group (pgid == pid), so
- * signals and timeouts reach everything it started.  Background commands
- * write into a ring (ring.c) that attach streams replay and follow. */
+ * signals reach everything it started.  With cgroups (the guest), each
+ * command also has a cgroup of its own (cgroup.c): SIGKILL, timeouts and
+ * the end of a command kill the whole cgroup, which no process can leave
+ * or outrun by forking.  A command is over when its main process has
+ * exited and its output is closed (the END of a foreground command, the
+ * pipes' end for a background one): what it left running is killed then.
+ * Background commands write into a ring (ring.c) that attach streams
+ * replay and follow. */
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -65,10 +71,24 @@ static void proc_close_fds(struct proc *p)
 
 void proc_signal(struct proc *p, int sig)
 {
+	/* SIGKILL empties the command's cgroup, even after the main
+	 * process exited (what it left behind). */
+	if (sig == SIGKILL && p->cg) {
+		int rc = cg_kill(p->cg);
+		if (rc < 0)
+			aerr("cgroup.kill %s: %s", p->cg, strerror(-rc));
+	}
 	if (!p->running)
 		return;
 	if (kill(-p->pid, sig) < 0 && errno == ESRCH)
 		kill(p->pid, sig);
+}
+
+/* The command is over: what is left in its cgroup dies, the cgroup goes. */
+static void proc_cg_release(struct proc *p)
+{
+	cg_release(p->cg);
+	p->cg = NULL;
 }
 
 void proc_release(struct proc *p, bool kill_group)
@@ -77,6 +97,7 @@ void proc_release(struct proc *p, bool kill_group)
 	if (kill_group)
 		proc_signal(p, SIGKILL);
 	proc_close_fds(p);
+	proc_cg_release(p);
 	if (!p->running)
 		p->dead = true; /* else freed once reaped */
 }
@@ -160,6 +181,7 @@ void procs_init(void)
 	sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sigfd < 0)
 		aerr("signalfd: %s (reaping by timer)", strerror(errno));
+	cgroups_init();
 }
 
 static void bg_output_ready(void *obj, int ch, short rev)
@@ -187,10 +209,11 @@ void procs_poll(struct pollctx *pc)
 		poll_add(pc, sigfd, POLLIN, sigchld_ready, NULL, 0);
 	else
 		poll_wake_at(pc, now_ms() + 100);
+	cgroups_poll(pc);
 	for (struct proc *p = procs; p; p = p->next) {
 		if (p->dead)
 			continue;
-		if (p->running && p->deadline)
+		if ((p->running || p->cg) && p->deadline)
 			poll_wake_at(pc, p->deadline);
 		if (!p->background)
 			continue;
@@ -212,9 +235,15 @@ void procs_tick(void)
 	for (struct proc *p = procs; p; p = p->next) {
 		if (p->dead)
 			continue;
-		if (p->running && p->deadline && now >= p->deadline && !p->timed_out) {
-			p->timed_out = true;
-			proc_signal(p, SIGKILL);
+		/* The timeout covers the command and what it started, as long
+		 * as they keep its output open (a fork bomb whose shell is
+		 * gone): they die with timed_out. */
+		if (p->deadline && now >= p->deadline) {
+			if (p->running || (p->cg && cg_populated(p->cg))) {
+				p->timed_out = true;
+				proc_signal(p, SIGKILL);
+			}
+			p->deadline = 0;
 		}
 		/* Output from processes that escaped the group ends with a
 		 * short quiet period after the command itself exited. */
@@ -223,12 +252,17 @@ void procs_tick(void)
 			proc_close_fd(&p->fd_err);
 			proc_close_fd(&p->fd_in);
 		}
+		/* A background command is over once its output is. */
+		if (p->background && !p->running && p->fd_out < 0 && p->fd_err < 0)
+			proc_cg_release(p);
 	}
+	cgroups_tick();
 }
 
 static void proc_free(struct proc *p)
 {
 	proc_close_fds(p);
+	proc_cg_release(p);
 	ring_free(p->ring);
 	json_decref(p->argv);
 	json_decref(p->cmd);
@@ -258,6 +292,7 @@ void procs_shutdown(void)
 		proc_signal(p, SIGKILL);
 		proc_free(p);
 	}
+	cgroups_shutdown();
 }
 
 /* ---- ps, kill ---- */

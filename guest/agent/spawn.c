@@ -21,7 +21,7 @@
 #include "agent.h"
 #include "omnirun/cleanup.h"
 
-enum stage { ST_SETSID = 1, ST_TTY, ST_STDIO, ST_USER, ST_CWD };
+enum stage { ST_SETSID = 1, ST_CGROUP, ST_TTY, ST_STDIO, ST_USER, ST_CWD };
 
 struct child_err {
 	int stage;
@@ -32,7 +32,7 @@ struct child_fds {
 	int in, out, err; /* what becomes 0, 1, 2 */
 	int tty;          /* pty slave, or -1 */
 	int report;       /* write end of the error pipe */
-	int cgroup;       /* cgroup.procs of the commands' cgroup, or -1 */
+	int cgroup;       /* cgroup.procs of the command's cgroup, or -1 */
 };
 
 static _Noreturn void child_fail(int report, int stage)
@@ -123,9 +123,10 @@ static _Noreturn void child(const struct spawn_req *r, const struct child_fds *f
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (setsid() < 0)
 		child_fail(f->report, ST_SETSID);
-	/* Into the commands' cgroup before anything can fork. */
-	if (f->cgroup >= 0)
-		(void)!write(f->cgroup, "0", 1);
+	/* Into the command's cgroup before anything can fork: a command
+	 * outside it would escape the limits and the final kill. */
+	if (f->cgroup >= 0 && write(f->cgroup, "0", 1) != 1)
+		child_fail(f->report, ST_CGROUP);
 	/* The agent is -1000 (never the OOM victim); commands must not be. */
 	fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
 	if (fd >= 0) {
@@ -181,6 +182,8 @@ static int report_stage(const struct spawn_req *r, const struct child_err *ce, s
 				r->user->name ? r->user->name : "(uid)");
 	case ST_TTY:
 		return fail_msg(e, ce->err, "cannot set up the terminal");
+	case ST_CGROUP:
+		return fail_msg(e, ce->err, "cannot move the command into its cgroup");
 	default:
 		return fail_msg(e, ce->err, "cannot set up the command");
 	}
@@ -197,9 +200,15 @@ int spawn_proc(const struct spawn_req *r, struct proc *p, struct jerr *e)
 	ssize_t n;
 	pid_t pid;
 
+	/* A cgroup of its own (released by the caller through p->cg, also
+	 * on failure); else, as a fallback, the commands' shared one. */
 	if (agent_cfg.cgroup) {
-		_cleanup_free_ char *procs = path_join(agent_cfg.cgroup, "cgroup.procs");
+		p->cg = cg_create();
+		_cleanup_free_ char *procs =
+			path_join(p->cg ? p->cg : agent_cfg.cgroup, "cgroup.procs");
 		cg = procs ? open(procs, O_WRONLY | O_CLOEXEC) : -1;
+		if (cg < 0)
+			aerr("cannot open %s: %s", procs ? procs : "cgroup.procs", strerror(errno));
 	}
 	if (r->pty) {
 		struct winsize ws = { .ws_row = r->rows, .ws_col = r->cols };

@@ -26,7 +26,7 @@
 
 #define RECV_TIMEOUT_MS 20000
 #define PLAN 81
-#define PLAN_VM 36
+#define PLAN_VM 45
 
 static const char *agent_path;
 static const char *vm_sock; /* --socket: a guest's agent behind QEMU */
@@ -1069,6 +1069,19 @@ static void test_big_list(void)
 
 /* ---- against a guest (--socket) ---- */
 
+/* Waits up to 5 s until no command cgroup but the shell's own is left. */
+#define NO_LEFTOVER_CGROUPS                                                                     \
+	"own=$(sed 's|.*/||' /proc/self/cgroup); "                                             \
+	"for i in $(seq 50); do "                                                              \
+	"  l=$(ls /sys/fs/cgroup/omnirun-cmds | grep '^c[0-9]' | grep -vx \"$own\" | tr '\\n' ' '); " \
+	"  [ -z \"$l\" ] && break; sleep 0.1; "                                                 \
+	"done; echo \"left:$l\""
+
+/* Waits up to 5 s for process $1 to be gone. */
+#define GONE_CHECK(pid)                                                                    \
+	"for i in $(seq 50); do kill -0 " pid " 2>/dev/null || { echo gone; exit; }; "     \
+	"sleep 0.1; done; echo alive"
+
 static void test_vm(void)
 {
 	struct res r;
@@ -1082,10 +1095,17 @@ static void test_vm(void)
 	   "the encrypted data disk is ready");
 	res_free(&r);
 
-	rpc(&r, sh("grep omnirun-data /proc/mounts | cut -d' ' -f1-3; cat /proc/self/cgroup; "
+	rpc(&r, sh("grep omnirun-data /proc/mounts | cut -d' ' -f1-3; "
+		   "sed 's/c[0-9][0-9]*$/cN/' /proc/self/cgroup; "
 		   "cat /proc/self/oom_score_adj; hostname"));
-	ok(out_is(&r, 1, "/dev/mapper/omnirun-data /data ext4\n0::/omnirun-cmds\n0\nomr-test\n"),
-	   "/data is dm-crypt, commands run in their cgroup with a normal OOM score");
+	ok(out_is(&r, 1, "/dev/mapper/omnirun-data /data ext4\n0::/omnirun-cmds/cN\n0\nomr-test\n"),
+	   "/data is dm-crypt, commands run in a cgroup of their own with a normal OOM score");
+	res_free(&r);
+	rpc(&r, sh("cd /sys/fs/cgroup/omnirun-cmds; echo $(grep MemTotal /proc/meminfo) "
+		   "memory.max $(cat memory.max) pids.max $(cat pids.max) "
+		   "threads-max $(cat /proc/sys/kernel/threads-max); "
+		   "dumpe2fs -h /dev/mapper/omnirun-data 2>/dev/null | grep 'Block size'"));
+	diag("%s", r.out[1] ? r.out[1] : "");
 	res_free(&r);
 
 	srand(3);
@@ -1143,6 +1163,67 @@ static void test_vm(void)
 	res_free(&r);
 	rpc(&r, json_pack("{s:s}", "op", "ping"));
 	ok(json_is_true(json_object_get(r.end, "pong")), "a crashed server is restarted by PID 1");
+	res_free(&r);
+	rpc(&r, sh(NO_LEFTOVER_CGROUPS));
+	ok(out_is(&r, 1, "left:\n"), "and removes the cgroups of its predecessor's commands");
+	res_free(&r);
+}
+
+/* One cgroup per command: what a command leaves behind dies with it. */
+static void test_vm_cgroups(void)
+{
+	struct res r;
+	char cmd[512];
+	uint64_t t0 = ms_now();
+
+	/* The shell exits at once; its bomb fills pids.max and keeps the
+	 * output open until the command's cgroup is killed. */
+	rpc(&r, json_pack("{s:s,s:s,s:i}", "op", "exec", "cmd", "b() { b | b & }; b",
+			  "timeout_ms", 15000));
+	ok(r.end && ms_now() - t0 < 40000, "a fork bomb whose shell exits at once ends (%s)",
+	   r.end ? json_dumps(r.end, JSON_COMPACT) : "");
+	res_free(&r);
+	rpc(&r, sh("echo alive"));
+	ok(out_is(&r, 1, "alive\n"), "after it commands start again");
+	res_free(&r);
+
+	rpc(&r, json_pack("{s:s,s:s,s:i}", "op", "exec", "cmd",
+			  "x=a; while true; do x=\"$x$x\"; done", "timeout_ms", 60000));
+	ok(end_int(&r, "signal") == 9 || end_int(&r, "exit_code") > 0,
+	   "a shell memory hog fails (%s)", r.end ? json_dumps(r.end, JSON_COMPACT) : "");
+	res_free(&r);
+	rpc(&r, sh("echo alive"));
+	ok(out_is(&r, 1, "alive\n"), "after it commands start again");
+	res_free(&r);
+	rpc(&r, sh("echo memcg $(dmesg | grep -c 'Memory cgroup out of memory') "
+		   "global $(dmesg | grep 'Out of memory' | grep -vc 'Memory cgroup')"));
+	ok(r.out[1] && strncmp(r.out[1], "memcg 0 ", 8) && strstr(r.out[1], " global 0\n"),
+	   "memory hogs meet the cgroup's OOM killer, not the global one (%s)",
+	   r.out[1] ? r.out[1] : "");
+	res_free(&r);
+	rpc(&r, sh(NO_LEFTOVER_CGROUPS));
+	ok(out_is(&r, 1, "left:\n"), "no command cgroup is left behind");
+	res_free(&r);
+
+	/* A daemon started with & dies with its foreground command... */
+	rpc(&r, sh("sleep 1000 >/dev/null 2>&1 & echo $!"));
+	snprintf(cmd, sizeof(cmd), GONE_CHECK("%d"), r.out[1] ? atoi(r.out[1]) : 0);
+	res_free(&r);
+	rpc(&r, sh(cmd));
+	ok(out_is(&r, 1, "gone\n"), "what a foreground command leaves running is killed at its end");
+	res_free(&r);
+
+	/* ...and with a background one. */
+	rpc(&r, json_pack("{s:s,s:s,s:b}", "op", "exec", "cmd",
+			  "sleep 1000 >/dev/null 2>&1 & echo $!", "background", 1));
+	long long pid = end_int(&r, "pid");
+	res_free(&r);
+	struct res a;
+	rpc(&a, json_pack("{s:s,s:I}", "op", "attach", "pid", (json_int_t)pid));
+	snprintf(cmd, sizeof(cmd), GONE_CHECK("%d"), a.out[1] ? atoi(a.out[1]) : 0);
+	res_free(&a);
+	rpc(&r, sh(cmd));
+	ok(out_is(&r, 1, "gone\n"), "and so is what a background command leaves running");
 	res_free(&r);
 }
 
@@ -1229,6 +1310,7 @@ int main(int argc, char **argv)
 		test_background();
 		test_flow_control();
 		test_concurrency();
+		test_vm_cgroups();
 		test_vm();
 		test_vm_shutdown();
 	} else {
