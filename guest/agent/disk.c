@@ -146,8 +146,11 @@ static bool disk_in_use(const char *dev)
 
 static int run_mke2fs(void)
 {
-	char *const argv[] = { "mke2fs", "-q", "-F", "-m", "0", "-i", "65536", DM_DEVICE, NULL };
-	char *const bb[] = { "busybox", "mke2fs", "-q", "-F", "-m", "0", "-i", "65536", DM_DEVICE, NULL };
+	/* 4 KiB blocks: busybox's default of 1 KiB is slow and limits files. */
+	char *const argv[] = { "mke2fs", "-q", "-F", "-b", "4096", "-m", "0",
+			       "-i", "65536", DM_DEVICE, NULL };
+	char *const bb[] = { "busybox", "mke2fs", "-q", "-F", "-b", "4096", "-m", "0",
+			     "-i", "65536", DM_DEVICE, NULL };
 	int st;
 	pid_t pid = fork();
 

@@ -315,15 +315,20 @@ static int wait_agent(struct mon *m, struct omr_err **err)
 	}
 }
 
-static void ready_report(int fd, json_t *j)
+/* Returns 0 once the line is written, < 0 if nobody reads it. */
+static int ready_report(int fd, json_t *j)
 {
 	char *s = json_dumps(j, JSON_COMPACT);
+	int rc = -ENOMEM;
+
 	if (s) {
-		(void)!write(fd, s, strlen(s));
-		(void)!write(fd, "\n", 1);
+		size_t n = strlen(s);
+		s[n] = '\n'; /* the newline takes the NUL's place */
+		rc = omr_write_all(fd, s, n + 1);
 		free(s);
 	}
 	json_decref(j);
+	return rc;
 }
 
 /* --- teardown --- */
@@ -472,8 +477,11 @@ int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 		omr_err_free(&e);
 	}
 	omr_log(OMR_LOG_INFO, "sandbox %s running (vmm pid %d, %s)", id, (int)m.vmm_pid, m.sb.accel);
-	ready_report(ready_fd, json_pack("{s:b, s:i, s:s}", "ok", 1, "vmm_pid", (int)m.vmm_pid,
-					 "accel", m.sb.accel));
+	/* If sbx-create was interrupted, nobody will ever learn this id:
+	 * a sandbox nobody can name is torn down rather than leaked. */
+	if (ready_report(ready_fd, json_pack("{s:b, s:i, s:s}", "ok", 1, "vmm_pid",
+					     (int)m.vmm_pid, "accel", m.sb.accel)) < 0)
+		m.end_reason = "creator_gone";
 	close(ready_fd);
 
 	m.last_activity = omr_now_ms();

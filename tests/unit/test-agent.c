@@ -4,6 +4,7 @@
  *
  * The agent runs on the host in its development mode (--serve-fd 3), so
  * exec, files, flow control and error handling are exercised without a VM. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -25,11 +26,12 @@
 #include "omnirun/proto.h"
 
 #define RECV_TIMEOUT_MS 20000
-#define PLAN 81
-#define PLAN_VM 45
+#define PLAN 87
+#define PLAN_VM 48
 
 static const char *agent_path;
 static const char *vm_sock; /* --socket: a guest's agent behind QEMU */
+static const char *agent_cgroup; /* --cgroup for the agent, or NULL */
 static char tmpdir[] = "/tmp/omnirun-test-agent.XXXXXX";
 static int afd = -1;
 static pid_t apid = -1;
@@ -160,8 +162,12 @@ static void agent_start(void)
 	apid = fork();
 	if (apid == 0) {
 		dup2(sv[1], 3);
-		execl(agent_path, agent_path, "--serve-fd", "3", "--env-file", env_file,
-		      (char *)NULL);
+		if (agent_cgroup)
+			execl(agent_path, agent_path, "--serve-fd", "3", "--env-file", env_file,
+			      "--cgroup", agent_cgroup, (char *)NULL);
+		else
+			execl(agent_path, agent_path, "--serve-fd", "3", "--env-file", env_file,
+			      (char *)NULL);
 		_exit(127);
 	}
 	close(sv[1]);
@@ -400,6 +406,35 @@ static char *tpath(const char *name)
 
 	snprintf(b, 512, "%s/%s", tmpdir, name);
 	return b;
+}
+
+/* A command that waits up to 5 s until no command cgroup but its own is
+ * left in dir, then prints "left:" and what is left. */
+static json_t *no_leftover_cgroups(const char *dir)
+{
+	char cmd[1024];
+
+	snprintf(cmd, sizeof(cmd),
+		 "own=$(sed 's|.*/||' /proc/self/cgroup); "
+		 "for i in $(seq 50); do "
+		 "  l=$(ls '%s' | grep '^c[0-9]' | grep -vx \"$own\" | tr '\\n' ' '); "
+		 "  [ -z \"$l\" ] && break; sleep 0.1; "
+		 "done; echo \"left:$l\"",
+		 dir);
+	return sh(cmd);
+}
+
+/* A command that waits up to 5 s for process pid to be gone (or a
+ * zombie), then prints "gone" (or "alive"). */
+static json_t *gone_check(int pid)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof(cmd),
+		 "for i in $(seq 50); do grep -q '^State:[^Z]*$' /proc/%d/status 2>/dev/null || "
+		 "{ echo gone; exit; }; sleep 0.1; done; echo alive",
+		 pid > 0 ? pid : 999999);
+	return sh(cmd);
 }
 
 /* ---- tests ---- */
@@ -1067,117 +1102,100 @@ static void test_big_list(void)
 	res_free(&r);
 }
 
-/* ---- against a guest (--socket) ---- */
-
-/* Waits up to 5 s until no command cgroup but the shell's own is left. */
-#define NO_LEFTOVER_CGROUPS                                                                     \
-	"own=$(sed 's|.*/||' /proc/self/cgroup); "                                             \
-	"for i in $(seq 50); do "                                                              \
-	"  l=$(ls /sys/fs/cgroup/omnirun-cmds | grep '^c[0-9]' | grep -vx \"$own\" | tr '\\n' ' '); " \
-	"  [ -z \"$l\" ] && break; sleep 0.1; "                                                 \
-	"done; echo \"left:$l\""
-
-/* Waits up to 5 s for process $1 to be gone. */
-#define GONE_CHECK(pid)                                                                    \
-	"for i in $(seq 50); do kill -0 " pid " 2>/dev/null || { echo gone; exit; }; "     \
-	"sleep 0.1; done; echo alive"
-
-static void test_vm(void)
+/* --cgroup on the host, where a cgroup v2 hierarchy is writable: each
+ * command in a cgroup of its own, killed and removed when it is over. */
+#define CGROUP_TESTS 6
+static void test_cgroup_mode(void)
 {
-	struct res r;
-	size_t n = 3u << 20;
-	uint8_t *data = malloc(n);
+	char mnt[256] = "", dir[512], kill_file[600], line[1024], want[600];
+	FILE *f = fopen("/proc/self/mounts", "re");
+	struct res r, a;
+	long long pid;
+	int n = 0;
 
-	rpc(&r, json_pack("{s:s}", "op", "info"));
-	json_t *disk = json_object_get(r.end, "disk");
-	ok(!strcmp(json_string_value(json_object_get(disk, "state")), "ready") &&
-		   json_integer_value(json_object_get(disk, "size_bytes")) > 0,
-	   "the encrypted data disk is ready");
-	res_free(&r);
-
-	rpc(&r, sh("grep omnirun-data /proc/mounts | cut -d' ' -f1-3; "
-		   "sed 's/c[0-9][0-9]*$/cN/' /proc/self/cgroup; "
-		   "cat /proc/self/oom_score_adj; hostname"));
-	ok(out_is(&r, 1, "/dev/mapper/omnirun-data /data ext4\n0::/omnirun-cmds/cN\n0\nomr-test\n"),
-	   "/data is dm-crypt, commands run in a cgroup of their own with a normal OOM score");
-	res_free(&r);
-	rpc(&r, sh("cd /sys/fs/cgroup/omnirun-cmds; echo $(grep MemTotal /proc/meminfo) "
-		   "memory.max $(cat memory.max) pids.max $(cat pids.max) "
-		   "threads-max $(cat /proc/sys/kernel/threads-max); "
-		   "dumpe2fs -h /dev/mapper/omnirun-data 2>/dev/null | grep 'Block size'"));
-	diag("%s", r.out[1] ? r.out[1] : "");
-	res_free(&r);
-
-	srand(3);
-	for (size_t i = 0; i < n; i++)
-		data[i] = (uint8_t)rand();
-	rpc_stdin(&r, json_pack("{s:s,s:s}", "op", "file_write", "path", "/data/blob"), data, n,
-		  OMR_CH_FILE);
-	ok(end_int(&r, "size") == (long long)n, "file_write of 3 MiB to /data");
-	res_free(&r);
-	rpc(&r, json_pack("{s:s,s:s}", "op", "file_read", "path", "/data/blob"));
-	ok(r.len[3] == n && !memcmp(r.out[3], data, n), "file_read gives it back");
-	res_free(&r);
-	free(data);
-
-	/* awk doubles a string until the cgroup's OOM killer (or malloc)
-	 * stops it; either way only the command fails. */
-	rpc(&r, json_pack("{s:s,s:s,s:i}", "op", "exec", "cmd",
-			  "awk 'BEGIN { s = \"x\"; while (1) s = s s }'", "timeout_ms", 120000));
-	ok(end_int(&r, "signal") == 9 || (end_int(&r, "exit_code") > 0 && end_int(&r, "exit_code") != 9999),
-	   "a memory hog fails (%s)", r.end ? json_dumps(r.end, JSON_COMPACT) : "");
-	res_free(&r);
-	rpc(&r, json_pack("{s:s,s:s,s:i}", "op", "exec", "cmd", "f() { f | f & }; f; sleep 5",
-			  "timeout_ms", 4000));
-	ok(json_is_true(json_object_get(r.end, "timed_out")), "a fork bomb is stopped by its timeout");
-	res_free(&r);
-	rpc(&r, json_pack("{s:s}", "op", "ping"));
-	ok(json_is_true(json_object_get(r.end, "pong")), "the agent survives both");
-	res_free(&r);
-
-	/* Reconnect: the background command lives on, HELLO comes again. */
-	rpc(&r, json_pack("{s:s,s:s,s:b}", "op", "exec", "cmd", "sleep 60", "background", 1));
-	long long pid = end_int(&r, "pid");
-	res_free(&r);
-	close(afd);
-	usleep(300 * 1000);
-	vm_connect();
-	rpc(&r, json_pack("{s:s}", "op", "ps"));
-	bool alive = false;
-	for (size_t i = 0; i < json_array_size(json_object_get(r.end, "processes")); i++) {
-		json_t *e = json_array_get(json_object_get(r.end, "processes"), i);
-		alive |= json_integer_value(json_object_get(e, "pid")) == pid &&
-			 json_is_true(json_object_get(e, "running"));
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*s %255s cgroup2 ", mnt) == 1)
+			break;
+		else
+			mnt[0] = 0;
+	if (f)
+		fclose(f);
+	snprintf(dir, sizeof(dir), "%s/omnirun-test-agent.%d", mnt, (int)getpid());
+	snprintf(kill_file, sizeof(kill_file), "%s/cgroup.kill", dir);
+	if (!mnt[0] || mkdir(dir, 0755) < 0 || access(kill_file, W_OK) < 0) {
+		rmdir(dir);
+		for (int i = 0; i < CGROUP_TESTS; i++)
+			ok(true, "cgroup mode # SKIP no writable cgroup v2 hierarchy");
+		return;
 	}
-	ok(alive, "after a reconnect the background command is still there");
+	agent_cgroup = dir;
+	agent_start();
+
+	snprintf(want, sizeof(want), "0::/omnirun-test-agent.%d/cN\n", (int)getpid());
+	rpc(&r, sh("grep '^0::' /proc/self/cgroup | sed 's/c[0-9][0-9]*$/cN/'"));
+	ok(out_is(&r, 1, want), "--cgroup: a command runs in a cgroup of its own");
 	res_free(&r);
 
-	rpc(&r, sh("ip addr show lo | grep -q 'inet 127.0.0.1' && echo lo-up"));
-	ok(out_is(&r, 1, "lo-up\n"), "loopback is up");
+	rpc(&r, sh("sleep 1000 >/dev/null 2>&1 & echo $!"));
+	pid = r.out[1] ? atoi(r.out[1]) : 0;
+	res_free(&r);
+	rpc(&r, gone_check((int)pid));
+	ok(out_is(&r, 1, "gone\n"), "what a foreground command leaves running is killed at its end");
 	res_free(&r);
 
-	/* The server is a child of PID 1: if it dies, it comes back. */
-	res_init(&r, next_id++);
-	send_js(OMR_F_REQ, r.id, sh("kill -9 $PPID"));
-	expect_hello();
+	/* Leftovers that keep the output busy end with the timeout. */
+	rpc(&r, json_pack("{s:s,s:s,s:i}", "op", "exec", "cmd",
+			  "(while :; do echo x; sleep 0.05; done) & exit 0", "timeout_ms", 1000));
+	ok(json_is_true(json_object_get(r.end, "timed_out")) && end_int(&r, "exit_code") == 0 &&
+		   end_int(&r, "duration_ms") >= 1000 && end_int(&r, "duration_ms") < 10000,
+	   "the timeout kills what a command left writing to its output");
 	res_free(&r);
-	rpc(&r, json_pack("{s:s}", "op", "ping"));
-	ok(json_is_true(json_object_get(r.end, "pong")), "a crashed server is restarted by PID 1");
+
+	rpc(&r, json_pack("{s:s,s:s,s:b}", "op", "exec", "cmd",
+			  "sleep 1000 >/dev/null 2>&1 & echo $!", "background", 1));
+	pid = end_int(&r, "pid");
 	res_free(&r);
-	rpc(&r, sh(NO_LEFTOVER_CGROUPS));
-	ok(out_is(&r, 1, "left:\n"), "and removes the cgroups of its predecessor's commands");
+	rpc(&a, json_pack("{s:s,s:I}", "op", "attach", "pid", (json_int_t)pid));
+	pid = a.out[1] ? atoi(a.out[1]) : 0;
+	res_free(&a);
+	rpc(&r, gone_check((int)pid));
+	ok(out_is(&r, 1, "gone\n"), "so is what a background command leaves running");
 	res_free(&r);
+
+	rpc(&r, no_leftover_cgroups(dir));
+	ok(out_is(&r, 1, "left:\n"), "finished commands leave no cgroup behind");
+	res_free(&r);
+
+	/* The server's end kills the rest and removes their cgroups. */
+	rpc(&r, json_pack("{s:s,s:s,s:b}", "op", "exec", "cmd", "sleep 1000", "background", 1));
+	res_free(&r);
+	agent_stop();
+	agent_cgroup = NULL;
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d)))
+		n += de->d_name[0] == 'c' && de->d_type == DT_DIR;
+	if (d)
+		closedir(d);
+	ok(n == 0 && rmdir(dir) == 0, "at its exit the agent removes the cgroups it made (%d left)",
+	   n);
+	if (n) {
+		(void)!write(open(kill_file, O_WRONLY | O_CLOEXEC), "1", 1);
+		rmdir(dir);
+	}
 }
+
+/* ---- against a guest (--socket) ---- */
 
 /* One cgroup per command: what a command leaves behind dies with it. */
 static void test_vm_cgroups(void)
 {
-	struct res r;
-	char cmd[512];
+	struct res r, a;
 	uint64_t t0 = ms_now();
+	long long pid;
 
-	/* The shell exits at once; its bomb fills pids.max and keeps the
-	 * output open until the command's cgroup is killed. */
+	/* The shell exits at once: the bomb it leaves dies with the
+	 * command. */
 	rpc(&r, json_pack("{s:s,s:s,s:i}", "op", "exec", "cmd", "b() { b | b & }; b",
 			  "timeout_ms", 15000));
 	ok(r.end && ms_now() - t0 < 40000, "a fork bomb whose shell exits at once ends (%s)",
@@ -1186,6 +1204,24 @@ static void test_vm_cgroups(void)
 	rpc(&r, sh("echo alive"));
 	ok(out_is(&r, 1, "alive\n"), "after it commands start again");
 	res_free(&r);
+
+	/* A bomb still going: pids.max is below threads-max, so commands
+	 * still start (this one forks nothing); SIGKILL ends all of it. */
+	rpc(&r, json_pack("{s:s,s:s,s:b}", "op", "exec", "cmd", "b() { b | b & }; b; sleep 1000",
+			  "background", 1));
+	pid = end_int(&r, "pid");
+	res_free(&r);
+	usleep(3000 * 1000);
+	rpc(&r, sh("read n < /sys/fs/cgroup/omnirun-cmds/pids.current; echo \"$n alive\""));
+	ok(r.out[1] && strstr(r.out[1], " alive\n"), "while a fork bomb runs, commands start (%s)",
+	   r.out[1] ? r.out[1] : "");
+	res_free(&r);
+	rpc(&r, json_pack("{s:s,s:I,s:i}", "op", "kill", "pid", (json_int_t)pid, "signal", 9));
+	rpc(&a, json_pack("{s:s,s:I}", "op", "attach", "pid", (json_int_t)pid));
+	ok(r.end && json_object_size(r.end) == 0 && end_int(&a, "signal") == 9,
+	   "kill with SIGKILL ends it");
+	res_free(&r);
+	res_free(&a);
 
 	rpc(&r, json_pack("{s:s,s:s,s:i}", "op", "exec", "cmd",
 			  "x=a; while true; do x=\"$x$x\"; done", "timeout_ms", 60000));
@@ -1201,28 +1237,27 @@ static void test_vm_cgroups(void)
 	   "memory hogs meet the cgroup's OOM killer, not the global one (%s)",
 	   r.out[1] ? r.out[1] : "");
 	res_free(&r);
-	rpc(&r, sh(NO_LEFTOVER_CGROUPS));
+	rpc(&r, no_leftover_cgroups("/sys/fs/cgroup/omnirun-cmds"));
 	ok(out_is(&r, 1, "left:\n"), "no command cgroup is left behind");
 	res_free(&r);
 
 	/* A daemon started with & dies with its foreground command... */
 	rpc(&r, sh("sleep 1000 >/dev/null 2>&1 & echo $!"));
-	snprintf(cmd, sizeof(cmd), GONE_CHECK("%d"), r.out[1] ? atoi(r.out[1]) : 0);
+	pid = r.out[1] ? atoi(r.out[1]) : 0;
 	res_free(&r);
-	rpc(&r, sh(cmd));
+	rpc(&r, gone_check((int)pid));
 	ok(out_is(&r, 1, "gone\n"), "what a foreground command leaves running is killed at its end");
 	res_free(&r);
 
 	/* ...and with a background one. */
 	rpc(&r, json_pack("{s:s,s:s,s:b}", "op", "exec", "cmd",
 			  "sleep 1000 >/dev/null 2>&1 & echo $!", "background", 1));
-	long long pid = end_int(&r, "pid");
+	pid = end_int(&r, "pid");
 	res_free(&r);
-	struct res a;
 	rpc(&a, json_pack("{s:s,s:I}", "op", "attach", "pid", (json_int_t)pid));
-	snprintf(cmd, sizeof(cmd), GONE_CHECK("%d"), a.out[1] ? atoi(a.out[1]) : 0);
+	pid = a.out[1] ? atoi(a.out[1]) : 0;
 	res_free(&a);
-	rpc(&r, sh(cmd));
+	rpc(&r, gone_check((int)pid));
 	ok(out_is(&r, 1, "gone\n"), "and so is what a background command leaves running");
 	res_free(&r);
 }
@@ -1325,6 +1360,7 @@ int main(int argc, char **argv)
 		test_concurrency();
 		test_robustness();
 		agent_stop();
+		test_cgroup_mode();
 		test_connection();
 		test_socket_mode();
 	}
