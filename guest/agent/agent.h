@@ -200,7 +200,6 @@ void cg_release(char *path);
 void cgroups_init(void);
 void cgroups_poll(struct pollctx *pc);
 void cgroups_tick(void);
-size_t cgroups_pending(void);
 /* Waits up to 1 s for pending removals. */
 void cgroups_shutdown(void);
 

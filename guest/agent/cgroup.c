@@ -241,15 +241,6 @@ void cgroups_tick(void)
 	}
 }
 
-size_t cgroups_pending(void)
-{
-	size_t n = 0;
-
-	for (struct cg_pending *c = pending; c; c = c->next_p)
-		n++;
-	return n;
-}
-
 /* Cgroups of an earlier server (PID 1 killed their processes when it
  * died): removed like those of finished commands. */
 void cgroups_init(void)
