@@ -1,4 +1,5 @@
 /* sbx-exec: run a command in a sandbox, live output, its exit status. */
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -7,6 +8,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "omnirun/cleanup.h"
 #include "omnirun/cli.h"
 #include "omnirun/exec.h"
 #include "omnirun/util.h"
@@ -43,7 +45,8 @@ static void usage(void)
 	       "  -V, --version       show the version\n\n"
 	       "Exit status: the command's own; 124 if it timed out, 128+N if killed\n"
 	       "by signal N, 126 not executable, 127 not found; 125 if sbx-exec\n"
-	       "itself failed (unknown or stopped sandbox, bad usage).\n");
+	       "itself failed (unknown or stopped sandbox, bad usage); 130 if a second\n"
+	       "interrupt made it leave without the command's status.\n");
 	exit(0);
 }
 
@@ -56,10 +59,14 @@ static void restore_tty(void)
 		tcsetattr(0, TCSADRAIN, &saved_tio);
 }
 
+/* sbx-exec's own failures are 125; 130 when the user insisted on
+ * interrupting (a second Ctrl-C) and we left without the command's status. */
 static int fail(struct omr_err **err)
 {
+	int interrupted = *err && (*err)->errnum == EINTR;
+
 	omr_cli_fail(err);
-	return EXIT_OWN;
+	return interrupted ? 128 + SIGINT : EXIT_OWN;
 }
 
 /* Like omr_cli_number, but sbx-exec's own failures are all 125. */
@@ -94,8 +101,10 @@ static int parse_signal(const char *s)
 static void print_entry(json_t *e, int ps)
 {
 	json_t *what_j = json_object_get(e, "argv");
-	char *what = json_dumps(what_j ? what_j : json_object_get(e, "cmd"),
-				JSON_COMPACT | JSON_ENCODE_ANY);
+	_cleanup_free_ char *dump = json_dumps(what_j ? what_j : json_object_get(e, "cmd"),
+					       JSON_COMPACT | JSON_ENCODE_ANY);
+	/* JSON escapes C0 controls but not C1 ones: the guest's own words. */
+	char *what = dump ? omr_str_escape_ctl(dump) : NULL;
 	json_t *code = json_object_get(e, "exit_code"), *sig = json_object_get(e, "signal");
 	char status[32] = "-", when[32];
 

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "omnirun/cleanup.h"
 #include "omnirun/cli.h"
 #include "omnirun/exitcodes.h"
 #include "omnirun/files.h"
@@ -39,20 +40,30 @@ static void usage(void)
 
 static int json_out;
 
+/* Prints a guest-chosen name, escaped: it must not drive our terminal. */
+static void print_name(const char *prefix, const char *name, const char *suffix)
+{
+	_cleanup_free_ char *safe = omr_str_escape_ctl(name ? name : "?");
+
+	printf("%s%s%s\n", prefix, safe, suffix);
+}
+
 static void print_entry(json_t *e, int lng)
 {
 	const char *type = json_string_value(json_object_get(e, "type"));
 	const char *name = json_string_value(json_object_get(e, "name"));
+	_cleanup_free_ char *t = omr_str_escape_ctl(type ? type : "?"), *head = NULL;
+	char when[32];
 
 	if (!lng) {
-		printf("%s%s\n", name ? name : "?", type && !strcmp(type, "dir") ? "/" : "");
+		print_name("", name, type && !strcmp(type, "dir") ? "/" : "");
 		return;
 	}
-	char when[32];
 	omr_format_time(json_integer_value(json_object_get(e, "mtime")), when);
-	printf("%-7s %04llo %12lld %s %s\n", type ? type : "?",
-	       (unsigned long long)json_integer_value(json_object_get(e, "mode")) & 07777,
-	       json_integer_value(json_object_get(e, "size")), when, name ? name : "?");
+	head = omr_strdup_printf("%-7s %04llo %12lld %s ", t,
+				 (unsigned long long)json_integer_value(json_object_get(e, "mode")) & 07777,
+				 json_integer_value(json_object_get(e, "size")), when);
+	print_name(head, name, "");
 }
 
 static int print_event(void *user, json_t *ev)
@@ -63,9 +74,11 @@ static int print_event(void *user, json_t *ev)
 		printf("%s\n", s ? s : "{}");
 		free(s);
 	} else {
+		const char *event = json_string_value(json_object_get(ev, "event"));
 		const char *path = json_string_value(json_object_get(ev, "path"));
-		printf("%s%s%s\n", json_string_value(json_object_get(ev, "event")),
-		       path ? " " : "", path ? path : "");
+		_cleanup_free_ char *line = omr_strdup_printf("%s%s%s", event ? event : "?",
+							      path ? " " : "", path ? path : "");
+		print_name("", line, "");
 	}
 	return fflush(stdout) == 0 ? 0 : -EPIPE;
 }
@@ -76,6 +89,11 @@ static int get_to(struct omr_config *c, const char *id, const char *src, const c
 {
 	char *part;
 	int fd, mode = 0644, rc;
+	mode_t mask = umask(0);
+
+	/* The guest chooses the mode: permission bits only (never setuid,
+	 * setgid or sticky on the host), and our umask applies. */
+	umask(mask);
 
 	if (!strcmp(dst, "-"))
 		return omr_files_get(c, id, src, 1, NULL, NULL, err);
@@ -87,7 +105,7 @@ static int get_to(struct omr_config *c, const char *id, const char *src, const c
 		return rc;
 	}
 	rc = omr_files_get(c, id, src, fd, &mode, NULL, err);
-	if (rc == 0 && (fchmod(fd, (mode_t)(mode & 07777)) < 0 || fsync(fd) < 0))
+	if (rc == 0 && (fchmod(fd, (mode_t)mode & 0777 & ~mask) < 0 || fsync(fd) < 0))
 		rc = omr_err_set(err, errno, "cannot write %s", dst);
 	close(fd);
 	if (rc == 0 && rename(part, dst) < 0)

@@ -46,8 +46,14 @@ int main(int argc, char **argv)
 		omr_cli_usage_error("expected --ready-fd FD and one sandbox id");
 	if (!omr_id_valid(argv[optind]))
 		omr_cli_usage_error("invalid sandbox id '%s'", argv[optind]);
-	c = omr_cli_config();
 	omr_log_init("sbx-monitor", 2, OMR_LOG_INFO);
+	/* Every failure is reported on the ready fd: sbx-create waits on it. */
+	if (omr_config_load(&c, &err) < 0) {
+		omr_log(OMR_LOG_ERR, "%s", err->msg);
+		omr_monitor_report_failure(ready_fd, err);
+		omr_err_free(&err);
+		return OMR_EXIT_FAILURE;
+	}
 	if (omr_monitor_run(c, argv[optind], ready_fd, &err) < 0) {
 		omr_log(OMR_LOG_ERR, "%s", err ? err->msg : "boot failed");
 		omr_err_free(&err);

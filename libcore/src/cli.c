@@ -58,7 +58,11 @@ int omr_cli_fail(struct omr_err **err)
 	int code = OMR_EXIT_FAILURE;
 
 	if (err && *err) {
-		fprintf(stderr, "%s: %s\n", cli_prog, (*err)->msg);
+		/* Messages may carry what a guest said (errors, paths, its
+		 * console): it must not drive the terminal. */
+		char *msg = omr_str_escape_ctl((*err)->msg);
+		fprintf(stderr, "%s: %s\n", cli_prog, msg);
+		free(msg);
 		code = omr_exit_code((*err)->errnum);
 		omr_err_free(err);
 	}

@@ -113,7 +113,8 @@ int omr_client_call(int fd, uint32_t sid, json_t *req, int timeout_ms, json_t **
 		if (rc < 0)
 			return omr_err_set(err, rc == -EPIPE ? ENOTCONN : -rc,
 					   "connection to the sandbox lost");
-		if (h.stream != sid || h.type != OMR_F_END)
+		/* An END on stream 0 is about the connection (too many). */
+		if (h.type != OMR_F_END || (h.stream != sid && h.stream != 0))
 			continue;
 		return omr_client_end_parse(p, h.len, out, err);
 	}

@@ -17,6 +17,9 @@
 #define ARGS_MAX 4096
 #define ARGS_BYTES_MAX (1u << 20)
 #define HISTORY_FILE_MAX (8u << 20)
+/* One-shot calls (stat, rm, ps, kill...) answer at once; a guest that does
+ * not must not hang its caller. */
+#define CALL_TIMEOUT_MS 30000
 
 int omr_exec_validate(const struct omr_exec_opts *o, struct omr_err **err)
 {
@@ -176,7 +179,7 @@ int omr_sandbox_call(const struct omr_config *c, const char *id, json_t *req, js
 
 	if (fd < 0)
 		return -1;
-	rc = omr_client_call(fd, 1, req, 0, &end, err);
+	rc = omr_client_call(fd, 1, req, CALL_TIMEOUT_MS, &end, err);
 	if (out)
 		*out = end;
 	else

@@ -24,9 +24,10 @@
 
 #define DISK_FD_IN_CHILD 3
 
-char *omr_console_tail(const struct omr_config *c, const char *id, size_t max)
+char *omr_sandbox_file_tail(const struct omr_config *c, const char *id, const char *file,
+			    size_t max)
 {
-	_cleanup_free_ char *path = omr_sandbox_state_path(c, id, "console.log");
+	_cleanup_free_ char *path = omr_sandbox_state_path(c, id, file);
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	char *buf = omr_xmalloc(max + 1);
 	off_t size;
@@ -50,6 +51,11 @@ char *omr_console_tail(const struct omr_config *c, const char *id, size_t max)
 			memmove(buf, nl + 1, strlen(nl + 1) + 1);
 	}
 	return buf;
+}
+
+char *omr_console_tail(const struct omr_config *c, const char *id, size_t max)
+{
+	return omr_sandbox_file_tail(c, id, "console.log", max);
 }
 
 /* --- console log, capped --- */
@@ -216,14 +222,19 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 
 static int signals_setup(struct mon *m, struct omr_err **err)
 {
+	static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP };
 	sigset_t set;
 
+	/* Dispositions survive exec: one ignored by whoever started us would
+	 * never reach the signalfd (and an ignored SIGCHLD reaps QEMU before
+	 * we see its status). */
 	sigemptyset(&set);
-	sigaddset(&set, SIGCHLD);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
+	for (size_t i = 0; i < OMR_ARRAY_SIZE(sigs); i++) {
+		signal(sigs[i], SIG_DFL);
+		sigaddset(&set, sigs[i]);
+	}
 	sigprocmask(SIG_BLOCK, &set, NULL);
+	/* Writes to a gone reader fail with EPIPE instead. */
 	signal(SIGPIPE, SIG_IGN);
 	m->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (m->sig_fd < 0)
@@ -231,38 +242,27 @@ static int signals_setup(struct mon *m, struct omr_err **err)
 	return 0;
 }
 
-/* Returns 1 when the VMM has exited (and reaps it). */
-int mon_reap_vmm(struct mon *m)
-{
-	int status;
-	pid_t p;
-
-	if (m->vmm_pid <= 0)
-		return 1;
-	do
-		p = waitpid(m->vmm_pid, &status, WNOHANG);
-	while (p < 0 && errno == EINTR);
-	if (p == m->vmm_pid || (p < 0 && errno == ECHILD)) {
-		m->vmm_pid = -1;
-		m->vmm_status = p < 0 ? 0 : status;
-		return 1;
-	}
-	return 0;
-}
-
-/* Handles pending signals; returns 1 if the VMM is gone. */
+/* Handles pending signals and reaps children; returns 1 if the VMM is
+ * gone (its status in vmm_status). */
 int mon_handle_signals(struct mon *m)
 {
 	struct signalfd_siginfo si;
+	int status;
+	pid_t p;
 
 	while (read(m->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		if (si.ssi_signo != SIGCHLD && !m->end_reason)
 			m->end_reason = "killed";
 	}
-	/* Reap any other child too (none expected). */
-	while (waitpid(-1, NULL, WNOHANG) > 0 && m->vmm_pid > 0)
-		;
-	return mon_reap_vmm(m);
+	/* One loop for every child, so that QEMU's status is never reaped
+	 * and lost by a wait for "any other child". */
+	while ((p = waitpid(-1, &status, WNOHANG)) > 0 || (p < 0 && errno == EINTR)) {
+		if (p > 0 && p == m->vmm_pid) {
+			m->vmm_pid = -1;
+			m->vmm_status = status;
+		}
+	}
+	return m->vmm_pid <= 0;
 }
 
 /* Waits for the agent's HELLO; returns 0 or < 0 with *err. */
@@ -299,7 +299,7 @@ static int wait_agent(struct mon *m, struct omr_err **err)
 								       : WEXITSTATUS(m->vmm_status));
 		}
 		if (m->end_reason)
-			return omr_err_set(err, EINTR, "interrupted during boot");
+			return omr_err_setx(err, EINTR, "interrupted during boot");
 		if (m->agent_fd >= 0 && p[2].revents) {
 			int rc = mon_agent_readable(m);
 			if (rc < 0) {
@@ -315,7 +315,8 @@ static int wait_agent(struct mon *m, struct omr_err **err)
 	}
 }
 
-/* Returns 0 once the line is written, < 0 if nobody reads it. */
+/* Writes j (released) as one line; returns 0 once written, < 0 if nobody
+ * reads it. */
 static int ready_report(int fd, json_t *j)
 {
 	char *s = json_dumps(j, JSON_COMPACT);
@@ -340,6 +341,7 @@ static void teardown(struct mon *m)
 {
 	_cleanup_close_ int lock = -1;
 	struct omr_err *e = NULL;
+	struct omr_sandbox cur;
 
 	if (m->vmm_pid > 0) {
 		kill(m->vmm_pid, SIGKILL);
@@ -365,10 +367,18 @@ static void teardown(struct mon *m)
 	m->sb.monitor_pid = 0;
 	omr_strlcpy(m->sb.end_reason, m->end_reason ? m->end_reason : "vmm_exited",
 		    sizeof(m->sb.end_reason));
+	/* sbx-kill or sbx-gc may have reaped the record while we booted:
+	 * their reason stands. */
+	if (omr_sandbox_load(m->c, m->sb.id, &cur, NULL) == 0 && cur.state == OMR_SB_STOPPED &&
+	    cur.end_reason[0])
+		memcpy(m->sb.end_reason, cur.end_reason, sizeof(m->sb.end_reason));
 	if (omr_sandbox_save(m->c, &m->sb, &e) < 0)
 		omr_log(OMR_LOG_ERR, "%s", e->msg);
 	omr_err_free(&e);
-	/* Last: a client waiting on destroy sees it complete. */
+	/* Last, and without the lock: a client waiting on destroy sees it
+	 * complete (within a bound). */
+	if (lock >= 0)
+		close(omr_steal_fd(lock));
 	mon_router_close_all(m);
 	omr_log(OMR_LOG_INFO, "sandbox %s stopped (%s)", m->sb.id, m->sb.end_reason);
 }
@@ -424,57 +434,76 @@ static int boot(struct mon *m, struct omr_err **err)
 	return wait_agent(m, err);
 }
 
+/* Sets the record to running, unless sbx-kill or sbx-gc reaped it while
+ * we booted: then the boot fails and the sandbox is torn down. */
+static int mark_running(struct mon *m, struct omr_err **err)
+{
+	_cleanup_close_ int lock = omr_sandbox_lock(m->c, m->sb.id, 10000, err);
+	struct omr_sandbox cur;
+
+	if (lock < 0 || omr_sandbox_load(m->c, m->sb.id, &cur, err) < 0)
+		return -1;
+	if (cur.state != OMR_SB_STARTING) {
+		m->end_reason = "killed";
+		return omr_err_setx(err, ECANCELED, "sandbox was killed during boot");
+	}
+	m->sb.state = OMR_SB_RUNNING;
+	m->sb.vmm_pid = m->vmm_pid;
+	m->sb.monitor_pid = getpid();
+	return omr_sandbox_save(m->c, &m->sb, err);
+}
+
+void omr_monitor_report_failure(int ready_fd, const struct omr_err *e)
+{
+	ready_report(ready_fd, json_pack("{s:b, s:s, s:i}", "ok", 0, "error",
+					 e && e->msg ? e->msg : "boot failed", "errno",
+					 e ? e->errnum : 0));
+	close(ready_fd);
+}
+
+/* Hands the local error e on to the caller's err (which may be NULL). */
+static int pass_err(struct omr_err **err, struct omr_err **e)
+{
+	if (err && !*err)
+		*err = omr_steal_ptr(*e);
+	omr_err_free(e);
+	return -1;
+}
+
 int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 		    struct omr_err **err)
 {
 	struct mon m = { .c = c, .state_fd = -1, .console_fd = -1, .console_pipe = -1,
 			 .disk_fd = -1, .listen_fd = -1, .agent_fd = -1, .sig_fd = -1,
-			 .history_fd = -1, .vmm_pid = -1 };
-	_cleanup_close_ int lock = -1;
-	int rc;
+			 .history_fd = -1, .vmm_pid = -1, .destroy_client = -1 };
+	struct omr_err *e = NULL; /* the report needs it even when err is NULL */
 
-	if (omr_sandbox_load(c, id, &m.sb, err) < 0)
-		return -1;
-	if (m.sb.state != OMR_SB_STARTING)
-		return omr_err_setx(err, EBUSY, "sandbox %s is %s, not starting", id,
-				   omr_sb_state_name(m.sb.state));
+	if (omr_sandbox_load(c, id, &m.sb, &e) == 0 && m.sb.state != OMR_SB_STARTING)
+		omr_err_setx(&e, EBUSY, "sandbox %s is %s, not starting", id,
+			     omr_sb_state_name(m.sb.state));
+	if (e) {
+		omr_monitor_report_failure(ready_fd, e);
+		return pass_err(err, &e);
+	}
 	m.run_path = omr_sandbox_run_path(c, id, NULL);
 	m.agent_path = omr_sandbox_run_path(c, id, "agent.sock");
 	m.qmp_path = omr_sandbox_run_path(c, id, "qmp.sock");
 	m.sock_path = omr_sandbox_run_path(c, id, "monitor.sock");
 	omr_frame_reader_init(&m.agent_rd);
 
-	rc = boot(&m, err);
-	if (rc < 0) {
-		json_t *j = json_pack("{s:b, s:s, s:i}", "ok", 0, "error", (*err)->msg,
-				      "errno", (*err)->errnum);
-		m.end_reason = "boot_failed";
+	if (boot(&m, &e) < 0 || mark_running(&m, &e) < 0) {
+		if (!m.end_reason)
+			m.end_reason = "boot_failed";
 		teardown(&m);
-		ready_report(ready_fd, j);
-		close(ready_fd);
+		omr_monitor_report_failure(ready_fd, e);
 		mon_free(&m);
-		return -1;
+		return pass_err(err, &e);
 	}
-
-	lock = omr_sandbox_lock(c, id, 10000, err);
-	if (lock < 0)
-		omr_err_free(err); /* the record write below still happens */
-	m.sb.state = OMR_SB_RUNNING;
-	m.sb.vmm_pid = m.vmm_pid;
-	m.sb.monitor_pid = getpid();
-	if (omr_sandbox_save(c, &m.sb, err) < 0) {
-		omr_log(OMR_LOG_ERR, "%s", (*err)->msg);
-		omr_err_free(err);
-	}
-	if (lock >= 0)
-		close(omr_steal_fd(lock));
 	{
 		_cleanup_free_ char *pid = omr_strdup_printf("%d\n", (int)getpid());
 		_cleanup_close_ int rfd = open(m.run_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		struct omr_err *e = NULL;
 		if (rfd >= 0)
-			omr_write_file_atomic_at(rfd, "pid", pid, strlen(pid), 0600, &e);
-		omr_err_free(&e);
+			omr_write_file_atomic_at(rfd, "pid", pid, strlen(pid), 0600, NULL);
 	}
 	omr_log(OMR_LOG_INFO, "sandbox %s running (vmm pid %d, %s)", id, (int)m.vmm_pid, m.sb.accel);
 	/* If sbx-create was interrupted, nobody will ever learn this id:

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "omnirun/proto.h"
@@ -104,13 +105,21 @@ int omr_frame_reader_next(struct omr_frame_reader *r, struct omr_frame_hdr *h,
 	return 1;
 }
 
+/* send() with MSG_NOSIGNAL, so that a peer gone away is -EPIPE rather than
+ * a SIGPIPE that kills the caller; write() where fd is not a socket. */
 static int write_all(int fd, const uint8_t *p, size_t n)
 {
+	int sock = 1;
+
 	while (n > 0) {
-		ssize_t w = write(fd, p, n);
+		ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == ENOTSOCK && sock) {
+				sock = 0;
+				continue;
+			}
 			return -errno;
 		}
 		p += w;

@@ -15,6 +15,12 @@
 #include "omnirun/util.h"
 
 #define HISTORY_MAX (4u << 20)
+/* The HELLO goes into every status answer: a guest must not make those
+ * large. */
+#define HELLO_MAX 4096
+#define TOO_LARGE_END "{\"error\":\"the answer is too large\",\"code\":\"too_large\"}"
+
+static struct route *route_by_gsid(struct mon *m, uint32_t gsid);
 
 /* --- output queues --- */
 
@@ -29,8 +35,36 @@ void mon_outq_clear(struct outq *q)
 	q->bytes = 0;
 }
 
-/* Writes what the fd takes now.  Returns 0 or -errno (not -EAGAIN). */
-static int outq_flush(int fd, struct outq *q)
+/* Drops every frame not yet begun.  One partly written is kept: the byte
+ * stream must stay framed. */
+static void outq_drop_unsent(struct outq *q)
+{
+	struct outq_buf *keep = q->head && q->head->off ? q->head : NULL;
+
+	if (keep)
+		q->head = keep->next;
+	mon_outq_clear(q);
+	if (keep) {
+		keep->next = NULL;
+		q->head = q->tail = keep;
+		q->bytes = keep->len - keep->off;
+	}
+}
+
+/* A frame has left: it no longer counts against its budget. */
+static void outq_written(struct mon *m, struct client *cl, const struct outq_buf *b)
+{
+	struct route *r;
+
+	if (b->acct == ACCT_OWN && cl)
+		cl->own_queued -= b->len;
+	else if (b->acct == ACCT_ROUTE && (r = route_by_gsid(m, b->gsid)))
+		r->ctl_queued -= b->len < r->ctl_queued ? b->len : r->ctl_queued;
+}
+
+/* Writes what the fd takes now (cl: the client it belongs to, or NULL).
+ * Returns 0 or -errno (not -EAGAIN). */
+static int outq_flush(struct mon *m, int fd, struct outq *q, struct client *cl)
 {
 	while (q->head) {
 		struct outq_buf *b = q->head;
@@ -47,24 +81,33 @@ static int outq_flush(int fd, struct outq *q)
 		q->head = b->next;
 		if (!q->head)
 			q->tail = NULL;
+		outq_written(m, cl, b);
 		free(b);
 	}
 	return 0;
 }
 
-static void queue_frame(struct outq *q, uint8_t type, uint8_t flags, uint32_t sid,
-			const void *payload, size_t len)
+/* Queues one frame (counted as ACCT_NONE; the caller may change that).
+ * Returns it, or NULL when the payload is over the protocol's limit. */
+static struct outq_buf *queue_frame(struct outq *q, uint8_t type, uint8_t flags, uint32_t sid,
+				    const void *payload, size_t len)
 {
-	uint8_t hdr[OMR_FRAME_HDR];
 	struct omr_frame_hdr h = { .len = (uint32_t)len, .type = type, .flags = flags,
 				   .stream = sid };
-	struct outq_buf *b = omr_xmalloc(sizeof(*b) + OMR_FRAME_HDR + len);
+	struct outq_buf *b;
 
-	omr_frame_hdr_pack(&h, hdr);
+	if (len > OMR_FRAME_MAX) {
+		omr_log(OMR_LOG_WARN, "dropped a %s frame of %zu bytes on stream %u: over the "
+			"frame limit", omr_frame_type_name(type), len, sid);
+		return NULL;
+	}
+	b = omr_xmalloc(sizeof(*b) + OMR_FRAME_HDR + len);
+	omr_frame_hdr_pack(&h, b->data);
 	b->next = NULL;
 	b->len = OMR_FRAME_HDR + len;
 	b->off = 0;
-	memcpy(b->data, hdr, OMR_FRAME_HDR);
+	b->gsid = 0;
+	b->acct = ACCT_NONE;
 	if (len)
 		memcpy(b->data + OMR_FRAME_HDR, payload, len);
 	if (q->tail)
@@ -73,24 +116,42 @@ static void queue_frame(struct outq *q, uint8_t type, uint8_t flags, uint32_t si
 		q->head = b;
 	q->tail = b;
 	q->bytes += b->len;
+	return b;
 }
 
-static void queue_json(struct outq *q, uint8_t type, uint32_t sid, json_t *j)
+/* Queues j (released) as one frame; an END too large to send becomes an
+ * error END, so that the stream still ends. */
+static struct outq_buf *queue_json(struct outq *q, uint8_t type, uint32_t sid, json_t *j)
 {
 	char *s = json_dumps(j, JSON_COMPACT);
+	struct outq_buf *b;
 
 	json_decref(j);
 	if (!s)
 		abort();
-	queue_frame(q, type, 0, sid, s, strlen(s));
+	b = queue_frame(q, type, 0, sid, s, strlen(s));
 	free(s);
+	if (!b && type == OMR_F_END)
+		b = queue_frame(q, type, 0, sid, TOO_LARGE_END, strlen(TOO_LARGE_END));
+	return b;
+}
+
+/* The monitor's own answer to a client (j is released). */
+static void client_answer(struct mon *m, int ci, uint32_t csid, json_t *j)
+{
+	struct client *cl = m->clients[ci];
+	struct outq_buf *b = queue_json(&cl->out, OMR_F_END, csid, j);
+
+	if (b) {
+		b->acct = ACCT_OWN;
+		cl->own_queued += b->len;
+	}
 }
 
 static void client_error(struct mon *m, int ci, uint32_t csid, const char *code,
 			 const char *msg)
 {
-	queue_json(&m->clients[ci]->out, OMR_F_END, csid,
-		   json_pack("{s:s, s:s}", "error", msg, "code", code));
+	client_answer(m, ci, csid, json_pack("{s:s, s:s}", "error", msg, "code", code));
 }
 
 /* --- routes --- */
@@ -156,11 +217,29 @@ static void history_write(struct mon *m, struct route *r, json_t *end)
 	free(line);
 }
 
+/* Cancels a live route: the agent is told (SIGNAL {}), the client gets
+ * END with the error and the route is forgotten, so that client, monitor
+ * and agent all agree that the stream is over. */
+static void route_cancel(struct mon *m, struct route *r, const char *code, const char *msg)
+{
+	json_t *end = json_pack("{s:s, s:s}", "error", msg, "code", code);
+
+	queue_frame(&m->agent_out, OMR_F_SIGNAL, 0, r->gsid, "{}", 2);
+	history_write(m, r, end);
+	if (r->client >= 0)
+		client_answer(m, r->client, r->csid, end);
+	else
+		json_decref(end);
+	route_remove(m, r);
+}
+
 /* --- agent side --- */
 
 static void agent_restarted(struct mon *m)
 {
-	/* Streams open on the old agent process are lost: tell their clients. */
+	/* Streams open on the old agent process are lost: tell their clients,
+	 * and hand none of their queued frames to the new agent. */
+	outq_drop_unsent(&m->agent_out);
 	while (m->nroutes) {
 		struct route *r = &m->routes[m->nroutes - 1];
 		if (r->client >= 0)
@@ -170,16 +249,58 @@ static void agent_restarted(struct mon *m)
 	}
 }
 
+static void agent_hello(struct mon *m, const uint8_t *p, size_t len)
+{
+	json_t *j = json_loadb((const char *)p, len, 0, NULL);
+
+	if (m->hello)
+		agent_restarted(m);
+	json_decref(m->hello);
+	if (json_is_object(j) && len <= HELLO_MAX) {
+		m->hello = j;
+		return;
+	}
+	json_t *v = json_object_get(j, "version");
+	m->hello = json_pack("{s:O?}", "version", json_is_integer(v) ? v : NULL);
+	json_decref(j);
+}
+
+/* Forwards a frame of route r to its client, within the route's bounds. */
+static void route_forward(struct mon *m, struct route *r, const struct omr_frame_hdr *h,
+			  const uint8_t *p)
+{
+	struct client *cl = m->clients[r->client];
+	struct outq_buf *b;
+
+	if (h->type == OMR_F_DATA) {
+		r->data_unacked += h->len;
+		if (r->data_unacked > MON_ROUTE_DATA_MAX) {
+			route_cancel(m, r, "too_large", "the stream overran its flow-control window");
+			return;
+		}
+		queue_frame(&cl->out, h->type, h->flags, r->csid, p, h->len);
+		return;
+	}
+	/* The END always goes: it closes the route and is one frame. */
+	if (h->type != OMR_F_END &&
+	    r->ctl_queued + OMR_FRAME_HDR + h->len > MON_ROUTE_CTL_MAX) {
+		route_cancel(m, r, "too_large", "the client does not read the stream's replies");
+		return;
+	}
+	b = queue_frame(&cl->out, h->type, h->flags, r->csid, p, h->len);
+	if (b) {
+		b->acct = ACCT_ROUTE;
+		b->gsid = r->gsid;
+		r->ctl_queued += b->len;
+	}
+}
+
 static void agent_frame(struct mon *m, const struct omr_frame_hdr *h, const uint8_t *p)
 {
 	struct route *r;
 
 	if (h->type == OMR_F_HELLO) {
-		json_t *j = json_loadb((const char *)p, h->len, 0, NULL);
-		if (m->hello)
-			agent_restarted(m);
-		json_decref(m->hello);
-		m->hello = j ? j : json_object();
+		agent_hello(m, p, h->len);
 		return;
 	}
 	r = route_by_gsid(m, h->stream);
@@ -191,10 +312,8 @@ static void agent_frame(struct mon *m, const struct omr_frame_hdr *h, const uint
 			history_write(m, r, j);
 		json_decref(j);
 	}
-	if (r->client >= 0) {
-		struct client *cl = m->clients[r->client];
-		queue_frame(&cl->out, h->type, h->flags, r->csid, p, h->len);
-	}
+	if (r->client >= 0)
+		route_forward(m, r, h, p); /* may cancel r, never on END */
 	if (h->type == OMR_F_END)
 		route_remove(m, r);
 }
@@ -239,18 +358,24 @@ static void client_req(struct mon *m, int ci, uint32_t csid, const uint8_t *p, s
 	json_t *req = json_loadb((const char *)p, len, 0, NULL);
 	const char *op = json_string_value(json_object_get(req, "op"));
 	struct route *r;
+	uint32_t gsid;
 
+	if (csid == 0) {
+		client_error(m, ci, csid, "bad_request", "stream id 0 is the connection's");
+		goto out;
+	}
+	if ((r = route_by_client(m, ci, csid))) {
+		/* The client lost track of its stream: both ends drop it. */
+		route_cancel(m, r, "bad_request", "stream id already in use");
+		goto out;
+	}
 	if (!op) {
 		client_error(m, ci, csid, "bad_request", "a request needs a JSON object with \"op\"");
 		goto out;
 	}
-	if (csid == 0 || route_by_client(m, ci, csid)) {
-		client_error(m, ci, csid, "bad_request", "stream id 0 or already in use");
-		goto out;
-	}
 	m->last_activity = omr_now_ms();
 	if (!strcmp(op, "status")) {
-		queue_json(&cl->out, OMR_F_END, csid, status_json(m));
+		client_answer(m, ci, csid, status_json(m));
 		goto out;
 	}
 	if (!strcmp(op, "destroy")) {
@@ -267,12 +392,13 @@ static void client_req(struct mon *m, int ci, uint32_t csid, const uint8_t *p, s
 		client_error(m, ci, csid, "limit_reached", "too many open streams on this connection");
 		goto out;
 	}
+	gsid = new_gsid(m);
 	if (m->nroutes == m->routes_cap) {
 		m->routes_cap = m->routes_cap ? m->routes_cap * 2 : 64;
 		m->routes = omr_xrealloc(m->routes, m->routes_cap * sizeof(*m->routes));
 	}
 	r = &m->routes[m->nroutes++];
-	*r = (struct route){ .gsid = new_gsid(m), .client = ci, .csid = csid,
+	*r = (struct route){ .gsid = gsid, .client = ci, .csid = csid,
 			     .started_ms = omr_now_ms() };
 	cl->nstreams++;
 	if (!strcmp(op, "exec")) {
@@ -292,18 +418,24 @@ out:
 
 static void client_frame(struct mon *m, int ci, const struct omr_frame_hdr *h, const uint8_t *p)
 {
-	struct route *r;
+	struct route *r = route_by_client(m, ci, h->stream);
 
 	switch (h->type) {
 	case OMR_F_REQ:
 		client_req(m, ci, h->stream, p, h->len);
 		return;
+	case OMR_F_WINDOW:
+		if (r && h->len == 4) {
+			uint64_t n = (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 |
+				     (uint64_t)p[2] << 8 | p[3];
+			/* Credit beyond what was sent does not count. */
+			r->data_unacked -= n < r->data_unacked ? n : r->data_unacked;
+		}
+		/* fall through */
 	case OMR_F_DATA:
 	case OMR_F_EOF:
-	case OMR_F_WINDOW:
 	case OMR_F_SIGNAL:
 	case OMR_F_RESIZE:
-		r = route_by_client(m, ci, h->stream);
 		if (!r)
 			return; /* raced with END: nothing to do */
 		if (h->type == OMR_F_DATA)
@@ -311,7 +443,10 @@ static void client_frame(struct mon *m, int ci, const struct omr_frame_hdr *h, c
 		queue_frame(&m->agent_out, h->type, h->flags, r->gsid, p, h->len);
 		return;
 	default:
-		client_error(m, ci, h->stream, "bad_request", "unexpected frame type");
+		if (r)
+			route_cancel(m, r, "bad_request", "unexpected frame type");
+		else
+			client_error(m, ci, h->stream, "bad_request", "unexpected frame type");
 	}
 }
 
@@ -327,6 +462,7 @@ static void client_close(struct mon *m, int ci)
 			continue;
 		queue_frame(&m->agent_out, OMR_F_SIGNAL, 0, r->gsid, "{}", 2);
 		r->client = -1;
+		r->orphaned_ms = omr_now_ms();
 	}
 	if (m->destroy_client == ci)
 		m->destroy_client = -1;
@@ -361,6 +497,8 @@ static void client_readable(struct mon *m, int ci)
 
 static void accept_client(struct mon *m)
 {
+	static const char full[] = "{\"error\":\"too many connections to this sandbox\","
+				   "\"code\":\"limit_reached\"}";
 	struct ucred cred;
 	socklen_t len = sizeof(cred);
 	int fd = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -377,6 +515,12 @@ static void accept_client(struct mon *m)
 	for (ci = 0; ci < MON_MAX_CLIENTS && m->clients[ci]; ci++)
 		;
 	if (ci == MON_MAX_CLIENTS) {
+		/* Said on stream 0, the connection's own; best effort. */
+		size_t n;
+		uint8_t *f = omr_frame_build(OMR_F_END, 0, 0, full, sizeof(full) - 1, &n);
+		if (f)
+			(void)!send(fd, f, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		free(f);
 		close(fd);
 		return;
 	}
@@ -387,20 +531,31 @@ static void accept_client(struct mon *m)
 		abort();
 }
 
+/* The caller of destroy learns that teardown is done, if it takes the
+ * answer within a bound: teardown never waits on a client for long. */
+static void destroy_answer(struct mon *m)
+{
+	struct client *cl = m->destroy_client >= 0 ? m->clients[m->destroy_client] : NULL;
+	uint64_t deadline = omr_now_ms() + MON_DESTROY_FLUSH_MS;
+
+	if (!cl)
+		return;
+	queue_frame(&cl->out, OMR_F_END, 0, m->destroy_csid, "{}", 2);
+	while (outq_flush(m, cl->fd, &cl->out, cl) == 0 && cl->out.head) {
+		struct pollfd p = { .fd = cl->fd, .events = POLLOUT };
+		uint64_t now = omr_now_ms();
+
+		if (now >= deadline || (poll(&p, 1, (int)(deadline - now)) < 0 && errno != EINTR))
+			break;
+	}
+}
+
 void mon_router_close_all(struct mon *m)
 {
-	for (int ci = 0; ci < MON_MAX_CLIENTS; ci++) {
-		struct client *cl = m->clients[ci];
-		if (!cl)
-			continue;
-		if (ci == m->destroy_client) {
-			/* The caller of destroy learns that teardown is done. */
-			omr_fd_set_nonblock(cl->fd, 0);
-			queue_frame(&cl->out, OMR_F_END, 0, m->destroy_csid, "{}", 2);
-			outq_flush(cl->fd, &cl->out);
-		}
-		client_close(m, ci);
-	}
+	destroy_answer(m);
+	for (int ci = 0; ci < MON_MAX_CLIENTS; ci++)
+		if (m->clients[ci])
+			client_close(m, ci);
 	while (m->nroutes)
 		route_remove(m, &m->routes[m->nroutes - 1]);
 	free(m->routes);
@@ -408,14 +563,26 @@ void mon_router_close_all(struct mon *m)
 	m->routes_cap = 0;
 }
 
+/* Forgets orphans past their time, then ends the sandbox when its
+ * lifetime or idle time is over (orphans are no activity). */
 static void check_lifetime(struct mon *m)
 {
-	int64_t now = (int64_t)(omr_wall_ms() / 1000);
+	uint64_t now = omr_now_ms();
+	size_t live = 0;
 
-	if (m->sb.expires_at > 0 && now >= m->sb.expires_at)
+	for (size_t i = 0; i < m->nroutes;) {
+		struct route *r = &m->routes[i];
+		if (r->client < 0 && now - r->orphaned_ms >= MON_ORPHAN_TTL_MS) {
+			route_remove(m, r); /* moves the last route to i */
+			continue;
+		}
+		live += r->client >= 0;
+		i++;
+	}
+	if (m->sb.expires_at > 0 && (int64_t)(omr_wall_ms() / 1000) >= m->sb.expires_at)
 		m->end_reason = "timeout";
-	else if (m->sb.idle_timeout_s > 0 && m->nroutes == 0 &&
-		 omr_now_ms() - m->last_activity >= (uint64_t)m->sb.idle_timeout_s * 1000)
+	else if (m->sb.idle_timeout_s > 0 && live == 0 &&
+		 now - m->last_activity >= (uint64_t)m->sb.idle_timeout_s * 1000)
 		m->end_reason = "idle";
 }
 
@@ -428,24 +595,29 @@ void mon_serve(struct mon *m)
 	m->destroy_client = -1;
 	while (!m->end_reason) {
 		int agent_full = m->agent_out.bytes > MON_AGENT_OUTQ_MAX;
+		size_t queued = m->agent_out.bytes;
 		nfds_t n = P_CLIENTS;
 
 		p[P_SIG] = (struct pollfd){ .fd = m->sig_fd, .events = POLLIN };
 		p[P_CON] = (struct pollfd){ .fd = m->console_pipe, .events = POLLIN };
 		p[P_LISTEN] = (struct pollfd){ .fd = m->listen_fd, .events = POLLIN };
-		p[P_AGENT] = (struct pollfd){ .fd = m->agent_fd,
-					      .events = POLLIN | (m->agent_out.head ? POLLOUT : 0) };
 		for (int ci = 0; ci < MON_MAX_CLIENTS; ci++) {
 			struct client *cl = m->clients[ci];
 			if (!cl)
 				continue;
 			map[n - P_CLIENTS] = ci;
+			queued += cl->out.bytes;
 			/* Stop reading clients while the agent is not keeping
 			 * up: memory stays bounded. */
 			p[n++] = (struct pollfd){ .fd = cl->fd,
 						  .events = (agent_full ? 0 : POLLIN) |
 							    (cl->out.head ? POLLOUT : 0) };
 		}
+		/* And stop reading the agent while clients are not keeping up
+		 * in all (each route is bounded on its own). */
+		p[P_AGENT] = (struct pollfd){ .fd = m->agent_fd,
+					      .events = (queued > MON_QUEUED_MAX ? 0 : POLLIN) |
+							(m->agent_out.head ? POLLOUT : 0) };
 		if (poll(p, n, 1000) < 0 && errno != EINTR)
 			break;
 		if (p[P_SIG].revents && mon_handle_signals(m)) {
@@ -466,7 +638,7 @@ void mon_serve(struct mon *m)
 				break;
 			}
 		}
-		if (m->agent_out.head && outq_flush(m->agent_fd, &m->agent_out) < 0) {
+		if (m->agent_out.head && outq_flush(m, m->agent_fd, &m->agent_out, NULL) < 0) {
 			m->end_reason = "vmm_exited";
 			break;
 		}
@@ -481,13 +653,16 @@ void mon_serve(struct mon *m)
 			struct client *cl = m->clients[ci];
 			if (!cl || !cl->out.head)
 				continue;
-			if (outq_flush(cl->fd, &cl->out) < 0 || cl->out.bytes > MON_CLIENT_OUTQ_MAX)
+			/* A client that does not read our own answers is
+			 * dropped; its streams are bounded one by one. */
+			if (outq_flush(m, cl->fd, &cl->out, cl) < 0 ||
+			    cl->own_queued > MON_CLIENT_OWN_MAX)
 				client_close(m, ci);
 		}
 		if (p[P_LISTEN].revents & POLLIN)
 			accept_client(m);
 		if (m->agent_out.head)
-			outq_flush(m->agent_fd, &m->agent_out);
+			outq_flush(m, m->agent_fd, &m->agent_out, NULL);
 		check_lifetime(m);
 	}
 }

@@ -174,27 +174,46 @@ int omr_sandbox_save(const struct omr_config *c, const struct omr_sandbox *sb,
 	return omr_write_file_atomic_at(dfd, RECORD, text, strlen(text), 0600, err);
 }
 
-int omr_sandbox_lock(const struct omr_config *c, const char *id, int timeout_ms,
-		     struct omr_err **err)
+/* flock LOCK_EX on dfd/name, waiting at most timeout_ms.  Returns the fd. */
+static int lock_at(int dfd, const char *name, int timeout_ms, const char *what,
+		   struct omr_err **err)
 {
-	_cleanup_close_ int dfd = id_dir(c, id, err);
-	_cleanup_close_ int fd = -1;
+	/* Read-only is enough for flock. */
+	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	uint64_t deadline = omr_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
 
-	if (dfd < 0)
-		return dfd;
-	fd = openat(dfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
-		return omr_err_set(err, errno, "cannot open lock of %s", id);
+		return omr_err_set(err, errno, "cannot open the lock of %s", what);
 	for (;;) {
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
 			return omr_steal_fd(fd);
 		if (errno != EWOULDBLOCK)
-			return omr_err_set(err, errno, "cannot lock sandbox %s", id);
+			return omr_err_set(err, errno, "cannot lock %s", what);
 		if (omr_now_ms() >= deadline)
-			return omr_err_setx(err, EBUSY, "sandbox %s is locked by another operation", id);
+			return omr_err_setx(err, EBUSY, "%s is locked by another operation", what);
 		poll(NULL, 0, 10);
 	}
+}
+
+int omr_sandbox_lock(const struct omr_config *c, const char *id, int timeout_ms,
+		     struct omr_err **err)
+{
+	_cleanup_close_ int dfd = id_dir(c, id, err);
+	_cleanup_free_ char *what = omr_strdup_printf("sandbox %s", id);
+
+	if (dfd < 0)
+		return dfd;
+	return lock_at(dfd, "lock", timeout_ms, what, err);
+}
+
+int omr_sandbox_create_lock(const struct omr_config *c, int timeout_ms, struct omr_err **err)
+{
+	_cleanup_close_ int root = omr_state_sandboxes_dir(c, 1, err);
+
+	if (root < 0)
+		return -1;
+	/* Not a valid id, so never taken for a sandbox's directory. */
+	return lock_at(root, ".create.lock", timeout_ms, "sandbox creation", err);
 }
 
 static int cmp_created(const void *a, const void *b)
@@ -249,19 +268,10 @@ int omr_sandbox_list(const struct omr_config *c, struct omr_sandbox **out, size_
 
 int omr_sandbox_monitor_alive(const struct omr_sandbox *sb)
 {
-	_cleanup_free_ char *path = NULL, *cmd = NULL;
-	size_t len;
+	_cleanup_free_ char *cmd = omr_proc_cmdline(sb->monitor_pid);
 
-	if (sb->monitor_pid <= 0)
-		return 0;
-	path = omr_strdup_printf("/proc/%d/cmdline", (int)sb->monitor_pid);
-	if (omr_read_file_at(AT_FDCWD, path, 4096, &cmd, &len, NULL) < 0)
-		return 0;
 	/* pids are reused: it must be a monitor, and of this sandbox. */
-	for (size_t i = 0; i < len; i++)
-		if (!cmd[i])
-			cmd[i] = ' ';
-	return strstr(cmd, "sbx-monitor") && strstr(cmd, sb->id);
+	return cmd && strstr(cmd, "sbx-monitor") && strstr(cmd, sb->id);
 }
 
 static json_t *time_json(int64_t secs)

@@ -54,20 +54,38 @@ static int send_resize(struct omr_stream *s)
 	return rc;
 }
 
-static int forward_signals(struct omr_stream *s)
+struct sig_state {
+	uint64_t int_ms;   /* when SIGINT was last forwarded (0: never) */
+	int unanswered;    /* forwarded, and no frame came back since */
+};
+
+/* Forwards signals to the stream's other end.  The user may insist: a
+ * second SIGINT within 2 s, or any signal while an earlier one got nothing
+ * back (the sandbox may be stuck), is not forwarded but ends the stream
+ * here.  Returns 0, 1 when the user insists, < 0 when the connection is
+ * lost. */
+static int forward_signals(struct omr_stream *s, struct sig_state *st)
 {
 	struct signalfd_siginfo si;
 
 	while (read(s->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		uint64_t now = omr_now_ms();
+
 		if (si.ssi_signo == SIGWINCH) {
 			send_resize(s);
 			continue;
 		}
+		if (st->unanswered ||
+		    (si.ssi_signo == SIGINT && st->int_ms && now - st->int_ms < 2000))
+			return 1;
 		json_t *j = json_pack("{s:i}", "signal", (int)si.ssi_signo);
 		int rc = omr_client_send_json(s->fd, OMR_F_SIGNAL, s->sid, j, NULL);
 		json_decref(j);
 		if (rc < 0)
 			return rc;
+		st->unanswered = 1;
+		if (si.ssi_signo == SIGINT)
+			st->int_ms = now;
 	}
 	return 0;
 }
@@ -141,6 +159,7 @@ int omr_stream_run(struct omr_stream *s, json_t *req, struct omr_err **err)
 {
 	uint64_t credit = OMR_WINDOW_INIT;
 	uint64_t deadline = s->timeout_ms > 0 ? omr_now_ms() + (uint64_t)s->timeout_ms : 0;
+	struct sig_state sig = { 0, 0 };
 	int rc;
 
 	if (omr_client_send_json(s->fd, OMR_F_REQ, s->sid, req, err) < 0)
@@ -163,8 +182,9 @@ int omr_stream_run(struct omr_stream *s, json_t *req, struct omr_err **err)
 		}
 		if (poll(p, 3, timeout) < 0 && errno != EINTR)
 			return omr_err_set(err, errno, "poll");
-		if (p[2].revents && forward_signals(s) < 0)
-			return omr_err_setx(err, ENOTCONN, "connection to the sandbox lost");
+		if (p[2].revents && (rc = forward_signals(s, &sig)) != 0)
+			return rc > 0 ? omr_err_setx(err, EINTR, "interrupted")
+				      : omr_err_setx(err, ENOTCONN, "connection to the sandbox lost");
 		if (p[1].revents && s->in_fd >= 0 && pump_input(s, &credit, err) < 0)
 			return -1;
 		if (p[0].revents) {
@@ -175,8 +195,10 @@ int omr_stream_run(struct omr_stream *s, json_t *req, struct omr_err **err)
 			if (rc < 0)
 				return omr_err_set(err, ENOTCONN,
 						   "connection to the sandbox lost (it stopped?)");
-			if (h.stream != s->sid)
+			/* An END on stream 0 is about the connection (too many). */
+			if (h.stream != s->sid && !(h.stream == 0 && h.type == OMR_F_END))
 				continue;
+			sig.unanswered = 0;
 			rc = on_frame(s, &h, payload, &credit, err);
 			if (rc < 0)
 				return rc;

@@ -3,11 +3,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,10 +31,10 @@ int omr_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out,
 		return omr_err_setx(err, EINVAL, "invalid %s '%s': not a number",
 				   what, s);
 	if (errno == ERANGE || v < min || v > max)
-		return omr_err_set(err, ERANGE,
-				   "invalid %s '%s': must be between %llu and %llu",
-				   what, s, (unsigned long long)min,
-				   (unsigned long long)max);
+		return omr_err_setx(err, ERANGE,
+				    "invalid %s '%s': must be between %llu and %llu",
+				    what, s, (unsigned long long)min,
+				    (unsigned long long)max);
 	*out = v;
 	return 0;
 }
@@ -269,4 +271,110 @@ int omr_fd_set_cloexec(int fd, int on)
 		return -errno;
 	fl = on ? fl | FD_CLOEXEC : fl & ~FD_CLOEXEC;
 	return fcntl(fd, F_SETFD, fl) < 0 ? -errno : 0;
+}
+
+/* Length of the well-formed UTF-8 sequence at p (1 for ASCII), 0 if it
+ * is not one: overlong forms and surrogates included. */
+static size_t utf8_len(const unsigned char *p)
+{
+	size_t n;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		n = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if ((p[i] & 0xc0) != 0x80)
+			return 0; /* also stops at the NUL */
+	if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f) ||
+	    (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
+		return 0;
+	return n;
+}
+
+char *omr_str_escape_ctl(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	char *out = omr_xmalloc(4 * strlen(s) + 1), *o = out;
+
+	while (*p) {
+		size_t n = utf8_len(p), bad = 0;
+
+		if (n == 0)
+			bad = 1; /* not UTF-8: a C1 control on an 8-bit terminal */
+		else if (n == 2 && p[0] == 0xc2 && p[1] < 0xa0)
+			bad = 2; /* U+0080..U+009F, the C1 controls */
+		else if (n == 1 && ((*p < 0x20 && *p != '\n' && *p != '\t') || *p == 0x7f))
+			bad = 1; /* C0 and DEL */
+
+		if (!bad) {
+			memcpy(o, p, n);
+			o += n;
+			p += n;
+			continue;
+		}
+		for (size_t i = 0; i < bad; i++, p++)
+			o += sprintf(o, "\\x%02x", *p);
+	}
+	*o = 0;
+	return out;
+}
+
+char *omr_proc_cmdline(pid_t pid)
+{
+	_cleanup_free_ char *path = omr_strdup_printf("/proc/%d/cmdline", (int)pid);
+	char *cmd = NULL;
+	size_t len;
+
+	if (pid <= 0 || omr_read_file_at(AT_FDCWD, path, 65536, &cmd, &len, NULL) < 0)
+		return NULL;
+	for (size_t i = 0; i < len; i++)
+		if (!cmd[i])
+			cmd[i] = ' ';
+	return cmd;
+}
+
+/* Through syscall(): glibc has the wrappers only since 2.36. */
+int omr_pidfd_open(pid_t pid)
+{
+	long fd;
+
+	if (pid <= 0)
+		return -ESRCH;
+	fd = syscall(SYS_pidfd_open, pid, 0);
+	return fd < 0 ? -errno : (int)fd;
+}
+
+int omr_pidfd_signal(int pidfd, int sig)
+{
+	return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+}
+
+int omr_pidfd_wait(int pidfd, int timeout_ms)
+{
+	uint64_t deadline = omr_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+
+	for (;;) {
+		struct pollfd p = { .fd = pidfd, .events = POLLIN };
+		uint64_t now = omr_now_ms();
+		int r = poll(&p, 1, now >= deadline ? 0 : (int)(deadline - now));
+
+		if (r > 0)
+			return 1;
+		if (r == 0 || errno != EINTR)
+			return 0;
+	}
+}
+
+int omr_fd_move(int fd, int to)
+{
+	if (fd == to)
+		return omr_fd_set_cloexec(fd, 0);
+	return dup2(fd, to) < 0 ? -errno : 0;
 }

@@ -13,6 +13,8 @@
 #include "omnirun/util.h"
 #include "omnirun/vmm.h"
 
+#define SPAWN_KEEP_MAX 16
+
 struct argv_buf {
 	char **v;
 	size_t n, cap;
@@ -95,7 +97,10 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 		addf2(&a, "-add-fd", omr_strdup_printf("fd=%d,set=1", s->disk_fd));
 		addf2(&a, "-add-fd", omr_strdup_printf("fd=%d,set=1", s->disk_fd + 1));
 		add(&a, "-drive");
-		add(&a, "if=none,id=data,file=/dev/fdset/1,format=raw,file.locking=off,cache=writeback,discard=unmap");
+		/* The disk is sparse: when the host's filesystem fills up, the
+		 * guest gets I/O errors instead of the VM being paused. */
+		add(&a, "if=none,id=data,file=/dev/fdset/1,format=raw,file.locking=off,"
+			"cache=writeback,discard=unmap,werror=report,rerror=report");
 		add(&a, "-device");
 		add(&a, "virtio-blk-device,drive=data");
 	}
@@ -144,22 +149,27 @@ pid_t omr_spawn(char *const argv[], int out_fd, const int *keep_from,
 		if (getppid() != ppid)
 			_exit(127);
 		nullfd = open("/dev/null", O_RDWR | O_CLOEXEC);
-		if (nullfd < 0 || dup2(nullfd, 0) < 0)
+		if (nullfd < 0 || nkeep > SPAWN_KEEP_MAX)
 			goto fail;
-		if (out_fd >= 0 && (dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0))
-			goto fail;
-		/* First move every kept fd out of the way, then into place, so
-		 * that a source number equal to another target is not lost. */
-		int tmp[16];
-		if (nkeep > OMR_ARRAY_SIZE(tmp))
-			goto fail;
-		for (size_t i = 0; i < nkeep; i++) {
-			tmp[i] = fcntl(keep_from[i], F_DUPFD_CLOEXEC, 64);
-			if (tmp[i] < 0)
-				goto fail;
+		/* Every source first moves above every target, so that no
+		 * dup2 clobbers a source not yet moved, and none has source ==
+		 * target (which would leave O_CLOEXEC set). */
+		int from[3 + SPAWN_KEEP_MAX] = { nullfd, out_fd, out_fd };
+		int to[3 + SPAWN_KEEP_MAX] = { 0, 1, 2 };
+		int nfd = out_fd >= 0 ? 3 : 1;
+		for (size_t i = 0; i < nkeep; i++, nfd++) {
+			from[nfd] = keep_from[i];
+			to[nfd] = keep_to[i];
 		}
-		for (size_t i = 0; i < nkeep; i++)
-			if (dup2(tmp[i], keep_to[i]) < 0)
+		for (int i = 0; i < nfd; i++)
+			if ((from[i] = fcntl(from[i], F_DUPFD_CLOEXEC, 64)) < 0)
+				goto fail;
+		/* Nothing else reaches the child, whatever our own caller left
+		 * open without O_CLOEXEC (dup2 below clears it on the targets;
+		 * errpipe stays open to report a failed exec). */
+		close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+		for (int i = 0; i < nfd; i++)
+			if (dup2(from[i], to[i]) < 0)
 				goto fail;
 		execvp(argv[0], argv);
 fail:

@@ -56,7 +56,8 @@ int omr_exec_history(const struct omr_config *c, const char *id, json_t **out,
 		     struct omr_err **err);
 
 /* A JSON request with the one op and fields, sent on a fresh connection;
- * for the small file and process ops.  *out gets END (may be NULL). */
+ * for the small file and process ops.  *out gets END (may be NULL).
+ * -ETIMEDOUT when no answer came within 30 s. */
 int omr_sandbox_call(const struct omr_config *c, const char *id, json_t *req, json_t **out,
 		     struct omr_err **err);
 

@@ -54,6 +54,10 @@ int omr_sandbox_save(const struct omr_config *c, const struct omr_sandbox *sb,
  * Returns the lock fd (close it to unlock) or < 0. */
 int omr_sandbox_lock(const struct omr_config *c, const char *id, int timeout_ms,
 		     struct omr_err **err);
+/* Takes the host-wide lock around counting sandboxes and claiming a new
+ * one ($state_dir/sandboxes/.create.lock), so that max_sandboxes holds
+ * under concurrent creates.  Returns the lock fd or < 0. */
+int omr_sandbox_create_lock(const struct omr_config *c, int timeout_ms, struct omr_err **err);
 /* Path helpers (malloc'ed). */
 char *omr_sandbox_state_path(const struct omr_config *c, const char *id, const char *file);
 char *omr_sandbox_run_path(const struct omr_config *c, const char *id, const char *file);

@@ -16,7 +16,10 @@ struct omr_stream {
 	uint8_t in_channel;     /* OMR_CH_STDIN or OMR_CH_FILE */
 	int out_fd[4];          /* where DATA of each channel goes; -1 drops */
 	int sig_fd;             /* signalfd: SIGINT/TERM/HUP/QUIT are forwarded
-				   as SIGNAL, SIGWINCH as RESIZE; -1 for none */
+				   as SIGNAL, SIGWINCH as RESIZE; -1 for none.
+				   A second SIGINT within 2 s, or a signal while
+				   an earlier one got nothing back, ends the
+				   stream with -EINTR instead */
 	int tty_fd;             /* terminal whose size RESIZE sends, or -1 */
 	int timeout_ms;         /* overall limit, 0 for none */
 	/* Called for each REPLY (may be NULL).  Return < 0 to abort. */

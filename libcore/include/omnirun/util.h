@@ -50,8 +50,29 @@ int omr_mkdir_p(const char *path, mode_t mode, struct omr_err **err);
 /* rm -rf under dirfd (does not follow symlinks).  Returns 0 or -errno. */
 int omr_rm_rf_at(int dirfd, const char *name);
 
+/* A copy of s that is safe to print on a terminal: C0 and C1 control
+ * characters other than \n and \t, DEL and bytes that are not UTF-8 are
+ * written as \xNN.  Returns a malloc'ed string. */
+char *omr_str_escape_ctl(const char *s);
+
+/* /proc/PID/cmdline with its NULs as spaces (malloc'ed), or NULL. */
+char *omr_proc_cmdline(pid_t pid);
+
+/* pidfds, so that a reused pid is never signalled: open one, check what
+ * /proc/PID says, then signal through the pidfd (which fails with -ESRCH
+ * if the process it names is gone; while it lives, /proc/PID was it).
+ * open returns the fd (O_CLOEXEC) or -errno; signal 0 or -errno; wait
+ * returns 1 once the process has exited, 0 at the timeout. */
+int omr_pidfd_open(pid_t pid);
+int omr_pidfd_signal(int pidfd, int sig);
+int omr_pidfd_wait(int pidfd, int timeout_ms);
+
 /* Sets O_NONBLOCK / FD_CLOEXEC on fd. Return 0 or -errno. */
 int omr_fd_set_nonblock(int fd, int on);
 int omr_fd_set_cloexec(int fd, int on);
+/* dup2(fd, to) for a child about to exec: when fd is already `to`, dup2
+ * would do nothing and leave O_CLOEXEC set, so that is cleared instead.
+ * Returns 0 or -errno. */
+int omr_fd_move(int fd, int to);
 
 #endif

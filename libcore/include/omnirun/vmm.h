@@ -30,9 +30,10 @@ struct omr_vmm_spec {
 char **omr_vmm_argv(const struct omr_vmm_spec *s);
 void omr_argv_free(char **argv);
 
-/* Spawns argv with stdin /dev/null, stdout+stderr to out_fd, and the fds
- * listed in keep[] dup2'ed to the same numbers in the child (all others are
- * O_CLOEXEC).  The child gets PR_SET_PDEATHSIG(SIGKILL) so it never outlives
+/* Spawns argv with stdin /dev/null, stdout+stderr to out_fd (or ours when
+ * out_fd < 0), and keep_from[i] dup2'ed to keep_to[i] in the child (at most
+ * 16); every other fd is closed at exec, even one our caller left without
+ * O_CLOEXEC.  The child gets PR_SET_PDEATHSIG(SIGKILL) so it never outlives
  * its parent.  Returns the pid or < 0. */
 pid_t omr_spawn(char *const argv[], int out_fd, const int *keep_from,
 		const int *keep_to, size_t nkeep, struct omr_err **err);
