@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "omnirun/io.h"
 #include "omnirun/proto.h"
 
 #define AGENT_VERSION "omnirun-agent 0.1"
@@ -45,7 +46,6 @@ uint64_t wall_ms(void); /* CLOCK_REALTIME */
 const char *errno_code(int e);
 int fd_set_nonblock(int fd);
 /* Retries EINTR and short writes; returns 0 or -errno. */
-int write_full(int fd, const void *buf, size_t n);
 /* Reads a small file into buf (NUL-terminated). Returns length or -errno. */
 ssize_t file_read_small(const char *path, char *buf, size_t size);
 /* Writes s to an existing file (sysfs, procfs). Returns 0 or -errno. */

@@ -202,7 +202,7 @@ static void write_frame(struct stream *s, const struct omr_frame_hdr *h, const u
 			send_window(s->id, h->len);
 			return;
 		}
-		rc = write_full(ws->fd, p, h->len);
+		rc = omr_write_all(ws->fd, p, h->len);
 		if (rc < 0) {
 			write_fail(ws, -rc, "cannot write");
 			return;

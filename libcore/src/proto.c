@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "omnirun/io.h"
 #include "omnirun/proto.h"
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -105,29 +106,6 @@ int omr_frame_reader_next(struct omr_frame_reader *r, struct omr_frame_hdr *h,
 	return 1;
 }
 
-/* send() with MSG_NOSIGNAL, so that a peer gone away is -EPIPE rather than
- * a SIGPIPE that kills the caller; write() where fd is not a socket. */
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-	int sock = 1;
-
-	while (n > 0) {
-		ssize_t w = sock ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == ENOTSOCK && sock) {
-				sock = 0;
-				continue;
-			}
-			return -errno;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static int read_all(int fd, uint8_t *p, size_t n)
 {
 	size_t got = 0;
@@ -175,7 +153,7 @@ int omr_frame_send(int fd, uint8_t type, uint8_t flags, uint32_t stream,
 		return len > OMR_FRAME_MAX ? -EMSGSIZE : -ENOMEM;
 	/* One write per frame keeps frames whole on a socket shared by
 	 * threads that each hold their own lock around this call. */
-	rc = write_all(fd, buf, n);
+	rc = omr_write_all(fd, buf, n);
 	free(buf);
 	return rc;
 }

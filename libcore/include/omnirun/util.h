@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "omnirun/err.h"
+#include "omnirun/io.h"
 
 #define OMR_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -25,10 +26,7 @@ void *omr_xmalloc(size_t n);
 void *omr_xcalloc(size_t n, size_t m);
 void *omr_xrealloc(void *p, size_t n);
 
-/* Full read/write, retrying on EINTR and short transfers.
- * Return 0, or -errno. omr_read_full returns bytes read (< n only at EOF). */
-int omr_write_all(int fd, const void *buf, size_t n);
-ssize_t omr_read_full(int fd, void *buf, size_t n);
+
 
 /* Reads a whole file (at most max bytes, else -EFBIG) relative to dirfd.
  * The result is NUL-terminated; *len gets its length when len is not NULL. */
