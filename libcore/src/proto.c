@@ -106,20 +106,15 @@ int omr_frame_reader_next(struct omr_frame_reader *r, struct omr_frame_hdr *h,
 	return 1;
 }
 
+/* Exactly n bytes: -EPIPE at a clean EOF before any, -EPROTO mid-way. */
 static int read_all(int fd, uint8_t *p, size_t n)
 {
-	size_t got = 0;
-	while (got < n) {
-		ssize_t r = read(fd, p + got, n - got);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (r == 0)
-			return got == 0 ? -EPIPE : -EPROTO;
-		got += (size_t)r;
-	}
+	ssize_t r = omr_read_full(fd, p, n);
+
+	if (r < 0)
+		return (int)r;
+	if ((size_t)r < n)
+		return r == 0 ? -EPIPE : -EPROTO;
 	return 0;
 }
 
