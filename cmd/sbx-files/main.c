@@ -34,7 +34,7 @@ static void usage(void)
 	       "Modes are preserved both ways.  Files stream in chunks; a download is\n"
 	       "written to a temporary file and renamed into place when complete.\n\n"
 	       "Exit status: 0 ok, 1 failure, 2 usage, 3 no such sandbox or file,\n"
-	       "4 sandbox not running.\n");
+	       "4 sandbox not running, 6 the guest did not answer in time.\n");
 	exit(OMR_EXIT_OK);
 }
 

@@ -22,7 +22,7 @@ teardown_file() {
 }
 
 @test "a command that does not exist is 127, a non-executable one 126" {
-	run --separate-stderr sbx-exec "$ID" -- /no/such/cmd
+	run -127 --separate-stderr sbx-exec "$ID" -- /no/such/cmd
 	assert_eq "$status" 127
 	[[ "$stderr" == *"not found"* || "$stderr" == *"No such file"* ]] || fail "stderr: $stderr"
 	sbx-exec "$ID" -c 'echo x > /tmp/noexec; chmod 644 /tmp/noexec'
