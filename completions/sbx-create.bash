@@ -2,14 +2,9 @@
 
 _sbx_create()
 {
-	local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-
-	# --opt=value: bash splits at '=' (COMP_WORDBREAKS).
-	if [[ $cur == = ]]; then
-		cur=
-	elif [[ $prev == = && COMP_CWORD -ge 2 ]]; then
-		prev=${COMP_WORDS[COMP_CWORD-2]}
-	fi
+	# bash-completion's own parser; -s splits --opt=value.
+	local cur prev words cword split
+	_init_completion -s || return
 
 	case $prev in
 	-t | --template)

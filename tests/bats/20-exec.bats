@@ -157,6 +157,16 @@ teardown_file() {
 	run sbx-exec "$ID" -- echo $(for i in $(seq 10); do head -c 120000 /dev/zero | tr '\0' a; echo; done)
 	assert_eq "$status" 125
 	assert_contains "$output" "too large"
+	# The environment counts against the same limit.
+	run sbx-exec -e "BIG=$big" "$ID" -c 'echo ${#BIG}'
+	assert_eq "$output" "100000"
+	envs=()
+	for i in $(seq 11); do envs+=(-e "V$i=$big"); done
+	run sbx-exec "${envs[@]}" "$ID" -- true
+	assert_eq "$status" 125
+	assert_contains "$output" "too large"
+	run sbx-exec "$ID" -- echo still-healthy
+	assert_eq "$output" "still-healthy"
 }
 
 @test "a pty: -t runs on a terminal" {
@@ -171,6 +181,9 @@ teardown_file() {
 	assert_contains "$output" "no such sandbox"
 	id=$(sbx-create --timeout 300)
 	sbx-kill "$id"
+	run sbx-files "$id" ls /
+	assert_eq "$status" 4
+	assert_contains "$output" "not running"
 	run sbx-exec "$id" -- true
 	assert_eq "$status" 125
 	assert_contains "$output" "not running"
