@@ -24,40 +24,6 @@
 
 #define DISK_FD_IN_CHILD 3
 
-char *omr_sandbox_file_tail(const struct omr_config *c, const char *id, const char *file,
-			    size_t max)
-{
-	_cleanup_free_ char *path = omr_sandbox_state_path(c, id, file);
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-	char *buf = omr_xmalloc(max + 1);
-	off_t size;
-	ssize_t n;
-
-	buf[0] = 0;
-	if (fd < 0)
-		return buf;
-	size = lseek(fd, 0, SEEK_END);
-	if (size < 0)
-		return buf;
-	n = pread(fd, buf, max, size > (off_t)max ? size - (off_t)max : 0);
-	buf[n > 0 ? n : 0] = 0;
-	/* Drop the partial first line and NULs for a readable tail. */
-	for (ssize_t i = 0; i < n; i++)
-		if (buf[i] == 0)
-			buf[i] = ' ';
-	if (size > (off_t)max) {
-		char *nl = strchr(buf, '\n');
-		if (nl)
-			memmove(buf, nl + 1, strlen(nl + 1) + 1);
-	}
-	return buf;
-}
-
-char *omr_console_tail(const struct omr_config *c, const char *id, size_t max)
-{
-	return omr_sandbox_file_tail(c, id, "console.log", max);
-}
-
 /* --- console log, capped --- */
 
 static int console_open(struct mon *m)

@@ -309,7 +309,7 @@ static int boot_error(const struct omr_config *c, const char *id, pid_t mon, int
 		const char *msg = json_string_value(json_object_get(rep, "error"));
 		what = omr_xstrdup(msg ? msg : "boot failed");
 	}
-	tail = omr_console_tail(c, id, CONSOLE_TAIL);
+	tail = omr_sandbox_file_tail(c, id, "console.log", CONSOLE_TAIL);
 	full = omr_strdup_printf("%s%s%s", what, *tail ? "; console tail:\n" : "", tail);
 	/* The console is the guest's: it must not drive our terminal. */
 	safe = omr_str_escape_ctl(full);

@@ -19,12 +19,5 @@ int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
  * "error":MSG,"errno":N}; e may be NULL) and closes ready_fd. */
 void omr_monitor_report_failure(int ready_fd, const struct omr_err *e);
 
-/* Console log files are capped: console.log is rotated to console.log.1
- * when it reaches config console_log_max bytes, so at most twice that is
- * kept.  Returns the last max bytes of the console (malloc'ed, may be ""). */
-char *omr_console_tail(const struct omr_config *c, const char *id, size_t max);
-/* The same for any file of the sandbox's state directory (monitor.log). */
-char *omr_sandbox_file_tail(const struct omr_config *c, const char *id, const char *file,
-			    size_t max);
 
 #endif

@@ -69,6 +69,13 @@ int omr_sandbox_list(const struct omr_config *c, struct omr_sandbox **out, size_
 /* The record as the JSON object the CLI and the API return (new ref). */
 json_t *omr_sandbox_json(const struct omr_sandbox *sb);
 
+/* The last max bytes of a file in the sandbox's state directory
+ * (console.log, monitor.log), from a line start, NULs shown as spaces:
+ * malloc'ed, "" if there is none.  The console log is capped: console.log
+ * is rotated to console.log.1 at config console_log_max bytes. */
+char *omr_sandbox_file_tail(const struct omr_config *c, const char *id, const char *file,
+			    size_t max);
+
 /* Is the monitor of this record alive (pid exists and is an sbx-monitor
  * for this id)? */
 int omr_sandbox_monitor_alive(const struct omr_sandbox *sb);
