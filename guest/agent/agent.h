@@ -43,7 +43,6 @@ void alog_use_kmsg(void);
 uint64_t now_ms(void);  /* CLOCK_MONOTONIC */
 uint64_t wall_ms(void); /* CLOCK_REALTIME */
 /* The snake_case code of an errno for JSON errors ("not_found"). */
-const char *errno_code(int e);
 int fd_set_nonblock(int fd);
 /* Retries EINTR and short writes; returns 0 or -errno. */
 /* Reads a small file into buf (NUL-terminated). Returns length or -errno. */
@@ -120,7 +119,7 @@ bool conn_can_produce(void);
 void send_frame(uint8_t type, uint8_t flags, uint32_t id, const void *p, size_t n);
 void send_json(uint8_t type, uint32_t id, json_t *o); /* steals o */
 void send_window(uint32_t id, size_t n);
-/* {"error", "code", "errno"}; code NULL means errno_code(e). */
+/* {"error", "code", "errno"}; code NULL means omr_proto_code(e). */
 json_t *error_json(int e, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void send_error(uint32_t id, int e, const char *code, const char *fmt, ...)

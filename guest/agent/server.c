@@ -187,7 +187,7 @@ static json_t *verror_json(int e, const char *code, const char *fmt, va_list ap)
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	return json_pack("{s:o,s:s,s:i}", "error", json_bytes(msg, strlen(msg)), "code",
-			 code ? code : errno_code(e), "errno", e);
+			 code ? code : omr_proto_code(e), "errno", e);
 }
 
 json_t *error_json(int e, const char *code, const char *fmt, ...)

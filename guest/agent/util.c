@@ -82,37 +82,6 @@ uint64_t wall_ms(void)
 	return clock_ms(CLOCK_REALTIME);
 }
 
-const char *errno_code(int e)
-{
-	switch (e) {
-	case ENOENT: return "not_found";
-	case EISDIR: return "is_directory";
-	case ENOTDIR: return "not_directory";
-	case EEXIST: return "exists";
-	case EACCES:
-	case EPERM: return "permission_denied";
-	case EINVAL: return "bad_request";
-	case E2BIG:
-	case EFBIG:
-	case EMSGSIZE: return "too_large";
-	case ENOSPC:
-	case EDQUOT: return "no_space";
-	case EBUSY:
-	case EAGAIN: return "busy";
-	case ENOTEMPTY: return "not_empty";
-	case EXDEV: return "cross_device";
-	case ENAMETOOLONG: return "name_too_long";
-	case ELOOP: return "too_many_links";
-	case EROFS: return "read_only";
-	case ESRCH: return "no_such_process";
-	case ECANCELED: return "cancelled";
-	case ENOMEM: return "no_memory";
-	case EMFILE:
-	case ENFILE: return "too_many_files";
-	default: return "io_error";
-	}
-}
-
 int fd_set_nonblock(int fd)
 {
 	int fl = fcntl(fd, F_GETFL);

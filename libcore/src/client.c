@@ -40,21 +40,6 @@ int omr_client_connect(const struct omr_config *c, const char *id, struct omr_er
 	return omr_steal_fd(fd);
 }
 
-int omr_client_code_errno(const char *code)
-{
-	static const struct { const char *code; int e; } map[] = {
-		{ "not_found", ENOENT }, { "exists", EEXIST }, { "is_directory", EISDIR },
-		{ "not_directory", ENOTDIR }, { "permission_denied", EACCES },
-		{ "bad_request", EINVAL }, { "too_large", EFBIG }, { "no_space", ENOSPC },
-		{ "busy", EBUSY }, { "limit_reached", EUSERS }, { "timeout", ETIMEDOUT },
-		{ "not_running", ENOTCONN }, { "not_empty", ENOTEMPTY },
-	};
-	for (size_t i = 0; code && i < OMR_ARRAY_SIZE(map); i++)
-		if (!strcmp(code, map[i].code))
-			return map[i].e;
-	return EIO;
-}
-
 int omr_client_end_parse(const uint8_t *p, size_t len, json_t **out, struct omr_err **err)
 {
 	json_t *j = json_loadb((const char *)p, len, 0, NULL);
@@ -67,7 +52,7 @@ int omr_client_end_parse(const uint8_t *p, size_t len, json_t **out, struct omr_
 	}
 	msg = json_string_value(json_object_get(j, "error"));
 	if (msg) {
-		int e = omr_client_code_errno(json_string_value(json_object_get(j, "code")));
+		int e = omr_proto_errno(json_string_value(json_object_get(j, "code")));
 		int rc = omr_err_setx(err, e, "%s", msg);
 		json_decref(j);
 		return rc;

@@ -75,25 +75,6 @@ void omr_err_free(struct omr_err **err)
 	*err = NULL;
 }
 
-const char *omr_err_code(int errnum)
-{
-	switch (errnum) {
-	case ENOENT: case ESRCH: return "not_found";
-	case EEXIST: return "exists";
-	case EISDIR: return "is_directory";
-	case ENOTDIR: return "not_directory";
-	case EACCES: case EPERM: return "permission_denied";
-	case EINVAL: case ERANGE: case ENAMETOOLONG: return "bad_request";
-	case EFBIG: case E2BIG: case EMSGSIZE: return "too_large";
-	case ENOSPC: case EDQUOT: return "no_space";
-	case EBUSY: case EAGAIN: return "busy";
-	case EUSERS: return "limit_reached";
-	case ETIMEDOUT: return "timeout";
-	case ENOTCONN: case ECONNREFUSED: case EPIPE: return "not_running";
-	default: return "internal";
-	}
-}
-
 int omr_exit_code(int errnum)
 {
 	switch (errnum) {

@@ -192,3 +192,37 @@ const char *omr_frame_type_name(uint8_t type)
 		return names[type];
 	return "UNKNOWN";
 }
+
+/* The "code" of an END error, both ways, in one table: the first row of
+ * an errno names it; the first row of a code gives its errno back. */
+static const struct {
+	int e;
+	const char *code;
+} codes[] = {
+	{ ENOENT, "not_found" }, { EISDIR, "is_directory" }, { ENOTDIR, "not_directory" },
+	{ EEXIST, "exists" }, { EACCES, "permission_denied" }, { EPERM, "permission_denied" },
+	{ EINVAL, "bad_request" }, { ERANGE, "bad_request" }, { EFBIG, "too_large" },
+	{ E2BIG, "too_large" }, { EMSGSIZE, "too_large" }, { ENOSPC, "no_space" },
+	{ EDQUOT, "no_space" }, { EBUSY, "busy" }, { EAGAIN, "busy" },
+	{ ENOTEMPTY, "not_empty" }, { EXDEV, "cross_device" },
+	{ ENAMETOOLONG, "name_too_long" }, { ELOOP, "too_many_links" },
+	{ EROFS, "read_only" }, { ESRCH, "no_such_process" }, { ECANCELED, "cancelled" },
+	{ ENOMEM, "no_memory" }, { EMFILE, "too_many_files" }, { ENFILE, "too_many_files" },
+	{ EUSERS, "limit_reached" }, { ETIMEDOUT, "timeout" }, { ENOTCONN, "not_running" },
+};
+
+const char *omr_proto_code(int errnum)
+{
+	for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+		if (codes[i].e == errnum)
+			return codes[i].code;
+	return "io_error";
+}
+
+int omr_proto_errno(const char *code)
+{
+	for (size_t i = 0; code && i < sizeof(codes) / sizeof(codes[0]); i++)
+		if (!strcmp(codes[i].code, code))
+			return codes[i].e;
+	return EIO;
+}

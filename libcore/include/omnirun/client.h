@@ -28,7 +28,5 @@ int omr_client_send_json(int fd, uint8_t type, uint32_t sid, json_t *j, struct o
  * Returns 0 or < 0. */
 int omr_client_end_parse(const uint8_t *p, size_t len, json_t **out, struct omr_err **err);
 
-/* Maps an END's "code" back to an errno (not_found -> ENOENT ...). */
-int omr_client_code_errno(const char *code);
 
 #endif

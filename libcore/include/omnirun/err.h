@@ -32,7 +32,4 @@ int omr_err_wrap(struct omr_err **err, const char *fmt, ...)
 /* Frees *err and sets it to NULL. */
 void omr_err_free(struct omr_err **err);
 
-/* The stable snake_case name of an errno, used in JSON errors ("not_found"). */
-const char *omr_err_code(int errnum);
-
 #endif

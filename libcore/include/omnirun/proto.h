@@ -107,4 +107,9 @@ uint8_t *omr_frame_build(uint8_t type, uint8_t flags, uint32_t stream,
 
 const char *omr_frame_type_name(uint8_t type);
 
+/* The snake_case "code" of an END error for an errno ("not_found"), and
+ * back (EIO for a code it does not know). */
+const char *omr_proto_code(int errnum);
+int omr_proto_errno(const char *code);
+
 #endif
