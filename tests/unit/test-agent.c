@@ -1117,11 +1117,30 @@ static void test_big_list(void)
 /* --cgroup on the host, where a cgroup v2 hierarchy is writable: each
  * command in a cgroup of its own, killed and removed when it is over. */
 #define CGROUP_TESTS 6
+/* A background command's daemon (started with &) dies once the command's
+ * main process has ended. */
+static void background_leftover_killed(const char *desc)
+{
+	struct res r, a;
+	long long pid;
+
+	rpc(&r, json_pack("{s:s,s:s,s:b}", "op", "exec", "cmd",
+			  "sleep 1000 >/dev/null 2>&1 & echo $!", "background", 1));
+	pid = end_int(&r, "pid");
+	res_free(&r);
+	rpc(&a, json_pack("{s:s,s:I}", "op", "attach", "pid", (json_int_t)pid));
+	pid = a.out[1] ? atoi(a.out[1]) : 0;
+	res_free(&a);
+	rpc(&r, gone_check((int)pid));
+	ok(out_is(&r, 1, "gone\n"), "%s", desc);
+	res_free(&r);
+}
+
 static void test_cgroup_mode(void)
 {
 	char mnt[256] = "", type[16], dir[512], kill_file[600], line[1024], want[600];
 	FILE *f = fopen("/proc/self/mounts", "re");
-	struct res r, a;
+	struct res r;
 	long long pid;
 	int n = 0;
 
@@ -1169,16 +1188,7 @@ static void test_cgroup_mode(void)
 	free(js);
 	res_free(&r);
 
-	rpc(&r, json_pack("{s:s,s:s,s:b}", "op", "exec", "cmd",
-			  "sleep 1000 >/dev/null 2>&1 & echo $!", "background", 1));
-	pid = end_int(&r, "pid");
-	res_free(&r);
-	rpc(&a, json_pack("{s:s,s:I}", "op", "attach", "pid", (json_int_t)pid));
-	pid = a.out[1] ? atoi(a.out[1]) : 0;
-	res_free(&a);
-	rpc(&r, gone_check((int)pid));
-	ok(out_is(&r, 1, "gone\n"), "so is what a background command leaves running");
-	res_free(&r);
+	background_leftover_killed("so is what a background command leaves running");
 
 	rpc(&r, no_leftover_cgroups(dir));
 	ok(out_is(&r, 1, "left:\n"), "finished commands leave no cgroup behind");
@@ -1268,16 +1278,7 @@ static void test_vm_cgroups(void)
 	res_free(&r);
 
 	/* ...and with a background one. */
-	rpc(&r, json_pack("{s:s,s:s,s:b}", "op", "exec", "cmd",
-			  "sleep 1000 >/dev/null 2>&1 & echo $!", "background", 1));
-	pid = end_int(&r, "pid");
-	res_free(&r);
-	rpc(&a, json_pack("{s:s,s:I}", "op", "attach", "pid", (json_int_t)pid));
-	pid = a.out[1] ? atoi(a.out[1]) : 0;
-	res_free(&a);
-	rpc(&r, gone_check((int)pid));
-	ok(out_is(&r, 1, "gone\n"), "and so is what a background command leaves running");
-	res_free(&r);
+	background_leftover_killed("and so is what a background command leaves running");
 }
 
 static void test_vm(void)
