@@ -41,6 +41,16 @@ int omr_frame_hdr_unpack(const uint8_t in[OMR_FRAME_HDR], struct omr_frame_hdr *
 	return h->len > OMR_FRAME_MAX ? -EMSGSIZE : 0;
 }
 
+void omr_window_pack(uint32_t credit, uint8_t out[OMR_WINDOW_LEN])
+{
+	put_u32(out, credit);
+}
+
+uint32_t omr_window_unpack(const uint8_t *p, size_t len)
+{
+	return len == OMR_WINDOW_LEN ? get_u32(p) : 0;
+}
+
 int omr_frame_reader_init(struct omr_frame_reader *r)
 {
 	r->have = 0;
@@ -206,7 +216,7 @@ static const struct {
 	{ EDQUOT, "no_space" }, { EBUSY, "busy" }, { EAGAIN, "busy" },
 	{ ENOTEMPTY, "not_empty" }, { EXDEV, "cross_device" },
 	{ ENAMETOOLONG, "name_too_long" }, { ELOOP, "too_many_links" },
-	{ EROFS, "read_only" }, { ESRCH, "no_such_process" }, { ECANCELED, "cancelled" },
+	{ EROFS, "read_only" }, { ESRCH, "not_found" }, { ECANCELED, "cancelled" },
 	{ ENOMEM, "no_memory" }, { EMFILE, "too_many_files" }, { ENFILE, "too_many_files" },
 	{ EUSERS, "limit_reached" }, { ETIMEDOUT, "timeout" }, { ENOTCONN, "not_running" },
 };

@@ -425,9 +425,8 @@ static void client_frame(struct mon *m, int ci, const struct omr_frame_hdr *h, c
 		client_req(m, ci, h->stream, p, h->len);
 		return;
 	case OMR_F_WINDOW:
-		if (r && h->len == 4) {
-			uint64_t n = (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 |
-				     (uint64_t)p[2] << 8 | p[3];
+		if (r) {
+			uint64_t n = omr_window_unpack(p, h->len);
 			/* Credit beyond what was sent does not count. */
 			r->data_unacked -= n < r->data_unacked ? n : r->data_unacked;
 		}

@@ -36,8 +36,10 @@ void omr_stream_free(struct omr_stream *s)
 
 static int send_window(struct omr_stream *s, uint32_t n)
 {
-	uint8_t b[4] = { (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n };
-	return omr_frame_send(s->fd, OMR_F_WINDOW, 0, s->sid, b, 4);
+	uint8_t b[OMR_WINDOW_LEN];
+
+	omr_window_pack(n, b);
+	return omr_frame_send(s->fd, OMR_F_WINDOW, 0, s->sid, b, sizeof(b));
 }
 
 static int send_resize(struct omr_stream *s)
@@ -135,9 +137,7 @@ static int on_frame(struct omr_stream *s, const struct omr_frame_hdr *h, uint8_t
 			return omr_err_setx(err, ENOTCONN, "connection to the sandbox lost");
 		return 0;
 	case OMR_F_WINDOW:
-		if (h->len == 4)
-			*credit += (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 |
-				   (uint64_t)p[2] << 8 | p[3];
+		*credit += omr_window_unpack(p, h->len);
 		return 0;
 	case OMR_F_REPLY:
 		if (!s->on_reply)

@@ -101,6 +101,12 @@ int omr_frame_send(int fd, uint8_t type, uint8_t flags, uint32_t stream,
 		   const void *payload, size_t len);
 int omr_frame_recv(int fd, struct omr_frame_hdr *h, uint8_t **payload);
 
+/* A WINDOW frame's payload: a u32 big-endian credit increment.
+ * omr_window_unpack returns 0 for a payload that is not 4 bytes. */
+#define OMR_WINDOW_LEN 4u
+void omr_window_pack(uint32_t credit, uint8_t out[OMR_WINDOW_LEN]);
+uint32_t omr_window_unpack(const uint8_t *p, size_t len);
+
 /* Builds a whole frame (header + payload) in a malloc'ed buffer. */
 uint8_t *omr_frame_build(uint8_t type, uint8_t flags, uint32_t stream,
 			 const void *payload, size_t len, size_t *out_len);
