@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -160,7 +159,6 @@ static void probe_vm(struct omr_kvm_probe *p, int kvm)
 		why(p, "KVM_CREATE_VM failed: %s", strerror(errno));
 		return;
 	}
-	omr_fd_set_cloexec(vm, 1);
 	mem = mmap(NULL, GUEST_MEM, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (mem == MAP_FAILED) {
@@ -181,7 +179,6 @@ static void probe_vm(struct omr_kvm_probe *p, int kvm)
 		why(p, "KVM_CREATE_VCPU failed: %s", strerror(errno));
 		goto out;
 	}
-	omr_fd_set_cloexec(vcpu, 1);
 	run_size = ioctl_retry(kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (run_size < (int)sizeof(*run)) {
 		why(p, "KVM_GET_VCPU_MMAP_SIZE failed: %s", strerror(errno));
@@ -260,7 +257,10 @@ static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;
 static int probe_done;
 static struct omr_kvm_probe probe_cached;  /* reason: static for *why */
 
-static char *cache_key(void)
+static char *cache_key_text;
+static pthread_once_t cache_key_once = PTHREAD_ONCE_INIT;
+
+static void cache_key_init(void)
 {
 	_cleanup_free_ char *boot = NULL;
 	struct stat st;
@@ -268,13 +268,24 @@ static char *cache_key(void)
 
 	if (omr_read_file_at(AT_FDCWD, "/proc/sys/kernel/random/boot_id", 64, &boot, NULL,
 			     NULL) < 0)
-		return NULL;
+		return;
 	if ((nl = strchr(boot, '\n')))
 		*nl = 0;
 	if (stat("/dev/kvm", &st) < 0)
-		return omr_strdup_printf("%s none", boot);
-	return omr_strdup_printf("%s %llu:%llu:%lld", boot, (unsigned long long)st.st_ino,
-				 (unsigned long long)st.st_rdev, (long long)st.st_ctime);
+		cache_key_text = omr_strdup_printf("%s none", boot);
+	else
+		cache_key_text = omr_strdup_printf("%s %llu:%llu:%lld", boot,
+						   (unsigned long long)st.st_ino,
+						   (unsigned long long)st.st_rdev,
+						   (long long)st.st_ctime);
+}
+
+/* What the cached files are valid for: this boot and this /dev/kvm (as
+ * of the first call), or NULL. */
+static const char *cache_key(void)
+{
+	pthread_once(&cache_key_once, cache_key_init);
+	return cache_key_text;
 }
 
 /* Reads cache file name in dfd into text (the lines after "key=KEY").
@@ -341,7 +352,7 @@ static int open_run_dir(const struct omr_config *c)
 
 static const struct omr_kvm_probe *probe_once(const struct omr_config *c)
 {
-	_cleanup_free_ char *key = NULL;
+	const char *key;
 	_cleanup_close_ int dfd = -1;
 	char text[512];
 
@@ -370,6 +381,12 @@ out:
 int omr_accel_resolve(const struct omr_config *c, enum omr_accel *out,
 		      const char **why_out, struct omr_err **err)
 {
+	return omr_accel_resolve_with(c, NULL, out, why_out, err);
+}
+
+int omr_accel_resolve_with(const struct omr_config *c, const struct omr_kvm_probe *probe,
+			   enum omr_accel *out, const char **why_out, struct omr_err **err)
+{
 	const char *accel = c->accel ? c->accel : "auto";
 
 	if (why_out)
@@ -381,7 +398,7 @@ int omr_accel_resolve(const struct omr_config *c, enum omr_accel *out,
 	if (strcmp(accel, "kvm") && strcmp(accel, "auto"))
 		return omr_err_set(err, EINVAL, "vmm.accel must be auto, kvm or tcg, not '%s'",
 				   accel);
-	const struct omr_kvm_probe *p = probe_once(c);
+	const struct omr_kvm_probe *p = probe ? probe : probe_once(c);
 	if (p->usable) {
 		*out = OMR_ACCEL_KVM;
 		return 0;
@@ -466,7 +483,7 @@ static unsigned tsc_cached;
 
 unsigned omr_tcg_tsc_khz(const struct omr_config *c)
 {
-	_cleanup_free_ char *key = NULL;
+	const char *key;
 	_cleanup_close_ int dfd = -1;
 	char text[256];
 	unsigned v;
@@ -496,35 +513,39 @@ out:
 
 char *omr_qemu_find(const struct omr_config *c)
 {
-	const char *name = c->qemu && *c->qemu ? c->qemu : "qemu-system-x86_64";
-	const char *path = getenv("PATH");
-	_cleanup_free_ char *dirs = NULL;
-	char *save = NULL;
-	struct stat st;
-
-	if (strchr(name, '/'))
-		return stat(name, &st) == 0 && S_ISREG(st.st_mode) && access(name, X_OK) == 0
-			       ? omr_xstrdup(name) : NULL;
-	dirs = omr_xstrdup(path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
-	for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-		_cleanup_free_ char *cand = omr_strdup_printf("%s/%s", *d ? d : ".", name);
-		if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0)
-			return omr_steal_ptr(cand);
-	}
-	return NULL;
+	return omr_find_program(c->qemu && *c->qemu ? c->qemu : "qemu-system-x86_64", NULL);
 }
 
 #define VERSION_TIMEOUT_MS 5000
 #define VERSION_OUT_MAX    4096
+
+struct bounded_buf {
+	char *buf;
+	size_t have, cap;
+};
+
+/* Keeps the first cap bytes; enough once it has them. */
+static int bounded_sink(void *user, const char *buf, size_t n)
+{
+	struct bounded_buf *b = user;
+	size_t take = n < b->cap - b->have ? n : b->cap - b->have;
+
+	memcpy(b->buf + b->have, buf, take);
+	b->have += take;
+	return b->have == b->cap;
+}
 
 int omr_qemu_version(const char *qemu, char **out, struct omr_err **err)
 {
 	char *argv[] = { (char *)qemu, (char *)"--version", NULL };
 	_cleanup_close_ int rd = -1, wr = -1;
 	char buf[VERSION_OUT_MAX + 1];
-	uint64_t deadline = omr_now_ms() + VERSION_TIMEOUT_MS;
-	size_t have = 0;
-	int fds[2], status = 0, timed_out = 0;
+	struct bounded_buf b = { .buf = buf, .cap = VERSION_OUT_MAX };
+	/* Enough at VERSION_OUT_MAX: the first line is what we want. */
+	const struct omr_capture_opts co = {
+		.timeout_ms = VERSION_TIMEOUT_MS, .sink = bounded_sink, .user = &b,
+	};
+	int fds[2], status = 0, timed_out;
 	pid_t pid;
 	char *nl;
 
@@ -536,33 +557,11 @@ int omr_qemu_version(const char *qemu, char **out, struct omr_err **err)
 	if (pid < 0)
 		return (int)pid;
 	omr_closep(&wr);
-	for (;;) {
-		struct pollfd pfd = { .fd = rd, .events = POLLIN };
-		uint64_t now = omr_now_ms();
-		ssize_t r;
-
-		if (now >= deadline) {
-			timed_out = 1;
-			break;
-		}
-		if (poll(&pfd, 1, (int)(deadline - now)) <= 0)
-			continue;
-		r = read(rd, buf + have, VERSION_OUT_MAX - have);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		have += (size_t)r;
-		if (have == VERSION_OUT_MAX)
-			break;  /* enough: the first line is what we want */
-	}
-	kill(pid, SIGKILL);  /* harmless when it has exited: it is not reaped yet */
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	buf[have] = 0;
+	timed_out = omr_capture(pid, rd, &co, &status) == -ETIMEDOUT;
+	buf[b.have] = 0;
 	if (timed_out)
 		return omr_err_set(err, ETIMEDOUT, "%s --version did not answer", qemu);
-	if (have == 0 || (WIFEXITED(status) && WEXITSTATUS(status) != 0))
+	if (b.have == 0 || (WIFEXITED(status) && WEXITSTATUS(status) != 0))
 		return omr_err_set(err, 0, "%s --version failed", qemu);
 	nl = strchr(buf, '\n');
 	if (nl)

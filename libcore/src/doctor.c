@@ -15,27 +15,10 @@
 #include "omnirun/template.h"
 #include "omnirun/util.h"
 
-static int executable(const char *p)
-{
-	struct stat st;
-	return stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, X_OK) == 0;
-}
-
 /* PATH, then the sbin directories a non-root PATH often lacks. */
 static char *which(const char *name)
 {
-	const char *path = getenv("PATH");
-	_cleanup_free_ char *dirs = omr_strdup_printf("%s:/usr/local/sbin:/usr/sbin:/sbin",
-						     path && *path ? path : "/usr/bin:/bin");
-	char *save = NULL;
-
-	for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-		char *p = omr_strdup_printf("%s/%s", d, name);
-		if (*d == '/' && executable(p))
-			return p;
-		free(p);
-	}
-	return NULL;
+	return omr_find_program(name, "/usr/local/sbin:/usr/sbin:/sbin");
 }
 
 static char *find_library(const char *name)
@@ -141,11 +124,12 @@ json_t *omr_doctor_report(const struct omr_config *c)
 
 	omr_kvm_probe(&kvm);
 	if (!qemu)
-		qerr = omr_strdup_printf("%s not found", c->qemu);
+		qerr = omr_strdup_printf("%s not found",
+					 c->qemu && *c->qemu ? c->qemu : "qemu-system-x86_64");
 	else if (omr_qemu_version(qemu, &version, &err) < 0)
 		qerr = omr_xstrdup(err->msg);
 	omr_err_free(&err);
-	accel_ok = omr_accel_resolve(c, &accel, &why, &err) == 0;
+	accel_ok = omr_accel_resolve_with(c, &kvm, &accel, &why, &err) == 0;
 	if (!accel_ok)
 		aerr = omr_xstrdup(err->msg);
 	omr_err_free(&err);

@@ -12,14 +12,11 @@
 #include <fcntl.h>
 #include <ini.h>
 #include <limits.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -28,6 +25,7 @@
 #include "omnirun/cleanup.h"
 #include "omnirun/template.h"
 #include "omnirun/util.h"
+#include "omnirun/vmm.h"
 
 #define CONF_NAME        "template.conf"
 #define CONF_MAX         (64 * 1024)
@@ -589,47 +587,10 @@ static void tail_free(struct out_tail *o)
 		free(o->tail[i]);
 }
 
-/* Reads what is there; returns 1 at EOF, 0 otherwise. */
-static int drain(int fd, struct out_tail *o)
+static int tail_sink(void *user, const char *buf, size_t n)
 {
-	char buf[4096];
-
-	for (;;) {
-		ssize_t r = read(fd, buf, sizeof(buf));
-		if (r > 0) {
-			tail_feed(o, buf, (size_t)r);
-			continue;
-		}
-		if (r == 0)
-			return 1;
-		if (errno == EINTR)
-			continue;
-		return errno == EAGAIN ? 0 : 1;
-	}
-}
-
-static int child_exited(pid_t pid)
-{
-	siginfo_t si = { 0 };
-
-	/* WNOWAIT: the zombie keeps its pid and process group reserved until
-	 * we have killed the rest of the group. */
-	if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
-		return errno == ECHILD;
-	return si.si_pid == pid;
-}
-
-/* Moves fd above 0-2 so that the child's dup2 onto 0-2 never meets it
- * (a caller may run with stdio closed).  Returns the fd or -1. */
-static int above_stdio(int fd)
-{
-	int n;
-
-	if (fd < 0 || fd > 2)
-		return fd;
-	n = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-	close(fd);
-	return n;
+	tail_feed(user, buf, n);
+	return 0;
 }
 
 /* Runs argv[0] in cwd with envp, its output captured, in its own process
@@ -639,100 +600,33 @@ static int run_captured(char *const argv[], char *const envp[], const char *cwd,
 			unsigned timeout_s, omr_progress_fn progress, void *user,
 			struct omr_err **err)
 {
-	_cleanup_close_ int out_r = -1, out_w = -1, st_r = -1, st_w = -1, devnull = -1;
+	_cleanup_close_ int out_r = -1, out_w = -1;
 	struct out_tail o = { .progress = progress, .user = user };
-	uint64_t deadline = omr_now_ms() + (uint64_t)timeout_s * 1000;
+	const struct omr_capture_opts co = {
+		.timeout_ms = timeout_s * 1000, .until_exit = 1, .group = 1,
+		.sink = tail_sink, .user = &o,
+	};
 	_cleanup_free_ char *tail = NULL;
-	pid_t parent = getpid(), pid;
-	int fds[2], status = 0, timed_out = 0, eof = 0, exec_errno = 0, rc;
-	ssize_t r;
+	int fds[2], status = 0, timed_out, rc;
+	pid_t pid;
 
 	if (pipe2(fds, O_CLOEXEC) < 0)
 		return omr_err_set(err, errno, "pipe");
 	out_r = fds[0];
-	out_w = above_stdio(fds[1]);
-	if (pipe2(fds, O_CLOEXEC) < 0)
-		return omr_err_set(err, errno, "pipe");
-	st_r = fds[0];
-	st_w = above_stdio(fds[1]);
-	devnull = above_stdio(open("/dev/null", O_RDONLY | O_CLOEXEC));
-	if (out_w < 0 || st_w < 0 || devnull < 0)
-		return omr_err_set(err, errno, "cannot set up the recipe's stdio");
-
-	pid = fork();
+	out_w = fds[1];
+	const struct omr_spawn_opts so = {
+		.out_fd = out_w, .envp = envp, .cwd = cwd, .new_pgroup = 1,
+	};
+	pid = omr_spawn_ex(argv, &so, err);
 	if (pid < 0)
-		return omr_err_set(err, errno, "fork");
-	if (pid == 0) {
-		/* Only async-signal-safe calls from here to exec. */
-		struct sigaction dfl = { .sa_handler = SIG_DFL };
-		sigset_t none;
-		int e;
-
-		setpgid(0, 0);
-		/* If we die, the recipe dies with us rather than run on. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		for (int s = 1; s < NSIG; s++)
-			if (s != SIGKILL && s != SIGSTOP)
-				sigaction(s, &dfl, NULL);  /* fails harmlessly for 32, 33 */
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		if (dup2(devnull, 0) < 0 || dup2(out_w, 1) < 0 || dup2(out_w, 2) < 0 ||
-		    chdir(cwd) < 0) {
-			e = errno;
-			(void)!write(st_w, &e, sizeof(e));
-			_exit(127);
-		}
-		execve(argv[0], argv, envp);
-		e = errno;
-		(void)!write(st_w, &e, sizeof(e));
-		_exit(127);
-	}
-	setpgid(pid, pid);  /* also in the parent: no race with our kill(-pid) */
+		return (int)pid;
 	omr_closep(&out_w);
-	omr_closep(&st_w);
-	omr_closep(&devnull);
 
-	/* The status pipe closes on exec or carries exec's errno. */
-	do
-		r = read(st_r, &exec_errno, sizeof(exec_errno));
-	while (r < 0 && errno == EINTR);
-	if (r != sizeof(exec_errno))
-		exec_errno = 0;
-
-	omr_fd_set_nonblock(out_r, 1);
-	while (!exec_errno) {
-		struct pollfd pfd = { .fd = out_r, .events = POLLIN };
-		uint64_t now = omr_now_ms();
-		int wait_ms;
-
-		if (now >= deadline) {
-			timed_out = 1;
-			break;
-		}
-		wait_ms = deadline - now > 200 ? 200 : (int)(deadline - now);
-		if (eof)
-			poll(NULL, 0, wait_ms < 50 ? wait_ms : 50);
-		else if (poll(&pfd, 1, wait_ms) > 0)
-			eof = drain(out_r, &o);
-		if (child_exited(pid)) {
-			if (!eof)
-				drain(out_r, &o);
-			break;
-		}
-	}
 	/* Whatever the recipe left running in its group goes too. */
-	kill(-pid, SIGKILL);
-	while ((r = waitpid(pid, &status, 0)) < 0 && errno == EINTR)
-		;
-	if (r < 0)
-		status = -1;  /* reaped behind our back (a SIGCHLD handler): unknown */
+	timed_out = omr_capture(pid, out_r, &co, &status) == -ETIMEDOUT;
 
 	tail = tail_text(&o);
 	tail_free(&o);
-	if (exec_errno)
-		return omr_err_set(err, exec_errno, "cannot run %s", argv[0]);
 	if (timed_out)
 		rc = omr_err_set(err, 0, "%s timed out after %u s; last output:%s", argv[0],
 				 timeout_s, tail);
@@ -881,13 +775,6 @@ static char **build_env(const char *out, const char *agent, const char *cache,
 	return env;
 }
 
-static void free_env(char **env)
-{
-	for (char **p = env; p && *p; p++)
-		free(*p);
-	free(env);
-}
-
 /* The recipe must be an executable regular file only its owner can change:
  * it runs with our privileges. */
 static int check_recipe(const char *recipe, const char *name, struct omr_err **err)
@@ -955,7 +842,7 @@ int omr_template_build(const struct omr_config *c, const char *name,
 	env = build_env(tmpl, agent, cache, recipe_dir, name);
 	rc = run_captured((char *[]){ recipe, NULL }, env, tmpl, BUILD_TIMEOUT_S, progress,
 			  user, err);
-	free_env(env);
+	omr_argv_free(env);
 	if (rc < 0)
 		goto fail;
 

@@ -342,3 +342,29 @@ int omr_fd_move(int fd, int to)
 		return omr_fd_set_cloexec(fd, 0);
 	return dup2(fd, to) < 0 ? -errno : 0;
 }
+
+static int is_executable(const char *p)
+{
+	struct stat st;
+	return stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, X_OK) == 0;
+}
+
+char *omr_find_program(const char *name, const char *extra_dirs)
+{
+	const char *path = getenv("PATH");
+	_cleanup_free_ char *dirs = NULL;
+	char *save = NULL;
+
+	if (strchr(name, '/'))
+		return is_executable(name) ? omr_xstrdup(name) : NULL;
+	dirs = omr_strdup_printf("%s%s%s", path && *path ? path : "/usr/local/bin:/usr/bin:/bin",
+				 extra_dirs ? ":" : "", extra_dirs ? extra_dirs : "");
+	for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+		if (*d != '/')
+			continue;
+		_cleanup_free_ char *cand = omr_strdup_printf("%s/%s", d, name);
+		if (is_executable(cand))
+			return omr_steal_ptr(cand);
+	}
+	return NULL;
+}

@@ -27,6 +27,10 @@ void omr_kvm_probe(struct omr_kvm_probe *out);
  * NULL) says why auto chose TCG. */
 int omr_accel_resolve(const struct omr_config *c, enum omr_accel *out,
 		      const char **why, struct omr_err **err);
+/* The same with the outcome of a probe the caller has just run (NULL: the
+ * cached one, as omr_accel_resolve); *why then points into *probe. */
+int omr_accel_resolve_with(const struct omr_config *c, const struct omr_kvm_probe *probe,
+			   enum omr_accel *out, const char **why, struct omr_err **err);
 
 /* The host's TSC frequency in kHz, measured against CLOCK_MONOTONIC_RAW
  * (30 ms, then cached for this boot in $run_dir), or 0 when the host's TSC

@@ -65,6 +65,13 @@ int omr_pidfd_open(pid_t pid);
 int omr_pidfd_signal(int pidfd, int sig);
 int omr_pidfd_wait(int pidfd, int timeout_ms);
 
+/* Finds an executable regular file called name in $PATH (or
+ * /usr/local/bin:/usr/bin:/bin when PATH is unset or empty), then in
+ * extra_dirs (colon-separated, may be NULL); relative directories are
+ * skipped.  A name with a '/' is checked as is.  Returns a malloc'ed path
+ * (absolute unless name was a relative path) or NULL. */
+char *omr_find_program(const char *name, const char *extra_dirs);
+
 /* Sets O_NONBLOCK / FD_CLOEXEC on fd. Return 0 or -errno. */
 int omr_fd_set_nonblock(int fd, int on);
 int omr_fd_set_cloexec(int fd, int on);
