@@ -42,9 +42,7 @@ void aerr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void alog_use_kmsg(void);
 uint64_t now_ms(void);  /* CLOCK_MONOTONIC */
 uint64_t wall_ms(void); /* CLOCK_REALTIME */
-/* The snake_case code of an errno for JSON errors ("not_found"). */
 int fd_set_nonblock(int fd);
-/* Retries EINTR and short writes; returns 0 or -errno. */
 /* Reads a small file into buf (NUL-terminated). Returns length or -errno. */
 ssize_t file_read_small(const char *path, char *buf, size_t size);
 /* Writes s to an existing file (sysfs, procfs). Returns 0 or -errno. */
@@ -87,8 +85,12 @@ void poll_wake_at(struct pollctx *pc, uint64_t when);
 
 struct stream;
 struct stream_ops {
-	/* DATA, EOF, SIGNAL, RESIZE for this stream (WINDOW is generic). */
+	/* DATA, EOF, RESIZE for this stream (WINDOW and SIGNAL are generic). */
 	void (*frame)(struct stream *s, const struct omr_frame_hdr *h, const uint8_t *p);
+	/* SIGNAL, parsed: sig is 1..64, or 0 for a cancel (an object without
+	 * "signal").  NULL: a cancel ends the stream with a "cancelled" error
+	 * END, a numbered signal is ignored. */
+	void (*signal)(struct stream *s, int sig);
 	/* Registers fds and wake-up times before each poll(). */
 	void (*poll)(struct stream *s, struct pollctx *pc);
 	/* Runs after each poll(): timers, producing output. */
@@ -260,8 +262,14 @@ struct strv {
 	size_t n, cap;
 };
 void strv_free(struct strv *sv);
-/* Sets KEY=VALUE, replacing an existing KEY. */
+/* Appends a copy of s; returns 0 or -1 (out of memory). */
+int strv_push(struct strv *sv, const char *s);
+/* Sets KEY=VALUE, replacing an existing KEY; val NULL removes KEY. */
 void strv_setenv(struct strv *sv, const char *key, const char *val);
+/* A valid env name: non-empty, no '=' or newline, under 1024 bytes. */
+bool env_key_ok(const char *k);
+/* Merges the env file into sv (parsed once, reloaded when the file
+ * changes).  Returns 0 or -errno (-EPERM: not a 0600 file of ours). */
 int env_file_load(const char *path, struct strv *sv);
 void op_env_set(uint32_t id, json_t *req);
 
@@ -275,6 +283,9 @@ void op_rename(uint32_t id, json_t *req);
 void op_list(uint32_t id, json_t *req);
 void op_watch(uint32_t id, json_t *req);
 const char *file_type_name(mode_t m);
+struct stat;
+/* Sets o's "type", "size", "mode" and "mtime" from st. */
+void stat_json(json_t *o, const struct stat *st);
 
 /* ---- init.c, disk.c, net.c (PID 1 only) ---- */
 /* Never returns. */

@@ -40,20 +40,14 @@ static void attach_tick(struct stream *s)
 	}
 }
 
-static void attach_frame(struct stream *s, const struct omr_frame_hdr *h, const uint8_t *pl)
+static void attach_signal(struct stream *s, int sig)
 {
 	struct attach_stream *as = container_of(s, struct attach_stream, s);
-	json_t *o, *sig;
 
-	if (h->type != OMR_F_SIGNAL)
-		return;
-	o = json_loadb((const char *)pl, h->len, 0, NULL);
-	sig = json_object_get(o, "signal");
-	if (json_is_integer(sig) && json_integer_value(sig) > 0 && json_integer_value(sig) <= 64)
-		proc_signal(as->p, (int)json_integer_value(sig));
-	else if (json_is_object(o) && json_object_size(o) == 0)
+	if (sig > 0)
+		proc_signal(as->p, sig);
+	else
 		stream_end(s, json_pack("{s:b}", "detached", 1)); /* the command lives on */
-	json_decref(o);
 }
 
 static void attach_destroy(struct stream *s, bool conn_lost)
@@ -65,7 +59,7 @@ static void attach_destroy(struct stream *s, bool conn_lost)
 }
 
 static const struct stream_ops attach_ops = {
-	.frame = attach_frame,
+	.signal = attach_signal,
 	.tick = attach_tick,
 	.destroy = attach_destroy,
 };
@@ -78,7 +72,7 @@ void op_attach(uint32_t id, json_t *req)
 	if (proc_lookup(id, req, &p) < 0)
 		return;
 	if (!p->background) {
-		send_error(id, EINVAL, "bad_request", "command %d is not a background command",
+		send_error(id, EINVAL, NULL, "command %d is not a background command",
 			   p->pid);
 		return;
 	}

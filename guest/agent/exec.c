@@ -181,25 +181,20 @@ static void exec_tick(struct stream *s)
 	}
 }
 
-static void exec_signal(struct exec_stream *es, const struct omr_frame_hdr *h, const uint8_t *pl)
+static void exec_signal(struct stream *s, int sig)
 {
-	json_t *o = json_loadb((const char *)pl, h->len, 0, NULL), *sig;
+	struct exec_stream *es = container_of(s, struct exec_stream, s);
 
-	if (!json_is_object(o)) {
-		alog("stream %u: bad SIGNAL payload ignored", es->s.id);
-	} else if ((sig = json_object_get(o, "signal"))) {
-		if (json_is_integer(sig) && json_integer_value(sig) > 0 &&
-		    json_integer_value(sig) <= 64)
-			proc_signal(es->p, (int)json_integer_value(sig));
-	} else {
-		/* Cancel: the group dies now; output so far is dropped. */
-		es->p->cancelled = es->p->running;
-		proc_signal(es->p, SIGKILL);
-		close_out(es, OMR_CH_STDOUT);
-		close_out(es, OMR_CH_STDERR);
-		stdin_discard(es);
+	if (sig > 0) {
+		proc_signal(es->p, sig);
+		return;
 	}
-	json_decref(o);
+	/* Cancel: the group dies now; output so far is dropped. */
+	es->p->cancelled = es->p->running;
+	proc_signal(es->p, SIGKILL);
+	close_out(es, OMR_CH_STDOUT);
+	close_out(es, OMR_CH_STDERR);
+	stdin_discard(es);
 }
 
 static void exec_resize(struct exec_stream *es, const struct omr_frame_hdr *h, const uint8_t *pl)
@@ -234,9 +229,6 @@ static void exec_frame(struct stream *s, const struct omr_frame_hdr *h, const ui
 			stdin_flush(es);
 		}
 		break;
-	case OMR_F_SIGNAL:
-		exec_signal(es, h, pl);
-		break;
 	case OMR_F_RESIZE:
 		exec_resize(es, h, pl);
 		break;
@@ -255,6 +247,7 @@ static void exec_destroy(struct stream *s, bool conn_lost)
 
 static const struct stream_ops exec_ops = {
 	.frame = exec_frame,
+	.signal = exec_signal,
 	.poll = exec_poll,
 	.tick = exec_tick,
 	.destroy = exec_destroy,
@@ -277,23 +270,6 @@ static void exec_req_free(struct exec_req *x)
 	strv_free(&x->env);
 	free(x->cwd);
 	user_info_free(&x->user);
-}
-
-static int strv_push(struct strv *sv, const char *s)
-{
-	if (sv->n + 2 > sv->cap) {
-		size_t cap = sv->cap ? sv->cap * 2 : 16;
-		char **v = realloc(sv->v, cap * sizeof(*v));
-		if (!v)
-			return -1;
-		sv->v = v;
-		sv->cap = cap;
-	}
-	sv->v[sv->n] = strdup(s);
-	if (!sv->v[sv->n])
-		return -1;
-	sv->v[++sv->n] = NULL;
-	return 0;
 }
 
 static int parse_argv(json_t *req, struct exec_req *x, struct jerr *e)
@@ -355,7 +331,7 @@ static int build_env(json_t *req, struct exec_req *x, struct jerr *e)
 			return -1;
 		}
 		json_object_foreach(env, k, v) {
-			if (!*k || strchr(k, '=') || !json_is_string(v)) {
+			if (!env_key_ok(k) || !json_is_string(v)) {
 				snprintf(e->msg, sizeof(e->msg),
 					 "env names must be non-empty without '=', values strings");
 				return -1;
@@ -473,7 +449,7 @@ void op_exec(uint32_t id, json_t *req)
 	if (build_env(req, &x, &e) < 0 || check_limits(&x, &e) < 0)
 		goto bad;
 	if (procs_count() >= MAX_PROCS) {
-		send_error(id, EAGAIN, "busy", "too many running commands");
+		send_error(id, EAGAIN, NULL, "too many running commands");
 		goto out;
 	}
 	if (!x.background) {

@@ -26,18 +26,17 @@ const char *file_type_name(mode_t m)
 	return "other";
 }
 
+void stat_json(json_t *o, const struct stat *st)
+{
+	json_object_set_new(o, "type", json_string(file_type_name(st->st_mode)));
+	json_object_set_new(o, "size", json_integer((json_int_t)st->st_size));
+	json_object_set_new(o, "mode", json_integer(st->st_mode & 07777));
+	json_object_set_new(o, "mtime", json_integer((json_int_t)st->st_mtime));
+}
+
 static void send_errno(uint32_t id, int e, const char *what, const char *path)
 {
 	send_error(id, e, NULL, "%s %s: %s", what, path, strerror(e));
-}
-
-static bool is_cancel(const struct omr_frame_hdr *h, const uint8_t *p)
-{
-	json_t *o = json_loadb((const char *)p, h->len, 0, NULL);
-	bool cancel = json_is_object(o) && !json_object_get(o, "signal");
-
-	json_decref(o);
-	return cancel;
 }
 
 /* ---- file_read ---- */
@@ -84,12 +83,6 @@ static void read_poll(struct stream *s, struct pollctx *pc)
 		poll_wake_at(pc, now_ms());
 }
 
-static void read_frame(struct stream *s, const struct omr_frame_hdr *h, const uint8_t *p)
-{
-	if (h->type == OMR_F_SIGNAL && is_cancel(h, p))
-		stream_end(s, error_json(ECANCELED, "cancelled", "cancelled"));
-}
-
 static void read_destroy(struct stream *s, bool conn_lost)
 {
 	struct read_stream *rs = container_of(s, struct read_stream, s);
@@ -99,7 +92,6 @@ static void read_destroy(struct stream *s, bool conn_lost)
 }
 
 static const struct stream_ops read_ops = {
-	.frame = read_frame,
 	.poll = read_poll,
 	.tick = read_tick,
 	.destroy = read_destroy,
@@ -131,7 +123,7 @@ void op_file_read(uint32_t id, json_t *req)
 		return;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		send_error(id, EINVAL, "bad_request", "%s: not a regular file", path);
+		send_error(id, EINVAL, NULL, "%s: not a regular file", path);
 		return;
 	}
 	fcntl(fd, F_SETFL, 0);
@@ -213,10 +205,6 @@ static void write_frame(struct stream *s, const struct omr_frame_hdr *h, const u
 	case OMR_F_EOF:
 		if (h->flags == OMR_CH_FILE)
 			write_finish(ws);
-		return;
-	case OMR_F_SIGNAL:
-		if (is_cancel(h, p))
-			stream_end(s, error_json(ECANCELED, "cancelled", "cancelled"));
 		return;
 	}
 }
@@ -354,9 +342,10 @@ void op_stat(uint32_t id, json_t *req)
 		send_errno(id, errno, "cannot stat", path);
 		return;
 	}
-	o = json_pack("{s:s,s:I,s:i,s:I,s:i,s:i}", "type", file_type_name(st.st_mode), "size",
-		      (json_int_t)st.st_size, "mode", (int)(st.st_mode & 07777), "mtime",
-		      (json_int_t)st.st_mtime, "uid", (int)st.st_uid, "gid", (int)st.st_gid);
+	o = json_object();
+	stat_json(o, &st);
+	json_object_set_new(o, "uid", json_integer((int)st.st_uid));
+	json_object_set_new(o, "gid", json_integer((int)st.st_gid));
 	json_set_name(o, "name", strcmp(path, "/") ? strrchr(path, '/') + 1 : "/");
 	if (S_ISLNK(st.st_mode)) {
 		char target[4096];
@@ -410,7 +399,7 @@ void op_remove(uint32_t id, json_t *req)
 		return;
 	}
 	if (path[strspn(path, "/")] == 0) {
-		send_error(id, EINVAL, "bad_request", "refusing to remove /");
+		send_error(id, EINVAL, NULL, "refusing to remove /");
 		return;
 	}
 	if (lstat(path, &st) < 0)

@@ -34,10 +34,7 @@ static json_t *entry_json(int dfd, const char *name, size_t *est)
 
 	json_set_name(o, "name", name);
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-		json_object_set_new(o, "type", json_string(file_type_name(st.st_mode)));
-		json_object_set_new(o, "size", json_integer((json_int_t)st.st_size));
-		json_object_set_new(o, "mode", json_integer(st.st_mode & 07777));
-		json_object_set_new(o, "mtime", json_integer((json_int_t)st.st_mtime));
+		stat_json(o, &st);
 	} else {
 		json_object_set_new(o, "type", json_string("other")); /* vanished meanwhile */
 	}
@@ -96,18 +93,6 @@ static void list_poll(struct stream *s, struct pollctx *pc)
 		poll_wake_at(pc, now_ms());
 }
 
-static void list_frame(struct stream *s, const struct omr_frame_hdr *h, const uint8_t *p)
-{
-	json_t *o;
-
-	if (h->type != OMR_F_SIGNAL)
-		return;
-	o = json_loadb((const char *)p, h->len, 0, NULL);
-	if (json_is_object(o) && !json_object_get(o, "signal"))
-		stream_end(s, error_json(ECANCELED, "cancelled", "cancelled"));
-	json_decref(o);
-}
-
 static void list_destroy(struct stream *s, bool conn_lost)
 {
 	struct list_stream *ls = container_of(s, struct list_stream, s);
@@ -118,7 +103,6 @@ static void list_destroy(struct stream *s, bool conn_lost)
 }
 
 static const struct stream_ops list_ops = {
-	.frame = list_frame,
 	.poll = list_poll,
 	.tick = list_tick,
 	.destroy = list_destroy,

@@ -108,7 +108,7 @@ void ops_dispatch(uint32_t id, json_t *req)
 	const char *name;
 
 	if (!json_is_string(op)) {
-		send_error(id, EINVAL, "bad_request", "\"op\" is required and must be a string");
+		send_error(id, EINVAL, NULL, "\"op\" is required and must be a string");
 		return;
 	}
 	name = json_string_value(op);

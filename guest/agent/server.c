@@ -168,15 +168,12 @@ void send_json(uint8_t type, uint32_t id, json_t *o)
 
 void send_window(uint32_t id, size_t n)
 {
-	uint8_t b[4];
+	uint8_t b[OMR_WINDOW_LEN];
 
 	while (n > 0) {
 		uint32_t k = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
-		b[0] = (uint8_t)(k >> 24);
-		b[1] = (uint8_t)(k >> 16);
-		b[2] = (uint8_t)(k >> 8);
-		b[3] = (uint8_t)k;
-		send_frame(OMR_F_WINDOW, 0, id, b, 4);
+		omr_window_pack(k, b);
+		send_frame(OMR_F_WINDOW, 0, id, b, sizeof(b));
 		n -= k;
 	}
 }
@@ -215,7 +212,7 @@ void send_error(uint32_t id, int e, const char *code, const char *fmt, ...)
 
 void send_bad_request(uint32_t id, const struct jerr *e)
 {
-	send_error(id, EINVAL, "bad_request", "%s", e->msg);
+	send_error(id, EINVAL, NULL, "%s", e->msg);
 }
 
 json_t *hello_json(void)
@@ -369,11 +366,6 @@ static void flush_out(void)
 		srv.out_off = srv.out_len = 0;
 }
 
-static uint32_t get_u32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 static void handle_req(const struct omr_frame_hdr *h, const uint8_t *p)
 {
 	struct stream *s = stream_find(h->stream);
@@ -381,25 +373,56 @@ static void handle_req(const struct omr_frame_hdr *h, const uint8_t *p)
 	json_t *req;
 
 	if (h->stream == 0) {
-		send_error(0, EINVAL, "bad_request", "REQ on stream 0");
+		send_error(0, EINVAL, NULL, "REQ on stream 0");
 		return;
 	}
 	if (s) {
 		/* The host lost track of this stream: both ends drop it. */
-		send_error(h->stream, EINVAL, "bad_request", "stream %u is already open",
+		send_error(h->stream, EINVAL, NULL, "stream %u is already open",
 			   h->stream);
 		stream_teardown(s);
 		return;
 	}
 	req = json_loadb((const char *)p, h->len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!req || !json_is_object(req)) {
-		send_error(h->stream, EINVAL, "bad_request", "bad JSON in request: %s",
+		send_error(h->stream, EINVAL, NULL, "bad JSON in request: %s",
 			   req ? "not an object" : jerr.text);
 		json_decref(req);
 		return;
 	}
 	ops_dispatch(h->stream, req);
 	json_decref(req);
+}
+
+/* A SIGNAL payload: 1..64 a signal, 0 a cancel (an object without
+ * "signal"), -1 malformed. */
+static int signal_parse(const uint8_t *p, size_t n)
+{
+	json_t *o = json_loadb((const char *)p, n, 0, NULL), *sig;
+	int r = -1;
+
+	if (json_is_object(o)) {
+		sig = json_object_get(o, "signal");
+		if (!sig)
+			r = 0;
+		else if (json_is_integer(sig) && json_integer_value(sig) > 0 &&
+			 json_integer_value(sig) <= 64)
+			r = (int)json_integer_value(sig);
+	}
+	json_decref(o);
+	return r;
+}
+
+static void handle_signal(struct stream *s, const struct omr_frame_hdr *h, const uint8_t *p)
+{
+	int sig = signal_parse(p, h->len);
+
+	if (sig < 0)
+		alog("stream %u: bad SIGNAL payload ignored", s->id);
+	else if (s->ops->signal)
+		s->ops->signal(s, sig);
+	else if (sig == 0)
+		stream_end(s, error_json(ECANCELED, NULL, "cancelled"));
 }
 
 static void handle_frame(const struct omr_frame_hdr *h, const uint8_t *p)
@@ -412,8 +435,8 @@ static void handle_frame(const struct omr_frame_hdr *h, const uint8_t *p)
 		return;
 	case OMR_F_WINDOW:
 		s = stream_find(h->stream);
-		if (s && h->len == 4) {
-			s->credit += get_u32(p);
+		if (s) {
+			s->credit += omr_window_unpack(p, h->len);
 			if (s->credit > CREDIT_MAX)
 				s->credit = CREDIT_MAX;
 		}
@@ -425,7 +448,9 @@ static void handle_frame(const struct omr_frame_hdr *h, const uint8_t *p)
 		/* Frames for a stream that has just ended are expected: the
 		 * host may not have seen our END yet. */
 		s = stream_find(h->stream);
-		if (s && s->ops->frame)
+		if (s && h->type == OMR_F_SIGNAL)
+			handle_signal(s, h, p);
+		else if (s && s->ops->frame)
 			s->ops->frame(s, h, p);
 		return;
 	case OMR_F_HELLO:
@@ -434,7 +459,7 @@ static void handle_frame(const struct omr_frame_hdr *h, const uint8_t *p)
 		return; /* only the agent sends these; harmless */
 	default:
 		s = stream_find(h->stream);
-		send_error(h->stream, EINVAL, "bad_request", "unknown frame type %u", h->type);
+		send_error(h->stream, EINVAL, NULL, "unknown frame type %u", h->type);
 		if (s)
 			stream_teardown(s); /* END is out: the stream is over */
 		return;

@@ -94,22 +94,14 @@ int fd_set_nonblock(int fd)
 ssize_t file_read_small(const char *path, char *buf, size_t size)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	size_t len = 0;
+	ssize_t len;
 
 	if (fd < 0)
 		return -errno;
-	while (len + 1 < size) {
-		ssize_t r = read(fd, buf + len, size - 1 - len);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
-	buf[len] = 0;
-	return (ssize_t)len;
+	len = omr_read_full(fd, buf, size - 1);
+	if (len >= 0)
+		buf[len] = 0;
+	return len;
 }
 
 int file_write_str(const char *path, const char *s)

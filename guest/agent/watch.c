@@ -176,13 +176,11 @@ static void watch_poll(struct stream *s, struct pollctx *pc)
 		poll_add(pc, ws->ifd, POLLIN, watch_ready, ws, 0);
 }
 
-static void watch_frame(struct stream *s, const struct omr_frame_hdr *h, const uint8_t *p)
+static void watch_signal(struct stream *s, int sig)
 {
-	if (h->type != OMR_F_SIGNAL)
-		return;
 	/* A watch has no process to signal: any SIGNAL (an interrupted
 	 * client forwards its SIGINT) ends it cleanly. */
-	(void)p;
+	(void)sig;
 	stream_end(s, json_object());
 }
 
@@ -198,7 +196,7 @@ static void watch_destroy(struct stream *s, bool conn_lost)
 }
 
 static const struct stream_ops watch_ops = {
-	.frame = watch_frame,
+	.signal = watch_signal,
 	.poll = watch_poll,
 	.destroy = watch_destroy,
 };
