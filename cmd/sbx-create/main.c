@@ -4,9 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "omnirun/cli.h"
-#include "omnirun/exitcodes.h"
-#include "omnirun/sandbox.h"
+#include "cli.h"
+#include "omnirun/base/exitcodes.h"
+#include "omnirun/client/sandbox.h"
 
 static void usage(void)
 {

@@ -9,13 +9,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "omnirun/accel.h"
-#include "omnirun/cleanup.h"
-#include "omnirun/cli.h"
-#include "omnirun/doctor.h"
-#include "omnirun/exitcodes.h"
-#include "omnirun/template.h"
-#include "omnirun/util.h"
+#include "omnirun/vm/accel.h"
+#include "omnirun/base/cleanup.h"
+#include "cli.h"
+#include "omnirun/vm/doctor.h"
+#include "omnirun/base/exitcodes.h"
+#include "omnirun/vm/template.h"
+#include "omnirun/base/util.h"
 
 __attribute__((noreturn)) static void usage(void)
 {

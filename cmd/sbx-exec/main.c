@@ -8,10 +8,10 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include "omnirun/cleanup.h"
-#include "omnirun/cli.h"
-#include "omnirun/exec.h"
-#include "omnirun/util.h"
+#include "omnirun/base/cleanup.h"
+#include "cli.h"
+#include "omnirun/client/exec.h"
+#include "omnirun/base/util.h"
 
 /* sbx-exec's own failures; everything else is the command's status. */
 #define EXIT_OWN 125

@@ -9,11 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "omnirun/cleanup.h"
-#include "omnirun/cli.h"
-#include "omnirun/exitcodes.h"
-#include "omnirun/files.h"
-#include "omnirun/util.h"
+#include "omnirun/base/cleanup.h"
+#include "cli.h"
+#include "omnirun/base/exitcodes.h"
+#include "omnirun/client/files.h"
+#include "omnirun/base/util.h"
 
 static void usage(void)
 {
@@ -100,16 +100,16 @@ static int get_to(struct omr_config *c, const char *id, const char *src, const c
 	part = omr_strdup_printf("%s.part", dst);
 	fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
-		rc = omr_err_set(err, errno, "cannot create %s", part);
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", part);
 		free(part);
 		return rc;
 	}
 	rc = omr_files_get(c, id, src, fd, &mode, NULL, err);
 	if (rc == 0 && (fchmod(fd, (mode_t)mode & 0777 & ~mask) < 0 || fsync(fd) < 0))
-		rc = omr_err_set(err, errno, "cannot write %s", dst);
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot write %s", dst);
 	close(fd);
 	if (rc == 0 && rename(part, dst) < 0)
-		rc = omr_err_set(err, errno, "cannot rename %s", part);
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot rename %s", part);
 	if (rc < 0)
 		unlink(part);
 	free(part);
@@ -125,10 +125,10 @@ static int put_from(struct omr_config *c, const char *id, const char *src, const
 	if (strcmp(src, "-")) {
 		fd = open(src, O_RDONLY | O_CLOEXEC);
 		if (fd < 0)
-			return omr_err_set(err, errno, "cannot open %s", src);
+			return omr_err_set(err, omr_err_kind_missing(errno), errno, "cannot open %s", src);
 		if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
 			close(fd);
-			return omr_err_set(err, EISDIR, "cannot upload %s", src);
+			return omr_err_set(err, OMR_E_FAIL, EISDIR, "cannot upload %s", src);
 		}
 		if (mode < 0)
 			mode = (int)(st.st_mode & 07777);

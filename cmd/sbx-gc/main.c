@@ -3,9 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "omnirun/cli.h"
-#include "omnirun/exitcodes.h"
-#include "omnirun/gc.h"
+#include "cli.h"
+#include "omnirun/base/exitcodes.h"
+#include "omnirun/state/gc.h"
 
 static void usage(void)
 {

@@ -4,10 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "omnirun/cli.h"
-#include "omnirun/exitcodes.h"
-#include "omnirun/sandbox.h"
-#include "omnirun/util.h"
+#include "cli.h"
+#include "omnirun/base/exitcodes.h"
+#include "omnirun/state/record.h"
+#include "omnirun/base/util.h"
 
 static void usage(void)
 {

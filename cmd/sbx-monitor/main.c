@@ -4,11 +4,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "omnirun/cli.h"
-#include "omnirun/exitcodes.h"
-#include "omnirun/ids.h"
-#include "omnirun/log.h"
-#include "omnirun/monitor.h"
+#include "cli.h"
+#include "omnirun/base/exitcodes.h"
+#include "omnirun/base/ids.h"
+#include "omnirun/base/log.h"
+#include "omnirun/monitor/monitor.h"
 
 static void usage(void)
 {

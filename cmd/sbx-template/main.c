@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "omnirun/cli.h"
-#include "omnirun/exitcodes.h"
-#include "omnirun/template.h"
-#include "omnirun/util.h"
+#include "cli.h"
+#include "omnirun/base/exitcodes.h"
+#include "omnirun/vm/template.h"
+#include "omnirun/base/util.h"
 
 __attribute__((noreturn)) static void usage(void)
 {

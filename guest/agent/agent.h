@@ -14,8 +14,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "omnirun/io.h"
-#include "omnirun/proto.h"
+#include "omnirun/base/io.h"
+#include "omnirun/base/proto.h"
 
 #define AGENT_VERSION "omnirun-agent 0.1"
 #define AGENT_PATH_DEFAULT "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -18,9 +18,9 @@ SANITIZE ?=
 AGENT_KERNEL_ROOT ?=
 
 AGENT_SRCS := $(filter-out guest/agent/fortify-shim.c,$(wildcard guest/agent/*.c)) \
-	libcore/src/proto.c libcore/src/cleanup.c libcore/src/io.c
-AGENT_HDRS := $(wildcard guest/agent/*.h) libcore/include/omnirun/proto.h \
-	libcore/include/omnirun/cleanup.h libcore/include/omnirun/io.h
+	libcore/base/proto.c libcore/base/cleanup.c libcore/base/io.c
+AGENT_HDRS := $(wildcard guest/agent/*.h) libcore/include/omnirun/base/proto.h \
+	libcore/include/omnirun/base/cleanup.h libcore/include/omnirun/base/io.h
 AGENT_WARN := -std=c17 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wpointer-arith -Wformat=2
 AGENT_CPPFLAGS := -D_GNU_SOURCE -Ilibcore/include -Iguest/agent
@@ -46,11 +46,11 @@ $(B)/guest/omnirun-agent-host: $(AGENT_SRCS) $(AGENT_HDRS)
 	$(HOST_CC) -O1 -g $(AGENT_WARN) $(AGENT_CPPFLAGS) $(AGENT_SANFLAGS) \
 		-o $@ $(AGENT_SRCS) -ljansson
 
-$(B)/tests/test-agent: tests/unit/test-agent.c libcore/src/proto.c libcore/src/io.c \
-		libcore/include/omnirun/proto.h libcore/include/omnirun/io.h
+$(B)/tests/test-agent: tests/unit/test-agent.c libcore/base/proto.c libcore/base/io.c \
+		libcore/include/omnirun/base/proto.h libcore/include/omnirun/base/io.h
 	@mkdir -p $(@D)
 	$(HOST_CC) -O1 -g $(AGENT_WARN) -D_GNU_SOURCE -Ilibcore/include $(AGENT_SANFLAGS) \
-		-o $@ tests/unit/test-agent.c libcore/src/proto.c libcore/src/io.c -ljansson
+		-o $@ tests/unit/test-agent.c libcore/base/proto.c libcore/base/io.c -ljansson
 
 .PHONY: agent-check agent-check-asan agent-check-vm
 agent-check: $(B)/guest/omnirun-agent-host $(B)/tests/test-agent

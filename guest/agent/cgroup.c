@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "omnirun/cleanup.h"
+#include "omnirun/base/cleanup.h"
 
 #define CG_FAST_MS 2000   /* wait this long for the cgroup to empty... */
 #define CG_RECHECK_MS 100 /* ...checking at least this often */

@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "omnirun/cleanup.h"
+#include "omnirun/base/cleanup.h"
 
 #define DM_NAME "omnirun-data"
 #define DM_CONTROL "/dev/mapper/control"

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "omnirun/cleanup.h"
+#include "omnirun/base/cleanup.h"
 
 #define ENV_FILE_MAX (1u << 20)
 

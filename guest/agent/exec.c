@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "omnirun/cleanup.h"
+#include "omnirun/base/cleanup.h"
 
 #define ARGS_MAX 4096
 #define ARGS_BYTES_MAX (1u << 20)

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "omnirun/cleanup.h"
+#include "omnirun/base/cleanup.h"
 
 static uint8_t iobuf[OMR_DATA_CHUNK];
 

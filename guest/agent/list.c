@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "omnirun/cleanup.h"
+#include "omnirun/base/cleanup.h"
 
 /* A batch stops past this estimate of its JSON size: well under
  * OMR_FRAME_MAX even when every byte of a name needs \uXXXX escaping. */

@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "omnirun/cleanup.h"
+#include "omnirun/base/cleanup.h"
 
 #define MAX_EXITED_BG 64
 #define PS_BYTES_MAX (96u * 1024u)

@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "omnirun/cleanup.h"
+#include "omnirun/base/cleanup.h"
 
 #define OUTQ_HIGH (256u * 1024u)
 #define MAX_STREAMS 1024

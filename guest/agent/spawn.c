@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "omnirun/cleanup.h"
+#include "omnirun/base/cleanup.h"
 
 enum stage { ST_SETSID = 1, ST_CGROUP, ST_TTY, ST_STDIO, ST_USER, ST_CWD };
 

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "agent.h"
-#include "omnirun/cleanup.h"
+#include "omnirun/base/cleanup.h"
 
 #define MAX_GROUPS 64
 

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "omnirun/cleanup.h"
+#include "omnirun/base/cleanup.h"
 
 static int log_fd = 2;
 static bool log_kmsg;

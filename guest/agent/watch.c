@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "agent.h"
-#include "omnirun/cleanup.h"
+#include "omnirun/base/cleanup.h"
 
 #define WATCH_MASK                                                                  \
 	(IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | \

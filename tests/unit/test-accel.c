@@ -1,4 +1,4 @@
-/* Unit tests for libcore/src/accel.c (TAP).  The probe's verdict depends on
+/* Unit tests for libcore/vm/accel.c (TAP).  The probe's verdict depends on
  * the host; what is tested is that it is consistent, bounded in time and
  * leaves the process as it found it. */
 #include <errno.h>
@@ -12,9 +12,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "omnirun/accel.h"
-#include "omnirun/config.h"
-#include "omnirun/util.h"
+#include "omnirun/vm/accel.h"
+#include "omnirun/state/config.h"
+#include "omnirun/base/util.h"
 
 #include "tap.h"
 

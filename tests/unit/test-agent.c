@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "omnirun/proto.h"
+#include "omnirun/base/proto.h"
 
 #define RECV_TIMEOUT_MS 20000
 #define PLAN 88

@@ -1,4 +1,4 @@
-/* Unit tests for libcore/src/config.c (TAP). */
+/* Unit tests for libcore/state/config.c (TAP). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -7,8 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "omnirun/config.h"
-#include "omnirun/util.h"
+#include "omnirun/state/config.h"
+#include "omnirun/base/util.h"
 
 #include "tap.h"
 

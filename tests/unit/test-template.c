@@ -1,4 +1,4 @@
-/* Unit tests for libcore/src/template.c (TAP). */
+/* Unit tests for libcore/vm/template.c (TAP). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -10,9 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "omnirun/config.h"
-#include "omnirun/template.h"
-#include "omnirun/util.h"
+#include "omnirun/state/config.h"
+#include "omnirun/vm/template.h"
+#include "omnirun/base/util.h"
 
 #include "tap.h"
 

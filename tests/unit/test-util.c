@@ -1,4 +1,4 @@
-/* Unit tests for libcore/src/util.c and omr_spawn's fds (TAP). */
+/* Unit tests for libcore/base (str, fs, fd, spawn) and omr_spawn's fds (TAP). */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -8,8 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "omnirun/util.h"
-#include "omnirun/vmm.h"
+#include "omnirun/base/util.h"
+#include "omnirun/vm/vmm.h"
 
 #include "tap.h"
 

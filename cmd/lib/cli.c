@@ -1,0 +1,138 @@
+/* The programs' shared skin; see omnirun/cli.h. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "omnirun/base/exitcodes.h"
+#include "omnirun/base/util.h"
+
+static const char *cli_prog = "sbx";
+
+static void close_stdout(void)
+{
+	/* Like util-linux close_stdout(): a failed write must not exit 0. */
+	if (fflush(stdout) != 0 || ferror(stdout) || fclose(stdout) != 0) {
+		if (errno == EPIPE)
+			_exit(OMR_EXIT_FAILURE);
+		fprintf(stderr, "%s: write error: %s\n", cli_prog, strerror(errno));
+		_exit(OMR_EXIT_FAILURE);
+	}
+}
+
+void omr_cli_init(const char *prog)
+{
+	const char *slash = strrchr(prog, '/');
+
+	cli_prog = slash ? slash + 1 : prog;
+	atexit(close_stdout);
+}
+
+const char *omr_cli_prog(void)
+{
+	return cli_prog;
+}
+
+void omr_cli_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (fmt) {
+		fprintf(stderr, "%s: ", cli_prog);
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		va_end(ap);
+		fputc('\n', stderr);
+	}
+	fprintf(stderr, "Try '%s --help' for more information.\n", cli_prog);
+	exit(OMR_EXIT_USAGE);
+}
+
+int omr_cli_fail(struct omr_err **err)
+{
+	int code = OMR_EXIT_FAILURE;
+
+	if (err && *err) {
+		/* Messages may carry what a guest said (errors, paths, its
+		 * console): it must not drive the terminal. */
+		char *msg = omr_str_escape_ctl((*err)->msg);
+		fprintf(stderr, "%s: %s\n", cli_prog, msg);
+		free(msg);
+		code = omr_err_kind_info((*err)->kind)->exit_code;
+		omr_err_free(err);
+	}
+	return code;
+}
+
+void omr_cli_version(void)
+{
+	printf("%s from OmniRun %s\n", cli_prog, OMR_VERSION);
+	exit(OMR_EXIT_OK);
+}
+
+struct omr_config *omr_cli_config(void)
+{
+	struct omr_config *c = NULL;
+	struct omr_err *err = NULL;
+
+	if (omr_config_load(&c, &err) < 0)
+		exit(omr_cli_fail(&err) == OMR_EXIT_USAGE ? OMR_EXIT_FAILURE : OMR_EXIT_FAILURE);
+	return c;
+}
+
+uint64_t omr_cli_number(const char *s, uint64_t min, uint64_t max, const char *what)
+{
+	struct omr_err *err = NULL;
+	uint64_t v;
+
+	if (omr_parse_u64(s, min, max, &v, what, &err) < 0) {
+		fprintf(stderr, "%s: %s\n", cli_prog, err->msg);
+		omr_err_free(&err);
+		omr_cli_usage_error(NULL);
+	}
+	return v;
+}
+
+void omr_cli_print_json(json_t *j)
+{
+	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+
+	if (s) {
+		puts(s);
+		free(s);
+	}
+	json_decref(j);
+}
+
+void omr_cli_progress(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!isatty(2))
+		return;
+	fprintf(stderr, "%s: ", cli_prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int omr_cli_signalfd(int winch)
+{
+	int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH };
+	size_t n = winch ? 5 : 4;
+	sigset_t set;
+
+	sigemptyset(&set);
+	for (size_t i = 0; i < n; i++) {
+		signal(sigs[i], SIG_DFL);
+		sigaddset(&set, sigs[i]);
+	}
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}

@@ -1,0 +1,40 @@
+/* What every sbx-* program shares: the util-linux command template.
+ * These are the only libcore functions that print or exit, and only
+ * programs call them. */
+#ifndef OMNIRUN_CLI_H
+#define OMNIRUN_CLI_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "omnirun/state/config.h"
+#include "omnirun/base/err.h"
+
+/* Records the program name and checks at exit that stdout was written
+ * (a full disk or a closed pipe is exit 1, not silent loss). */
+void omr_cli_init(const char *prog);
+const char *omr_cli_prog(void);
+
+/* Prints "Try 'PROG --help' for more information." and exits 2. */
+__attribute__((noreturn)) void omr_cli_usage_error(const char *fmt, ...)
+	__attribute__((format(printf, 1, 2)));
+/* Prints "PROG: MSG" on stderr, frees err, returns the exit code for it. */
+int omr_cli_fail(struct omr_err **err);
+/* Prints "PROG version X". */
+__attribute__((noreturn)) void omr_cli_version(void);
+/* Loads the config or exits 1 with its error. */
+struct omr_config *omr_cli_config(void);
+/* Parses a number option or exits 2 naming it. */
+uint64_t omr_cli_number(const char *s, uint64_t min, uint64_t max, const char *what);
+/* Prints j (pretty, newline) on stdout and releases it. */
+void omr_cli_print_json(json_t *j);
+/* Progress on stderr, only when stderr is a terminal (scripts stay quiet). */
+void omr_cli_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A signalfd for INT, TERM, HUP, QUIT (and WINCH when winch): they are
+ * blocked and their disposition reset, since a shell starts background
+ * jobs with INT and QUIT ignored and an ignored signal never reaches a
+ * signalfd.  Returns the fd or -1. */
+int omr_cli_signalfd(int winch);
+
+#endif

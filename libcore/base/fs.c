@@ -1,0 +1,117 @@
+/* Files under a directory fd: bounded reads, atomic writes, mkdir -p, rm -rf. See omnirun/base/util.h. */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "omnirun/base/cleanup.h"
+#include "omnirun/base/util.h"
+
+int omr_read_file_at(int dirfd, const char *name, size_t max, char **out,
+		     size_t *len, struct omr_err **err)
+{
+	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	_cleanup_free_ char *buf = NULL;
+	ssize_t n;
+
+	if (fd < 0)
+		return omr_err_set(err, omr_err_kind_missing(errno), errno, "cannot open %s", name);
+	buf = omr_xmalloc(max + 1);
+	n = omr_read_full(fd, buf, max + 1);
+	if (n < 0)
+		return omr_err_set(err, OMR_E_FAIL, (int)-n, "cannot read %s", name);
+	if ((size_t)n > max)
+		return omr_err_setx(err, OMR_E_TOO_LARGE, EFBIG, "%s is larger than %zu bytes", name, max);
+	buf[n] = 0;
+	if (len)
+		*len = (size_t)n;
+	*out = omr_steal_ptr(buf);
+	return 0;
+}
+
+int omr_write_file_atomic_at(int dirfd, const char *name, const void *data,
+			     size_t len, mode_t mode, struct omr_err **err)
+{
+	_cleanup_free_ char *tmp = omr_strdup_printf("%s.tmp", name);
+	_cleanup_close_ int fd = -1;
+	int rc;
+
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", tmp);
+	rc = omr_write_all(fd, data, len);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		unlinkat(dirfd, tmp, 0);
+		return omr_err_set(err, OMR_E_FAIL, -rc, "cannot write %s", tmp);
+	}
+	if (renameat(dirfd, tmp, dirfd, name) < 0) {
+		rc = errno;
+		unlinkat(dirfd, tmp, 0);
+		return omr_err_set(err, OMR_E_FAIL, rc, "cannot rename %s", tmp);
+	}
+	/* The rename is durable only once the directory is synced. */
+	if (fsync(dirfd) < 0 && errno != EINVAL)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot sync directory of %s", name);
+	return 0;
+}
+
+int omr_mkdir_p(const char *path, mode_t mode, struct omr_err **err)
+{
+	_cleanup_free_ char *p = omr_xstrdup(path);
+
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = 0;
+		if (mkdir(p, mode) < 0 && errno != EEXIST)
+			return omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", p);
+		*s = '/';
+	}
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", p);
+	return 0;
+}
+
+int omr_rm_rf_at(int dirfd, const char *name)
+{
+	struct stat st;
+	int fd, rc = 0;
+	DIR *d;
+	struct dirent *de;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		int r = omr_rm_rf_at(fd, de->d_name);
+		if (r < 0 && rc == 0)
+			rc = r;
+	}
+	closedir(d);
+	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && rc == 0)
+		rc = -errno;
+	return rc;
+}

@@ -1,0 +1,83 @@
+/* Small, bounded helpers used everywhere. */
+#ifndef OMNIRUN_UTIL_H
+#define OMNIRUN_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "omnirun/base/err.h"
+#include "omnirun/base/io.h"
+
+#define OMR_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Strict decimal parse: whole string, no sign, within [min, max].
+ * Returns 0 or -ERANGE/-EINVAL with *err filled (what names the value). */
+int omr_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out,
+		  const char *what, struct omr_err **err);
+
+/* Copies src into dst of size n; fails (-ENAMETOOLONG) on truncation. */
+int omr_strlcpy(char *dst, const char *src, size_t n);
+
+/* asprintf that aborts on out of memory (the one place libcore exits). */
+char *omr_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *omr_xstrdup(const char *s);
+void *omr_xmalloc(size_t n);
+void *omr_xcalloc(size_t n, size_t m);
+void *omr_xrealloc(void *p, size_t n);
+
+
+
+/* Reads a whole file (at most max bytes, else -EFBIG) relative to dirfd.
+ * The result is NUL-terminated; *len gets its length when len is not NULL. */
+int omr_read_file_at(int dirfd, const char *name, size_t max, char **out,
+		     size_t *len, struct omr_err **err);
+
+/* Writes name atomically under dirfd: name.tmp, fsync, renameat, fsync dir. */
+int omr_write_file_atomic_at(int dirfd, const char *name, const void *data,
+			     size_t len, mode_t mode, struct omr_err **err);
+
+/* Monotonic and wall clocks in milliseconds. */
+uint64_t omr_now_ms(void);
+uint64_t omr_wall_ms(void);
+/* RFC 3339 UTC ("2026-11-26T13:42:32Z") for a wall time in seconds. */
+void omr_format_time(int64_t secs, char buf[32]);
+
+/* mkdir -p with mode for the directories it creates. */
+int omr_mkdir_p(const char *path, mode_t mode, struct omr_err **err);
+/* rm -rf under dirfd (does not follow symlinks).  Returns 0 or -errno. */
+int omr_rm_rf_at(int dirfd, const char *name);
+
+/* A copy of s that is safe to print on a terminal: C0 and C1 control
+ * characters other than \n and \t, DEL and bytes that are not UTF-8 are
+ * written as \xNN.  Returns a malloc'ed string. */
+char *omr_str_escape_ctl(const char *s);
+
+/* /proc/PID/cmdline with its NULs as spaces (malloc'ed), or NULL. */
+char *omr_proc_cmdline(pid_t pid);
+
+/* pidfds, so that a reused pid is never signalled: open one, check what
+ * /proc/PID says, then signal through the pidfd (which fails with -ESRCH
+ * if the process it names is gone; while it lives, /proc/PID was it).
+ * open returns the fd (O_CLOEXEC) or -errno; signal 0 or -errno; wait
+ * returns 1 once the process has exited, 0 at the timeout. */
+int omr_pidfd_open(pid_t pid);
+int omr_pidfd_signal(int pidfd, int sig);
+int omr_pidfd_wait(int pidfd, int timeout_ms);
+
+/* Finds an executable regular file called name in $PATH (or
+ * /usr/local/bin:/usr/bin:/bin when PATH is unset or empty), then in
+ * extra_dirs (colon-separated, may be NULL); relative directories are
+ * skipped.  A name with a '/' is checked as is.  Returns a malloc'ed path
+ * (absolute unless name was a relative path) or NULL. */
+char *omr_find_program(const char *name, const char *extra_dirs);
+
+/* Sets O_NONBLOCK / FD_CLOEXEC on fd. Return 0 or -errno. */
+int omr_fd_set_nonblock(int fd, int on);
+int omr_fd_set_cloexec(int fd, int on);
+/* dup2(fd, to) for a child about to exec: when fd is already `to`, dup2
+ * would do nothing and leave O_CLOEXEC set, so that is cleared instead.
+ * Returns 0 or -errno. */
+int omr_fd_move(int fd, int to);
+
+#endif

@@ -1,0 +1,49 @@
+/* Configuration: /etc/omnirun/omnirun.conf (INI, libinih), OMNIRUN_CONF
+ * overrides its path, OMNIRUN_STATE_DIR / OMNIRUN_RUN_DIR override the two
+ * directories.  Every setting has a default, so no file is needed. */
+#ifndef OMNIRUN_CONFIG_H
+#define OMNIRUN_CONFIG_H
+
+#include <stdint.h>
+
+#include "omnirun/base/err.h"
+
+#define OMR_DEFAULT_CONF "/etc/omnirun/omnirun.conf"
+
+struct omr_config {
+	char *conf_path;      /* file read, or NULL when none existed */
+	char *state_dir;      /* [paths] state_dir   /var/lib/omnirun */
+	char *run_dir;        /* [paths] run_dir     /run/omnirun */
+	char *cache_dir;      /* [paths] cache_dir   /var/cache/omnirun */
+	char *libexec_dir;    /* [paths] libexec_dir where sbx-monitor and
+				 omnirun-agent live (OMNIRUN_LIBEXEC_DIR) */
+	char *recipes_dir;    /* [paths] recipes_dir template recipes
+				 (OMNIRUN_RECIPES_DIR) */
+	char *qemu;           /* [vmm] qemu          qemu-system-x86_64 */
+	char *accel;          /* [vmm] accel         auto | kvm | tcg */
+	unsigned tb_size_mb;  /* [vmm] tcg_tb_size_mb translation cache */
+	unsigned boot_timeout_s;     /* [vmm] boot_timeout */
+	uint64_t console_log_max;    /* [vmm] console_log_max bytes per file */
+	unsigned bench_channel;      /* [vmm] bench_channel: 1 adds a raw
+				        virtio-serial port for bench/exec */
+
+	char *default_template;      /* [sandbox] template */
+	unsigned default_cpus, max_cpus;            /* cpus, max_cpus */
+	unsigned default_memory_mb, max_memory_mb;  /* memory_mb, max_memory_mb */
+	unsigned min_memory_mb;
+	unsigned default_disk_mb, max_disk_mb;      /* disk_mb, max_disk_mb */
+	unsigned default_timeout_s, max_timeout_s;  /* timeout, max_timeout */
+	unsigned idle_timeout_s;                    /* idle_timeout (0: none) */
+	unsigned max_sandboxes;                     /* max_sandboxes per host */
+};
+
+/* Loads the configuration (defaults, then the file, then the environment).
+ * A missing file is fine unless OMNIRUN_CONF named it.  Returns 0 or < 0. */
+int omr_config_load(struct omr_config **out, struct omr_err **err);
+void omr_config_free(struct omr_config *c);
+
+/* The QEMU binary of the config ([vmm] qemu: a path, or a name looked up
+ * in PATH).  Returns a malloc'ed path, or NULL when there is none. */
+char *omr_qemu_find(const struct omr_config *c);
+
+#endif

@@ -1,0 +1,25 @@
+/* sbx-gc: reconcile records with what really runs, and prove that
+ * teardown left nothing behind. */
+#ifndef OMNIRUN_GC_H
+#define OMNIRUN_GC_H
+
+#include "omnirun/state/config.h"
+#include "omnirun/base/err.h"
+
+/* Called for each leftover: kind is "lost_sandbox", "stale_run_dir",
+ * "orphan_process", "incomplete_create" or "expired_record"; what says
+ * what exactly. */
+typedef void (*omr_gc_found_fn)(void *user, const char *kind, const char *id,
+				const char *what);
+
+struct omr_gc_opts {
+	int check_only;        /* report, change nothing */
+	unsigned prune_days;   /* also remove stopped records older (0: keep) */
+};
+
+/* Returns the number of leftovers found (>= 0; in check mode none were
+ * touched, else all were cleaned), or < 0 on error. */
+int omr_gc_run(const struct omr_config *c, const struct omr_gc_opts *o,
+	       omr_gc_found_fn found, void *user, struct omr_err **err);
+
+#endif

@@ -1,0 +1,51 @@
+/* Templates (DESIGN.md §5): $state_dir/templates/NAME/ holds template.conf,
+ * a kernel, an initramfs and optionally a rootfs image. */
+#ifndef OMNIRUN_TEMPLATE_H
+#define OMNIRUN_TEMPLATE_H
+
+#include <stdint.h>
+
+#include "omnirun/state/config.h"
+#include "omnirun/base/err.h"
+
+struct omr_template {
+	char *name;
+	char *dir;          /* absolute path of the template directory */
+	char *kernel;       /* absolute paths of its files */
+	char *initrd;
+	char *rootfs;       /* NULL when the template is initramfs only */
+	char *kernel_version;
+	char *cmdline;      /* extra kernel arguments (may be "") */
+	unsigned cpus, memory_mb, disk_mb;  /* defaults (0: use the config's) */
+	int64_t built_at;   /* seconds since the epoch */
+	uint64_t size_bytes;
+};
+
+/* Template names: [a-z0-9][a-z0-9_-]{0,31}.  Returns 1 if valid. */
+int omr_template_name_valid(const char *name);
+
+/* Loads and validates NAME (template.conf parsed, files present and
+ * regular).  -ENOENT with "unknown template 'NAME'" when it does not exist. */
+int omr_template_load(const struct omr_config *c, const char *name,
+		      struct omr_template **out, struct omr_err **err);
+void omr_template_free(struct omr_template *t);
+
+/* Lists installed templates, sorted by name. */
+int omr_template_list(const struct omr_config *c, struct omr_template ***out,
+		      size_t *n, struct omr_err **err);
+void omr_template_list_free(struct omr_template **v, size_t n);
+
+/* Progress callback for long work: one short line of what is happening. */
+typedef void (*omr_progress_fn)(void *user, const char *what);
+
+/* Builds NAME from its recipe in recipes_dir into a temporary directory
+ * next to the final one, validates it and renames it into place
+ * (replacing an older build only when the new one is whole). */
+int omr_template_build(const struct omr_config *c, const char *name,
+		       omr_progress_fn progress, void *user, struct omr_err **err);
+
+/* Removes an installed template. */
+int omr_template_remove(const struct omr_config *c, const char *name,
+			struct omr_err **err);
+
+#endif

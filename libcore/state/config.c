@@ -1,0 +1,198 @@
+/* Configuration loading; see omnirun/config.h. */
+#include <errno.h>
+#include <ini.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <stddef.h>
+
+#include "omnirun/base/cleanup.h"
+#include "omnirun/state/config.h"
+#include "omnirun/base/util.h"
+
+struct load_ctx {
+	struct omr_config *c;
+	struct omr_err **err;
+	int rc;
+};
+
+static void set_str(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = omr_xstrdup(v);
+}
+
+struct num_key {
+	const char *section, *name;
+	size_t off;
+	uint64_t min, max;
+};
+
+#define NUM(sec, key, field, lo, hi) \
+	{ sec, key, offsetof(struct omr_config, field), lo, hi }
+
+static const struct num_key num_keys[] = {
+	NUM("vmm", "tcg_tb_size_mb", tb_size_mb, 8, 2048),
+	NUM("vmm", "boot_timeout", boot_timeout_s, 1, 600),
+	NUM("vmm", "bench_channel", bench_channel, 0, 1),
+	NUM("sandbox", "cpus", default_cpus, 1, 64),
+	NUM("sandbox", "max_cpus", max_cpus, 1, 64),
+	NUM("sandbox", "memory_mb", default_memory_mb, 64, 1048576),
+	NUM("sandbox", "max_memory_mb", max_memory_mb, 64, 1048576),
+	NUM("sandbox", "disk_mb", default_disk_mb, 16, 16777216),
+	NUM("sandbox", "max_disk_mb", max_disk_mb, 16, 16777216),
+	NUM("sandbox", "timeout", default_timeout_s, 1, 31536000),
+	NUM("sandbox", "max_timeout", max_timeout_s, 1, 31536000),
+	NUM("sandbox", "idle_timeout", idle_timeout_s, 0, 31536000),
+	NUM("sandbox", "max_sandboxes", max_sandboxes, 1, 100000),
+};
+
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+	struct load_ctx *x = user;
+	struct omr_config *c = x->c;
+	uint64_t v;
+
+	if (x->rc < 0)
+		return 0;
+	struct { const char *s, *n; char **dst; } strs[] = {
+		{ "paths", "state_dir", &c->state_dir },
+		{ "paths", "run_dir", &c->run_dir },
+		{ "paths", "cache_dir", &c->cache_dir },
+		{ "paths", "libexec_dir", &c->libexec_dir },
+		{ "paths", "recipes_dir", &c->recipes_dir },
+		{ "vmm", "qemu", &c->qemu },
+		{ "vmm", "accel", &c->accel },
+		{ "sandbox", "template", &c->default_template },
+	};
+	for (size_t i = 0; i < OMR_ARRAY_SIZE(strs); i++) {
+		if (!strcmp(section, strs[i].s) && !strcmp(name, strs[i].n)) {
+			set_str(strs[i].dst, value);
+			return 1;
+		}
+	}
+	if (!strcmp(section, "vmm") && !strcmp(name, "console_log_max")) {
+		x->rc = omr_parse_u64(value, 4096, 1ull << 30, &c->console_log_max,
+				      "vmm.console_log_max", x->err);
+		return x->rc == 0;
+	}
+	for (size_t i = 0; i < OMR_ARRAY_SIZE(num_keys); i++) {
+		const struct num_key *k = &num_keys[i];
+		if (strcmp(section, k->section) || strcmp(name, k->name))
+			continue;
+		_cleanup_free_ char *what = omr_strdup_printf("%s.%s", section, name);
+		x->rc = omr_parse_u64(value, k->min, k->max, &v, what, x->err);
+		if (x->rc < 0)
+			return 0;
+		*(unsigned *)((char *)c + k->off) = (unsigned)v;
+		return 1;
+	}
+	x->rc = omr_err_setx(x->err, OMR_E_USAGE, EINVAL, "unknown setting [%s] %s", section, name);
+	return 0;
+}
+
+static void set_defaults(struct omr_config *c)
+{
+	c->state_dir = omr_xstrdup("/var/lib/omnirun");
+	c->run_dir = omr_xstrdup("/run/omnirun");
+	c->cache_dir = omr_xstrdup("/var/cache/omnirun");
+	c->libexec_dir = omr_xstrdup(OMR_LIBEXEC_DIR);
+	c->recipes_dir = omr_xstrdup(OMR_RECIPES_DIR);
+	c->qemu = omr_xstrdup("qemu-system-x86_64");
+	c->accel = omr_xstrdup("auto");
+	c->tb_size_mb = 64;
+	c->boot_timeout_s = 60;
+	c->console_log_max = 1024 * 1024;
+	c->default_template = omr_xstrdup("tiny");
+	c->default_cpus = 1;
+	c->max_cpus = 4;
+	c->default_memory_mb = 256;
+	c->min_memory_mb = 64;
+	c->max_memory_mb = 4096;
+	c->default_disk_mb = 512;
+	c->max_disk_mb = 65536;
+	c->default_timeout_s = 3600;
+	c->max_timeout_s = 86400;
+	c->idle_timeout_s = 900;
+	c->max_sandboxes = 64;
+}
+
+static void env_override(char **dst, const char *var)
+{
+	const char *v = getenv(var);
+	if (v && *v)
+		set_str(dst, v);
+}
+
+int omr_config_load(struct omr_config **out, struct omr_err **err)
+{
+	struct omr_config *c = omr_xcalloc(1, sizeof(*c));
+	const char *path = getenv("OMNIRUN_CONF");
+	int explicit = path && *path;
+	struct load_ctx x = { c, err, 0 };
+	int rc;
+
+	set_defaults(c);
+	if (!explicit)
+		path = OMR_DEFAULT_CONF;
+	rc = ini_parse(path, on_key, &x);
+	if (x.rc < 0) {
+		omr_err_wrap(err, "%s", path);
+		goto fail;
+	}
+	if (rc == -1) {
+		if (explicit) {
+			x.rc = omr_err_set(err, errno && errno != ENOENT ? OMR_E_FAIL : OMR_E_NOT_FOUND,
+					   errno ? errno : ENOENT, "cannot read %s", path);
+			goto fail;
+		}
+	} else if (rc != 0) {
+		x.rc = omr_err_setx(err, OMR_E_USAGE, EINVAL, "%s:%d: syntax error", path, rc);
+		goto fail;
+	} else {
+		c->conf_path = omr_xstrdup(path);
+	}
+	env_override(&c->state_dir, "OMNIRUN_STATE_DIR");
+	env_override(&c->run_dir, "OMNIRUN_RUN_DIR");
+	env_override(&c->cache_dir, "OMNIRUN_CACHE_DIR");
+	env_override(&c->libexec_dir, "OMNIRUN_LIBEXEC_DIR");
+	env_override(&c->recipes_dir, "OMNIRUN_RECIPES_DIR");
+	env_override(&c->accel, "OMNIRUN_ACCEL");
+	if (strcmp(c->accel, "auto") && strcmp(c->accel, "kvm") && strcmp(c->accel, "tcg")) {
+		x.rc = omr_err_setx(err, OMR_E_USAGE, EINVAL, "vmm.accel must be auto, kvm or tcg, not '%s'",
+				   c->accel);
+		goto fail;
+	}
+	if (c->default_cpus > c->max_cpus || c->default_memory_mb > c->max_memory_mb ||
+	    c->default_disk_mb > c->max_disk_mb || c->default_timeout_s > c->max_timeout_s) {
+		x.rc = omr_err_setx(err, OMR_E_USAGE, EINVAL, "a sandbox default exceeds its maximum");
+		goto fail;
+	}
+	*out = c;
+	return 0;
+fail:
+	omr_config_free(c);
+	return x.rc < 0 ? x.rc : -1;
+}
+
+void omr_config_free(struct omr_config *c)
+{
+	if (!c)
+		return;
+	free(c->conf_path);
+	free(c->state_dir);
+	free(c->run_dir);
+	free(c->cache_dir);
+	free(c->libexec_dir);
+	free(c->recipes_dir);
+	free(c->qemu);
+	free(c->accel);
+	free(c->default_template);
+	free(c);
+}
+
+char *omr_qemu_find(const struct omr_config *c)
+{
+	return omr_find_program(c->qemu && *c->qemu ? c->qemu : "qemu-system-x86_64", NULL);
+}

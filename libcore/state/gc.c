@@ -1,0 +1,244 @@
+/* Garbage collection of sandbox leftovers; see omnirun/gc.h. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "omnirun/base/cleanup.h"
+#include "omnirun/state/gc.h"
+#include "omnirun/state/record.h"
+#include "omnirun/base/util.h"
+
+#define INCOMPLETE_AGE_S 120
+
+struct gc {
+	const struct omr_config *c;
+	const struct omr_gc_opts *o;
+	omr_gc_found_fn found;
+	void *user;
+	int count;
+	int64_t now;
+};
+
+static void report(struct gc *g, const char *kind, const char *id, const char *what)
+{
+	g->count++;
+	if (g->found)
+		g->found(g->user, kind, id, what);
+}
+
+/* Loads id's record; returns 1 if it is live (not stopped). */
+static int record_live(struct gc *g, const char *id, struct omr_sandbox *sb)
+{
+	return omr_sandbox_load(g->c, id, sb, NULL) == 0 && sb->state != OMR_SB_STOPPED;
+}
+
+/* A record that says live while its monitor is gone.  A create in progress
+ * may not have recorded its monitor yet: only records older than the boot
+ * window count. */
+static int lost(struct gc *g, const struct omr_sandbox *sb)
+{
+	if (sb->state == OMR_SB_STOPPED || omr_sandbox_monitor_alive(sb))
+		return 0;
+	return sb->state != OMR_SB_STARTING ||
+	       g->now - sb->created_at >= (int64_t)g->c->boot_timeout_s + 60;
+}
+
+static void gc_records(struct gc *g)
+{
+	struct omr_sandbox *v;
+	size_t n;
+
+	if (omr_sandbox_list(g->c, &v, &n, NULL) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		struct omr_sandbox *sb = &v[i];
+		int lock;
+
+		if (sb->state == OMR_SB_STOPPED) {
+			if (g->o->prune_days && sb->ended_at > 0 &&
+			    g->now - sb->ended_at > (int64_t)g->o->prune_days * 86400) {
+				report(g, "expired_record", sb->id, "stopped record past the history limit");
+				if (!g->o->check_only) {
+					_cleanup_close_ int root = omr_state_sandboxes_dir(g->c, 0, NULL);
+					if (root >= 0)
+						omr_rm_rf_at(root, sb->id);
+				}
+			}
+			continue;
+		}
+		if (!lost(g, sb))
+			continue;
+		report(g, "lost_sandbox", sb->id, "record says running but its monitor is gone");
+		if (g->o->check_only)
+			continue;
+		/* What was read above may be stale by now (a boot that went
+		 * on, a kill): decide again under the lock. */
+		lock = omr_sandbox_lock(g->c, sb->id, 5000, NULL);
+		if (lock < 0)
+			continue;
+		if (omr_sandbox_load(g->c, sb->id, sb, NULL) == 0 && lost(g, sb))
+			omr_sandbox_reap(g->c, sb, "gc", NULL);
+		close(lock);
+	}
+	free(v);
+}
+
+static void gc_dirs(struct gc *g)
+{
+	_cleanup_free_ char *runroot = omr_strdup_printf("%s/sandboxes", g->c->run_dir);
+	struct dirent *de;
+	DIR *d;
+	int root;
+
+	/* Runtime dirs of sandboxes that are not live. */
+	d = opendir(runroot);
+	while (d && (de = readdir(d))) {
+		struct omr_sandbox sb;
+		if (de->d_name[0] == '.' || record_live(g, de->d_name, &sb))
+			continue;
+		report(g, "stale_run_dir", de->d_name, "runtime directory of a stopped sandbox");
+		if (!g->o->check_only)
+			omr_rm_rf_at(dirfd(d), de->d_name);
+	}
+	if (d)
+		closedir(d);
+
+	/* State dirs without a record: a create that crashed before writing. */
+	root = omr_state_sandboxes_dir(g->c, 0, NULL);
+	if (root < 0)
+		return;
+	d = fdopendir(root);
+	while (d && (de = readdir(d))) {
+		struct stat st;
+		if (!omr_id_valid(de->d_name) || fstatat(root, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (faccessat(root, de->d_name, F_OK, 0) == 0) {
+			_cleanup_free_ char *rec = omr_strdup_printf("%s/sandbox.conf", de->d_name);
+			if (faccessat(root, rec, F_OK, 0) == 0 || g->now - st.st_mtime < INCOMPLETE_AGE_S)
+				continue;
+		}
+		report(g, "incomplete_create", de->d_name, "sandbox directory without a record");
+		if (!g->o->check_only)
+			omr_rm_rf_at(root, de->d_name);
+	}
+	if (d)
+		closedir(d);
+	else
+		close(root);
+}
+
+/* realpath() of a program, or NULL. */
+static char *program_path(char *path_owned)
+{
+	char *real = path_owned ? realpath(path_owned, NULL) : NULL;
+
+	free(path_owned);
+	return real;
+}
+
+/* What /proc/PID/exe names (" (deleted)" dropped: a rebuilt binary), or NULL. */
+static char *proc_exe(pid_t pid)
+{
+	_cleanup_free_ char *link = omr_strdup_printf("/proc/%d/exe", (int)pid);
+	char buf[4096];
+	ssize_t n = readlink(link, buf, sizeof(buf) - 1);
+	static const char del[] = " (deleted)";
+
+	if (n <= 0 || n == (ssize_t)sizeof(buf) - 1)
+		return NULL;
+	buf[n] = 0;
+	if ((size_t)n > strlen(del) && !strcmp(buf + n - strlen(del), del))
+		buf[n - strlen(del)] = 0;
+	return omr_xstrdup(buf);
+}
+
+/* The real uid of pid, or -1. */
+static long proc_uid(pid_t pid)
+{
+	_cleanup_free_ char *path = omr_strdup_printf("/proc/%d/status", (int)pid);
+	_cleanup_free_ char *text = NULL;
+	char *u;
+
+	if (omr_read_file_at(AT_FDCWD, path, 65536, &text, NULL, NULL) < 0 ||
+	    !(u = strstr(text, "\nUid:")))
+		return -1;
+	return strtol(u + 5, NULL, 10);
+}
+
+/* The sandbox id a QEMU or monitor command line names, or "". */
+static void cmdline_id(const char *cmd, const char *mark, char id[OMR_ID_MAX])
+{
+	const char *p;
+	size_t k;
+
+	id[0] = 0;
+	if (strstr(cmd, "sbx-monitor") && (p = strstr(cmd, " sb_")))
+		p += 1;
+	else if ((p = strstr(cmd, mark)))
+		p += strlen(mark) - 3;
+	else
+		return;
+	for (k = 0; k + 1 < OMR_ID_MAX && p[k] && p[k] != '/' && p[k] != ' ' && p[k] != ','; k++)
+		id[k] = p[k];
+	id[k] = 0;
+}
+
+/* QEMU or monitor processes that belong to a sandbox that is not live.
+ * Only our programs, run by root or the sandbox's owner, are touched (a
+ * command line is anyone's to choose), and through a pidfd. */
+static void gc_processes(struct gc *g)
+{
+	_cleanup_free_ char *mark = omr_strdup_printf("%s/sandboxes/sb_", g->c->run_dir);
+	_cleanup_free_ char *qemu = program_path(omr_qemu_find(g->c));
+	_cleanup_free_ char *monitor =
+		program_path(omr_strdup_printf("%s/sbx-monitor", g->c->libexec_dir));
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+
+	while (d && (de = readdir(d))) {
+		pid_t pid = (pid_t)atoi(de->d_name);
+		_cleanup_close_ int pfd = pid > 1 ? omr_pidfd_open(pid) : -1;
+		_cleanup_free_ char *cmd = NULL, *exe = NULL, *what = NULL;
+		char id[OMR_ID_MAX];
+		struct omr_sandbox sb = { 0 };
+		long uid;
+
+		if (pfd < 0 || !(cmd = omr_proc_cmdline(pid)))
+			continue;
+		cmdline_id(cmd, mark, id);
+		if (!omr_id_valid(id) || record_live(g, id, &sb))
+			continue;
+		exe = proc_exe(pid);
+		uid = proc_uid(pid);
+		if (!exe || !((qemu && !strcmp(exe, qemu)) || (monitor && !strcmp(exe, monitor))))
+			continue;
+		if (uid != 0 && (!sb.id[0] || uid != (long)sb.owner))
+			continue;
+		/* Still alive, so all of /proc/PID above was about it. */
+		if (omr_pidfd_signal(pfd, 0) < 0)
+			continue;
+		what = omr_strdup_printf("process %d of a stopped sandbox", (int)pid);
+		report(g, "orphan_process", id, what);
+		if (!g->o->check_only)
+			omr_pidfd_signal(pfd, SIGKILL);
+	}
+	if (d)
+		closedir(d);
+}
+
+int omr_gc_run(const struct omr_config *c, const struct omr_gc_opts *o,
+	       omr_gc_found_fn found, void *user, struct omr_err **err)
+{
+	struct gc g = { c, o, found, user, 0, (int64_t)(omr_wall_ms() / 1000) };
+
+	(void)err;
+	gc_records(&g);
+	gc_processes(&g);
+	gc_dirs(&g);
+	return g.count;
+}

@@ -1,0 +1,387 @@
+/* Sandbox records on disk; see omnirun/sandbox.h. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "omnirun/base/cleanup.h"
+#include "omnirun/state/record.h"
+#include "omnirun/base/util.h"
+
+#define RECORD "sandbox.conf"
+#define RECORD_MAX 8192
+
+static const char *const state_names[] = {
+	[OMR_SB_STARTING] = "starting",
+	[OMR_SB_RUNNING] = "running",
+	[OMR_SB_STOPPING] = "stopping",
+	[OMR_SB_STOPPED] = "stopped",
+};
+
+const char *omr_sb_state_name(enum omr_sb_state s)
+{
+	return (unsigned)s < OMR_ARRAY_SIZE(state_names) ? state_names[s] : "unknown";
+}
+
+char *omr_sandbox_state_path(const struct omr_config *c, const char *id, const char *file)
+{
+	return file ? omr_strdup_printf("%s/sandboxes/%s/%s", c->state_dir, id, file)
+		    : omr_strdup_printf("%s/sandboxes/%s", c->state_dir, id);
+}
+
+char *omr_sandbox_run_path(const struct omr_config *c, const char *id, const char *file)
+{
+	return file ? omr_strdup_printf("%s/sandboxes/%s/%s", c->run_dir, id, file)
+		    : omr_strdup_printf("%s/sandboxes/%s", c->run_dir, id);
+}
+
+int omr_state_sandboxes_dir(const struct omr_config *c, int create, struct omr_err **err)
+{
+	_cleanup_free_ char *p = omr_strdup_printf("%s/sandboxes", c->state_dir);
+	int fd;
+
+	if (create && omr_mkdir_p(p, 0700, err) < 0)
+		return -1;
+	fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", p);
+	return fd;
+}
+
+static int id_dir(const struct omr_config *c, const char *id, struct omr_err **err)
+{
+	_cleanup_close_ int root = -1;
+	int fd;
+
+	if (!omr_id_valid(id))
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "invalid sandbox id '%s'", id);
+	root = omr_state_sandboxes_dir(c, 0, NULL);
+	if (root < 0)
+		return omr_err_setx(err, OMR_E_NOT_FOUND, ENOENT, "no such sandbox '%s'", id);
+	fd = openat(root, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? omr_err_setx(err, OMR_E_NOT_FOUND, ENOENT, "no such sandbox '%s'", id)
+				       : omr_err_set(err, omr_err_kind_missing(errno), errno, "cannot open sandbox %s", id);
+	return fd;
+}
+
+struct parse_ctx {
+	struct omr_sandbox *sb;
+	int bad;
+};
+
+static int64_t to_i64(const char *v)
+{
+	return strtoll(v, NULL, 10);
+}
+
+static int on_field(void *user, const char *section, const char *k, const char *v)
+{
+	struct parse_ctx *x = user;
+	struct omr_sandbox *sb = x->sb;
+
+	(void)section;
+	if (!strcmp(k, "id"))
+		x->bad |= omr_strlcpy(sb->id, v, sizeof(sb->id)) < 0;
+	else if (!strcmp(k, "template"))
+		x->bad |= omr_strlcpy(sb->template_name, v, sizeof(sb->template_name)) < 0;
+	else if (!strcmp(k, "state")) {
+		sb->state = OMR_SB_STOPPED;
+		for (size_t i = 0; i < OMR_ARRAY_SIZE(state_names); i++)
+			if (!strcmp(v, state_names[i]))
+				sb->state = (enum omr_sb_state)i;
+	} else if (!strcmp(k, "created_at"))
+		sb->created_at = to_i64(v);
+	else if (!strcmp(k, "expires_at"))
+		sb->expires_at = to_i64(v);
+	else if (!strcmp(k, "ended_at"))
+		sb->ended_at = to_i64(v);
+	else if (!strcmp(k, "end_reason"))
+		x->bad |= omr_strlcpy(sb->end_reason, v, sizeof(sb->end_reason)) < 0;
+	else if (!strcmp(k, "cpus"))
+		sb->cpus = (unsigned)to_i64(v);
+	else if (!strcmp(k, "memory_mb"))
+		sb->memory_mb = (unsigned)to_i64(v);
+	else if (!strcmp(k, "disk_mb"))
+		sb->disk_mb = (unsigned)to_i64(v);
+	else if (!strcmp(k, "timeout"))
+		sb->timeout_s = (unsigned)to_i64(v);
+	else if (!strcmp(k, "idle_timeout"))
+		sb->idle_timeout_s = (unsigned)to_i64(v);
+	else if (!strcmp(k, "monitor_pid"))
+		sb->monitor_pid = (pid_t)to_i64(v);
+	else if (!strcmp(k, "vmm_pid"))
+		sb->vmm_pid = (pid_t)to_i64(v);
+	else if (!strcmp(k, "accel"))
+		x->bad |= omr_strlcpy(sb->accel, v, sizeof(sb->accel)) < 0;
+	else if (!strcmp(k, "owner"))
+		sb->owner = (uid_t)to_i64(v);
+	/* Unknown keys are kept for newer versions' sake: ignored. */
+	return 1;
+}
+
+int omr_sandbox_load(const struct omr_config *c, const char *id,
+		     struct omr_sandbox *out, struct omr_err **err)
+{
+	_cleanup_close_ int dfd = id_dir(c, id, err);
+	_cleanup_free_ char *text = NULL;
+	struct parse_ctx x = { out, 0 };
+
+	if (dfd < 0)
+		return dfd;
+	if (omr_read_file_at(dfd, RECORD, RECORD_MAX, &text, NULL, err) < 0) {
+		if (err && *err && omr_err_kind(*err) == OMR_E_NOT_FOUND) {
+			omr_err_free(err);
+			/* A directory without a record is a create in progress
+			 * or one that crashed before writing it. */
+			return omr_err_setx(err, OMR_E_NOT_FOUND, ENOENT, "no such sandbox '%s'", id);
+		}
+		return omr_err_wrap(err, "sandbox %s", id);
+	}
+	memset(out, 0, sizeof(*out));
+	if (ini_parse_string(text, on_field, &x) != 0 || x.bad || strcmp(out->id, id))
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "sandbox %s: corrupt record", id);
+	return 0;
+}
+
+int omr_sandbox_save(const struct omr_config *c, const struct omr_sandbox *sb,
+		     struct omr_err **err)
+{
+	_cleanup_close_ int dfd = id_dir(c, sb->id, err);
+	_cleanup_free_ char *text = NULL;
+
+	if (dfd < 0)
+		return dfd;
+	text = omr_strdup_printf(
+		"id = %s\ntemplate = %s\nstate = %s\ncreated_at = %lld\n"
+		"expires_at = %lld\nended_at = %lld\nend_reason = %s\ncpus = %u\n"
+		"memory_mb = %u\ndisk_mb = %u\ntimeout = %u\nidle_timeout = %u\n"
+		"monitor_pid = %d\nvmm_pid = %d\naccel = %s\nowner = %u\n",
+		sb->id, sb->template_name, omr_sb_state_name(sb->state),
+		(long long)sb->created_at, (long long)sb->expires_at,
+		(long long)sb->ended_at, sb->end_reason, sb->cpus, sb->memory_mb,
+		sb->disk_mb, sb->timeout_s, sb->idle_timeout_s, (int)sb->monitor_pid,
+		(int)sb->vmm_pid, sb->accel, (unsigned)sb->owner);
+	return omr_write_file_atomic_at(dfd, RECORD, text, strlen(text), 0600, err);
+}
+
+/* flock LOCK_EX on dfd/name, waiting at most timeout_ms.  Returns the fd. */
+static int lock_at(int dfd, const char *name, int timeout_ms, const char *what,
+		   struct omr_err **err)
+{
+	/* Read-only is enough for flock. */
+	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	uint64_t deadline = omr_now_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+
+	if (fd < 0)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot open the lock of %s", what);
+	for (;;) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return omr_steal_fd(fd);
+		if (errno != EWOULDBLOCK)
+			return omr_err_set(err, OMR_E_FAIL, errno, "cannot lock %s", what);
+		if (omr_now_ms() >= deadline)
+			return omr_err_setx(err, OMR_E_STATE, EBUSY, "%s is locked by another operation", what);
+		poll(NULL, 0, 10);
+	}
+}
+
+int omr_sandbox_lock(const struct omr_config *c, const char *id, int timeout_ms,
+		     struct omr_err **err)
+{
+	_cleanup_close_ int dfd = id_dir(c, id, err);
+	_cleanup_free_ char *what = omr_strdup_printf("sandbox %s", id);
+
+	if (dfd < 0)
+		return dfd;
+	return lock_at(dfd, "lock", timeout_ms, what, err);
+}
+
+int omr_sandbox_create_lock(const struct omr_config *c, int timeout_ms, struct omr_err **err)
+{
+	_cleanup_close_ int root = omr_state_sandboxes_dir(c, 1, err);
+
+	if (root < 0)
+		return -1;
+	/* Not a valid id, so never taken for a sandbox's directory. */
+	return lock_at(root, ".create.lock", timeout_ms, "sandbox creation", err);
+}
+
+static int cmp_created(const void *a, const void *b)
+{
+	const struct omr_sandbox *x = a, *y = b;
+	if (x->created_at != y->created_at)
+		return x->created_at < y->created_at ? -1 : 1;
+	return strcmp(x->id, y->id);
+}
+
+int omr_sandbox_list(const struct omr_config *c, struct omr_sandbox **out, size_t *n,
+		     struct omr_err **err)
+{
+	int root = omr_state_sandboxes_dir(c, 0, NULL);
+	struct omr_sandbox *v = NULL;
+	size_t cnt = 0, cap = 0;
+	struct dirent *de;
+	DIR *d;
+
+	*out = NULL;
+	*n = 0;
+	if (root < 0)
+		return 0; /* nothing was ever created */
+	d = fdopendir(root);
+	if (!d) {
+		close(root);
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot list sandboxes");
+	}
+	while ((de = readdir(d))) {
+		struct omr_sandbox sb;
+		struct omr_err *e = NULL;
+
+		if (!omr_id_valid(de->d_name))
+			continue;
+		if (omr_sandbox_load(c, de->d_name, &sb, &e) < 0) {
+			omr_err_free(&e); /* being created or removed right now */
+			continue;
+		}
+		if (cnt == cap) {
+			cap = cap ? cap * 2 : 16;
+			v = omr_xrealloc(v, cap * sizeof(*v));
+		}
+		v[cnt++] = sb;
+	}
+	closedir(d);
+	if (cnt)
+		qsort(v, cnt, sizeof(*v), cmp_created);
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+int omr_sandbox_monitor_alive(const struct omr_sandbox *sb)
+{
+	_cleanup_free_ char *cmd = omr_proc_cmdline(sb->monitor_pid);
+
+	/* pids are reused: it must be a monitor, and of this sandbox. */
+	return cmd && strstr(cmd, "sbx-monitor") && strstr(cmd, sb->id);
+}
+
+static json_t *time_json(int64_t secs)
+{
+	char buf[32];
+
+	if (secs <= 0)
+		return json_null();
+	omr_format_time(secs, buf);
+	return json_string(buf);
+}
+
+json_t *omr_sandbox_json(const struct omr_sandbox *sb)
+{
+	json_t *j = json_object();
+
+	json_object_set_new(j, "sandbox_id", json_string(sb->id));
+	json_object_set_new(j, "template", json_string(sb->template_name));
+	json_object_set_new(j, "state", json_string(omr_sb_state_name(sb->state)));
+	json_object_set_new(j, "created_at", time_json(sb->created_at));
+	json_object_set_new(j, "expires_at", time_json(sb->expires_at));
+	json_object_set_new(j, "cpus", json_integer(sb->cpus));
+	json_object_set_new(j, "memory_mb", json_integer(sb->memory_mb));
+	json_object_set_new(j, "disk_mb", json_integer(sb->disk_mb));
+	json_object_set_new(j, "timeout", json_integer(sb->timeout_s));
+	json_object_set_new(j, "idle_timeout", json_integer(sb->idle_timeout_s));
+	json_object_set_new(j, "accel", json_string(sb->accel));
+	json_object_set_new(j, "pid", sb->vmm_pid > 0 ? json_integer(sb->vmm_pid) : json_null());
+	json_object_set_new(j, "monitor_pid",
+			    sb->monitor_pid > 0 ? json_integer(sb->monitor_pid) : json_null());
+	if (sb->state == OMR_SB_STOPPED) {
+		json_object_set_new(j, "ended_at", time_json(sb->ended_at));
+		json_object_set_new(j, "end_reason", json_string(sb->end_reason));
+	}
+	return j;
+}
+
+char *omr_sandbox_file_tail(const struct omr_config *c, const char *id, const char *file,
+			    size_t max)
+{
+	_cleanup_free_ char *path = omr_sandbox_state_path(c, id, file);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char *buf = omr_xmalloc(max + 1);
+	off_t size;
+	ssize_t n;
+
+	buf[0] = 0;
+	if (fd < 0)
+		return buf;
+	size = lseek(fd, 0, SEEK_END);
+	if (size < 0)
+		return buf;
+	n = pread(fd, buf, max, size > (off_t)max ? size - (off_t)max : 0);
+	buf[n > 0 ? n : 0] = 0;
+	/* Drop the partial first line and NULs for a readable tail. */
+	for (ssize_t i = 0; i < n; i++)
+		if (buf[i] == 0)
+			buf[i] = ' ';
+	if (size > (off_t)max) {
+		char *nl = strchr(buf, '\n');
+		if (nl)
+			memmove(buf, nl + 1, strlen(nl + 1) + 1);
+	}
+	return buf;
+}
+
+/* ---- processes -------------------------------------------------------- */
+
+/* SIGKILLs pid if its command line still has what (and id, if not NULL),
+ * through a pidfd so that a reused pid is never signalled, and waits
+ * until it has exited.  Returns 1 if it killed it. */
+static int kill_and_wait(pid_t pid, const char *what, const char *id)
+{
+	_cleanup_close_ int pfd = omr_pidfd_open(pid);
+	_cleanup_free_ char *cmd = pfd >= 0 ? omr_proc_cmdline(pid) : NULL;
+
+	if (!cmd || !strstr(cmd, what) || (id && !strstr(cmd, id)) ||
+	    omr_pidfd_signal(pfd, SIGKILL) < 0)
+		return 0;
+	omr_pidfd_wait(pfd, 3000);
+	return 1;
+}
+
+/* Kills the monitor of sandbox id, and waits for its QEMU too: the monitor
+ * leads its own process group, which QEMU shares until it dies (by
+ * PDEATHSIG, with the monitor). */
+void omr_sandbox_kill_monitor(pid_t pid, const char *id)
+{
+	if (!kill_and_wait(pid, "sbx-monitor", id))
+		return;
+	for (int i = 0; i < 300 && kill(-pid, 0) == 0; i++)
+		poll(NULL, 0, 10);
+}
+
+int omr_sandbox_reap(const struct omr_config *c, struct omr_sandbox *sb,
+		     const char *reason, struct omr_err **err)
+{
+	_cleanup_free_ char *run = omr_sandbox_run_path(c, sb->id, NULL);
+	_cleanup_free_ char *mark = omr_strdup_printf("/sandboxes/%s/", sb->id);
+
+	omr_sandbox_kill_monitor(sb->monitor_pid, sb->id);
+	kill_and_wait(sb->vmm_pid, mark, NULL);
+	omr_rm_rf_at(AT_FDCWD, run);
+	sb->state = OMR_SB_STOPPED;
+	sb->monitor_pid = 0;
+	sb->vmm_pid = 0;
+	if (!sb->ended_at)
+		sb->ended_at = (int64_t)(omr_wall_ms() / 1000);
+	if (!sb->end_reason[0])
+		omr_strlcpy(sb->end_reason, reason, sizeof(sb->end_reason));
+	return omr_sandbox_save(c, sb, err);
+}
+
