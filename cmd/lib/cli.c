@@ -38,7 +38,7 @@ const char *omr_cli_prog(void)
 	return cli_prog;
 }
 
-void omr_cli_usage_error(const char *fmt, ...)
+void omr_cli_usage_error(int code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -50,7 +50,7 @@ void omr_cli_usage_error(const char *fmt, ...)
 		fputc('\n', stderr);
 	}
 	fprintf(stderr, "Try '%s --help' for more information.\n", cli_prog);
-	exit(OMR_EXIT_USAGE);
+	exit(code);
 }
 
 int omr_cli_fail(struct omr_err **err)
@@ -85,6 +85,13 @@ struct omr_config *omr_cli_config(void)
 	return c;
 }
 
+static int usage_code = OMR_EXIT_USAGE;
+
+void omr_cli_usage_code(int code)
+{
+	usage_code = code;
+}
+
 uint64_t omr_cli_number(const char *s, uint64_t min, uint64_t max, const char *what)
 {
 	struct omr_err *err = NULL;
@@ -93,7 +100,7 @@ uint64_t omr_cli_number(const char *s, uint64_t min, uint64_t max, const char *w
 	if (omr_parse_u64(s, min, max, &v, what, &err) < 0) {
 		fprintf(stderr, "%s: %s\n", cli_prog, err->msg);
 		omr_err_free(&err);
-		omr_cli_usage_error(NULL);
+		omr_cli_usage_error(usage_code, NULL);
 	}
 	return v;
 }

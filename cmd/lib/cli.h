@@ -15,16 +15,21 @@
 void omr_cli_init(const char *prog);
 const char *omr_cli_prog(void);
 
-/* Prints "Try 'PROG --help' for more information." and exits 2. */
-__attribute__((noreturn)) void omr_cli_usage_error(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2)));
+/* Prints "PROG: MSG" (when fmt is not NULL), then "Try 'PROG --help' for
+ * more information.", and exits with code (OMR_EXIT_USAGE, or a program's
+ * own code for its usage errors, as sbx-exec's 125). */
+__attribute__((noreturn)) void omr_cli_usage_error(int code, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 /* Prints "PROG: MSG" on stderr, frees err, returns the exit code for it. */
 int omr_cli_fail(struct omr_err **err);
 /* Prints "PROG version X". */
 __attribute__((noreturn)) void omr_cli_version(void);
 /* Loads the config or exits 1 with its error. */
 struct omr_config *omr_cli_config(void);
-/* Parses a number option or exits 2 naming it. */
+/* The exit code of usage errors that come from the skin itself (bad
+ * numbers): OMR_EXIT_USAGE unless a program sets its own (sbx-exec: 125). */
+void omr_cli_usage_code(int code);
+/* Parses a number option or exits with the usage code, naming it. */
 uint64_t omr_cli_number(const char *s, uint64_t min, uint64_t max, const char *what);
 /* Prints j (pretty, newline) on stdout and releases it. */
 void omr_cli_print_json(json_t *j);

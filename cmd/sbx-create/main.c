@@ -61,11 +61,11 @@ int main(int argc, char **argv)
 		case 'j': json = 1; break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
-		default: omr_cli_usage_error(NULL);
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
 		}
 	}
 	if (optind != argc)
-		omr_cli_usage_error("unexpected argument '%s'", argv[optind]);
+		omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
 	if (idle_set)
 		o.idle_timeout_s = idle == 0 ? UINT32_MAX : (unsigned)idle;
 	c = omr_cli_config();

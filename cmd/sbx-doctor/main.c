@@ -118,11 +118,11 @@ int main(int argc, char **argv)
 		case 'j': json = 1; break;
 		case 'h': usage();
 		case 'V': omr_cli_version();
-		default: omr_cli_usage_error(NULL);
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
 		}
 	}
 	if (optind != argc)
-		omr_cli_usage_error("unexpected argument '%s'", argv[optind]);
+		omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
 	c = omr_cli_config();
 	r = omr_doctor_report(c);
 	ok = json_is_true(json_object_get(r, "ok"));

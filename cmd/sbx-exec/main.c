@@ -69,19 +69,6 @@ static int fail(struct omr_err **err)
 	return interrupted ? 128 + SIGINT : EXIT_OWN;
 }
 
-/* Like omr_cli_number, but sbx-exec's own failures are all 125. */
-static uint64_t num(const char *s, uint64_t min, uint64_t max, const char *what)
-{
-	struct omr_err *err = NULL;
-	uint64_t v;
-
-	if (omr_parse_u64(s, min, max, &v, what, &err) < 0) {
-		omr_cli_fail(&err);
-		exit(EXIT_OWN);
-	}
-	return v;
-}
-
 static int parse_signal(const char *s)
 {
 	static const struct { const char *name; int sig; } names[] = {
@@ -94,7 +81,7 @@ static int parse_signal(const char *s)
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (!strcmp(s, names[i].name))
 			return names[i].sig;
-	return (int)num(s, 1, 64, "signal");
+	return (int)omr_cli_number(s, 1, 64, "signal");
 }
 
 /* One line per command: what ran and how it ended. */
@@ -151,13 +138,14 @@ int main(int argc, char **argv)
 	json_t *out = NULL;
 
 	omr_cli_init(argv[0]);
+	omr_cli_usage_code(EXIT_OWN);
 	while ((ch = getopt_long(argc, argv, "c:e:w:u:T:itbjhV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': o.cmd = optarg; break;
 		case 'e': env[nenv++] = optarg; break;
 		case 'w': o.cwd = optarg; break;
 		case 'u': o.user = optarg; break;
-		case 'T': o.timeout_s = (unsigned)num(optarg, 1, 31536000, "timeout"); break;
+		case 'T': o.timeout_s = (unsigned)omr_cli_number(optarg, 1, 31536000, "timeout"); break;
 		case 'i': interactive = 1; break;
 		case 't': o.pty = 1; break;
 		case 'b': o.background = 1; break;
@@ -168,12 +156,11 @@ int main(int argc, char **argv)
 		case 'j': json = 1; break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
-		default: fprintf(stderr, "Try 'sbx-exec --help' for more information.\n"); return EXIT_OWN;
+		default: omr_cli_usage_error(EXIT_OWN, NULL);
 		}
 	}
 	if (optind >= argc) {
-		fprintf(stderr, "sbx-exec: no sandbox id given\nTry 'sbx-exec --help' for more information.\n");
-		return EXIT_OWN;
+		omr_cli_usage_error(EXIT_OWN, "no sandbox id given");
 	}
 	id = argv[optind++];
 	o.env = nenv ? env : NULL;
@@ -196,10 +183,9 @@ int main(int argc, char **argv)
 	case MODE_ATTACH:
 	case MODE_KILL:
 		if (optind >= argc) {
-			fprintf(stderr, "sbx-exec: no pid given\n");
-			return EXIT_OWN;
+			omr_cli_usage_error(EXIT_OWN, "no pid given");
 		}
-		int pid = (int)num(argv[optind], 1, 4194304, "pid");
+		int pid = (int)omr_cli_number(argv[optind], 1, 4194304, "pid");
 		if (mode == MODE_KILL) {
 			int sig = optind + 1 < argc ? parse_signal(argv[optind + 1]) : SIGTERM;
 			return omr_exec_kill(c, id, pid, sig, &err) < 0 ? fail(&err) : 0;
@@ -209,12 +195,10 @@ int main(int argc, char **argv)
 		return omr_exec_status(&r);
 	}
 	if (!o.cmd && optind >= argc) {
-		fprintf(stderr, "sbx-exec: no command given\nTry 'sbx-exec --help' for more information.\n");
-		return EXIT_OWN;
+		omr_cli_usage_error(EXIT_OWN, "no command given");
 	}
 	if (o.cmd && optind < argc) {
-		fprintf(stderr, "sbx-exec: give either -c LINE or an argv, not both\n");
-		return EXIT_OWN;
+		omr_cli_usage_error(EXIT_OWN, "give either -c LINE or an argv, not both");
 	}
 	o.argv = o.cmd ? NULL : argv + optind;
 	if (interactive)

@@ -20,7 +20,8 @@ static void usage(void)
 	printf("Usage: sbx-files [--json] ID COMMAND [options] ARGS\n\n"
 	       "Commands:\n"
 	       "  put [-m MODE] [-p] SRC DST  upload SRC (host, - for stdin) to DST (guest)\n"
-	       "  get SRC DST                 download SRC (guest) to DST (host, - for stdout)\n"
+	       "  get [-f] SRC DST            download SRC (guest) to DST (host, - for stdout;\n"
+	       "                              -f replaces a read-only DST)\n"
 	       "  ls [-l] PATH                list a directory\n"
 	       "  stat PATH                   show a file's metadata\n"
 	       "  rm [-r] PATH                remove a file (-r: a tree)\n"
@@ -32,9 +33,15 @@ static void usage(void)
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n\n"
 	       "Modes are preserved both ways.  Files stream in chunks; a download is\n"
-	       "written to a temporary file and renamed into place when complete.\n\n"
-	       "Exit status: 0 ok, 1 failure, 2 usage, 3 no such sandbox or file,\n"
-	       "4 sandbox not running, 6 the guest did not answer in time.\n");
+	       "written to a temporary file and renamed into place when complete, except\n"
+	       "onto a device or FIFO, which is written in place; a symbolic link or a\n"
+	       "directory as DST is refused.  Downloads stop at the size the guest\n"
+	       "announced, at [files] max_download_mb, and before the host's filesystem\n"
+	       "keeps less than [files] host_reserve_mb free; a call that moves nothing\n"
+	       "for [files] timeout seconds fails.\n\n"
+	       "Exit status: 0 ok, 1 failure (also a read-only DST without -f), 2 usage,\n"
+	       "3 no such sandbox or file, 4 sandbox not running, 5 a size or space\n"
+	       "limit stopped the transfer, 6 the guest did not answer in time.\n");
 	exit(OMR_EXIT_OK);
 }
 
@@ -83,36 +90,18 @@ static int print_event(void *user, json_t *ev)
 	return fflush(stdout) == 0 ? 0 : -EPIPE;
 }
 
-/* A download lands in DST.part and is renamed only when whole. */
 static int get_to(struct omr_config *c, const char *id, const char *src, const char *dst,
-		  struct omr_err **err)
+		  int force, struct omr_err **err)
 {
-	char *part;
-	int fd, mode = 0644, rc;
-	mode_t mask = umask(0);
-
-	/* The guest chooses the mode: permission bits only (never setuid,
-	 * setgid or sticky on the host), and our umask applies. */
-	umask(mask);
+	struct omr_download_opts o = { .force = force, .sig_fd = omr_cli_signalfd(0) };
+	int rc;
 
 	if (!strcmp(dst, "-"))
-		return omr_files_get(c, id, src, 1, NULL, NULL, err);
-	part = omr_strdup_printf("%s.part", dst);
-	fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", part);
-		free(part);
-		return rc;
-	}
-	rc = omr_files_get(c, id, src, fd, &mode, NULL, err);
-	if (rc == 0 && (fchmod(fd, (mode_t)mode & 0777 & ~mask) < 0 || fsync(fd) < 0))
-		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot write %s", dst);
-	close(fd);
-	if (rc == 0 && rename(part, dst) < 0)
-		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot rename %s", part);
-	if (rc < 0)
-		unlink(part);
-	free(part);
+		rc = omr_files_get_ex(c, id, src, 1, o.sig_fd, NULL, NULL, err);
+	else
+		rc = omr_files_download(c, id, src, dst, &o, NULL, err);
+	if (o.sig_fd >= 0)
+		close(o.sig_fd);
 	return rc;
 }
 
@@ -150,7 +139,7 @@ int main(int argc, char **argv)
 	struct omr_err *err = NULL;
 	struct omr_config *c;
 	const char *id, *cmd;
-	int ch, flag = 0, mode = -1, rc = 0, nargs;
+	int ch, flag = 0, force = 0, mode = -1, rc = 0, nargs;
 	json_t *out = NULL;
 
 	omr_cli_init(argv[0]);
@@ -159,23 +148,24 @@ int main(int argc, char **argv)
 		case 'j': json_out = 1; break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
-		default: omr_cli_usage_error(NULL);
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
 		}
 	}
 	if (argc - optind < 2)
-		omr_cli_usage_error("expected a sandbox id and a command");
+		omr_cli_usage_error(OMR_EXIT_USAGE, "expected a sandbox id and a command");
 	id = argv[optind++];
 	cmd = argv[optind];
 	/* Options of the command (-m MODE, -p, -l, -r) come after it. */
 	optind++;
-	while ((ch = getopt(argc, argv, "+m:prl")) != -1) {
+	while ((ch = getopt(argc, argv, "+m:prlf")) != -1) {
 		switch (ch) {
 		case 'm': mode = (int)strtol(optarg, NULL, 8);
 			if (mode <= 0 || mode > 07777 || strspn(optarg, "01234567") != strlen(optarg))
-				omr_cli_usage_error("invalid mode '%s'", optarg);
+				omr_cli_usage_error(OMR_EXIT_USAGE, "invalid mode '%s'", optarg);
 			break;
 		case 'p': case 'r': case 'l': flag = 1; break;
-		default: omr_cli_usage_error(NULL);
+		case 'f': force = 1; break;
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
 		}
 	}
 	nargs = argc - optind;
@@ -188,15 +178,15 @@ int main(int argc, char **argv)
 	for (k = 0; k < OMR_ARRAY_SIZE(cmds) && strcmp(cmd, cmds[k].name); k++)
 		;
 	if (k == OMR_ARRAY_SIZE(cmds))
-		omr_cli_usage_error("unknown command '%s'", cmd);
+		omr_cli_usage_error(OMR_EXIT_USAGE, "unknown command '%s'", cmd);
 	if (nargs != cmds[k].nargs)
-		omr_cli_usage_error("%s takes %d argument%s", cmd, cmds[k].nargs,
+		omr_cli_usage_error(OMR_EXIT_USAGE, "%s takes %d argument%s", cmd, cmds[k].nargs,
 				    cmds[k].nargs > 1 ? "s" : "");
 	c = omr_cli_config();
 	if (!strcmp(cmd, "put"))
 		rc = put_from(c, id, a[0], a[1], mode, flag, &err);
 	else if (!strcmp(cmd, "get"))
-		rc = get_to(c, id, a[0], a[1], &err);
+		rc = get_to(c, id, a[0], a[1], force, &err);
 	else if (!strcmp(cmd, "ls") && (rc = omr_files_list(c, id, a[0], &out, &err)) == 0) {
 		if (json_out)
 			omr_cli_print_json(out);

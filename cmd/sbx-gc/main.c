@@ -64,11 +64,11 @@ int main(int argc, char **argv)
 		case 'j': out.json = 1; break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
-		default: omr_cli_usage_error(NULL);
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
 		}
 	}
 	if (optind != argc)
-		omr_cli_usage_error("unexpected argument '%s'", argv[optind]);
+		omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
 	c = omr_cli_config();
 	out.arr = json_array();
 	n = omr_gc_run(c, &o, found, &out, &err);

@@ -36,11 +36,11 @@ int main(int argc, char **argv)
 		switch (ch) {
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
-		default: omr_cli_usage_error(NULL);
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
 		}
 	}
 	if (optind == argc)
-		omr_cli_usage_error("no sandbox id given");
+		omr_cli_usage_error(OMR_EXIT_USAGE, "no sandbox id given");
 	c = omr_cli_config();
 	for (int i = optind; i < argc; i++) {
 		/* Go on with the others; report the first failure's code. */

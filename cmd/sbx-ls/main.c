@@ -68,7 +68,7 @@ int main(int argc, char **argv)
 		case 'q': quiet = 1; break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
-		default: omr_cli_usage_error(NULL);
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
 		}
 	}
 	c = omr_cli_config();

@@ -39,13 +39,13 @@ int main(int argc, char **argv)
 		case 'r': ready_fd = (int)omr_cli_number(optarg, 3, 1024, "ready fd"); break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
-		default: omr_cli_usage_error(NULL);
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
 		}
 	}
 	if (optind + 1 != argc || ready_fd < 0)
-		omr_cli_usage_error("expected --ready-fd FD and one sandbox id");
+		omr_cli_usage_error(OMR_EXIT_USAGE, "expected --ready-fd FD and one sandbox id");
 	if (!omr_id_valid(argv[optind]))
-		omr_cli_usage_error("invalid sandbox id '%s'", argv[optind]);
+		omr_cli_usage_error(OMR_EXIT_USAGE, "invalid sandbox id '%s'", argv[optind]);
 	omr_log_init("sbx-monitor", 2, OMR_LOG_INFO);
 	/* Every failure is reported on the ready fd: sbx-create waits on it. */
 	if (omr_config_load(&c, &err) < 0) {

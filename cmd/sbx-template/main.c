@@ -140,24 +140,24 @@ int main(int argc, char **argv)
 		case 'q': quiet = 1; break;
 		case 'h': usage();
 		case 'V': omr_cli_version();
-		default: omr_cli_usage_error(NULL);
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
 		}
 	}
 	if (optind >= argc)
-		omr_cli_usage_error("no command given (build, ls or rm)");
+		omr_cli_usage_error(OMR_EXIT_USAGE, "no command given (build, ls or rm)");
 	cmd = argv[optind++];
 	if (!strcmp(cmd, "build") || !strcmp(cmd, "rm")) {
 		if (optind != argc - 1)
-			omr_cli_usage_error("%s takes one template name", cmd);
+			omr_cli_usage_error(OMR_EXIT_USAGE, "%s takes one template name", cmd);
 		if (!strcmp(cmd, "rm") && (json || quiet))
-			omr_cli_usage_error("rm takes no --json or --quiet");
+			omr_cli_usage_error(OMR_EXIT_USAGE, "rm takes no --json or --quiet");
 	} else if (!strcmp(cmd, "ls") || !strcmp(cmd, "list")) {
 		if (optind != argc)
-			omr_cli_usage_error("ls takes no arguments");
+			omr_cli_usage_error(OMR_EXIT_USAGE, "ls takes no arguments");
 		if (quiet)
-			omr_cli_usage_error("ls takes no --quiet");
+			omr_cli_usage_error(OMR_EXIT_USAGE, "ls takes no --quiet");
 	} else {
-		omr_cli_usage_error("unknown command '%s'", cmd);
+		omr_cli_usage_error(OMR_EXIT_USAGE, "unknown command '%s'", cmd);
 	}
 
 	c = omr_cli_config();

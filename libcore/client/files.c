@@ -3,7 +3,11 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "omnirun/base/cleanup.h"
@@ -37,6 +41,10 @@ static int file_stream(const struct omr_config *c, const char *id, const char *p
 
 	if (omr_files_path_check(path, err) == 0 && (fd = omr_client_connect(c, id, err)) >= 0) {
 		s->fd = fd;
+		/* A guest that stops answering never holds a caller forever;
+		 * a watch is quiet by nature and ends on the caller's signal. */
+		if (s->idle_timeout_ms == 0)
+			s->idle_timeout_ms = (int)c->files_timeout_s * 1000;
 		rc = omr_stream_run(s, req, err);
 		if (rc < 0)
 			omr_err_wrap(err, "%s", path);
@@ -64,31 +72,158 @@ int omr_files_put(const struct omr_config *c, const char *id, int in_fd, const c
 	return rc;
 }
 
+/* What a download checks as the data comes in. */
+struct get_ctx {
+	struct omr_stream *s;
+	const struct omr_config *c;
+	int *mode;
+	int out_fd;
+	int check_space;          /* out_fd is a file on a filesystem */
+	uint64_t since_check;     /* bytes written since the last statvfs */
+};
+
+#define SPACE_CHECK_BYTES (8u << 20)
+
+/* The first REPLY announces the file's size and mode: the download never
+ * takes more than that, nor more than the configured maximum. */
 static int on_meta(void *user, json_t *reply)
 {
-	int *mode = user;
-	json_t *m = json_object_get(reply, "mode");
+	struct get_ctx *g = user;
+	json_t *m = json_object_get(reply, "mode"), *sz = json_object_get(reply, "size");
+	uint64_t max = (uint64_t)g->c->max_download_mb << 20;
 
-	if (mode && json_is_integer(m))
-		*mode = (int)json_integer_value(m);
+	if (g->mode && json_is_integer(m))
+		*g->mode = (int)json_integer_value(m);
+	if (json_is_integer(sz) && json_integer_value(sz) >= 0 &&
+	    (uint64_t)json_integer_value(sz) < max)
+		max = (uint64_t)json_integer_value(sz);
+	g->s->max_in = max;
+	return 0;
+}
+
+/* Stops before the host's filesystem is full: a guest must not be able
+ * to fill the disk that holds the host's records. */
+static int on_data(void *user, uint8_t channel, size_t n, struct omr_err **err)
+{
+	struct get_ctx *g = user;
+	struct statvfs st;
+	uint64_t reserve = (uint64_t)g->c->host_reserve_mb << 20;
+
+	if (channel != OMR_CH_FILE || !g->check_space)
+		return 0;
+	g->since_check += n;
+	if (g->since_check < SPACE_CHECK_BYTES && g->s->bytes_in)
+		return 0;
+	g->since_check = 0;
+	if (fstatvfs(g->out_fd, &st) < 0)
+		return 0;
+	if ((uint64_t)st.f_bavail * st.f_frsize < reserve + SPACE_CHECK_BYTES + n)
+		return omr_err_setx(err, OMR_E_LIMIT, ENOSPC,
+				    "stopped: the host's filesystem would have less than %u MB free",
+				    g->c->host_reserve_mb);
 	return 0;
 }
 
 int omr_files_get(const struct omr_config *c, const char *id, const char *path, int out_fd,
 		  int *mode, uint64_t *size, struct omr_err **err)
 {
+	return omr_files_get_ex(c, id, path, out_fd, -1, mode, size, err);
+}
+
+int omr_files_get_ex(const struct omr_config *c, const char *id, const char *path, int out_fd,
+		     int sig_fd, int *mode, uint64_t *size, struct omr_err **err)
+{
 	struct omr_stream s;
+	struct get_ctx g = { .s = &s, .c = c, .mode = mode, .out_fd = out_fd };
+	struct stat st;
 	int rc;
 
+	g.check_space = fstat(out_fd, &st) == 0 && S_ISREG(st.st_mode);
 	omr_stream_init(&s, -1, 1);
 	s.out_fd[OMR_CH_FILE] = out_fd;
+	s.sig_fd = sig_fd;
 	s.on_reply = on_meta;
-	s.user = mode;
+	s.on_data = on_data;
+	s.user = &g;
+	s.max_in = (uint64_t)c->max_download_mb << 20;
 	rc = file_stream(c, id, path, &s, json_pack("{s:s, s:s}", "op", "file_read", "path", path),
 			 err);
 	if (rc == 0 && size)
 		*size = s.bytes_in;
 	omr_stream_free(&s);
+	return rc;
+}
+
+/* A temporary file next to dst, made with O_EXCL under a random name, so
+ * that it can never be something that was already there. */
+static int open_temp_next_to(const char *dst, char **tmp, struct omr_err **err)
+{
+	_cleanup_free_ char *copy = omr_xstrdup(dst);
+	const char *slash = strrchr(copy, '/');
+	char *t;
+	int fd;
+
+	if (slash)
+		copy[slash - copy] = 0;
+	t = omr_strdup_printf("%s/.%s.XXXXXX", slash ? (*copy ? copy : "") : ".",
+			      slash ? slash + 1 : dst);
+	fd = mkostemp(t, O_CLOEXEC);
+	if (fd < 0) {
+		int rc = omr_err_set(err, omr_err_kind_missing(errno), errno,
+				     "cannot create a temporary file next to %s", dst);
+		free(t);
+		return rc;
+	}
+	*tmp = t;
+	return fd;
+}
+
+int omr_files_download(const struct omr_config *c, const char *id, const char *src,
+		       const char *dst, const struct omr_download_opts *o, uint64_t *size,
+		       struct omr_err **err)
+{
+	_cleanup_free_ char *tmp = NULL;
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+	int mode = 0644, rc;
+	mode_t mask = umask(0);
+
+	umask(mask);
+	if (!*dst)
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "empty destination");
+	if (lstat(dst, &st) == 0) {
+		if (S_ISLNK(st.st_mode))
+			return omr_err_setx(err, OMR_E_USAGE, ELOOP,
+					    "%s is a symbolic link: name its target instead", dst);
+		if (S_ISDIR(st.st_mode))
+			return omr_err_setx(err, OMR_E_USAGE, EISDIR, "%s is a directory", dst);
+		if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode) ||
+		    S_ISBLK(st.st_mode)) {
+			/* A device, FIFO or terminal is written in place:
+			 * replacing it would destroy it (/dev/null). */
+			fd = open(dst, O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+			if (fd < 0)
+				return omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", dst);
+			return omr_files_get_ex(c, id, src, fd, o ? o->sig_fd : -1, NULL, size, err);
+		}
+		if (!(st.st_mode & 0222) && !(o && o->force))
+			return omr_err_setx(err, OMR_E_DENIED, EACCES,
+					    "%s is read-only (-f replaces it)", dst);
+	} else if (errno != ENOENT) {
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot check %s", dst);
+	}
+	fd = open_temp_next_to(dst, &tmp, err);
+	if (fd < 0)
+		return -1;
+	rc = omr_files_get_ex(c, id, src, fd, o ? o->sig_fd : -1, &mode, size, err);
+	/* The guest chooses the mode: permission bits only (never setuid,
+	 * setgid or sticky on the host), and our umask applies. */
+	if (rc == 0 && (fchmod(fd, (mode_t)mode & 0777 & ~mask) < 0 || fsync(fd) < 0))
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot write %s", dst);
+	if (rc == 0 && rename(tmp, dst) < 0)
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot rename %s to %s", tmp, dst);
+	if (rc < 0)
+		unlink(tmp);
 	return rc;
 }
 
@@ -188,6 +323,7 @@ int omr_files_watch(const struct omr_config *c, const char *id, const char *path
 	/* An interrupt is forwarded as SIGNAL, which ends a watch: the agent
 	 * answers END and we return 0. */
 	s.sig_fd = sig_fd;
+	s.idle_timeout_ms = -1;
 	s.on_reply = watch_reply;
 	s.user = &w;
 	rc = file_stream(c, id, path, &s,

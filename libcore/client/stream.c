@@ -26,6 +26,7 @@ void omr_stream_init(struct omr_stream *s, int fd, uint32_t sid)
 		s->out_fd[i] = -1;
 	s->sig_fd = -1;
 	s->tty_fd = -1;
+	s->max_in = UINT64_MAX;
 }
 
 void omr_stream_free(struct omr_stream *s)
@@ -126,6 +127,12 @@ static int on_frame(struct omr_stream *s, const struct omr_frame_hdr *h, uint8_t
 
 	switch (h->type) {
 	case OMR_F_DATA:
+		if (h->len > s->max_in - s->bytes_in)
+			return omr_err_setx(err, OMR_E_TOO_LARGE, EFBIG,
+					    "the sandbox sent more than %llu bytes",
+					    (unsigned long long)s->max_in);
+		if (s->on_data && s->on_data(s->user, h->flags, h->len, err) < 0)
+			return -1;
 		if (h->flags < 4 && s->out_fd[h->flags] >= 0) {
 			rc = omr_write_all(s->out_fd[h->flags], p, h->len);
 			if (rc < 0)
@@ -159,6 +166,7 @@ int omr_stream_run(struct omr_stream *s, json_t *req, struct omr_err **err)
 {
 	uint64_t credit = OMR_WINDOW_INIT;
 	uint64_t deadline = s->timeout_ms > 0 ? omr_now_ms() + (uint64_t)s->timeout_ms : 0;
+	uint64_t last = omr_now_ms();
 	struct sig_state sig = { 0, 0 };
 	int rc;
 
@@ -173,20 +181,32 @@ int omr_stream_run(struct omr_stream *s, json_t *req, struct omr_err **err)
 			{ .fd = s->sig_fd, .events = POLLIN },
 		};
 		int timeout = -1;
+		uint64_t now = omr_now_ms();
 
 		if (deadline) {
-			uint64_t now = omr_now_ms();
 			if (now >= deadline)
 				return omr_err_setx(err, OMR_E_TIMEOUT, ETIMEDOUT, "no answer from the sandbox in time");
 			timeout = (int)(deadline - now);
+		}
+		if (s->idle_timeout_ms > 0) {
+			uint64_t idle_end = last + (uint64_t)s->idle_timeout_ms;
+			if (now >= idle_end)
+				return omr_err_setx(err, OMR_E_TIMEOUT, ETIMEDOUT,
+						    "the sandbox sent nothing for %d s",
+						    s->idle_timeout_ms / 1000);
+			if (timeout < 0 || idle_end - now < (uint64_t)timeout)
+				timeout = (int)(idle_end - now);
 		}
 		if (poll(p, 3, timeout) < 0 && errno != EINTR)
 			return omr_err_set(err, OMR_E_FAIL, errno, "poll");
 		if (p[2].revents && (rc = forward_signals(s, &sig)) != 0)
 			return rc > 0 ? omr_err_setx(err, OMR_E_FAIL, EINTR, "interrupted")
 				      : omr_err_setx(err, OMR_E_STATE, ENOTCONN, "connection to the sandbox lost");
-		if (p[1].revents && s->in_fd >= 0 && pump_input(s, &credit, err) < 0)
-			return -1;
+		if (p[1].revents && s->in_fd >= 0) {
+			if (pump_input(s, &credit, err) < 0)
+				return -1;
+			last = omr_now_ms();
+		}
 		if (p[0].revents) {
 			struct omr_frame_hdr h;
 			_cleanup_free_ uint8_t *payload = NULL;
@@ -199,6 +219,7 @@ int omr_stream_run(struct omr_stream *s, json_t *req, struct omr_err **err)
 			if (h.stream != s->sid && !(h.stream == 0 && h.type == OMR_F_END))
 				continue;
 			sig.unanswered = 0;
+			last = omr_now_ms();
 			rc = on_frame(s, &h, payload, &credit, err);
 			if (rc < 0)
 				return rc;

@@ -46,6 +46,9 @@ static const struct num_key num_keys[] = {
 	NUM("sandbox", "max_timeout", max_timeout_s, 1, 31536000),
 	NUM("sandbox", "idle_timeout", idle_timeout_s, 0, 31536000),
 	NUM("sandbox", "max_sandboxes", max_sandboxes, 1, 100000),
+	NUM("files", "timeout", files_timeout_s, 1, 86400),
+	NUM("files", "max_download_mb", max_download_mb, 1, 1ULL << 30),
+	NUM("files", "host_reserve_mb", host_reserve_mb, 0, 1ULL << 30),
 };
 
 static int on_key(void *user, const char *section, const char *name, const char *value)
@@ -116,6 +119,9 @@ static void set_defaults(struct omr_config *c)
 	c->max_timeout_s = 86400;
 	c->idle_timeout_s = 900;
 	c->max_sandboxes = 64;
+	c->files_timeout_s = 30;
+	c->max_download_mb = 65536;
+	c->host_reserve_mb = 256;
 }
 
 static void env_override(char **dst, const char *var)

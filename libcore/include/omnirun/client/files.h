@@ -17,9 +17,35 @@ int omr_files_path_check(const char *path, struct omr_err **err);
  * writes a temp file and renames it into place.  *size gets bytes sent. */
 int omr_files_put(const struct omr_config *c, const char *id, int in_fd, const char *path,
 		  int mode, int parents, uint64_t *size, struct omr_err **err);
-/* Downloads path to out_fd; *mode (may be NULL) gets the file's mode. */
+/* Downloads path to out_fd; *mode (may be NULL) gets the file's mode.
+ * The transfer is bounded: never more than the size the guest announced
+ * nor [files] max_download_mb (too_large), never past the point where
+ * out_fd's filesystem keeps [files] host_reserve_mb free (limit), and it
+ * fails (timeout) when nothing moves for [files] timeout seconds. */
 int omr_files_get(const struct omr_config *c, const char *id, const char *path, int out_fd,
 		  int *mode, uint64_t *size, struct omr_err **err);
+/* The same with a signalfd (or -1): a signal on it cancels the transfer. */
+int omr_files_get_ex(const struct omr_config *c, const char *id, const char *path, int out_fd,
+		     int sig_fd, int *mode, uint64_t *size, struct omr_err **err);
+
+struct omr_download_opts {
+	int force;    /* replace a read-only file */
+	int sig_fd;   /* a signal here cancels (nothing partial is left), or -1 */
+};
+
+/* Downloads guest path src to the host path dst, as omr_files_get.
+ * - No file or a regular file at dst: written to a temporary file made
+ *   with O_EXCL under a random name next to dst, fsync'ed, given the
+ *   guest's permission bits (never setuid, setgid or sticky; the umask
+ *   applies) and renamed over dst only when whole.  A read-only dst is
+ *   refused (denied) unless o->force.
+ * - A character or block device, FIFO or socket: written in place, never
+ *   replaced (so /dev/null stays /dev/null).
+ * - A symbolic link or a directory: refused (usage).
+ * On failure nothing of the download is left.  o may be NULL. */
+int omr_files_download(const struct omr_config *c, const char *id, const char *src,
+		       const char *dst, const struct omr_download_opts *o, uint64_t *size,
+		       struct omr_err **err);
 /* Directory listing: a JSON array of {name,type,size,mode,mtime}. */
 int omr_files_list(const struct omr_config *c, const char *id, const char *path,
 		   json_t **out, struct omr_err **err);

@@ -22,6 +22,14 @@ struct omr_stream {
 				   stream with -EINTR instead */
 	int tty_fd;             /* terminal whose size RESIZE sends, or -1 */
 	int timeout_ms;         /* overall limit, 0 for none */
+	int idle_timeout_ms;    /* fails when no frame arrives and no input
+				   moves for this long; <= 0 for none */
+	uint64_t max_in;        /* DATA bytes accepted in all (past it the
+				   stream fails: too_large); UINT64_MAX, the
+				   initial value, for no bound */
+	/* Called before each DATA chunk is written out (may be NULL): return
+	 * < 0 with *err set to stop the stream. */
+	int (*on_data)(void *user, uint8_t channel, size_t n, struct omr_err **err);
 	/* Called for each REPLY (may be NULL).  Return < 0 to abort. */
 	int (*on_reply)(void *user, json_t *reply);
 	void *user;

@@ -35,6 +35,14 @@ struct omr_config {
 	unsigned default_timeout_s, max_timeout_s;  /* timeout, max_timeout */
 	unsigned idle_timeout_s;                    /* idle_timeout (0: none) */
 	unsigned max_sandboxes;                     /* max_sandboxes per host */
+
+	unsigned files_timeout_s;    /* [files] timeout: a file call or a
+					transfer that moves nothing this long
+					fails */
+	unsigned max_download_mb;    /* [files] max_download_mb per download */
+	unsigned host_reserve_mb;    /* [files] host_reserve_mb: a download
+					stops before the host's filesystem has
+					less than this free */
 };
 
 /* Loads the configuration (defaults, then the file, then the environment).
