@@ -20,24 +20,28 @@ static void usage(void)
 	       "  -h, --help             show this help\n"
 	       "  -V, --version          show the version\n\n"
 	       "Exit status: 0 nothing left (or all cleaned), 1 leftovers found with\n"
-	       "--check, or a failure; 2 usage.\n");
+	       "--check, leftovers that could not be cleaned, or a failure; 2 usage.\n");
 	exit(OMR_EXIT_OK);
 }
 
 struct out {
-	int json;
+	int json, check;
 	json_t *arr;
+	int unfixed;
 };
 
-static void found(void *user, const char *kind, const char *id, const char *what)
+static void found(void *user, const char *kind, const char *id, const char *what, int fixed)
 {
 	struct out *o = user;
 
+	o->unfixed += !fixed;
 	if (o->json)
-		json_array_append_new(o->arr, json_pack("{s:s, s:s, s:s}", "kind", kind,
-							"sandbox_id", id, "what", what));
+		json_array_append_new(o->arr, json_pack("{s:s, s:s, s:s, s:b}", "kind", kind,
+							"sandbox_id", id, "what", what,
+							"fixed", fixed));
 	else
-		printf("%s %s: %s\n", kind, id, what);
+		printf("%s %s: %s%s\n", kind, id, what,
+		       o->check || fixed ? "" : " (NOT fixed)");
 }
 
 int main(int argc, char **argv)
@@ -51,7 +55,7 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	struct omr_gc_opts o = { 0 };
-	struct out out = { 0, NULL };
+	struct out out = { 0, 0, NULL, 0 };
 	struct omr_err *err = NULL;
 	struct omr_config *c;
 	int ch, n;
@@ -70,6 +74,7 @@ int main(int argc, char **argv)
 	if (optind != argc)
 		omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
 	c = omr_cli_config();
+	out.check = o.check_only;
 	out.arr = json_array();
 	n = omr_gc_run(c, &o, found, &out, &err);
 	omr_config_free(c);
@@ -79,5 +84,6 @@ int main(int argc, char **argv)
 		json_decref(out.arr);
 	if (n < 0)
 		return omr_cli_fail(&err);
-	return o.check_only && n > 0 ? OMR_EXIT_FAILURE : OMR_EXIT_OK;
+	/* Found with --check, or found and not fixed: both need someone. */
+	return out.unfixed ? OMR_EXIT_FAILURE : OMR_EXIT_OK;
 }

@@ -23,23 +23,14 @@ static void usage(void)
 	exit(OMR_EXIT_OK);
 }
 
-/* A record that says running while its monitor is gone is shown as "lost"
- * until sbx-gc reaps it. */
-static const char *shown_state(const struct omr_sandbox *sb)
-{
-	if (sb->state != OMR_SB_STOPPED && !omr_sandbox_monitor_alive(sb))
-		return sb->state == OMR_SB_STARTING ? "starting" : "lost";
-	return omr_sb_state_name(sb->state);
-}
-
-static void print_row(const struct omr_sandbox *sb)
+static void print_row(const struct omr_config *c, const struct omr_sandbox *sb)
 {
 	char created[32], expires[32];
 
 	omr_format_time(sb->created_at, created);
 	omr_format_time(sb->state == OMR_SB_STOPPED ? sb->ended_at : sb->expires_at, expires);
 	printf("%-14s %-10s %-9s %-20s %-20s %4u %7u %7d\n", sb->id, sb->template_name,
-	       shown_state(sb), created, expires, sb->cpus, sb->memory_mb,
+	       omr_sandbox_shown_state(c, sb), created, expires, sb->cpus, sb->memory_mb,
 	       sb->vmm_pid > 0 ? (int)sb->vmm_pid : 0);
 }
 
@@ -75,10 +66,12 @@ int main(int argc, char **argv)
 	if (optind < argc) {
 		v = calloc((size_t)(argc - optind), sizeof(*v));
 		for (int i = optind; v && i < argc; i++) {
-			if (omr_sandbox_load(c, argv[i], &v[n], &err) < 0)
-				rc = omr_cli_fail(&err);
-			else
+			if (omr_sandbox_load(c, argv[i], &v[n], &err) == 0)
 				n++;
+			else if (v[n].state == OMR_SB_CORRUPT)
+				n++, omr_err_free(&err); /* shown as corrupt */
+			else
+				rc = omr_cli_fail(&err);
 		}
 	} else if (omr_sandbox_list(c, &v, &n, &err) < 0) {
 		omr_config_free(c);
@@ -93,12 +86,12 @@ int main(int argc, char **argv)
 			continue;
 		if (json) {
 			json_t *o = omr_sandbox_json(&v[i]);
-			json_object_set_new(o, "state", json_string(shown_state(&v[i])));
+			json_object_set_new(o, "state", json_string(omr_sandbox_shown_state(c, &v[i])));
 			json_array_append_new(arr, o);
 		} else if (quiet) {
 			printf("%s\n", v[i].id);
 		} else {
-			print_row(&v[i]);
+			print_row(c, &v[i]);
 		}
 	}
 	if (json)

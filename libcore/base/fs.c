@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,27 +39,58 @@ int omr_read_file_at(int dirfd, const char *name, size_t max, char **out,
 	return 0;
 }
 
+/* A full disk is a limit the caller can act on, not a plain failure. */
+static enum omr_err_kind write_kind(int e)
+{
+	return e == ENOSPC || e == EDQUOT ? OMR_E_LIMIT : OMR_E_FAIL;
+}
+
+int omr_open_temp_at(int dirfd, const char *name, mode_t mode, char **tmp, struct omr_err **err)
+{
+	for (int tries = 0; tries < 16; tries++) {
+		uint64_t r;
+		char *t;
+		int fd;
+
+		if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+			r = omr_now_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)tries;
+		t = omr_strdup_printf(".%s.%016llx", name, (unsigned long long)r);
+		fd = openat(dirfd, t, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+		if (fd >= 0) {
+			*tmp = t;
+			return fd;
+		}
+		free(t);
+		if (errno != EEXIST)
+			return omr_err_set(err, write_kind(errno), errno,
+					   "cannot create a temporary file for %s", name);
+	}
+	return omr_err_setx(err, OMR_E_FAIL, EEXIST, "cannot create a temporary file for %s", name);
+}
+
 int omr_write_file_atomic_at(int dirfd, const char *name, const void *data,
 			     size_t len, mode_t mode, struct omr_err **err)
 {
-	_cleanup_free_ char *tmp = omr_strdup_printf("%s.tmp", name);
+	_cleanup_free_ char *tmp = NULL;
 	_cleanup_close_ int fd = -1;
 	int rc;
 
-	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	/* A name of its own for each writer: two writers never share (and
+	 * truncate) one temporary file. */
+	fd = omr_open_temp_at(dirfd, name, mode, &tmp, err);
 	if (fd < 0)
-		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", tmp);
+		return -1;
 	rc = omr_write_all(fd, data, len);
 	if (rc == 0 && fsync(fd) < 0)
 		rc = -errno;
 	if (rc < 0) {
 		unlinkat(dirfd, tmp, 0);
-		return omr_err_set(err, OMR_E_FAIL, -rc, "cannot write %s", tmp);
+		return omr_err_set(err, write_kind(-rc), -rc, "cannot write %s", name);
 	}
 	if (renameat(dirfd, tmp, dirfd, name) < 0) {
 		rc = errno;
 		unlinkat(dirfd, tmp, 0);
-		return omr_err_set(err, OMR_E_FAIL, rc, "cannot rename %s", tmp);
+		return omr_err_set(err, write_kind(rc), rc, "cannot rename %s into place", name);
 	}
 	/* The rename is durable only once the directory is synced. */
 	if (fsync(dirfd) < 0 && errno != EINVAL)

@@ -55,3 +55,49 @@ char *omr_find_program(const char *name, const char *extra_dirs)
 	}
 	return NULL;
 }
+
+/* realpath() of a program, or NULL. */
+char *omr_program_realpath(char *path_owned)
+{
+	char *real = path_owned ? realpath(path_owned, NULL) : NULL;
+
+	free(path_owned);
+	return real;
+}
+
+/* What /proc/PID/exe names (" (deleted)" dropped: a rebuilt binary), or NULL. */
+char *omr_proc_exe(pid_t pid)
+{
+	_cleanup_free_ char *link = omr_strdup_printf("/proc/%d/exe", (int)pid);
+	char buf[4096];
+	ssize_t n = readlink(link, buf, sizeof(buf) - 1);
+	static const char del[] = " (deleted)";
+
+	if (n <= 0 || n == (ssize_t)sizeof(buf) - 1)
+		return NULL;
+	buf[n] = 0;
+	if ((size_t)n > strlen(del) && !strcmp(buf + n - strlen(del), del))
+		buf[n - strlen(del)] = 0;
+	return omr_xstrdup(buf);
+}
+
+/* The real uid of pid, or -1. */
+long omr_proc_uid(pid_t pid)
+{
+	_cleanup_free_ char *path = omr_strdup_printf("/proc/%d/status", (int)pid);
+	_cleanup_free_ char *text = NULL;
+	char *u;
+
+	if (omr_read_file_at(AT_FDCWD, path, 65536, &text, NULL, NULL) < 0 ||
+	    !(u = strstr(text, "\nUid:")))
+		return -1;
+	return strtol(u + 5, NULL, 10);
+}
+
+int omr_proc_is(pid_t pid, const char *exe)
+{
+	_cleanup_free_ char *have = exe ? omr_proc_exe(pid) : NULL;
+	long uid = omr_proc_uid(pid);
+
+	return have && !strcmp(have, exe) && (uid == 0 || uid == (long)getuid());
+}

@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <string.h>
 #include <fcntl.h>
-#include <stdlib.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -154,36 +153,35 @@ int omr_files_get_ex(const struct omr_config *c, const char *id, const char *pat
 	return rc;
 }
 
-/* A temporary file next to dst, made with O_EXCL under a random name, so
- * that it can never be something that was already there. */
-static int open_temp_next_to(const char *dst, char **tmp, struct omr_err **err)
+/* The directory of dst, open, and dst's last component (malloc'ed). */
+static int open_parent(const char *dst, char **base, struct omr_err **err)
 {
-	_cleanup_free_ char *copy = omr_xstrdup(dst);
-	const char *slash = strrchr(copy, '/');
-	char *t;
-	int fd;
+	_cleanup_free_ char *dir = omr_xstrdup(dst);
+	char *slash = strrchr(dir, '/');
+	int dfd;
 
+	if (slash && !slash[1])
+		return omr_err_setx(err, OMR_E_USAGE, EISDIR, "%s names a directory", dst);
+	*base = omr_xstrdup(slash ? slash + 1 : dst);
 	if (slash)
-		copy[slash - copy] = 0;
-	t = omr_strdup_printf("%s/.%s.XXXXXX", slash ? (*copy ? copy : "") : ".",
-			      slash ? slash + 1 : dst);
-	fd = mkostemp(t, O_CLOEXEC);
-	if (fd < 0) {
-		int rc = omr_err_set(err, omr_err_kind_missing(errno), errno,
-				     "cannot create a temporary file next to %s", dst);
-		free(t);
+		*slash = 0;
+	dfd = open(slash ? (*dir ? dir : "/") : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0) {
+		int rc = omr_err_set(err, omr_err_kind_missing(errno), errno, "cannot open the "
+				     "directory of %s", dst);
+		free(*base);
+		*base = NULL;
 		return rc;
 	}
-	*tmp = t;
-	return fd;
+	return dfd;
 }
 
 int omr_files_download(const struct omr_config *c, const char *id, const char *src,
 		       const char *dst, const struct omr_download_opts *o, uint64_t *size,
 		       struct omr_err **err)
 {
-	_cleanup_free_ char *tmp = NULL;
-	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *tmp = NULL, *base = NULL;
+	_cleanup_close_ int fd = -1, dfd = -1;
 	struct stat st;
 	int mode = 0644, rc;
 	mode_t mask = umask(0);
@@ -212,18 +210,20 @@ int omr_files_download(const struct omr_config *c, const char *id, const char *s
 	} else if (errno != ENOENT) {
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot check %s", dst);
 	}
-	fd = open_temp_next_to(dst, &tmp, err);
-	if (fd < 0)
+	/* A temporary file of its own next to dst (O_EXCL, random name):
+	 * never one that was there. */
+	dfd = open_parent(dst, &base, err);
+	if (dfd < 0 || (fd = omr_open_temp_at(dfd, base, 0600, &tmp, err)) < 0)
 		return -1;
 	rc = omr_files_get_ex(c, id, src, fd, o ? o->sig_fd : -1, &mode, size, err);
 	/* The guest chooses the mode: permission bits only (never setuid,
 	 * setgid or sticky on the host), and our umask applies. */
 	if (rc == 0 && (fchmod(fd, (mode_t)mode & 0777 & ~mask) < 0 || fsync(fd) < 0))
 		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot write %s", dst);
-	if (rc == 0 && rename(tmp, dst) < 0)
-		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot rename %s to %s", tmp, dst);
+	if (rc == 0 && renameat(dfd, tmp, dfd, base) < 0)
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot rename %s into place", dst);
 	if (rc < 0)
-		unlink(tmp);
+		unlinkat(dfd, tmp, 0);
 	return rc;
 }
 

@@ -63,7 +63,7 @@ static int check_space(int root, unsigned disk_mb, struct omr_err **err)
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot check the free space for sandboxes");
 	free_mb = ((uint64_t)st.f_bavail * st.f_frsize) >> 20;
 	if (free_mb < (uint64_t)disk_mb + DISK_MARGIN_MB)
-		return omr_err_setx(err, OMR_E_FAIL, ENOSPC, "not enough free space for a %u MB disk: "
+		return omr_err_setx(err, OMR_E_LIMIT, ENOSPC, "not enough free space for a %u MB disk: "
 				    "%llu MB free, %u MB needed", disk_mb,
 				    (unsigned long long)free_mb, disk_mb + DISK_MARGIN_MB);
 	return 0;
@@ -82,7 +82,8 @@ static void remove_dir(const struct omr_config *c, const char *id)
 /* Under the host-wide create lock, so that max_sandboxes holds: counts
  * the live sandboxes, checks the space, claims a fresh id (mkdir is the
  * atomic claim: two creates never share one) and writes the record. */
-static int claim(const struct omr_config *c, struct omr_sandbox *sb, struct omr_err **err)
+static int claim(const struct omr_config *c, struct omr_sandbox *sb, int *creator,
+		 struct omr_err **err)
 {
 	_cleanup_close_ int lock = omr_sandbox_create_lock(c, 10000, err);
 	_cleanup_close_ int root = -1;
@@ -106,7 +107,11 @@ static int claim(const struct omr_config *c, struct omr_sandbox *sb, struct omr_
 	}
 	if (tries == 8)
 		return omr_err_setx(err, OMR_E_FAIL, EEXIST, "cannot find a free sandbox id");
-	if (omr_sandbox_save(c, sb, err) < 0) {
+	/* Held until the create returns: while it is, the sandbox has a
+	 * creator, and sbx-gc knows at once when it has none. */
+	*creator = omr_sandbox_creator_hold(c, sb->id, err);
+	if (*creator < 0 || omr_sandbox_reserve(c, sb->id, err) < 0 ||
+	    omr_sandbox_save(c, sb, err) < 0) {
 		remove_dir(c, sb->id);
 		return -1;
 	}
@@ -197,7 +202,7 @@ static void record_monitor(const struct omr_config *c, const char *id, pid_t mon
 		sb.monitor_pid = mon;
 		omr_sandbox_save(c, &sb, NULL);
 	} else if (was_killed(&sb)) {
-		omr_sandbox_kill_monitor(mon, id);
+		omr_sandbox_kill_monitor(c, mon, id);
 	}
 }
 
@@ -271,7 +276,7 @@ static int boot_error(const struct omr_config *c, const char *id, pid_t mon, int
 	/* Hung or gone without a word: make sure it is gone (checked, its
 	 * pid may be reused by now). */
 	if (how < 0)
-		omr_sandbox_kill_monitor(mon, id);
+		omr_sandbox_kill_monitor(c, mon, id);
 	if (killed_during_boot(c, id))
 		return omr_err_setx(err, OMR_E_FAIL, ECANCELED, "sandbox was killed during boot");
 	if (how == -ETIMEDOUT) {
@@ -306,6 +311,7 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
 	int ready[2] = { -1, -1 };
 	json_t *rep = NULL;
 	pid_t mon;
+	_cleanup_close_ int creator = -1;
 	int rc = -1, how;
 
 	if (!omr_template_name_valid(tname))
@@ -332,7 +338,7 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
 	sb.created_at = (int64_t)(omr_wall_ms() / 1000);
 	sb.expires_at = sb.created_at + sb.timeout_s;
 	sb.owner = getuid();
-	if (claim(c, &sb, err) < 0)
+	if (claim(c, &sb, &creator, err) < 0)
 		return -1;
 	if (pipe2(ready, O_CLOEXEC) < 0) {
 		omr_err_set(err, OMR_E_FAIL, errno, "cannot create pipe");
@@ -352,7 +358,7 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
 		goto fail;
 	}
 	if (omr_sandbox_load(c, sb.id, out, err) < 0) {
-		omr_sandbox_kill_monitor(mon, sb.id); /* a sandbox nobody can name */
+		omr_sandbox_kill_monitor(c, mon, sb.id); /* a sandbox nobody can name */
 		goto fail;
 	}
 	rc = 0;
@@ -377,7 +383,7 @@ static int ask_destroy(const struct omr_config *c, struct omr_sandbox *sb)
 	struct omr_err *e = NULL;
 	json_t *req = json_pack("{s:s}", "op", "destroy"), *rep = NULL;
 
-	if (pfd >= 0 && !omr_sandbox_monitor_alive(sb))
+	if (pfd >= 0 && !omr_sandbox_monitor_alive(c, sb))
 		omr_closep(&pfd); /* its pid is someone else's now */
 	fd = omr_client_connect(c, sb->id, &e);
 	/* The monitor answers once teardown is complete. */
@@ -393,25 +399,43 @@ static int ask_destroy(const struct omr_config *c, struct omr_sandbox *sb)
 	return 0;
 }
 
+/* omr_sandbox_load, where a corrupt record is no failure. */
+static int load_or_corrupt(const struct omr_config *c, const char *id, struct omr_sandbox *sb,
+			   struct omr_err **err)
+{
+	struct omr_err *e = NULL;
+
+	if (omr_sandbox_load(c, id, sb, &e) == 0 || sb->state == OMR_SB_CORRUPT) {
+		omr_err_free(&e);
+		return 0;
+	}
+	if (err && !*err)
+		*err = omr_steal_ptr(e);
+	omr_err_free(&e);
+	return -1;
+}
+
 int omr_sandbox_kill(const struct omr_config *c, const char *id, const char *reason,
 		     struct omr_err **err)
 {
-	struct omr_sandbox sb;
+	struct omr_sandbox sb = { 0 };
 	_cleanup_close_ int lock = -1;
 
-	if (omr_sandbox_load(c, id, &sb, err) < 0)
+	/* A corrupt record still names a sandbox to tear down: its monitor
+	 * is found from the run dir. */
+	if (load_or_corrupt(c, id, &sb, err) < 0)
 		return -1;
 	if (sb.state == OMR_SB_STOPPED)
 		return 0;
 	/* A booting monitor serves nobody yet: it is killed below. */
-	if (sb.state != OMR_SB_STARTING && ask_destroy(c, &sb) == 0)
+	if (sb.state != OMR_SB_STARTING && sb.state != OMR_SB_CORRUPT && ask_destroy(c, &sb) == 0)
 		return 0;
-	/* Booting, dead or wedged: clean up ourselves, under the lock (the
-	 * monitor, about to say running, then sees the record stopped). */
+	/* Booting, dead, wedged or unreadable: clean up ourselves, under the
+	 * lock (the monitor, about to say running, then sees it stopped). */
 	lock = omr_sandbox_lock(c, id, 10000, err);
 	if (lock < 0)
 		return -1;
-	if (omr_sandbox_load(c, id, &sb, err) < 0)
+	if (load_or_corrupt(c, id, &sb, err) < 0)
 		return -1;
 	if (sb.state == OMR_SB_STOPPED)
 		return 0;

@@ -13,8 +13,6 @@
 #include "omnirun/state/record.h"
 #include "omnirun/base/util.h"
 
-#define INCOMPLETE_AGE_S 120
-
 struct gc {
 	const struct omr_config *c;
 	const struct omr_gc_opts *o;
@@ -24,28 +22,52 @@ struct gc {
 	int64_t now;
 };
 
-static void report(struct gc *g, const char *kind, const char *id, const char *what)
+/* fixed: whether it was cleaned (never in check mode). */
+static void report(struct gc *g, const char *kind, const char *id, const char *what, int fixed)
 {
 	g->count++;
 	if (g->found)
-		g->found(g->user, kind, id, what);
+		g->found(g->user, kind, id, what, fixed);
 }
 
-/* Loads id's record; returns 1 if it is live (not stopped). */
+/* Loads id's record; returns 1 if it may be live: not stopped, or
+ * unreadable (then nothing of it is touched without checking it from the
+ * run dir, see gc_corrupt). */
 static int record_live(struct gc *g, const char *id, struct omr_sandbox *sb)
 {
-	return omr_sandbox_load(g->c, id, sb, NULL) == 0 && sb->state != OMR_SB_STOPPED;
+	memset(sb, 0, sizeof(*sb));
+	if (omr_sandbox_load(g->c, id, sb, NULL) == 0)
+		return sb->state != OMR_SB_STOPPED;
+	return sb->state == OMR_SB_CORRUPT;
 }
 
-/* A record that says live while its monitor is gone.  A create in progress
- * may not have recorded its monitor yet: only records older than the boot
- * window count. */
+/* A record that says live while nothing serves it: no monitor, and, for
+ * one starting, no creator holding its directory's lock. */
 static int lost(struct gc *g, const struct omr_sandbox *sb)
 {
-	if (sb->state == OMR_SB_STOPPED || omr_sandbox_monitor_alive(sb))
-		return 0;
-	return sb->state != OMR_SB_STARTING ||
-	       g->now - sb->created_at >= (int64_t)g->c->boot_timeout_s + 60;
+	return !strcmp(omr_sandbox_shown_state(g->c, sb), "lost");
+}
+
+/* A record nobody can read: torn down (a fresh stopped record written)
+ * unless its monitor, found from the run dir, still serves it; sbx-kill
+ * tears that one down. */
+static void gc_corrupt(struct gc *g, struct omr_sandbox *sb)
+{
+	pid_t mon = omr_sandbox_find_monitor(g->c, sb->id);
+	_cleanup_free_ char *what = NULL;
+	int lock, fixed = 0;
+
+	if (mon) {
+		what = omr_strdup_printf("unreadable record, its monitor (pid %d) still runs: "
+					 "sbx-kill %s tears it down", (int)mon, sb->id);
+		report(g, "corrupt_record", sb->id, what, 0);
+		return;
+	}
+	if (!g->o->check_only && (lock = omr_sandbox_lock(g->c, sb->id, 5000, NULL)) >= 0) {
+		fixed = omr_sandbox_reap(g->c, sb, "gc", NULL) == 0;
+		close(lock);
+	}
+	report(g, "corrupt_record", sb->id, "unreadable record, nothing runs for it", fixed);
 }
 
 static void gc_records(struct gc *g)
@@ -57,33 +79,41 @@ static void gc_records(struct gc *g)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		struct omr_sandbox *sb = &v[i];
-		int lock;
+		int lock, fixed;
 
 		if (sb->state == OMR_SB_STOPPED) {
 			if (g->o->prune_days && sb->ended_at > 0 &&
 			    g->now - sb->ended_at > (int64_t)g->o->prune_days * 86400) {
-				report(g, "expired_record", sb->id, "stopped record past the history limit");
+				fixed = 0;
 				if (!g->o->check_only) {
 					_cleanup_close_ int root = omr_state_sandboxes_dir(g->c, 0, NULL);
-					if (root >= 0)
-						omr_rm_rf_at(root, sb->id);
+					fixed = root >= 0 && omr_rm_rf_at(root, sb->id) == 0;
 				}
+				report(g, "expired_record", sb->id, "stopped record past the history limit",
+				       fixed);
 			}
+			continue;
+		}
+		if (sb->state == OMR_SB_CORRUPT) {
+			gc_corrupt(g, sb);
 			continue;
 		}
 		if (!lost(g, sb))
 			continue;
-		report(g, "lost_sandbox", sb->id, "record says running but its monitor is gone");
-		if (g->o->check_only)
+		if (g->o->check_only) {
+			report(g, "lost_sandbox", sb->id, "record says live but nothing serves it", 0);
 			continue;
+		}
 		/* What was read above may be stale by now (a boot that went
 		 * on, a kill): decide again under the lock. */
+		fixed = 0;
 		lock = omr_sandbox_lock(g->c, sb->id, 5000, NULL);
-		if (lock < 0)
-			continue;
-		if (omr_sandbox_load(g->c, sb->id, sb, NULL) == 0 && lost(g, sb))
-			omr_sandbox_reap(g->c, sb, "gc", NULL);
-		close(lock);
+		if (lock >= 0) {
+			if (omr_sandbox_load(g->c, sb->id, sb, NULL) == 0)
+				fixed = !lost(g, sb) || omr_sandbox_reap(g->c, sb, "gc", NULL) == 0;
+			close(lock);
+		}
+		report(g, "lost_sandbox", sb->id, "record says live but nothing serves it", fixed);
 	}
 	free(v);
 }
@@ -101,9 +131,8 @@ static void gc_dirs(struct gc *g)
 		struct omr_sandbox sb;
 		if (de->d_name[0] == '.' || record_live(g, de->d_name, &sb))
 			continue;
-		report(g, "stale_run_dir", de->d_name, "runtime directory of a stopped sandbox");
-		if (!g->o->check_only)
-			omr_rm_rf_at(dirfd(d), de->d_name);
+		report(g, "stale_run_dir", de->d_name, "runtime directory of a stopped sandbox",
+		       !g->o->check_only && omr_rm_rf_at(dirfd(d), de->d_name) == 0);
 	}
 	if (d)
 		closedir(d);
@@ -117,57 +146,17 @@ static void gc_dirs(struct gc *g)
 		struct stat st;
 		if (!omr_id_valid(de->d_name) || fstatat(root, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
-		if (faccessat(root, de->d_name, F_OK, 0) == 0) {
-			_cleanup_free_ char *rec = omr_strdup_printf("%s/sandbox.conf", de->d_name);
-			if (faccessat(root, rec, F_OK, 0) == 0 || g->now - st.st_mtime < INCOMPLETE_AGE_S)
-				continue;
-		}
-		report(g, "incomplete_create", de->d_name, "sandbox directory without a record");
-		if (!g->o->check_only)
-			omr_rm_rf_at(root, de->d_name);
+		_cleanup_free_ char *rec = omr_strdup_printf("%s/sandbox.conf", de->d_name);
+		/* A create in progress holds its directory's lock. */
+		if (faccessat(root, rec, F_OK, 0) == 0 || omr_sandbox_creator_alive(g->c, de->d_name))
+			continue;
+		report(g, "incomplete_create", de->d_name, "sandbox directory without a record",
+		       !g->o->check_only && omr_rm_rf_at(root, de->d_name) == 0);
 	}
 	if (d)
 		closedir(d);
 	else
 		close(root);
-}
-
-/* realpath() of a program, or NULL. */
-static char *program_path(char *path_owned)
-{
-	char *real = path_owned ? realpath(path_owned, NULL) : NULL;
-
-	free(path_owned);
-	return real;
-}
-
-/* What /proc/PID/exe names (" (deleted)" dropped: a rebuilt binary), or NULL. */
-static char *proc_exe(pid_t pid)
-{
-	_cleanup_free_ char *link = omr_strdup_printf("/proc/%d/exe", (int)pid);
-	char buf[4096];
-	ssize_t n = readlink(link, buf, sizeof(buf) - 1);
-	static const char del[] = " (deleted)";
-
-	if (n <= 0 || n == (ssize_t)sizeof(buf) - 1)
-		return NULL;
-	buf[n] = 0;
-	if ((size_t)n > strlen(del) && !strcmp(buf + n - strlen(del), del))
-		buf[n - strlen(del)] = 0;
-	return omr_xstrdup(buf);
-}
-
-/* The real uid of pid, or -1. */
-static long proc_uid(pid_t pid)
-{
-	_cleanup_free_ char *path = omr_strdup_printf("/proc/%d/status", (int)pid);
-	_cleanup_free_ char *text = NULL;
-	char *u;
-
-	if (omr_read_file_at(AT_FDCWD, path, 65536, &text, NULL, NULL) < 0 ||
-	    !(u = strstr(text, "\nUid:")))
-		return -1;
-	return strtol(u + 5, NULL, 10);
 }
 
 /* The sandbox id a QEMU or monitor command line names, or "". */
@@ -194,9 +183,9 @@ static void cmdline_id(const char *cmd, const char *mark, char id[OMR_ID_MAX])
 static void gc_processes(struct gc *g)
 {
 	_cleanup_free_ char *mark = omr_strdup_printf("%s/sandboxes/sb_", g->c->run_dir);
-	_cleanup_free_ char *qemu = program_path(omr_qemu_find(g->c));
+	_cleanup_free_ char *qemu = omr_program_realpath(omr_qemu_find(g->c));
 	_cleanup_free_ char *monitor =
-		program_path(omr_strdup_printf("%s/sbx-monitor", g->c->libexec_dir));
+		omr_program_realpath(omr_strdup_printf("%s/sbx-monitor", g->c->libexec_dir));
 	DIR *d = opendir("/proc");
 	struct dirent *de;
 
@@ -213,8 +202,8 @@ static void gc_processes(struct gc *g)
 		cmdline_id(cmd, mark, id);
 		if (!omr_id_valid(id) || record_live(g, id, &sb))
 			continue;
-		exe = proc_exe(pid);
-		uid = proc_uid(pid);
+		exe = omr_proc_exe(pid);
+		uid = omr_proc_uid(pid);
 		if (!exe || !((qemu && !strcmp(exe, qemu)) || (monitor && !strcmp(exe, monitor))))
 			continue;
 		if (uid != 0 && (!sb.id[0] || uid != (long)sb.owner))
@@ -223,9 +212,8 @@ static void gc_processes(struct gc *g)
 		if (omr_pidfd_signal(pfd, 0) < 0)
 			continue;
 		what = omr_strdup_printf("process %d of a stopped sandbox", (int)pid);
-		report(g, "orphan_process", id, what);
-		if (!g->o->check_only)
-			omr_pidfd_signal(pfd, SIGKILL);
+		report(g, "orphan_process", id, what,
+		       !g->o->check_only && omr_pidfd_signal(pfd, SIGKILL) == 0);
 	}
 	if (d)
 		closedir(d);

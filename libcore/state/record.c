@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,7 +27,11 @@ static const char *const state_names[] = {
 	[OMR_SB_RUNNING] = "running",
 	[OMR_SB_STOPPING] = "stopping",
 	[OMR_SB_STOPPED] = "stopped",
+	[OMR_SB_CORRUPT] = "corrupt",
 };
+
+#define RESERVE "reserve"
+#define RESERVE_BYTES (64 * 1024)
 
 const char *omr_sb_state_name(enum omr_sb_state s)
 {
@@ -77,11 +83,30 @@ static int id_dir(const struct omr_config *c, const char *id, struct omr_err **e
 struct parse_ctx {
 	struct omr_sandbox *sb;
 	int bad;
+	unsigned seen;   /* bits of the required keys */
 };
 
-static int64_t to_i64(const char *v)
+enum { SEEN_ID = 1, SEEN_STATE = 2, SEEN_CREATED = 4 };
+
+/* Strict numbers: a record with a garbled one is corrupt, not zero. */
+static int64_t to_i64(struct parse_ctx *x, const char *v)
 {
-	return strtoll(v, NULL, 10);
+	uint64_t n;
+
+	if (omr_parse_u64(v, 0, INT64_MAX, &n, "field", NULL) < 0) {
+		x->bad = 1;
+		return 0;
+	}
+	return (int64_t)n;
+}
+
+static unsigned to_u(struct parse_ctx *x, const char *v)
+{
+	int64_t n = to_i64(x, v);
+
+	if (n > UINT32_MAX)
+		x->bad = 1;
+	return (unsigned)n;
 }
 
 static int on_field(void *user, const char *section, const char *k, const char *v)
@@ -90,43 +115,69 @@ static int on_field(void *user, const char *section, const char *k, const char *
 	struct omr_sandbox *sb = x->sb;
 
 	(void)section;
-	if (!strcmp(k, "id"))
+	if (!strcmp(k, "id")) {
 		x->bad |= omr_strlcpy(sb->id, v, sizeof(sb->id)) < 0;
-	else if (!strcmp(k, "template"))
+		x->seen |= SEEN_ID;
+	} else if (!strcmp(k, "template")) {
 		x->bad |= omr_strlcpy(sb->template_name, v, sizeof(sb->template_name)) < 0;
-	else if (!strcmp(k, "state")) {
-		sb->state = OMR_SB_STOPPED;
-		for (size_t i = 0; i < OMR_ARRAY_SIZE(state_names); i++)
+	} else if (!strcmp(k, "state")) {
+		/* An unknown state is not "stopped": nobody knows. */
+		sb->state = OMR_SB_CORRUPT;
+		for (size_t i = 0; i < OMR_SB_CORRUPT; i++)
 			if (!strcmp(v, state_names[i]))
 				sb->state = (enum omr_sb_state)i;
-	} else if (!strcmp(k, "created_at"))
-		sb->created_at = to_i64(v);
-	else if (!strcmp(k, "expires_at"))
-		sb->expires_at = to_i64(v);
+		x->bad |= sb->state == OMR_SB_CORRUPT;
+		x->seen |= SEEN_STATE;
+	} else if (!strcmp(k, "created_at")) {
+		sb->created_at = to_i64(x, v);
+		x->seen |= SEEN_CREATED;
+	} else if (!strcmp(k, "expires_at"))
+		sb->expires_at = to_i64(x, v);
 	else if (!strcmp(k, "ended_at"))
-		sb->ended_at = to_i64(v);
+		sb->ended_at = to_i64(x, v);
 	else if (!strcmp(k, "end_reason"))
 		x->bad |= omr_strlcpy(sb->end_reason, v, sizeof(sb->end_reason)) < 0;
 	else if (!strcmp(k, "cpus"))
-		sb->cpus = (unsigned)to_i64(v);
+		sb->cpus = to_u(x, v);
 	else if (!strcmp(k, "memory_mb"))
-		sb->memory_mb = (unsigned)to_i64(v);
+		sb->memory_mb = to_u(x, v);
 	else if (!strcmp(k, "disk_mb"))
-		sb->disk_mb = (unsigned)to_i64(v);
+		sb->disk_mb = to_u(x, v);
 	else if (!strcmp(k, "timeout"))
-		sb->timeout_s = (unsigned)to_i64(v);
+		sb->timeout_s = to_u(x, v);
 	else if (!strcmp(k, "idle_timeout"))
-		sb->idle_timeout_s = (unsigned)to_i64(v);
+		sb->idle_timeout_s = to_u(x, v);
 	else if (!strcmp(k, "monitor_pid"))
-		sb->monitor_pid = (pid_t)to_i64(v);
+		sb->monitor_pid = (pid_t)to_u(x, v);
 	else if (!strcmp(k, "vmm_pid"))
-		sb->vmm_pid = (pid_t)to_i64(v);
+		sb->vmm_pid = (pid_t)to_u(x, v);
 	else if (!strcmp(k, "accel"))
 		x->bad |= omr_strlcpy(sb->accel, v, sizeof(sb->accel)) < 0;
 	else if (!strcmp(k, "owner"))
-		sb->owner = (uid_t)to_i64(v);
+		sb->owner = (uid_t)to_u(x, v);
 	/* Unknown keys are kept for newer versions' sake: ignored. */
 	return 1;
+}
+
+/* Hands e on to err (which may be NULL).  Returns -1. */
+static int pass(struct omr_err **err, struct omr_err **e)
+{
+	if (err && !*err)
+		*err = omr_steal_ptr(*e);
+	omr_err_free(e);
+	return -1;
+}
+
+/* Fills out as a record nobody can read: its id, state corrupt. */
+static int corrupt(struct omr_sandbox *out, const char *id, const char *why,
+		   struct omr_err **err)
+{
+	memset(out, 0, sizeof(*out));
+	omr_strlcpy(out->id, id, sizeof(out->id));
+	out->state = OMR_SB_CORRUPT;
+	return omr_err_setx(err, OMR_E_STATE, EBADMSG,
+			    "sandbox %s: corrupt record (%s); sbx-kill %s tears it down", id, why,
+			    id);
 }
 
 int omr_sandbox_load(const struct omr_config *c, const char *id,
@@ -134,22 +185,33 @@ int omr_sandbox_load(const struct omr_config *c, const char *id,
 {
 	_cleanup_close_ int dfd = id_dir(c, id, err);
 	_cleanup_free_ char *text = NULL;
-	struct parse_ctx x = { out, 0 };
+	struct parse_ctx x = { out, 0, 0 };
+	struct omr_err *e = NULL;
+	size_t len = 0;
 
 	if (dfd < 0)
 		return dfd;
-	if (omr_read_file_at(dfd, RECORD, RECORD_MAX, &text, NULL, err) < 0) {
-		if (err && *err && omr_err_kind(*err) == OMR_E_NOT_FOUND) {
-			omr_err_free(err);
-			/* A directory without a record is a create in progress
-			 * or one that crashed before writing it. */
+	if (omr_read_file_at(dfd, RECORD, RECORD_MAX, &text, &len, &e) < 0) {
+		/* A directory without a record is a create in progress or
+		 * one that crashed before writing it. */
+		if (omr_err_kind(e) == OMR_E_NOT_FOUND)
 			return omr_err_setx(err, OMR_E_NOT_FOUND, ENOENT, "no such sandbox '%s'", id);
+		if (e->errnum != EFBIG)
+		{
+			omr_err_wrap(&e, "sandbox %s", id);
+			return pass(err, &e);
 		}
-		return omr_err_wrap(err, "sandbox %s", id);
+		return corrupt(out, id, "too large", err);
 	}
 	memset(out, 0, sizeof(*out));
-	if (ini_parse_string(text, on_field, &x) != 0 || x.bad || strcmp(out->id, id))
-		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "sandbox %s: corrupt record", id);
+	if (strlen(text) != len)
+		return corrupt(out, id, "NUL bytes", err);
+	if (ini_parse_string(text, on_field, &x) != 0 || x.bad)
+		return corrupt(out, id, "unreadable fields", err);
+	if (x.seen != (SEEN_ID | SEEN_STATE | SEEN_CREATED))
+		return corrupt(out, id, "fields missing", err);
+	if (strcmp(out->id, id))
+		return corrupt(out, id, "another sandbox's id", err);
 	return 0;
 }
 
@@ -158,6 +220,7 @@ int omr_sandbox_save(const struct omr_config *c, const struct omr_sandbox *sb,
 {
 	_cleanup_close_ int dfd = id_dir(c, sb->id, err);
 	_cleanup_free_ char *text = NULL;
+	struct omr_err *e = NULL;
 
 	if (dfd < 0)
 		return dfd;
@@ -171,7 +234,19 @@ int omr_sandbox_save(const struct omr_config *c, const struct omr_sandbox *sb,
 		(long long)sb->ended_at, sb->end_reason, sb->cpus, sb->memory_mb,
 		sb->disk_mb, sb->timeout_s, sb->idle_timeout_s, (int)sb->monitor_pid,
 		(int)sb->vmm_pid, sb->accel, (unsigned)sb->owner);
-	return omr_write_file_atomic_at(dfd, RECORD, text, strlen(text), 0600, err);
+	if (omr_write_file_atomic_at(dfd, RECORD, text, strlen(text), 0600, &e) < 0) {
+		/* A full filesystem must not leave a record that lies: the
+		 * reserve gives back what this write needs. */
+		if ((e->errnum != ENOSPC && e->errnum != EDQUOT) || unlinkat(dfd, RESERVE, 0) < 0)
+			return pass(err, &e);
+		omr_err_free(&e);
+		if (omr_write_file_atomic_at(dfd, RECORD, text, strlen(text), 0600, err) < 0)
+			return -1;
+	}
+	/* A stopped sandbox is written no more (but by gc): no reserve. */
+	if (sb->state == OMR_SB_STOPPED)
+		unlinkat(dfd, RESERVE, 0);
+	return 0;
 }
 
 /* flock LOCK_EX on dfd/name, waiting at most timeout_ms.  Returns the fd. */
@@ -243,15 +318,16 @@ int omr_sandbox_list(const struct omr_config *c, struct omr_sandbox **out, size_
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot list sandboxes");
 	}
 	while ((de = readdir(d))) {
-		struct omr_sandbox sb;
+		struct omr_sandbox sb = { 0 };
 		struct omr_err *e = NULL;
 
 		if (!omr_id_valid(de->d_name))
 			continue;
-		if (omr_sandbox_load(c, de->d_name, &sb, &e) < 0) {
+		if (omr_sandbox_load(c, de->d_name, &sb, &e) < 0 && sb.state != OMR_SB_CORRUPT) {
 			omr_err_free(&e); /* being created or removed right now */
 			continue;
 		}
+		omr_err_free(&e);
 		if (cnt == cap) {
 			cap = cap ? cap * 2 : 16;
 			v = omr_xrealloc(v, cap * sizeof(*v));
@@ -264,14 +340,6 @@ int omr_sandbox_list(const struct omr_config *c, struct omr_sandbox **out, size_
 	*out = v;
 	*n = cnt;
 	return 0;
-}
-
-int omr_sandbox_monitor_alive(const struct omr_sandbox *sb)
-{
-	_cleanup_free_ char *cmd = omr_proc_cmdline(sb->monitor_pid);
-
-	/* pids are reused: it must be a monitor, and of this sandbox. */
-	return cmd && strstr(cmd, "sbx-monitor") && strstr(cmd, sb->id);
 }
 
 static json_t *time_json(int64_t secs)
@@ -340,27 +408,70 @@ char *omr_sandbox_file_tail(const struct omr_config *c, const char *id, const ch
 
 /* ---- processes -------------------------------------------------------- */
 
-/* SIGKILLs pid if its command line still has what (and id, if not NULL),
- * through a pidfd so that a reused pid is never signalled, and waits
- * until it has exited.  Returns 1 if it killed it. */
-static int kill_and_wait(pid_t pid, const char *what, const char *id)
+/* The realpath of the monitor or of QEMU, as /proc/PID/exe shows it. */
+static char *monitor_exe(const struct omr_config *c)
 {
-	_cleanup_close_ int pfd = omr_pidfd_open(pid);
-	_cleanup_free_ char *cmd = pfd >= 0 ? omr_proc_cmdline(pid) : NULL;
+	return omr_program_realpath(omr_strdup_printf("%s/sbx-monitor", c->libexec_dir));
+}
 
-	if (!cmd || !strstr(cmd, what) || (id && !strstr(cmd, id)) ||
-	    omr_pidfd_signal(pfd, SIGKILL) < 0)
+/* Is pid, as /proc shows it now, exe run by root or us, with mark in its
+ * command line (the sandbox it serves; set by us when we spawned it)? */
+static int proc_matches(pid_t pid, const char *exe, const char *mark)
+{
+	_cleanup_free_ char *cmd = NULL;
+
+	if (pid <= 1 || !exe || !omr_proc_is(pid, exe))
+		return 0;
+	cmd = omr_proc_cmdline(pid);
+	return cmd && strstr(cmd, mark);
+}
+
+/* SIGKILLs pid through a pidfd (a reused pid is never signalled) if it
+ * is exe serving mark, and waits until it has exited.  Returns 1 if it
+ * killed it. */
+static int kill_and_wait(pid_t pid, const char *exe, const char *mark)
+{
+	_cleanup_close_ int pfd = pid > 1 ? omr_pidfd_open(pid) : -1;
+
+	/* Checked after the pidfd is open: while it lives, /proc/PID is it. */
+	if (pfd < 0 || !proc_matches(pid, exe, mark) || omr_pidfd_signal(pfd, SIGKILL) < 0)
 		return 0;
 	omr_pidfd_wait(pfd, 3000);
 	return 1;
 }
 
+int omr_sandbox_monitor_alive(const struct omr_config *c, const struct omr_sandbox *sb)
+{
+	_cleanup_free_ char *exe = monitor_exe(c);
+
+	/* pids are reused: it must be a monitor, and of this sandbox. */
+	return proc_matches(sb->monitor_pid, exe, sb->id);
+}
+
+pid_t omr_sandbox_find_monitor(const struct omr_config *c, const char *id)
+{
+	_cleanup_free_ char *path = omr_sandbox_run_path(c, id, "monitor.sock");
+	_cleanup_free_ char *exe = monitor_exe(c);
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+
+	if (fd < 0 || omr_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) < 0 ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return 0;
+	return proc_matches(cred.pid, exe, id) ? cred.pid : 0;
+}
+
 /* Kills the monitor of sandbox id, and waits for its QEMU too: the monitor
  * leads its own process group, which QEMU shares until it dies (by
  * PDEATHSIG, with the monitor). */
-void omr_sandbox_kill_monitor(pid_t pid, const char *id)
+void omr_sandbox_kill_monitor(const struct omr_config *c, pid_t pid, const char *id)
 {
-	if (!kill_and_wait(pid, "sbx-monitor", id))
+	_cleanup_free_ char *exe = monitor_exe(c);
+
+	if (!kill_and_wait(pid, exe, id))
 		return;
 	for (int i = 0; i < 300 && kill(-pid, 0) == 0; i++)
 		poll(NULL, 0, 10);
@@ -371,10 +482,24 @@ int omr_sandbox_reap(const struct omr_config *c, struct omr_sandbox *sb,
 {
 	_cleanup_free_ char *run = omr_sandbox_run_path(c, sb->id, NULL);
 	_cleanup_free_ char *mark = omr_strdup_printf("/sandboxes/%s/", sb->id);
+	_cleanup_free_ char *qemu = omr_program_realpath(omr_qemu_find(c));
+	pid_t found;
 
-	omr_sandbox_kill_monitor(sb->monitor_pid, sb->id);
-	kill_and_wait(sb->vmm_pid, mark, NULL);
+	omr_sandbox_kill_monitor(c, sb->monitor_pid, sb->id);
+	/* A record that cannot be trusted (or a monitor that never wrote its
+	 * pid) still has a monitor to find: the peer of its socket. */
+	found = omr_sandbox_find_monitor(c, sb->id);
+	if (found)
+		omr_sandbox_kill_monitor(c, found, sb->id);
+	kill_and_wait(sb->vmm_pid, qemu, mark);
 	omr_rm_rf_at(AT_FDCWD, run);
+	if (sb->state == OMR_SB_CORRUPT) {
+		/* Nothing of the old record can be believed: a fresh one. */
+		char id[OMR_ID_MAX];
+		omr_strlcpy(id, sb->id, sizeof(id));
+		memset(sb, 0, sizeof(*sb));
+		omr_strlcpy(sb->id, id, sizeof(sb->id));
+	}
 	sb->state = OMR_SB_STOPPED;
 	sb->monitor_pid = 0;
 	sb->vmm_pid = 0;
@@ -385,3 +510,57 @@ int omr_sandbox_reap(const struct omr_config *c, struct omr_sandbox *sb,
 	return omr_sandbox_save(c, sb, err);
 }
 
+int omr_sandbox_reserve(const struct omr_config *c, const char *id, struct omr_err **err)
+{
+	_cleanup_close_ int dfd = id_dir(c, id, err);
+	_cleanup_close_ int fd = -1;
+	int rc;
+
+	if (dfd < 0)
+		return -1;
+	fd = openat(dfd, RESERVE, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create the reserve of %s", id);
+	rc = posix_fallocate(fd, 0, RESERVE_BYTES);
+	if (rc)
+		return omr_err_set(err, rc == ENOSPC ? OMR_E_LIMIT : OMR_E_FAIL, rc,
+				   "cannot reserve space for %s", id);
+	return 0;
+}
+
+int omr_sandbox_creator_hold(const struct omr_config *c, const char *id, struct omr_err **err)
+{
+	int dfd = id_dir(c, id, err);
+
+	if (dfd < 0)
+		return -1;
+	if (flock(dfd, LOCK_SH) < 0) {
+		int rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot lock sandbox %s", id);
+		close(dfd);
+		return rc;
+	}
+	return dfd;
+}
+
+int omr_sandbox_creator_alive(const struct omr_config *c, const char *id)
+{
+	_cleanup_close_ int dfd = id_dir(c, id, NULL);
+
+	if (dfd < 0)
+		return 0;
+	if (flock(dfd, LOCK_EX | LOCK_NB) == 0) {
+		flock(dfd, LOCK_UN);
+		return 0;
+	}
+	return errno == EWOULDBLOCK;
+}
+
+const char *omr_sandbox_shown_state(const struct omr_config *c, const struct omr_sandbox *sb)
+{
+	if (sb->state == OMR_SB_STOPPED || sb->state == OMR_SB_CORRUPT ||
+	    omr_sandbox_monitor_alive(c, sb))
+		return omr_sb_state_name(sb->state);
+	if (sb->state == OMR_SB_STARTING && omr_sandbox_creator_alive(c, sb->id))
+		return "starting";
+	return "lost";
+}

@@ -33,7 +33,14 @@ void *omr_xrealloc(void *p, size_t n);
 int omr_read_file_at(int dirfd, const char *name, size_t max, char **out,
 		     size_t *len, struct omr_err **err);
 
-/* Writes name atomically under dirfd: name.tmp, fsync, renameat, fsync dir. */
+/* Creates a temporary file .NAME.RANDOM under dirfd with O_EXCL (so it is
+ * never one that existed).  Returns the fd (O_CLOEXEC) and its name in
+ * *tmp (malloc'ed), or < 0. */
+int omr_open_temp_at(int dirfd, const char *name, mode_t mode, char **tmp, struct omr_err **err);
+
+/* Writes name atomically under dirfd: a temporary file of this write's own
+ * (omr_open_temp_at), fsync, renameat, fsync dir.  A full filesystem is
+ * kind limit with errnum ENOSPC or EDQUOT. */
 int omr_write_file_atomic_at(int dirfd, const char *name, const void *data,
 			     size_t len, mode_t mode, struct omr_err **err);
 
@@ -55,6 +62,16 @@ char *omr_str_escape_ctl(const char *s);
 
 /* /proc/PID/cmdline with its NULs as spaces (malloc'ed), or NULL. */
 char *omr_proc_cmdline(pid_t pid);
+/* What /proc/PID/exe names (" (deleted)" dropped: a rebuilt binary),
+ * malloc'ed, or NULL. */
+char *omr_proc_exe(pid_t pid);
+/* The real uid of pid, or -1. */
+long omr_proc_uid(pid_t pid);
+/* realpath() of path_owned (which it frees), malloc'ed, or NULL. */
+char *omr_program_realpath(char *path_owned);
+/* Is pid running the executable exe (a realpath), as root or as us?  A
+ * command line is anyone's to choose; these two are not. */
+int omr_proc_is(pid_t pid, const char *exe);
 
 /* pidfds, so that a reused pid is never signalled: open one, check what
  * /proc/PID says, then signal through the pidfd (which fails with -ESRCH

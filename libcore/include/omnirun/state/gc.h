@@ -6,11 +6,12 @@
 #include "omnirun/state/config.h"
 #include "omnirun/base/err.h"
 
-/* Called for each leftover: kind is "lost_sandbox", "stale_run_dir",
- * "orphan_process", "incomplete_create" or "expired_record"; what says
- * what exactly. */
+/* Called for each leftover: kind is "lost_sandbox", "corrupt_record",
+ * "stale_run_dir", "orphan_process", "incomplete_create" or
+ * "expired_record"; what says what exactly; fixed whether it was cleaned
+ * (never in check mode). */
 typedef void (*omr_gc_found_fn)(void *user, const char *kind, const char *id,
-				const char *what);
+				const char *what, int fixed);
 
 struct omr_gc_opts {
 	int check_only;        /* report, change nothing */

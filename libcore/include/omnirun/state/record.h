@@ -22,6 +22,7 @@ enum omr_sb_state {
 	OMR_SB_RUNNING,
 	OMR_SB_STOPPING,
 	OMR_SB_STOPPED,
+	OMR_SB_CORRUPT,    /* the record cannot be read: state unknown */
 };
 
 struct omr_sandbox {
@@ -43,7 +44,10 @@ const char *omr_sb_state_name(enum omr_sb_state s);
 
 /* Opens (creating when asked) $state_dir/sandboxes and returns a dirfd. */
 int omr_state_sandboxes_dir(const struct omr_config *c, int create, struct omr_err **err);
-/* Reads sandboxes/ID/sandbox.conf.  -ENOENT: "no such sandbox 'ID'". */
+/* Reads sandboxes/ID/sandbox.conf.  -ENOENT: "no such sandbox 'ID'".  A
+ * record that cannot be read or parsed (truncated, garbled, an unknown
+ * state) fails with kind state, and *out then holds the id and state
+ * OMR_SB_CORRUPT, so that callers can still tear the sandbox down. */
 int omr_sandbox_load(const struct omr_config *c, const char *id,
 		     struct omr_sandbox *out, struct omr_err **err);
 /* Writes the record atomically; the caller holds the lock. */
@@ -61,7 +65,7 @@ int omr_sandbox_create_lock(const struct omr_config *c, int timeout_ms, struct o
 char *omr_sandbox_state_path(const struct omr_config *c, const char *id, const char *file);
 char *omr_sandbox_run_path(const struct omr_config *c, const char *id, const char *file);
 
-/* All records (any state), sorted by creation time. */
+/* All records (any state, corrupt ones included), sorted by creation time. */
 int omr_sandbox_list(const struct omr_config *c, struct omr_sandbox **out, size_t *n,
 		     struct omr_err **err);
 
@@ -75,17 +79,39 @@ json_t *omr_sandbox_json(const struct omr_sandbox *sb);
 char *omr_sandbox_file_tail(const struct omr_config *c, const char *id, const char *file,
 			    size_t max);
 
-/* Is the monitor of this record alive (pid exists and is an sbx-monitor
- * for this id)? */
-int omr_sandbox_monitor_alive(const struct omr_sandbox *sb);
+/* Is the monitor of this record alive (pid exists, runs the sbx-monitor
+ * executable as root or as us, and serves this id)? */
+int omr_sandbox_monitor_alive(const struct omr_config *c, const struct omr_sandbox *sb);
 
 /* Removes what a dead sandbox left (run dir, processes) and marks its record
  * stopped.  Used by kill and sbx-gc; the caller holds the lock. */
 int omr_sandbox_reap(const struct omr_config *c, struct omr_sandbox *sb,
 		     const char *reason, struct omr_err **err);
 
-/* SIGKILLs the monitor of sandbox id (checked through a pidfd and its
- * command line) and waits for it and its QEMU to exit. */
-void omr_sandbox_kill_monitor(pid_t pid, const char *id);
+/* SIGKILLs the monitor of sandbox id, through a pidfd, once /proc shows it
+ * runs the sbx-monitor executable as root or as us and names id, and waits
+ * for it and its QEMU to exit. */
+void omr_sandbox_kill_monitor(const struct omr_config *c, pid_t pid, const char *id);
+
+/* The pid of sandbox id's monitor found from its run dir: the peer of
+ * monitor.sock (SO_PEERCRED), verified as omr_sandbox_kill_monitor does.
+ * Returns the pid, or 0 when none is alive.  For records that cannot be
+ * trusted. */
+pid_t omr_sandbox_find_monitor(const struct omr_config *c, const char *id);
+
+/* The creator of sandbox id holds a shared lock on its directory for as
+ * long as the create runs, so that anyone can tell at once whether a
+ * record in "starting" still has someone behind it.  hold returns the fd
+ * (close it to let go) or < 0; alive returns 1 while a creator holds it. */
+int omr_sandbox_creator_hold(const struct omr_config *c, const char *id, struct omr_err **err);
+int omr_sandbox_creator_alive(const struct omr_config *c, const char *id);
+
+/* The state to show: the record's, or "lost" for one that says live while
+ * nothing serves it (no monitor, and no creator for one starting). */
+const char *omr_sandbox_shown_state(const struct omr_config *c, const struct omr_sandbox *sb);
+
+/* Space kept in reserve in each live sandbox's directory, so that the
+ * record of its teardown can be written on a full filesystem. */
+int omr_sandbox_reserve(const struct omr_config *c, const char *id, struct omr_err **err);
 
 #endif
