@@ -105,9 +105,30 @@ uint64_t omr_cli_number(const char *s, uint64_t min, uint64_t max, const char *w
 	return v;
 }
 
+char *omr_cli_json_dumps(const json_t *j, size_t flags)
+{
+	/* ASCII only, so C1 controls are \u0080..\u009f; DEL is the one
+	 * control that JSON leaves raw. */
+	char *s = json_dumps(j, flags | JSON_ENSURE_ASCII | JSON_ENCODE_ANY), *out, *o;
+	size_t dels = 0;
+
+	if (!s)
+		return NULL;
+	for (char *p = s; *p; p++)
+		dels += *p == 0x7f;
+	if (!dels)
+		return s;
+	out = o = omr_xmalloc(strlen(s) + 5 * dels + 1);
+	for (char *p = s; *p; p++)
+		o = *p == 0x7f ? o + sprintf(o, "\\u007f") : (*o = *p, o + 1);
+	*o = 0;
+	free(s);
+	return out;
+}
+
 void omr_cli_print_json(json_t *j)
 {
-	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	char *s = omr_cli_json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 
 	if (s) {
 		puts(s);

@@ -31,6 +31,9 @@ struct omr_config *omr_cli_config(void);
 void omr_cli_usage_code(int code);
 /* Parses a number option or exits with the usage code, naming it. */
 uint64_t omr_cli_number(const char *s, uint64_t min, uint64_t max, const char *what);
+/* json_dumps for a terminal: ASCII only, with DEL and the C1 controls
+ * escaped too (malloc'ed, or NULL). */
+char *omr_cli_json_dumps(const json_t *j, size_t flags);
 /* Prints j (pretty, newline) on stdout and releases it. */
 void omr_cli_print_json(json_t *j);
 /* Progress on stderr, only when stderr is a terminal (scripts stay quiet). */

@@ -77,7 +77,7 @@ static int print_event(void *user, json_t *ev)
 {
 	(void)user;
 	if (json_out) {
-		char *s = json_dumps(ev, JSON_COMPACT);
+		char *s = omr_cli_json_dumps(ev, JSON_COMPACT);
 		printf("%s\n", s ? s : "{}");
 		free(s);
 	} else {

@@ -147,3 +147,25 @@ int omr_rm_rf_at(int dirfd, const char *name)
 		rc = -errno;
 	return rc;
 }
+
+int omr_dir_private(const char *path, int create, struct omr_err **err)
+{
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+
+	if (create && omr_mkdir_p(path, 0700, err) < 0)
+		return -1;
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return omr_err_set(err, omr_err_kind_missing(errno), errno, "cannot open %s", path);
+	if (fstat(fd, &st) < 0)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot check %s", path);
+	/* Someone else's directory, or one others can write to, could hold
+	 * records and sockets we did not make. */
+	if (st.st_uid != geteuid() || (st.st_mode & 022))
+		return omr_err_setx(err, OMR_E_DENIED, EPERM,
+				    "refusing %s: owned by uid %u with mode %04o; it must be owned by "
+				    "uid %u and writable by nobody else", path, (unsigned)st.st_uid,
+				    (unsigned)(st.st_mode & 07777), (unsigned)geteuid());
+	return omr_steal_fd(fd);
+}

@@ -118,7 +118,7 @@ static size_t utf8_len(const unsigned char *p)
 	return n;
 }
 
-char *omr_str_escape_ctl(const char *s)
+static char *escape(const char *s, int keep_lines)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	char *out = omr_xmalloc(4 * strlen(s) + 1), *o = out;
@@ -130,7 +130,8 @@ char *omr_str_escape_ctl(const char *s)
 			bad = 1; /* not UTF-8: a C1 control on an 8-bit terminal */
 		else if (n == 2 && p[0] == 0xc2 && p[1] < 0xa0)
 			bad = 2; /* U+0080..U+009F, the C1 controls */
-		else if (n == 1 && ((*p < 0x20 && *p != '\n' && *p != '\t') || *p == 0x7f))
+		else if (n == 1 && ((*p < 0x20 && !(keep_lines && (*p == '\n' || *p == '\t'))) ||
+				    *p == 0x7f))
 			bad = 1; /* C0 and DEL */
 
 		if (!bad) {
@@ -144,4 +145,30 @@ char *omr_str_escape_ctl(const char *s)
 	}
 	*o = 0;
 	return out;
+}
+
+char *omr_str_escape_ctl(const char *s)
+{
+	return escape(s, 1);
+}
+
+char *omr_str_escape_line(const char *s)
+{
+	return escape(s, 0);
+}
+
+char *omr_str_quote_short(const char *s, size_t max)
+{
+	size_t len = strlen(s);
+	_cleanup_free_ char *cut = omr_xstrdup(s);
+	_cleanup_free_ char *safe = NULL;
+
+	if (len <= max)
+		return escape(s, 0);
+	/* Cut on a character boundary so the escape shows no stray byte. */
+	while (max > 0 && ((unsigned char)cut[max] & 0xc0) == 0x80)
+		max--;
+	cut[max] = 0;
+	safe = escape(cut, 0);
+	return omr_strdup_printf("%s... (%zu bytes)", safe, len);
 }

@@ -25,6 +25,9 @@ int omr_client_connect(const struct omr_config *c, const char *id, struct omr_er
 	if (sb.state == OMR_SB_STOPPED)
 		return omr_err_setx(err, OMR_E_STATE, ENOTCONN, "sandbox %s is not running (stopped: %s)",
 				   id, sb.end_reason);
+	if (!strcmp(omr_sandbox_shown_state(c, &sb), "lost"))
+		return omr_err_setx(err, OMR_E_STATE, ENOTCONN,
+				    "sandbox %s is lost: its monitor is gone (sbx-gc cleans it up)", id);
 	path = omr_sandbox_run_path(c, id, "monitor.sock");
 	if (omr_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) < 0)
 		return omr_err_setx(err, OMR_E_USAGE, ENAMETOOLONG, "socket path too long: %s", path);
@@ -34,7 +37,7 @@ int omr_client_connect(const struct omr_config *c, const char *id, struct omr_er
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		if (errno == ENOENT || errno == ECONNREFUSED)
 			return omr_err_setx(err, OMR_E_STATE, ENOTCONN, "sandbox %s is not running (%s)", id,
-					   omr_sb_state_name(sb.state));
+					   sb.state == OMR_SB_STARTING ? "still starting" : "its monitor is gone");
 		return omr_err_set(err, OMR_E_STATE, errno, "cannot connect to sandbox %s", id);
 	}
 	return omr_steal_fd(fd);
@@ -53,8 +56,10 @@ int omr_client_end_parse(const uint8_t *p, size_t len, json_t **out, struct omr_
 	msg = json_string_value(json_object_get(j, "error"));
 	if (msg) {
 		const char *code = json_string_value(json_object_get(j, "code"));
+		/* The guest's words: one line, whatever they hold. */
+		_cleanup_free_ char *line = omr_str_escape_line(msg);
 		int rc = omr_err_setx(err, omr_err_kind_from_code(code), omr_proto_errno(code),
-				      "%s", msg);
+				      "%s", line);
 		json_decref(j);
 		return rc;
 	}

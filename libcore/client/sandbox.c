@@ -30,8 +30,8 @@ static int check_range(const char *what, unsigned v, unsigned min, unsigned max,
 		       const char *unit, struct omr_err **err)
 {
 	if (v < min || v > max)
-		return omr_err_setx(err, OMR_E_USAGE, ERANGE, "invalid %s %u%s: must be between %u and %u",
-				   what, v, unit, min, max);
+		return omr_err_setx(err, OMR_E_USAGE, ERANGE, "invalid %s '%u': must be between %u and %u%s",
+				   what, v, min, max, unit);
 	return 0;
 }
 

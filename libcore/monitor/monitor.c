@@ -374,7 +374,6 @@ static void mon_free(struct mon *m)
 static int boot(struct mon *m, struct omr_err **err)
 {
 	_cleanup_free_ char *sbdir = omr_sandbox_state_path(m->c, m->sb.id, NULL);
-	_cleanup_free_ char *runroot = omr_strdup_printf("%s/sandboxes", m->c->run_dir);
 	m->state_fd = open(sbdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (m->state_fd < 0)
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", sbdir);
@@ -386,8 +385,12 @@ static int boot(struct mon *m, struct omr_err **err)
 		return -1;
 	/* sbx-create resolved the accelerator (KVM self-test) already. */
 	m->accel = strcmp(m->sb.accel, "kvm") ? OMR_ACCEL_TCG : OMR_ACCEL_KVM;
-	if (omr_mkdir_p(runroot, 0700, err) < 0)
-		return -1;
+	{
+		int runfd = omr_state_run_dir(m->c, err);
+		if (runfd < 0)
+			return -1;
+		close(runfd);
+	}
 	if (mkdir(m->run_path, 0700) < 0)
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", m->run_path);
 	if (make_disk(m, err) < 0)

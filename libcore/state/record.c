@@ -53,14 +53,21 @@ char *omr_sandbox_run_path(const struct omr_config *c, const char *id, const cha
 int omr_state_sandboxes_dir(const struct omr_config *c, int create, struct omr_err **err)
 {
 	_cleanup_free_ char *p = omr_strdup_printf("%s/sandboxes", c->state_dir);
-	int fd;
+	_cleanup_close_ int top = omr_dir_private(c->state_dir, create, err);
 
-	if (create && omr_mkdir_p(p, 0700, err) < 0)
+	if (top < 0)
 		return -1;
-	fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", p);
-	return fd;
+	return omr_dir_private(p, create, err);
+}
+
+int omr_state_run_dir(const struct omr_config *c, struct omr_err **err)
+{
+	_cleanup_free_ char *p = omr_strdup_printf("%s/sandboxes", c->run_dir);
+	_cleanup_close_ int top = omr_dir_private(c->run_dir, 1, err);
+
+	if (top < 0)
+		return -1;
+	return omr_dir_private(p, 1, err);
 }
 
 static int id_dir(const struct omr_config *c, const char *id, struct omr_err **err)
@@ -68,8 +75,10 @@ static int id_dir(const struct omr_config *c, const char *id, struct omr_err **e
 	_cleanup_close_ int root = -1;
 	int fd;
 
-	if (!omr_id_valid(id))
-		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "invalid sandbox id '%s'", id);
+	if (!omr_id_valid(id)) {
+		_cleanup_free_ char *q = omr_str_quote_short(id, 48);
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "invalid sandbox id '%s'", q);
+	}
 	root = omr_state_sandboxes_dir(c, 0, NULL);
 	if (root < 0)
 		return omr_err_setx(err, OMR_E_NOT_FOUND, ENOENT, "no such sandbox '%s'", id);
@@ -302,7 +311,8 @@ static int cmp_created(const void *a, const void *b)
 int omr_sandbox_list(const struct omr_config *c, struct omr_sandbox **out, size_t *n,
 		     struct omr_err **err)
 {
-	int root = omr_state_sandboxes_dir(c, 0, NULL);
+	struct omr_err *e = NULL;
+	int root = omr_state_sandboxes_dir(c, 0, &e);
 	struct omr_sandbox *v = NULL;
 	size_t cnt = 0, cap = 0;
 	struct dirent *de;
@@ -310,8 +320,13 @@ int omr_sandbox_list(const struct omr_config *c, struct omr_sandbox **out, size_
 
 	*out = NULL;
 	*n = 0;
-	if (root < 0)
-		return 0; /* nothing was ever created */
+	if (root < 0) {
+		if (omr_err_kind(e) == OMR_E_NOT_FOUND) {
+			omr_err_free(&e);
+			return 0; /* nothing was ever created */
+		}
+		return pass(err, &e);
+	}
 	d = fdopendir(root);
 	if (!d) {
 		close(root);
@@ -319,7 +334,6 @@ int omr_sandbox_list(const struct omr_config *c, struct omr_sandbox **out, size_
 	}
 	while ((de = readdir(d))) {
 		struct omr_sandbox sb = { 0 };
-		struct omr_err *e = NULL;
 
 		if (!omr_id_valid(de->d_name))
 			continue;

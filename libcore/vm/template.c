@@ -815,8 +815,11 @@ int omr_template_build(const struct omr_config *c, const char *name,
 	if ((rc = check_recipe(recipe, name, err)) < 0)
 		return rc;
 
-	if ((rc = omr_mkdir_p(tdir, 0755, err)) < 0)
+	/* The templates live in the state dir: both ours alone. */
+	if ((rc = omr_dir_private(c->state_dir, 1, err)) < 0 ||
+	    (close(rc), rc = omr_dir_private(tdir, 1, err)) < 0)
 		return rc;
+	close(rc);
 	abs_tdir = realpath(tdir, NULL);
 	if (!abs_tdir)
 		return omr_err_set(err, OMR_E_FAIL, errno, "%s", tdir);

@@ -52,6 +52,11 @@ void omr_format_time(int64_t secs, char buf[32]);
 
 /* mkdir -p with mode for the directories it creates. */
 int omr_mkdir_p(const char *path, mode_t mode, struct omr_err **err);
+/* Opens (with create, first makes it and its parents 0700) a directory
+ * that must be ours: owned by our euid and writable by nobody else, or
+ * refused (denied).  Returns the fd (O_CLOEXEC) or < 0. */
+int omr_dir_private(const char *path, int create, struct omr_err **err);
+
 /* rm -rf under dirfd (does not follow symlinks).  Returns 0 or -errno. */
 int omr_rm_rf_at(int dirfd, const char *name);
 
@@ -59,6 +64,12 @@ int omr_rm_rf_at(int dirfd, const char *name);
  * characters other than \n and \t, DEL and bytes that are not UTF-8 are
  * written as \xNN.  Returns a malloc'ed string. */
 char *omr_str_escape_ctl(const char *s);
+/* The same for a message that must stay one line: \n and \t escaped too
+ * (a guest's error text must not forge lines of ours). */
+char *omr_str_escape_line(const char *s);
+/* s escaped as one line and cut to about max bytes, with its length said
+ * when cut ("sb_aaaa... (100000 bytes)"): for echoing input in errors. */
+char *omr_str_quote_short(const char *s, size_t max);
 
 /* /proc/PID/cmdline with its NULs as spaces (malloc'ed), or NULL. */
 char *omr_proc_cmdline(pid_t pid);

@@ -42,7 +42,11 @@ const char *omr_sb_state_name(enum omr_sb_state s);
 
 /* --- the record --- */
 
-/* Opens (creating when asked) $state_dir/sandboxes and returns a dirfd. */
+/* Opens $run_dir/sandboxes, making it (and run_dir) 0700 when missing;
+ * either must be ours and writable by nobody else.  Returns a dirfd. */
+int omr_state_run_dir(const struct omr_config *c, struct omr_err **err);
+/* Opens (creating when asked) $state_dir/sandboxes and returns a dirfd;
+ * it and state_dir must be ours and writable by nobody else (denied). */
 int omr_state_sandboxes_dir(const struct omr_config *c, int create, struct omr_err **err);
 /* Reads sandboxes/ID/sandbox.conf.  -ENOENT: "no such sandbox 'ID'".  A
  * record that cannot be read or parsed (truncated, garbled, an unknown
