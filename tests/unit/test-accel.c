@@ -231,8 +231,7 @@ int main(void)
 	test_tsc(c);
 	test_qemu(c, dir);
 
-	printf("1..%d\n", tests);
 	omr_config_free(c);
 	omr_rm_rf_at(AT_FDCWD, dir);
-	return failures ? 1 : 0;
+	return done_testing();
 }

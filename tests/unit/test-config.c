@@ -12,11 +12,6 @@
 
 #include "tap.h"
 
-static void skip(const char *why, const char *what)
-{
-	printf("ok %d - %s # SKIP %s\n", ++tests, what, why);
-}
-
 static char dir[] = "/tmp/omr-test-config.XXXXXX";
 
 static const char *const env_vars[] = {
@@ -88,7 +83,7 @@ int main(void)
 
 	/* No file at all. */
 	if (access(OMR_DEFAULT_CONF, F_OK) == 0) {
-		skip(OMR_DEFAULT_CONF " exists on this host", "defaults without a file");
+		skip("defaults without a file: " OMR_DEFAULT_CONF " exists on this host");
 	} else {
 		r = omr_config_load(&c, &err);
 		ok(r == 0 && c && c->conf_path == NULL, "loads without any file");
@@ -199,7 +194,6 @@ int main(void)
 		ok(fails_with(path, NULL), "error names the file");
 	}
 
-	printf("1..%d\n", tests);
 	omr_rm_rf_at(AT_FDCWD, dir);
-	return failures ? 1 : 0;
+	return done_testing();
 }

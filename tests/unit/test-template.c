@@ -503,8 +503,7 @@ int main(void)
 	test_list_remove();
 	test_build();
 
-	printf("1..%d\n", tests);
 	omr_config_free(cfg);
 	omr_rm_rf_at(AT_FDCWD, root);
-	return failures ? 1 : 0;
+	return done_testing();
 }

@@ -113,6 +113,5 @@ int main(void)
 	test_fd_move();
 	test_spawn_fds();
 	test_pidfd();
-	printf("1..%d\n", tests);
-	return failures != 0;
+	return done_testing();
 }
