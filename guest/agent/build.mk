@@ -46,7 +46,7 @@ $(B)/guest/omnirun-agent-host: $(AGENT_SRCS) $(AGENT_HDRS)
 	$(HOST_CC) -O1 -g $(AGENT_WARN) $(AGENT_CPPFLAGS) $(AGENT_SANFLAGS) \
 		-o $@ $(AGENT_SRCS) -ljansson
 
-$(B)/tests/test-agent: tests/unit/test-agent.c libcore/base/proto.c libcore/base/io.c \
+$(B)/tests/test-agent: tests/unit/test-agent.c tests/unit/tap.h libcore/base/proto.c libcore/base/io.c \
 		libcore/include/omnirun/base/proto.h libcore/include/omnirun/base/io.h
 	@mkdir -p $(@D)
 	$(HOST_CC) -O1 -g $(AGENT_WARN) -D_GNU_SOURCE -Ilibcore/include $(AGENT_SANFLAGS) \
