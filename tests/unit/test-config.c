@@ -61,7 +61,7 @@ static void check_defaults(const struct omr_config *c)
 	   !strcmp(c->cache_dir, "/var/cache/omnirun"), "default directories");
 	ok(!strcmp(c->qemu, "qemu-system-x86_64") && !strcmp(c->accel, "auto"),
 	   "default qemu and accel");
-	ok(!strcmp(c->default_template, "tiny"), "default template is tiny");
+	is_str(c->default_template, "tiny", "default template is tiny");
 	ok(c->default_cpus == 1 && c->default_memory_mb == 256 && c->default_disk_mb == 512 &&
 	   c->max_cpus >= c->default_cpus && c->max_memory_mb >= c->default_memory_mb,
 	   "default sandbox sizes within their maxima");

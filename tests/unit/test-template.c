@@ -90,10 +90,10 @@ static void test_names(void)
 		"abcdefghijklmnopqrstuvwxyz0123456", "Tiny", "a:b" };
 
 	for (size_t i = 0; i < OMR_ARRAY_SIZE(good); i++)
-		ok(omr_template_name_valid(good[i]) == 1, "name '%s' is valid", good[i]);
+		is_int(omr_template_name_valid(good[i]), 1, "name '%s' is valid", good[i]);
 	for (size_t i = 0; i < OMR_ARRAY_SIZE(bad); i++)
-		ok(omr_template_name_valid(bad[i]) == 0, "name '%s' is invalid", bad[i]);
-	ok(omr_template_name_valid(NULL) == 0, "NULL name is invalid");
+		is_int(omr_template_name_valid(bad[i]), 0, "name '%s' is invalid", bad[i]);
+	is_int(omr_template_name_valid(NULL), 0, "NULL name is invalid");
 }
 
 static void test_load(void)
@@ -112,14 +112,14 @@ static void test_load(void)
 		   t->kernel);
 		free(p);
 		ok(strstr(t->initrd, "/templates/tiny/initrd.img") != NULL, "initrd path");
-		ok(t->rootfs == NULL, "no rootfs");
+		is_str(t->rootfs, NULL, "no rootfs");
 		ok(!strcmp(t->name, "tiny") && !strcmp(t->kernel_version, "6.1.0-56-cloud-amd64"),
 		   "name and kernel_version");
-		ok(!strcmp(t->cmdline, "foo=1 bar"), "cmdline kept verbatim");
+		is_str(t->cmdline, "foo=1 bar", "cmdline kept verbatim");
 		ok(t->cpus == 2 && t->memory_mb == 256 && t->disk_mb == 512, "numbers parsed");
 		ok(t->size_bytes == 13 + 7, "size is the files' sum when not recorded (%llu)",
 		   (unsigned long long)t->size_bytes);
-		ok(t->built_at == 0, "built_at 0 when not recorded");
+		is_int(t->built_at, 0, "built_at 0 when not recorded");
 	}
 	omr_template_free(t);
 	omr_err_free(&err);
@@ -223,7 +223,7 @@ static void test_list_remove(void)
 	omr_template_list_free(v, n);
 
 	r = omr_template_remove(cfg, "zeta", &err);
-	ok(r == 0, "remove zeta%s%s", err ? ": " : "", err ? err->msg : "");
+	is_int(r, 0, "remove zeta%s%s", err ? ": " : "", err ? err->msg : "");
 	omr_err_free(&err);
 	p = tpath("zeta", NULL);
 	ok(access(p, F_OK) < 0 && errno == ENOENT, "zeta's directory is gone");
@@ -232,10 +232,10 @@ static void test_list_remove(void)
 	ok(r == -ENOENT && err && err->errnum == ENOENT, "removing it again is ENOENT");
 	omr_err_free(&err);
 	r = omr_template_remove(cfg, "broken", &err);
-	ok(r == 0, "a broken template can be removed");
+	is_int(r, 0, "a broken template can be removed");
 	omr_err_free(&err);
 	r = omr_template_remove(cfg, "../x", &err);
-	ok(r == -EINVAL, "remove refuses a bad name");
+	is_int(r, -EINVAL, "remove refuses a bad name");
 	omr_err_free(&err);
 	r = omr_template_list(cfg, &v, &n, &err);
 	ok(r == 0 && n == 2, "list after removal has 2 (n=%zu)", n);
@@ -328,7 +328,7 @@ static void test_build(void)
 		     "memory_mb=128\\n' >\"$OUT/template.conf\"\n");
 	t0 = omr_now_ms();
 	r = omr_template_build(cfg, "good", on_progress, &log, &err);
-	ok(r == 0, "good recipe builds%s%s", err ? ": " : "", err ? err->msg : "");
+	is_int(r, 0, "good recipe builds%s%s", err ? ": " : "", err ? err->msg : "");
 	omr_err_free(&err);
 	ok(omr_now_ms() - t0 < 5000, "build does not wait for the recipe's background job");
 	ok(strstr(log.lines, "running recipe|making kernel|making initrd|validating|installing|") != NULL,
@@ -400,19 +400,19 @@ static void test_build(void)
 	text = NULL;
 	free(p);
 	p = omr_strdup_printf("%s/cache", root);
-	ok(access(p, F_OK) == 0, "cache directory created");
+	is_int(access(p, F_OK), 0, "cache directory created");
 	free(p);
-	ok(leftovers() == 0, "no build directory left behind");
+	is_int(leftovers(), 0, "no build directory left behind");
 
 	/* A rebuild replaces the old one. */
 	write_recipe("good", make_files);
 	r = omr_template_build(cfg, "good", NULL, NULL, &err);
-	ok(r == 0, "rebuild succeeds%s%s", err ? ": " : "", err ? err->msg : "");
+	is_int(r, 0, "rebuild succeeds%s%s", err ? ": " : "", err ? err->msg : "");
 	omr_err_free(&err);
 	p = tpath("good", "env.txt");
 	ok(access(p, F_OK) < 0, "rebuild replaced the whole directory");
 	free(p);
-	ok(leftovers() == 0, "no old directory left behind");
+	is_int(leftovers(), 0, "no old directory left behind");
 
 	/* A failing recipe: error has its last lines, the old build stays. */
 	write_recipe("good",
@@ -426,9 +426,9 @@ static void test_build(void)
 	if (err)
 		fprintf(stderr, "# %s\n", err->msg);
 	omr_err_free(&err);
-	ok(leftovers() == 0, "failed build removed");
+	is_int(leftovers(), 0, "failed build removed");
 	r = omr_template_load(cfg, "good", &t, &err);
-	ok(r == 0, "previous build still loads after a failed build");
+	is_int(r, 0, "previous build still loads after a failed build");
 	omr_template_free(t);
 	t = NULL;
 	omr_err_free(&err);
@@ -440,7 +440,7 @@ static void test_build(void)
 	ok(r < 0 && err && strstr(err->msg, "invalid template") && strstr(err->msg, "initrd"),
 	   "incomplete output is refused");
 	omr_err_free(&err);
-	ok(leftovers() == 0, "refused build removed");
+	is_int(leftovers(), 0, "refused build removed");
 
 	/* Killed by a signal. */
 	write_recipe("good", "kill -9 $$\n");
@@ -465,7 +465,7 @@ static void test_build(void)
 	omr_err_free(&err);
 	free(p);
 	r = omr_template_build(cfg, "Bad", NULL, NULL, &err);
-	ok(r == -EINVAL, "build refuses a bad name");
+	is_int(r, -EINVAL, "build refuses a bad name");
 	omr_err_free(&err);
 }
 
