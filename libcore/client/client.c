@@ -25,9 +25,6 @@ int omr_client_connect(const struct omr_config *c, const char *id, struct omr_er
 	if (sb.state == OMR_SB_STOPPED)
 		return omr_err_setx(err, OMR_E_STATE, ENOTCONN, "sandbox %s is not running (stopped: %s)",
 				   id, sb.end_reason);
-	if (!strcmp(omr_sandbox_shown_state(c, &sb), "lost"))
-		return omr_err_setx(err, OMR_E_STATE, ENOTCONN,
-				    "sandbox %s is lost: its monitor is gone (sbx-gc cleans it up)", id);
 	path = omr_sandbox_run_path(c, id, "monitor.sock");
 	if (omr_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) < 0)
 		return omr_err_setx(err, OMR_E_USAGE, ENAMETOOLONG, "socket path too long: %s", path);
@@ -35,9 +32,13 @@ int omr_client_connect(const struct omr_config *c, const char *id, struct omr_er
 	if (fd < 0)
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create socket");
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		if (errno == ENOENT || errno == ECONNREFUSED)
-			return omr_err_setx(err, OMR_E_STATE, ENOTCONN, "sandbox %s is not running (%s)", id,
-					   sb.state == OMR_SB_STARTING ? "still starting" : "its monitor is gone");
+		if (errno == ENOENT || errno == ECONNREFUSED) {
+			if (!strcmp(omr_sandbox_shown_state(c, &sb), "lost"))
+				return omr_err_setx(err, OMR_E_STATE, ENOTCONN, "sandbox %s is lost: its "
+						    "monitor is gone (sbx-gc cleans it up)", id);
+			return omr_err_setx(err, OMR_E_STATE, ENOTCONN, "sandbox %s is not running (%s)",
+					    id, omr_sb_state_name(sb.state));
+		}
 		return omr_err_set(err, OMR_E_STATE, errno, "cannot connect to sandbox %s", id);
 	}
 	return omr_steal_fd(fd);

@@ -695,7 +695,7 @@ static void test_connect_and_exec(void)
 	struct omr_exec_opts o = { .argv = argv, .env = env, .cwd = "/tmp", .timeout_s = 7,
 				   .in_fd = -1, .err_fd = -1, .sig_fd = -1, .tty_fd = -1 };
 	struct omr_exec_result r;
-	int out[2], lfd;
+	int out[2], lfd, creator;
 	pid_t mon;
 	char buf[32] = { 0 };
 
@@ -709,9 +709,15 @@ static void test_connect_and_exec(void)
 	is_int(omr_err_kind_info(omr_err_kind(err))->exit_code, 4, "connect: ... exit code 4");
 	omr_err_free(&err);
 	make_record(&starting, OMR_SB_STARTING, NULL);
+	creator = omr_sandbox_creator_hold(cfg, starting.id, NULL);
 	ok(omr_client_connect(cfg, starting.id, &err) < 0 && omr_err_kind(err) == OMR_E_STATE,
 	   "connect: a sandbox without a socket yet is not running");
 	like(err ? err->msg : NULL, "not running (starting)", "connect: ... and says it is starting");
+	omr_err_free(&err);
+	close(creator);
+	ok(omr_client_connect(cfg, starting.id, &err) < 0 && omr_err_kind(err) == OMR_E_STATE,
+	   "connect: one whose creator is gone is not running either");
+	like(err ? err->msg : NULL, "is lost: its monitor is gone", "connect: ... and says it is lost");
 	omr_err_free(&err);
 
 	make_record(&running, OMR_SB_RUNNING, NULL);

@@ -341,8 +341,61 @@ static void test_record_errors(void)
 		write_text(rec, big);
 		ok(omr_sandbox_load(cfg, sb.id, &sb, &err) < 0 && err,
 		   "load: an oversized record is refused (%s)", err ? err->msg : "no error");
+		is_int(sb.state, OMR_SB_CORRUPT, "load: ... and reads as corrupt");
 		omr_err_free(&err);
 		free(big);
+		free(rec);
+		rec = omr_sandbox_state_path(cfg, sb.id, NULL);
+		omr_rm_rf_at(AT_FDCWD, rec);
+		free(rec);
+	}
+
+	/* What a crash, a full disk or a hand edit leaves: never read as a
+	 * state it does not say (an unknown state read as stopped let
+	 * sbx-kill exit 0 while the VM ran on). */
+	{
+		static const char *const bad[] = {
+			"",                                            /* truncated to nothing */
+			"id = %s\ntemplate = tiny\nsta",             /* cut mid-line */
+			"id = %s\nstate = paused-ish\ncreated_at = 1\n", /* unknown state */
+			"id = %s\nstate = running\ncreated_at = 1x\n",   /* garbled number */
+			"id = %s\nstate = running\ncreated_at = 1\nmonitor_pid = -5\n",
+			"\x01\x02\xff\xfe garbage",
+		};
+		char *rec;
+
+		make_record(&sb, OMR_SB_RUNNING);
+		rec = omr_sandbox_state_path(cfg, sb.id, "sandbox.conf");
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			char *text = omr_xstrdup(bad[i]), *at;
+
+			/* "%s" stands for the id (the records are not formats). */
+			while ((at = strstr(text, "%s"))) {
+				char *t = omr_strdup_printf("%.*s%s%s", (int)(at - text), text, sb.id, at + 2);
+				free(text);
+				text = t;
+			}
+			struct omr_sandbox back;
+			struct omr_sandbox *v = NULL;
+			size_t n = 0, found = 0;
+
+			write_text(rec, text);
+			memset(&back, 0, sizeof(back));
+			ok(omr_sandbox_load(cfg, sb.id, &back, &err) < 0 && omr_err_kind(err) == OMR_E_STATE,
+			   "load: corrupt record %zu fails as a state error", i);
+			omr_err_free(&err);
+			ok(back.state == OMR_SB_CORRUPT && !strcmp(back.id, sb.id),
+			   "load: ... and names its id with state corrupt");
+			omr_sandbox_list(cfg, &v, &n, NULL);
+			for (size_t k = 0; k < n; k++)
+				found += !strcmp(v[k].id, sb.id) && v[k].state == OMR_SB_CORRUPT;
+			is_int((long)found, 1, "list: ... and lists it as corrupt, not hidden");
+			free(v);
+			free(text);
+		}
+		free(rec);
+		rec = omr_sandbox_state_path(cfg, sb.id, NULL);
+		omr_rm_rf_at(AT_FDCWD, rec);
 		free(rec);
 	}
 }
@@ -447,12 +500,12 @@ static void test_monitor_alive_and_reap(void)
 	make_record(&other, OMR_SB_RUNNING);
 	mon = fake_monitor(sb.id, -1);
 	sb.monitor_pid = mon;
-	ok(omr_sandbox_monitor_alive(&sb), "monitor alive: its monitor runs");
+	ok(omr_sandbox_monitor_alive(cfg, &sb), "monitor alive: its monitor runs");
 	other.monitor_pid = mon;
-	ok(!omr_sandbox_monitor_alive(&other),
+	ok(!omr_sandbox_monitor_alive(cfg, &other),
 	   "monitor alive: a monitor of another sandbox does not count (pid reuse)");
 	other.monitor_pid = getpid();
-	ok(!omr_sandbox_monitor_alive(&other), "monitor alive: a process that is no monitor does not count");
+	ok(!omr_sandbox_monitor_alive(cfg, &other), "monitor alive: a process that is no monitor does not count");
 
 	qemu = fake_qemu(sb.id, -1);
 	sb.vmm_pid = qemu;
@@ -498,11 +551,12 @@ struct found {
 	int n;
 };
 
-static void on_found(void *user, const char *kind, const char *id, const char *what)
+static void on_found(void *user, const char *kind, const char *id, const char *what, int fixed)
 {
 	struct found *f = user;
 
 	(void)what;
+	(void)fixed;
 	if (f->n < 32) {
 		omr_strlcpy(f->kinds[f->n], kind, sizeof(f->kinds[0]));
 		omr_strlcpy(f->ids[f->n], id ? id : "", sizeof(f->ids[0]));
@@ -550,6 +604,7 @@ static void test_gc_leaves_live_alone(void)
 	struct omr_sandbox live, starting;
 	struct found f;
 	pid_t mon, qemu;
+	int creator;
 
 	clean_slate();
 	make_record(&live, OMR_SB_RUNNING);
@@ -559,9 +614,13 @@ static void test_gc_leaves_live_alone(void)
 	live.vmm_pid = qemu;
 	save(&live);
 	make_run_dir(live.id);
-	/* A create in progress: no monitor recorded yet, a run dir already. */
+	/* A create in progress: no monitor recorded yet, a run dir already,
+	 * and its creator holding the directory's lock. */
 	make_record(&starting, OMR_SB_STARTING);
 	make_run_dir(starting.id);
+	creator = omr_sandbox_creator_hold(cfg, starting.id, NULL);
+	ok(creator >= 0 && omr_sandbox_creator_alive(cfg, starting.id),
+	   "creator lock: held, and seen held");
 
 	is_int(gc(1, 0, &f), 0, "gc --check: a live and a starting sandbox are no leftovers");
 	is_int(gc(0, 1, &f), 0, "gc: finds nothing to clean either");
@@ -572,13 +631,13 @@ static void test_gc_leaves_live_alone(void)
 	is_int(load(live.id).state, OMR_SB_RUNNING, "gc: the live record still says running");
 	is_int(load(starting.id).state, OMR_SB_STARTING, "gc: the starting record still says starting");
 
-	/* A starting record older than the boot window with no monitor is
-	 * a create that died: lost. */
-	starting.created_at = now_s() - (int64_t)cfg->boot_timeout_s - 61;
-	save(&starting);
+	/* Its creator gone (the lock let go) with no monitor: a create that
+	 * died, lost at once whatever its age. */
+	close(creator);
+	ok(!omr_sandbox_creator_alive(cfg, starting.id), "creator lock: seen free once let go");
 	gc(1, 0, &f);
 	is_int(count(&f, "lost_sandbox", starting.id), 1,
-	       "gc --check: a starting record past the boot window is lost");
+	       "gc --check: a starting record whose creator is gone is lost at once");
 	stop(mon);
 	stop(qemu);
 }
@@ -624,12 +683,14 @@ static void test_gc_incomplete_and_prune(void)
 	struct found f;
 	char *young = path_of("state/sandboxes/sb_eeeeeeeeee");
 	char *aged = path_of("state/sandboxes/sb_ffffffffff");
-	struct timespec t[2] = { { .tv_sec = now_s() - 600 }, { .tv_sec = now_s() - 600 } };
+	int creator;
 
 	clean_slate();
 	omr_mkdir_p(young, 0700, NULL);
 	omr_mkdir_p(aged, 0700, NULL);
-	utimensat(AT_FDCWD, aged, t, 0);
+	/* A create in progress holds its directory's lock; a dead one does
+	 * not, whatever the directory's age. */
+	creator = omr_sandbox_creator_hold(cfg, "sb_eeeeeeeeee", NULL);
 	make_record(&old, OMR_SB_STOPPED);
 	old.ended_at = now_s() - 10 * 86400;
 	save(&old);
@@ -639,9 +700,9 @@ static void test_gc_incomplete_and_prune(void)
 
 	gc(1, 0, &f);
 	is_int(count(&f, "incomplete_create", "sb_ffffffffff"), 1,
-	       "gc --check: an old directory without a record is an incomplete create");
+	       "gc --check: a directory without a record or a creator is an incomplete create");
 	is_int(count(&f, "incomplete_create", "sb_eeeeeeeeee"), 0,
-	       "gc --check: a young one may be a create in progress: left alone");
+	       "gc --check: one whose creator holds its lock is a create in progress: left alone");
 	is_int(count(&f, "expired_record", old.id), 0, "gc --check: without --prune-days no record expires");
 	gc(1, 7, &f);
 	is_int(count(&f, "expired_record", old.id), 1, "gc --check --prune-days 7: a 10-day-old record expires");
@@ -651,7 +712,8 @@ static void test_gc_incomplete_and_prune(void)
 	ok(!state_dir_exists(old.id) && state_dir_exists(recent.id),
 	   "gc --prune-days 7: the old record is removed, the recent one kept");
 	ok(!state_dir_exists("sb_ffffffffff") && state_dir_exists("sb_eeeeeeeeee"),
-	   "gc: the incomplete create is removed, the young directory kept");
+	   "gc: the incomplete create is removed, the one in progress kept");
+	close(creator);
 	free(young);
 	free(aged);
 }
