@@ -28,6 +28,14 @@ int omr_files_path_check(const char *path, struct omr_err **err)
 	return 0;
 }
 
+/* Puts the path in front of an error, as one line whatever it holds. */
+static int wrap_path(struct omr_err **err, const char *path)
+{
+	_cleanup_free_ char *line = omr_str_escape_line(path);
+
+	return omr_err_wrap(err, "%s", line);
+}
+
 /* Runs one file stream: s is prepared by the caller (outputs, callbacks)
  * with omr_stream_init(s, -1, 1); this connects, sends req (released),
  * pumps until END, and puts the path in front of an error.  The caller
@@ -46,7 +54,7 @@ static int file_stream(const struct omr_config *c, const char *id, const char *p
 			s->idle_timeout_ms = (int)c->files_timeout_s * 1000;
 		rc = omr_stream_run(s, req, err);
 		if (rc < 0)
-			omr_err_wrap(err, "%s", path);
+			wrap_path(err, path);
 	}
 	json_decref(req);
 	return rc < 0 ? -1 : 0;
@@ -81,7 +89,7 @@ struct get_ctx {
 	uint64_t since_check;     /* bytes written since the last statvfs */
 };
 
-#define SPACE_CHECK_BYTES (8u << 20)
+#define SPACE_CHECK_BYTES (1u << 20)
 
 /* The first REPLY announces the file's size and mode: the download never
  * takes more than that, nor more than the configured maximum. */
@@ -116,6 +124,7 @@ static int on_data(void *user, uint8_t channel, size_t n, struct omr_err **err)
 	g->since_check = 0;
 	if (fstatvfs(g->out_fd, &st) < 0)
 		return 0;
+	/* Up to SPACE_CHECK_BYTES more are written before the next look. */
 	if ((uint64_t)st.f_bavail * st.f_frsize < reserve + SPACE_CHECK_BYTES + n)
 		return omr_err_setx(err, OMR_E_LIMIT, ENOSPC,
 				    "stopped: the host's filesystem would have less than %u MB free",
@@ -262,7 +271,7 @@ static int simple(const struct omr_config *c, const char *id, json_t *req, json_
 	int rc = omr_sandbox_call(c, id, req, out, err);
 
 	json_decref(req);
-	return rc < 0 ? omr_err_wrap(err, "%s", path) : 0;
+	return rc < 0 ? wrap_path(err, path) : 0;
 }
 
 int omr_files_stat(const struct omr_config *c, const char *id, const char *path,

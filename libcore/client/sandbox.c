@@ -126,6 +126,7 @@ static pid_t spawn_monitor(const struct omr_config *c, const char *id, int ready
 {
 	_cleanup_free_ char *prog = omr_strdup_printf("%s/sbx-monitor", c->libexec_dir);
 	_cleanup_free_ char *logp = omr_sandbox_state_path(c, id, "monitor.log");
+	_cleanup_free_ char *sbdir = omr_sandbox_state_path(c, id, NULL);
 	int pidpipe[2];
 	pid_t mid, mon = -1;
 	int status;
@@ -161,6 +162,11 @@ static pid_t spawn_monitor(const struct omr_config *c, const char *id, int ready
 			if (ready < 0 || nul < 0 || log < 0 || omr_fd_move(nul, 0) < 0 ||
 			    omr_fd_move(log, 1) < 0 || omr_fd_move(log, 2) < 0 ||
 			    dup2(ready, READY_FD) < 0)
+				_exit(127);
+			/* Its working directory is its sandbox's: what ties a
+			 * monitor to this state dir for sbx-gc is then the
+			 * kernel's word (/proc/PID/cwd), not a command line. */
+			if (chdir(sbdir) < 0)
 				_exit(127);
 			/* Nothing else our caller had open reaches the monitor
 			 * (nor, through it, QEMU). */

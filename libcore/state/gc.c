@@ -177,6 +177,27 @@ static void cmdline_id(const char *cmd, const char *mark, char id[OMR_ID_MAX])
 	id[k] = 0;
 }
 
+/* Is pid's working directory state_dir/sandboxes/ID (or was it, before
+ * it was removed)? */
+static int cwd_is(pid_t pid, const struct omr_config *c, const char *id)
+{
+	_cleanup_free_ char *link = omr_strdup_printf("/proc/%d/cwd", (int)pid);
+	_cleanup_free_ char *want = omr_program_realpath(omr_sandbox_state_path(c, id, NULL));
+	_cleanup_free_ char *root = omr_program_realpath(omr_strdup_printf("%s/sandboxes", c->state_dir));
+	_cleanup_free_ char *gone = NULL;
+	char buf[4096];
+	ssize_t n = readlink(link, buf, sizeof(buf) - 1);
+
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	if (want)
+		return !strcmp(buf, want);
+	/* Its directory is gone: the kernel says "PATH (deleted)". */
+	gone = root ? omr_strdup_printf("%s/%s (deleted)", root, id) : NULL;
+	return gone && !strcmp(buf, gone);
+}
+
 /* QEMU or monitor processes that belong to a sandbox that is not live.
  * Only our programs, run by root or the sandbox's owner, are touched (a
  * command line is anyone's to choose), and through a pidfd. */
@@ -205,6 +226,10 @@ static void gc_processes(struct gc *g)
 		exe = omr_proc_exe(pid);
 		uid = omr_proc_uid(pid);
 		if (!exe || !((qemu && !strcmp(exe, qemu)) || (monitor && !strcmp(exe, monitor))))
+			continue;
+		/* A monitor of another state dir (another OmniRun on this
+		 * host) is none of ours: its cwd is its sandbox's dir. */
+		if (monitor && !strcmp(exe, monitor) && !cwd_is(pid, g->c, id))
 			continue;
 		if (uid != 0 && (!sb.id[0] || uid != (long)sb.owner))
 			continue;

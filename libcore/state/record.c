@@ -70,18 +70,25 @@ int omr_state_run_dir(const struct omr_config *c, struct omr_err **err)
 	return omr_dir_private(p, 1, err);
 }
 
+static int pass(struct omr_err **err, struct omr_err **e);
+
 static int id_dir(const struct omr_config *c, const char *id, struct omr_err **err)
 {
 	_cleanup_close_ int root = -1;
+	struct omr_err *e = NULL;
 	int fd;
 
 	if (!omr_id_valid(id)) {
 		_cleanup_free_ char *q = omr_str_quote_short(id, 48);
 		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "invalid sandbox id '%s'", q);
 	}
-	root = omr_state_sandboxes_dir(c, 0, NULL);
-	if (root < 0)
+	root = omr_state_sandboxes_dir(c, 0, &e);
+	if (root < 0) {
+		if (omr_err_kind(e) == OMR_E_DENIED)
+			return pass(err, &e);
+		omr_err_free(&e);
 		return omr_err_setx(err, OMR_E_NOT_FOUND, ENOENT, "no such sandbox '%s'", id);
+	}
 	fd = openat(root, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? omr_err_setx(err, OMR_E_NOT_FOUND, ENOENT, "no such sandbox '%s'", id)

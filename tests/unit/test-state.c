@@ -142,13 +142,16 @@ static struct omr_sandbox load(const char *id)
 
 /* Starts a stand-in: prog (a copy of sleep) with argv[0] = label, so that
  * /proc/PID/cmdline reads "LABEL 1000".  uid: -1 to keep ours. */
-static pid_t stand_in(const char *prog, const char *label, long uid)
+static pid_t stand_in_at(const char *prog, const char *label, long uid, const char *cwd)
 {
 	pid_t pid = fork();
 
 	if (pid < 0)
 		bail_out("fork");
 	if (pid == 0) {
+		/* A real monitor runs in its sandbox's state dir. */
+		if (cwd && chdir(cwd) < 0)
+			_exit(125);
 		if (uid >= 0 && (setresgid((gid_t)uid, (gid_t)uid, (gid_t)uid) < 0 ||
 				 setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0))
 			_exit(126);
@@ -168,12 +171,19 @@ static pid_t stand_in(const char *prog, const char *label, long uid)
 	return pid;
 }
 
+static pid_t stand_in(const char *prog, const char *label, long uid)
+{
+	return stand_in_at(prog, label, uid, NULL);
+}
+
 static pid_t fake_monitor(const char *id, long uid)
 {
 	char *prog = path_of("libexec/sbx-monitor");
 	char *label = omr_strdup_printf("%s --ready-fd 3 %s", prog, id);
-	pid_t pid = stand_in(prog, label, uid);
+	char *dir = omr_sandbox_state_path(cfg, id, NULL);
+	pid_t pid = stand_in_at(prog, label, uid, dir);
 
+	free(dir);
 	free(prog);
 	free(label);
 	return pid;
@@ -722,7 +732,7 @@ static void test_gc_orphans(void)
 {
 	struct omr_sandbox sb, owned;
 	struct found f;
-	pid_t mon, qemu, foreign = -1, cousin;
+	pid_t mon, qemu, foreign = -1, cousin, elsewhere;
 
 	clean_slate();
 	/* The record says stopped; its monitor and QEMU live on. */
@@ -734,6 +744,15 @@ static void test_gc_orphans(void)
 	{
 		char *label = omr_strdup_printf("sbx-monitor --ready-fd 3 %s", sb.id);
 		cousin = stand_in("/bin/sleep", label, -1);
+		free(label);
+	}
+	/* Our monitor, naming this id, but serving another state dir (another
+	 * OmniRun on the host): its cwd is not this sandbox's directory. */
+	{
+		char *prog = path_of("libexec/sbx-monitor");
+		char *label = omr_strdup_printf("%s --ready-fd 3 %s", prog, sb.id);
+		elsewhere = stand_in_at(prog, label, -1, "/");
+		free(prog);
 		free(label);
 	}
 	if (geteuid() == 0) {
@@ -753,6 +772,9 @@ static void test_gc_orphans(void)
 	ok(kill(cousin, 0) == 0 && !died(cousin, 10),
 	   "gc: a process that only looks like ours is left alone");
 	stop(cousin);
+	ok(kill(elsewhere, 0) == 0 && !died(elsewhere, 10),
+	   "gc: a monitor of another state dir is left alone");
+	stop(elsewhere);
 	if (foreign > 0) {
 		is_int(count(&f, "orphan_process", owned.id), 0,
 		       "gc: a process of another user is not the sandbox's");
