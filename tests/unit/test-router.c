@@ -159,7 +159,7 @@ static void test_route(void)
 	uint32_t g;
 	int n;
 
-	ok(ci == 0, "accept: the first client is 0");
+	is_int(ci, 0, "accept: the first client is 0");
 	g = open_stream(rt, ci, 5, 1000);
 	ok(g != 0 && g != 5, "route: a REQ goes to the agent on a stream id of the monitor's (%u)", g);
 	from_agent(rt, OMR_F_REPLY, 0, g, "{\"pid\":7}", 9, 1001);
@@ -170,7 +170,7 @@ static void test_route(void)
 		   !strcmp(f[1].payload, "hello") && f[2].type == OMR_F_END &&
 		   f[0].stream == 5 && f[1].stream == 5 && f[2].stream == 5,
 	   "route: REPLY, DATA and END reach the client on its own stream id");
-	ok(mon_router_nroutes(rt) == 0, "route: END closes the route");
+	is_int(mon_router_nroutes(rt), 0, "route: END closes the route");
 	ok(strstr(history, "\"exit_code\":3") && strstr(history, "\"argv\":[\"true\"]") &&
 		   !strstr(history, "SECRET"),
 	   "history: what ran and how it ended, never the environment");
@@ -201,7 +201,7 @@ static void test_window_overrun(void)
 	 * slack), not more. */
 	for (sent = 0; sent <= MON_ROUTE_DATA_MAX && mon_router_nroutes(rt); sent += sizeof(chunk))
 		from_agent(rt, OMR_F_DATA, 1, g, chunk, sizeof(chunk), 2);
-	ok(mon_router_nroutes(rt) == 0, "window: a guest overrunning the window loses the route");
+	is_int(mon_router_nroutes(rt), 0, "window: a guest overrunning the window loses the route");
 	n = take(rt, ci, f, 64);
 	ok(n > 0 && f[n - 1].type == OMR_F_END && strstr(f[n - 1].payload, "too_large") &&
 		   strstr(f[n - 1].payload, "flow-control window"),
@@ -210,7 +210,7 @@ static void test_window_overrun(void)
 	ok(n == 1 && f[0].type == OMR_F_SIGNAL && f[0].stream == g && !strcmp(f[0].payload, "{}"),
 	   "window: the agent is told to cancel (SIGNAL {})");
 	from_agent(rt, OMR_F_DATA, 1, g, chunk, sizeof(chunk), 3);
-	ok(mon_router_client_pending(rt, ci) == 0, "window: later DATA of the cancelled stream is dropped");
+	is_int(mon_router_client_pending(rt, ci), 0, "window: later DATA of the cancelled stream is dropped");
 	mon_router_free(rt);
 }
 
@@ -225,15 +225,15 @@ static void test_empty_data(void)
 		from_agent(rt, OMR_F_DATA, 1, g, NULL, 0, 1);
 	ok(mon_router_client_pending(rt, ci) == 0 && mon_router_read_agent(rt),
 	   "empty DATA from the guest is not queued (nothing to allocate or count)");
-	ok(mon_router_nroutes(rt) == 1, "empty DATA does not end the stream");
+	is_int(mon_router_nroutes(rt), 1, "empty DATA does not end the stream");
 	from_agent(rt, OMR_F_DATA, 1, g, "x", 1, 1);
 	ok(take(rt, ci, f, 4) == 1 && f[0].len == 1, "DATA after empty ones still flows");
 	/* From the client: no frame to the agent, no activity. */
 	from_agent(rt, OMR_F_END, 0, g, "{}", 2, 50);
 	for (int i = 0; i < 1000; i++)
 		from_client(rt, ci, OMR_F_DATA, 0, 1, NULL, 0, 100);
-	ok(mon_router_agent_pending(rt) == 0, "empty DATA from a client is not forwarded");
-	ok(mon_router_last_activity(rt, 200) == 50, "empty DATA from a client is no activity");
+	is_int(mon_router_agent_pending(rt), 0, "empty DATA from a client is not forwarded");
+	is_int(mon_router_last_activity(rt, 200), 50, "empty DATA from a client is no activity");
 	mon_router_free(rt);
 }
 
@@ -275,7 +275,7 @@ static void test_ctl_cap(void)
 		from_agent(rt, OMR_F_REPLY, 0, g, big, sizeof(big), 1);
 		take(rt, ci, f, 64);
 	}
-	ok(mon_router_nroutes(rt) == 1, "ctl cap: 2.4 MB of REPLY to a reading client passes");
+	is_int(mon_router_nroutes(rt), 1, "ctl cap: 2.4 MB of REPLY to a reading client passes");
 	/* One that does not read: cancelled past MON_ROUTE_CTL_MAX. */
 	while (mon_router_nroutes(rt) && queued <= 2 * MON_ROUTE_CTL_MAX) {
 		from_agent(rt, OMR_F_REPLY, 0, g, big, sizeof(big), 2);
@@ -322,8 +322,8 @@ static void test_orphans(void)
 	   "orphan: the route stays until its END or its TTL");
 	left = mon_router_expire(rt, 1000 + MON_ORPHAN_TTL_MS - 1);
 	ok(left == 1 && mon_router_norphans(rt) == 1, "orphan: kept until the TTL (1 ms left)");
-	ok(mon_router_last_activity(rt, 5000) == 1000,
-	   "orphan: the client leaving was activity, the orphan is none");
+	is_int(mon_router_last_activity(rt, 5000), 1000,
+	       "orphan: the client leaving was activity, the orphan is none");
 	ok(mon_router_expire(rt, 1000 + MON_ORPHAN_TTL_MS) == 0 && mon_router_nroutes(rt) == 0,
 	   "orphan: forgotten at the TTL");
 	from_agent(rt, OMR_F_END, 0, g, "{\"cancelled\":true}", 18, 20000);
@@ -359,7 +359,7 @@ static void test_stream_ids(void)
 	n = take(rt, -1, f, 8);
 	ok(n == 1 && f[0].type == OMR_F_SIGNAL && f[0].stream == g1,
 	   "ids: the old stream is cancelled and the new REQ not forwarded");
-	ok(mon_router_nroutes(rt) == 1, "ids: the other client's stream 7 is untouched");
+	is_int(mon_router_nroutes(rt), 1, "ids: the other client's stream 7 is untouched");
 	/* Once ended, an id may be used again, as a new stream. */
 	g3 = open_stream(rt, a, 7, 2);
 	ok(g3 && g3 != g1 && g3 != g2, "ids: a freed id opens a new stream (%u)", g3);
@@ -371,7 +371,7 @@ static void test_stream_ids(void)
 	   "ids: stream 0 is the connection's");
 	/* Frames for a stream the router does not know are dropped. */
 	from_client(rt, a, OMR_F_DATA, 0, 99, "x", 1, 5);
-	ok(mon_router_agent_pending(rt) == 0, "ids: DATA on an unknown stream goes nowhere");
+	is_int(mon_router_agent_pending(rt), 0, "ids: DATA on an unknown stream goes nowhere");
 	mon_router_free(rt);
 }
 
@@ -381,14 +381,14 @@ static void test_activity(void)
 	int ci = mon_router_accept(rt, 0);
 	uint32_t g;
 
-	ok(mon_router_last_activity(rt, 500) == 100, "activity: none yet");
+	is_int(mon_router_last_activity(rt, 500), 100, "activity: none yet");
 	g = open_stream(rt, ci, 1, 1000);
-	ok(mon_router_last_activity(rt, 50000) == 50000,
-	   "activity: a running foreground command is activity");
+	is_int(mon_router_last_activity(rt, 50000), 50000,
+	       "activity: a running foreground command is activity");
 	from_agent(rt, OMR_F_END, 0, g, "{\"exit_code\":0}", 15, 60000);
-	ok(mon_router_last_activity(rt, 61000) == 60000, "activity: the end of a stream is activity");
+	is_int(mon_router_last_activity(rt, 61000), 60000, "activity: the end of a stream is activity");
 	mon_router_touch(rt, 62000);
-	ok(mon_router_last_activity(rt, 63000) == 62000, "activity: touch");
+	is_int(mon_router_last_activity(rt, 63000), 62000, "activity: touch");
 	mon_router_free(rt);
 }
 
@@ -403,10 +403,10 @@ static void test_clients(void)
 	ok(last == MON_MAX_CLIENTS - 1 && mon_router_accept(rt, 0) == -1,
 	   "clients: %d served, the next one refused", MON_MAX_CLIENTS);
 	mon_router_client_gone(rt, 5, 1);
-	ok(mon_router_accept(rt, 0) == 5, "clients: a slot that frees is used again");
+	is_int(mon_router_accept(rt, 0), 5, "clients: a slot that frees is used again");
 	/* Destroy: the hook is called, the answer queued on demand. */
 	req(rt, 3, 9, "{\"op\":\"destroy\"}", 2);
-	ok(destroyed == 1, "destroy: the monitor is told");
+	is_int(destroyed, 1, "destroy: the monitor is told");
 	ci = mon_router_answer_destroy(rt);
 	ok(ci == 3 && take(rt, 3, f, 4) == 1 && f[0].type == OMR_F_END && f[0].stream == 9,
 	   "destroy: its caller gets END on its stream");
@@ -430,7 +430,7 @@ static void test_agent_restart(void)
 	ok(take(rt, ci, f, 4) == 1 && strstr(f[0].payload, "agent_restarted") &&
 		   mon_router_nroutes(rt) == 0,
 	   "hello again: open streams end with agent_restarted");
-	ok(mon_router_agent_pending(rt) == 0, "hello again: nothing queued goes to the new agent");
+	is_int(mon_router_agent_pending(rt), 0, "hello again: nothing queued goes to the new agent");
 	mon_router_free(rt);
 }
 
@@ -464,6 +464,5 @@ int main(void)
 	test_clients();
 	test_agent_restart();
 	test_backpressure();
-	printf("1..%d\n", tests);
-	return failures != 0;
+	return done_testing();
 }

@@ -165,7 +165,7 @@ static void test_qemu_pause_resume(void)
 	int up = 0;
 
 	if (!qemu) {
-		ok(1, "# SKIP no qemu-system-x86_64");
+		skip("no qemu-system-x86_64");
 		goto out;
 	}
 	omr_vmm_init(&vm, &omr_vmm_qemu_ops);
@@ -176,7 +176,7 @@ static void test_qemu_pause_resume(void)
 		usleep(20000);
 	}
 	ok(vm.pid > 0 && up, "qemu -M none started");
-	ok(!strcmp(qmp_status(path, &h1), "prelaunch"), "qemu: starts stopped (-S)");
+	is_str(qmp_status(path, &h1), "prelaunch", "qemu: starts stopped (-S)");
 	ok(omr_vmm_resume(&vm, &err) == 0 && !strcmp(qmp_status(path, &h2), "running"),
 	   "qemu: resume (QMP cont) runs it");
 	omr_err_free(&err);
@@ -207,6 +207,5 @@ int main(void)
 	test_qmp_fake();
 	test_qemu_pause_resume();
 	omr_rm_rf_at(AT_FDCWD, dir);
-	printf("1..%d\n", tests);
-	return failures != 0;
+	return done_testing();
 }
