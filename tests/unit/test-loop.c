@@ -68,7 +68,7 @@ static void test_fds(void)
 	(void)!write(b[1], "y", 1);
 	ia.remove_fd = b[0];
 	ib.remove_fd = a[0];
-	ia.quit = ib.quit = 7;
+	omr_loop_add_timer(L, 50, quit_timer, (void *)(intptr_t)7);
 	is_int(omr_loop_run(L), 7, "run: returns the quit status");
 	is_int(ia.calls + ib.calls, 1, "remove_fd from a callback: the removed fd's event is not delivered");
 	/* The survivor goes too. */
