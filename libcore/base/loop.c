@@ -281,10 +281,12 @@ int omr_loop_add_signal(struct omr_loop *l, int signo, omr_loop_signal_fn fn, vo
 		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "cannot take signal %d", signo);
 	if (l->sig[signo].fn)
 		return omr_err_setx(err, OMR_E_USAGE, EEXIST, "signal %d is taken already", signo);
-	signal(signo, SIG_DFL);
+	/* Blocked first: one arriving meanwhile waits for the signalfd
+	 * instead of taking its default action. */
 	sigemptyset(&one);
 	sigaddset(&one, signo);
 	sigprocmask(SIG_BLOCK, &one, NULL);
+	signal(signo, SIG_DFL);
 	sigaddset(&l->sigs, signo);
 	/* The first call makes the signalfd; later ones change its set. */
 	fd = signalfd(l->sig_fd, &l->sigs, SFD_CLOEXEC | SFD_NONBLOCK);

@@ -14,8 +14,9 @@
 
 /* A burst of clients beyond the MON_MAX_CLIENTS served waits, accepted
  * but not read, in a queue of at most MON_MAX_WAITING (each costs only
- * its fd); past it a client is told "too many connections" on stream 0
- * and closed. */
+ * its fd: both together stay well under the usual limit of 1024 fds);
+ * past it a client is told "too many connections" on stream 0 and
+ * closed. */
 #define MON_MAX_WAITING 512
 
 struct mon_conns;
@@ -55,6 +56,7 @@ struct mon_conns {
 	struct mon_waiter waiting[MON_MAX_WAITING]; /* a ring */
 	size_t wait_head, wait_len; /* slots in use, dead ones included */
 	unsigned nwaiting;        /* live waiters */
+	uint64_t accept_warned_ms; /* when running out of fds was last logged */
 };
 
 void mon_conns_init(struct mon_conns *cs, struct omr_loop *l, struct mon_router *rt,

@@ -14,6 +14,8 @@
 /* Connections taken per wakeup of monitor.sock: the others wait their
  * turn in the kernel's backlog while the loop serves what it has. */
 #define ACCEPT_BATCH 64
+/* How long accepting pauses when the process is out of fds. */
+#define ACCEPT_PAUSE_MS 100
 
 static void sync_all(struct mon_conns *cs);
 
@@ -166,6 +168,28 @@ static void enqueue(struct mon_conns *cs, int fd, uid_t uid)
 	cs->nwaiting++;
 }
 
+static void listen_again(void *user)
+{
+	struct mon_conns *cs = user;
+
+	if (cs->listen_fd >= 0)
+		omr_loop_set_events(cs->loop, cs->listen_fd, EPOLLIN);
+}
+
+/* Out of fds or memory: the pending connection stays readable, so pause
+ * rather than spin. */
+static void accept_pause(struct mon_conns *cs, int lfd)
+{
+	uint64_t now = omr_now_ms();
+
+	if (!cs->accept_warned_ms || now - cs->accept_warned_ms >= 10000) {
+		omr_log(OMR_LOG_WARN, "cannot accept a client: %s", strerror(errno));
+		cs->accept_warned_ms = now;
+	}
+	omr_loop_set_events(cs->loop, lfd, 0);
+	omr_loop_add_timer(cs->loop, ACCEPT_PAUSE_MS, listen_again, cs);
+}
+
 static void on_listen(void *user, int lfd, uint32_t events)
 {
 	struct mon_conns *cs = user;
@@ -176,6 +200,10 @@ static void on_listen(void *user, int lfd, uint32_t events)
 		socklen_t len = sizeof(cred);
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)) {
+			accept_pause(cs, lfd);
+			break;
+		}
 		if (fd < 0)
 			break;
 		/* Identity comes from the kernel, never from the request. */

@@ -105,3 +105,24 @@ teardown() {
 		fail "no total at teardown"
 	assert_gone "$id"
 }
+
+@test "out of fds the monitor pauses accepting instead of spinning, then serves again" {
+	id=$(sbx-create --timeout 300)
+	mpid=$(monitor_pid "$id")
+	prlimit --pid "$mpid" --nofile=40:40
+	t0=$(cpu_ticks "$mpid")
+	perl -MIO::Socket::UNIX -e '
+		my @keep;
+		for (1 .. 60) {
+			push @keep, IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $ARGV[0])
+				or die "connect: $!";
+		}
+		sleep 3;' "$OMNIRUN_RUN_DIR/sandboxes/$id/monitor.sock"
+	t1=$(cpu_ticks "$mpid")
+	[ $((t1 - t0)) -lt 30 ] || fail "the monitor spun: $((t1 - t0)) ticks in 3 s"
+	run sbx-exec "$id" -- echo served-again
+	assert_eq "$output" "served-again"
+	assert_eq "$(grep -c 'cannot accept a client' "$OMNIRUN_STATE_DIR/sandboxes/$id/monitor.log")" 1
+	sbx-kill "$id"
+	assert_gone "$id"
+}
