@@ -68,6 +68,25 @@ int omr_client_end_parse(const uint8_t *p, size_t len, json_t **out, struct omr_
 	return 0;
 }
 
+/* A send failed because the monitor closed the connection: it says why
+ * on stream 0 before it does (too many connections), and that is what
+ * the user reads, never "Broken pipe". */
+static int send_refused(int fd, int rc, struct omr_err **err)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	struct omr_frame_hdr h;
+	_cleanup_free_ uint8_t *payload = NULL;
+	json_t *j = NULL;
+
+	if (rc != -EPIPE && rc != -ECONNRESET)
+		return omr_err_set(err, OMR_E_STATE, -rc, "cannot send to the monitor");
+	if (poll(&p, 1, 1000) == 1 && omr_frame_recv(fd, &h, &payload) == 0 &&
+	    h.type == OMR_F_END && h.stream == 0 && omr_client_end_parse(payload, h.len, &j, err) < 0)
+		return -1;
+	json_decref(j);
+	return omr_err_setx(err, OMR_E_STATE, ENOTCONN, "the sandbox's monitor closed the connection");
+}
+
 int omr_client_send_json(int fd, uint8_t type, uint32_t sid, json_t *j, struct omr_err **err)
 {
 	_cleanup_free_ char *s = json_dumps(j, JSON_COMPACT);
@@ -76,9 +95,7 @@ int omr_client_send_json(int fd, uint8_t type, uint32_t sid, json_t *j, struct o
 	if (!s)
 		return omr_err_set(err, OMR_E_FAIL, ENOMEM, "cannot encode request");
 	rc = omr_frame_send(fd, type, 0, sid, s, strlen(s));
-	if (rc < 0)
-		return omr_err_set(err, OMR_E_STATE, -rc, "cannot send to the monitor");
-	return 0;
+	return rc < 0 ? send_refused(fd, rc, err) : 0;
 }
 
 int omr_client_call(int fd, uint32_t sid, json_t *req, int timeout_ms, json_t **out,
@@ -103,7 +120,7 @@ int omr_client_call(int fd, uint32_t sid, json_t *req, int timeout_ms, json_t **
 		}
 		rc = omr_frame_recv(fd, &h, &p);
 		if (rc < 0)
-			return omr_err_set(err, OMR_E_STATE, rc == -EPIPE ? ENOTCONN : -rc,
+			return omr_err_set(err, OMR_E_STATE, rc == -EPIPE || rc == -ECONNRESET ? ENOTCONN : -rc,
 					   "connection to the sandbox lost");
 		/* An END on stream 0 is about the connection (too many). */
 		if (h.type != OMR_F_END || (h.stream != sid && h.stream != 0))

@@ -109,11 +109,11 @@ static int pump_input(struct omr_stream *s, uint64_t *credit, struct omr_err **e
 	if (n == 0) {
 		rc = omr_frame_send(s->fd, OMR_F_EOF, s->in_channel, s->sid, NULL, 0);
 		s->in_fd = -1;
-		return rc < 0 ? omr_err_set(err, OMR_E_STATE, -rc, "connection to the sandbox lost") : 0;
+		return rc < 0 ? omr_err_setx(err, OMR_E_STATE, ENOTCONN, "connection to the sandbox lost") : 0;
 	}
 	rc = omr_frame_send(s->fd, OMR_F_DATA, s->in_channel, s->sid, buf, (size_t)n);
 	if (rc < 0)
-		return omr_err_set(err, OMR_E_STATE, -rc, "connection to the sandbox lost");
+		return omr_err_setx(err, OMR_E_STATE, ENOTCONN, "connection to the sandbox lost");
 	*credit -= (uint64_t)n;
 	s->bytes_out += (uint64_t)n;
 	return 0;

@@ -1,14 +1,14 @@
-/* sbx-monitor's boot, lifetime and teardown; the routing of client streams
- * onto the one agent channel lives in router.c. */
+/* sbx-monitor's boot, lifetime and teardown, on one event loop: signals,
+ * the console (console.c), the agent channel and the clients (conn.c,
+ * which hands their frames to the router, router.c) and the timers of the
+ * sandbox's lifetime are sources of that loop. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -18,47 +18,17 @@
 #include "monitor-internal.h"
 #include "omnirun/base/cleanup.h"
 #include "omnirun/base/log.h"
-#include "omnirun/monitor/monitor.h"
 #include "omnirun/base/util.h"
-#include "omnirun/vm/vmm.h"
+#include "omnirun/monitor/monitor.h"
 
-#define DISK_FD_IN_CHILD 3
+#define HISTORY_MAX (4u << 20)
 
-/* --- console log, capped --- */
-
-static int console_open(struct mon *m)
+/* Ends the sandbox (the first reason stands) and leaves the loop. */
+static void mon_end(struct mon *m, const char *reason)
 {
-	m->console_fd = openat(m->state_fd, "console.log",
-			       O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (m->console_fd < 0)
-		return -errno;
-	m->console_written = (uint64_t)lseek(m->console_fd, 0, SEEK_END);
-	return 0;
-}
-
-/* A guest may print forever: rotate once the cap is reached so the host
- * keeps at most two capped files. */
-void mon_console_drain(struct mon *m)
-{
-	char buf[16384];
-	ssize_t n = read(m->console_pipe, buf, sizeof(buf));
-
-	if (n <= 0) {
-		if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-			close(m->console_pipe);
-			m->console_pipe = -1;
-		}
-		return;
-	}
-	if (m->console_written + (uint64_t)n > m->c->console_log_max) {
-		close(m->console_fd);
-		renameat(m->state_fd, "console.log", m->state_fd, "console.log.1");
-		if (console_open(m) < 0)
-			return;
-		m->console_written = 0;
-	}
-	if (m->console_fd >= 0 && omr_write_all(m->console_fd, buf, (size_t)n) == 0)
-		m->console_written += (uint64_t)n;
+	if (reason && !m->end_reason)
+		m->end_reason = reason;
+	omr_loop_quit(m->loop, 1);
 }
 
 /* --- setup --- */
@@ -106,26 +76,6 @@ static int listen_unix(const char *path, struct omr_err **err)
 	return omr_steal_fd(fd);
 }
 
-static int try_connect_agent(struct mon *m)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (omr_strlcpy(sa.sun_path, m->agent_path, sizeof(sa.sun_path)) < 0)
-		return -ENAMETOOLONG;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
-	}
-	omr_fd_set_nonblock(fd, 1);
-	m->agent_fd = fd;
-	return 0;
-}
-
 static char *kernel_cmdline(struct mon *m)
 {
 	unsigned khz = m->accel == OMR_ACCEL_TCG ? omr_tcg_tsc_khz(m->c) : 0;
@@ -140,10 +90,14 @@ static char *kernel_cmdline(struct mon *m)
 				 tsc, m->sb.id, m->sb.id, m->tpl->cmdline ? m->tpl->cmdline : "");
 }
 
+/* Starts the VMM with the console on a pipe to us.  The one place a VMM
+ * is spawned: a jail wraps this call. */
 static int spawn_vmm(struct mon *m, struct omr_err **err)
 {
 	_cleanup_free_ char *cmdline = kernel_cmdline(m);
-	int pipefd[2];
+	_cleanup_free_ char *bench = m->c->bench_channel
+		? omr_sandbox_run_path(m->c, m->sb.id, "bench.sock") : NULL;
+	int pipefd[2], rc;
 	struct omr_vmm_spec spec = {
 		.qemu = m->c->qemu,
 		.accel = m->accel,
@@ -155,130 +109,253 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 		.cmdline = cmdline,
 		.agent_sock = m->agent_path,
 		.qmp_sock = m->qmp_path,
-		.disk_fd = DISK_FD_IN_CHILD,
+		.bench_sock = bench,
+		.disk_fd = m->disk_fd,
 	};
-	_cleanup_free_ char *bench = m->c->bench_channel
-		? omr_sandbox_run_path(m->c, m->sb.id, "bench.sock") : NULL;
-	char **argv;
-	/* QEMU's block layer also opens the disk read-only at times, and an
-	 * fdset hands out only fds of the matching access mode. */
-	_cleanup_free_ char *self = omr_strdup_printf("/proc/self/fd/%d", m->disk_fd);
-	_cleanup_close_ int ro = open(self, O_RDONLY | O_CLOEXEC);
-	int keep_from[2] = { m->disk_fd, ro };
-	int keep_to[2] = { DISK_FD_IN_CHILD, DISK_FD_IN_CHILD + 1 };
-
-	if (ro < 0)
-		return omr_err_set(err, OMR_E_FAIL, errno, "cannot reopen the data disk");
 
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create the console pipe");
-	spec.bench_sock = bench;
-	argv = omr_vmm_argv(&spec);
-	m->vmm_pid = omr_spawn(argv, pipefd[1], keep_from, keep_to, 2, err);
-	omr_argv_free(argv);
+	spec.console_fd = pipefd[1];
+	rc = omr_vmm_spawn(&m->vmm, &spec, err);
 	close(pipefd[1]);
-	if (m->vmm_pid < 0) {
+	if (rc < 0) {
 		close(pipefd[0]);
 		return -1;
 	}
-	m->console_pipe = pipefd[0];
-	omr_fd_set_nonblock(m->console_pipe, 1);
-	return 0;
+	return mon_console_start(&m->console, m->loop, pipefd[0], err);
+}
+
+/* --- signals --- */
+
+/* One loop for every child, so that QEMU's status is never reaped and
+ * lost by a wait for "any other child". */
+static void on_sigchld(void *user, const struct signalfd_siginfo *si)
+{
+	struct mon *m = user;
+	int status;
+	pid_t p;
+
+	(void)si;
+	while ((p = waitpid(-1, &status, WNOHANG)) > 0 || (p < 0 && errno == EINTR)) {
+		if (p > 0 && p == m->vmm.pid) {
+			m->vmm.pid = -1;
+			m->vmm_status = status;
+		}
+	}
+	/* During boot the boot fails instead (boot_failed). */
+	if (m->vmm.pid <= 0)
+		mon_end(m, m->booting ? NULL : "vmm_exited");
+}
+
+static void on_sigterm(void *user, const struct signalfd_siginfo *si)
+{
+	(void)si;
+	mon_end(user, "killed");
 }
 
 static int signals_setup(struct mon *m, struct omr_err **err)
 {
-	static const int sigs[] = { SIGCHLD, SIGTERM, SIGINT, SIGHUP };
-	sigset_t set;
+	static const int ends[] = { SIGTERM, SIGINT, SIGHUP };
 
-	/* Dispositions survive exec: one ignored by whoever started us would
-	 * never reach the signalfd (and an ignored SIGCHLD reaps QEMU before
-	 * we see its status). */
-	sigemptyset(&set);
-	for (size_t i = 0; i < OMR_ARRAY_SIZE(sigs); i++) {
-		signal(sigs[i], SIG_DFL);
-		sigaddset(&set, sigs[i]);
-	}
-	sigprocmask(SIG_BLOCK, &set, NULL);
 	/* Writes to a gone reader fail with EPIPE instead. */
 	signal(SIGPIPE, SIG_IGN);
-	m->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-	if (m->sig_fd < 0)
-		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create signalfd");
+	if (omr_loop_add_signal(m->loop, SIGCHLD, on_sigchld, m, err) < 0)
+		return -1;
+	for (size_t i = 0; i < OMR_ARRAY_SIZE(ends); i++)
+		if (omr_loop_add_signal(m->loop, ends[i], on_sigterm, m, err) < 0)
+			return -1;
 	return 0;
 }
 
-/* Handles pending signals and reaps children; returns 1 if the VMM is
- * gone (its status in vmm_status). */
-int mon_handle_signals(struct mon *m)
-{
-	struct signalfd_siginfo si;
-	int status;
-	pid_t p;
+/* --- the router's hooks --- */
 
-	while (read(m->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-		if (si.ssi_signo != SIGCHLD && !m->end_reason)
-			m->end_reason = "killed";
+static json_t *status_hook(void *user)
+{
+	struct mon *m = user;
+
+	return json_pack("{s:s, s:s, s:s, s:I, s:I, s:i, s:i, s:i, s:i, s:s}",
+			 "sandbox_id", m->sb.id, "template", m->sb.template_name,
+			 "state", omr_sb_state_name(m->sb.state),
+			 "created_at", (json_int_t)m->sb.created_at,
+			 "expires_at", (json_int_t)m->sb.expires_at,
+			 "cpus", m->sb.cpus, "memory_mb", m->sb.memory_mb,
+			 "disk_mb", m->sb.disk_mb, "vmm_pid", (int)m->vmm.pid,
+			 "accel", m->sb.accel);
+}
+
+static void destroy_hook(void *user)
+{
+	mon_end(user, "killed");
+}
+
+/* Bounded: a sandbox that runs millions of commands keeps the first
+ * HISTORY_MAX bytes of its history. */
+static void history_hook(void *user, const char *line, size_t len)
+{
+	struct mon *m = user;
+	_cleanup_free_ char *l = NULL;
+
+	if (m->history_fd < 0 || lseek(m->history_fd, 0, SEEK_END) + (off_t)len >= (off_t)HISTORY_MAX)
+		return;
+	l = omr_xmalloc(len + 1);
+	memcpy(l, line, len);
+	l[len] = '\n';
+	(void)!write(m->history_fd, l, len + 1);
+}
+
+static const struct mon_router_ops router_ops = {
+	.status = status_hook,
+	.destroy = destroy_hook,
+	.history = history_hook,
+};
+
+/* --- the agent channel --- */
+
+static void connect_agent(void *user);
+
+static void agent_read_hook(void *user)
+{
+	struct mon *m = user;
+
+	if (m->booting && mon_router_hello(m->router))
+		omr_loop_quit(m->loop, 0);
+}
+
+static void agent_lost_hook(void *user)
+{
+	struct mon *m = user;
+
+	/* QEMU closes the chardev if the guest is gone; while booting, the
+	 * guest may still come. */
+	if (m->booting) {
+		if (!m->connect_timer)
+			m->connect_timer = omr_loop_add_timer(m->loop, MON_AGENT_RETRY_MS,
+							      connect_agent, m);
+		return;
 	}
-	/* One loop for every child, so that QEMU's status is never reaped
-	 * and lost by a wait for "any other child". */
-	while ((p = waitpid(-1, &status, WNOHANG)) > 0 || (p < 0 && errno == EINTR)) {
-		if (p > 0 && p == m->vmm_pid) {
-			m->vmm_pid = -1;
-			m->vmm_status = status;
-		}
-	}
-	return m->vmm_pid <= 0;
+	omr_log(OMR_LOG_WARN, "agent channel closed");
+	mon_end(m, "vmm_exited");
+}
+
+static const struct mon_conns_ops conns_ops = {
+	.agent_read = agent_read_hook,
+	.agent_lost = agent_lost_hook,
+};
+
+static int try_connect_agent(struct mon *m)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	_cleanup_close_ int fd = -1;
+
+	if (omr_strlcpy(sa.sun_path, m->agent_path, sizeof(sa.sun_path)) < 0)
+		return -ENAMETOOLONG;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return -errno;
+	return mon_conns_agent(&m->conns, omr_steal_fd(fd), NULL);
+}
+
+static void connect_agent(void *user)
+{
+	struct mon *m = user;
+
+	m->connect_timer = 0;
+	if (!mon_conns_has_agent(&m->conns) && try_connect_agent(m) < 0)
+		m->connect_timer = omr_loop_add_timer(m->loop, MON_AGENT_RETRY_MS, connect_agent, m);
+}
+
+static void boot_timeout(void *user)
+{
+	omr_loop_quit(((struct mon *)user)->loop, 1);
 }
 
 /* Waits for the agent's HELLO; returns 0 or < 0 with *err. */
 static int wait_agent(struct mon *m, struct omr_err **err)
 {
-	uint64_t deadline = omr_now_ms() + (uint64_t)m->c->boot_timeout_s * 1000;
+	uint64_t timer = omr_loop_add_timer(m->loop, (uint64_t)m->c->boot_timeout_s * 1000,
+					    boot_timeout, m);
 
-	for (;;) {
-		struct pollfd p[3];
-		int np = 0, timeout;
-		uint64_t now = omr_now_ms();
+	int rc;
 
-		if (now >= deadline) {
-			return omr_err_setx(err, OMR_E_BOOT, ETIMEDOUT,
-					    "the guest agent did not answer within %u s",
-					    m->c->boot_timeout_s);
+	m->booting = 1;
+	connect_agent(m);
+	rc = omr_loop_run(m->loop);
+	m->booting = 0;
+	omr_loop_cancel_timer(m->loop, timer);
+	if (m->connect_timer)
+		omr_loop_cancel_timer(m->loop, m->connect_timer);
+	m->connect_timer = 0;
+	if (rc < 0)
+		return omr_err_set(err, OMR_E_FAIL, -rc, "cannot wait for events");
+	if (m->vmm.pid <= 0)
+		return omr_err_setx(err, OMR_E_BOOT, ECHILD, "QEMU exited during boot (%s %d)",
+				    WIFSIGNALED(m->vmm_status) ? "signal" : "status",
+				    WIFSIGNALED(m->vmm_status) ? WTERMSIG(m->vmm_status)
+							       : WEXITSTATUS(m->vmm_status));
+	if (m->end_reason)
+		return omr_err_setx(err, OMR_E_FAIL, EINTR, "interrupted during boot");
+	if (!mon_router_hello(m->router))
+		return omr_err_setx(err, OMR_E_BOOT, ETIMEDOUT,
+				    "the guest agent did not answer within %u s", m->c->boot_timeout_s);
+	return 0;
+}
+
+/* --- lifetime --- */
+
+/* Forgets orphans past their time, then ends the sandbox when its
+ * lifetime or idle time is over; else checks again at the next deadline
+ * (at most MON_TICK_MS away). */
+static void lifetime_check(void *user)
+{
+	struct mon *m = user;
+	uint64_t now = omr_now_ms(), next = MON_TICK_MS, orphan;
+	int64_t wall = (int64_t)omr_wall_ms();
+
+	m->tick_timer = 0;
+	orphan = mon_router_expire(m->router, now);
+	if (orphan && orphan < next)
+		next = orphan;
+	if (m->sb.expires_at > 0) {
+		int64_t left = m->sb.expires_at * 1000 - wall;
+		if (left <= 0) {
+			mon_end(m, "timeout");
+			return;
 		}
-		if (m->agent_fd < 0)
-			try_connect_agent(m);
-		p[np++] = (struct pollfd){ .fd = m->sig_fd, .events = POLLIN };
-		p[np++] = (struct pollfd){ .fd = m->console_pipe, .events = POLLIN };
-		p[np++] = (struct pollfd){ .fd = m->agent_fd, .events = POLLIN };
-		timeout = m->agent_fd < 0 ? 20 : (int)(deadline - now);
-		if (poll(p, (nfds_t)np, timeout) < 0 && errno != EINTR)
-			return omr_err_set(err, OMR_E_FAIL, errno, "poll");
-		if (p[1].revents)
-			mon_console_drain(m);
-		if (p[0].revents && mon_handle_signals(m)) {
-			while (m->console_pipe >= 0)
-				mon_console_drain(m);
-			return omr_err_setx(err, OMR_E_BOOT, ECHILD, "QEMU exited during boot (%s %d)",
-					    WIFSIGNALED(m->vmm_status) ? "signal" : "status",
-					    WIFSIGNALED(m->vmm_status) ? WTERMSIG(m->vmm_status)
-								       : WEXITSTATUS(m->vmm_status));
-		}
-		if (m->end_reason)
-			return omr_err_setx(err, OMR_E_FAIL, EINTR, "interrupted during boot");
-		if (m->agent_fd >= 0 && p[2].revents) {
-			int rc = mon_agent_readable(m);
-			if (rc < 0) {
-				/* QEMU closes the chardev if the guest is gone. */
-				close(m->agent_fd);
-				m->agent_fd = -1;
-				omr_frame_reader_free(&m->agent_rd);
-				omr_frame_reader_init(&m->agent_rd);
-			}
-			if (m->hello)
-				return 0;
-		}
+		if ((uint64_t)left < next)
+			next = (uint64_t)left;
 	}
+	if (m->sb.idle_timeout_s > 0) {
+		uint64_t idle = now - mon_router_last_activity(m->router, now);
+		uint64_t max = (uint64_t)m->sb.idle_timeout_s * 1000;
+		if (idle >= max) {
+			mon_end(m, "idle");
+			return;
+		}
+		if (max - idle < next)
+			next = max - idle;
+	}
+	m->tick_timer = omr_loop_add_timer(m->loop, next, lifetime_check, m);
+}
+
+/* Serves clients until the sandbox ends. */
+static void serve(struct mon *m)
+{
+	struct omr_err *e = NULL;
+
+	if (mon_conns_serve(&m->conns, m->listen_fd, &e) < 0) {
+		omr_log(OMR_LOG_ERR, "%s", e->msg);
+		omr_err_free(&e);
+		m->end_reason = "vmm_exited";
+		return;
+	}
+	m->listen_fd = -1; /* the connections own it now */
+	/* Idleness counts from here, not from the start of the boot. */
+	mon_router_touch(m->router, omr_now_ms());
+	lifetime_check(m);
+	if (!m->end_reason && omr_loop_run(m->loop) < 0)
+		mon_end(m, "vmm_exited");
 }
 
 /* Writes j (released) as one line; returns 0 once written, < 0 if nobody
@@ -309,14 +386,13 @@ static void teardown(struct mon *m)
 	struct omr_err *e = NULL;
 	struct omr_sandbox cur;
 
-	if (m->vmm_pid > 0) {
-		kill(m->vmm_pid, SIGKILL);
-		while (waitpid(m->vmm_pid, NULL, 0) < 0 && errno == EINTR)
+	if (m->vmm.pid > 0) {
+		kill(m->vmm.pid, SIGKILL);
+		while (waitpid(m->vmm.pid, NULL, 0) < 0 && errno == EINTR)
 			;
-		m->vmm_pid = -1;
+		m->vmm.pid = -1;
 	}
-	while (m->console_pipe >= 0)
-		mon_console_drain(m);
+	mon_console_finish(&m->console);
 	if (m->disk_fd >= 0) {
 		close(m->disk_fd);
 		m->disk_fd = -1;
@@ -324,6 +400,12 @@ static void teardown(struct mon *m)
 	if (m->listen_fd >= 0)
 		close(m->listen_fd);
 	m->listen_fd = -1;
+	if (m->router && m->conns.listen_fd >= 0) {
+		/* Nobody new: the socket goes with the runtime dir. */
+		omr_loop_remove_fd(m->loop, m->conns.listen_fd);
+		close(m->conns.listen_fd);
+		m->conns.listen_fd = -1;
+	}
 	omr_rm_rf_at(AT_FDCWD, m->run_path);
 	lock = omr_sandbox_lock(m->c, m->sb.id, 10000, &e);
 	omr_err_free(&e);
@@ -345,25 +427,29 @@ static void teardown(struct mon *m)
 	 * complete (within a bound). */
 	if (lock >= 0)
 		close(omr_steal_fd(lock));
-	mon_router_close_all(m);
+	if (m->router) {
+		mon_conns_answer_destroy(&m->conns, MON_DESTROY_FLUSH_MS);
+		mon_conns_close_all(&m->conns);
+	}
 	omr_log(OMR_LOG_INFO, "sandbox %s stopped (%s)", m->sb.id, m->sb.end_reason);
 }
 
 static void mon_free(struct mon *m)
 {
-	if (m->agent_fd >= 0)
-		close(m->agent_fd);
-	if (m->sig_fd >= 0)
-		close(m->sig_fd);
-	if (m->console_fd >= 0)
-		close(m->console_fd);
+	if (m->router)
+		mon_conns_close_all(&m->conns);
+	mon_console_close(&m->console);
+	if (m->disk_fd >= 0)
+		close(m->disk_fd);
+	if (m->listen_fd >= 0)
+		close(m->listen_fd);
 	if (m->state_fd >= 0)
 		close(m->state_fd);
 	if (m->history_fd >= 0)
 		close(m->history_fd);
-	omr_frame_reader_free(&m->agent_rd);
-	mon_outq_clear(&m->agent_out);
-	json_decref(m->hello);
+	mon_router_free(m->router);
+	omr_loop_free(m->loop);
+	omr_vmm_release(&m->vmm);
 	omr_template_free(m->tpl);
 	free(m->run_path);
 	free(m->agent_path);
@@ -374,11 +460,12 @@ static void mon_free(struct mon *m)
 static int boot(struct mon *m, struct omr_err **err)
 {
 	_cleanup_free_ char *sbdir = omr_sandbox_state_path(m->c, m->sb.id, NULL);
+
 	m->state_fd = open(sbdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (m->state_fd < 0)
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", sbdir);
-	if (console_open(m) < 0)
-		return omr_err_set(err, OMR_E_FAIL, errno, "cannot open the console log");
+	if (mon_console_open(&m->console, m->state_fd, m->c->console_log_max, err) < 0)
+		return -1;
 	m->history_fd = openat(m->state_fd, "commands.jsonl",
 			       O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (omr_template_load(m->c, m->sb.template_name, &m->tpl, err) < 0)
@@ -398,6 +485,11 @@ static int boot(struct mon *m, struct omr_err **err)
 	m->listen_fd = listen_unix(m->sock_path, err);
 	if (m->listen_fd < 0)
 		return -1;
+	m->loop = omr_loop_new(err);
+	if (!m->loop)
+		return -1;
+	m->router = mon_router_new(&router_ops, m, omr_now_ms());
+	mon_conns_init(&m->conns, m->loop, m->router, m->sb.owner, &conns_ops, m);
 	if (signals_setup(m, err) < 0 || spawn_vmm(m, err) < 0)
 		return -1;
 	return wait_agent(m, err);
@@ -417,7 +509,7 @@ static int mark_running(struct mon *m, struct omr_err **err)
 		return omr_err_setx(err, OMR_E_FAIL, ECANCELED, "sandbox was killed during boot");
 	}
 	m->sb.state = OMR_SB_RUNNING;
-	m->sb.vmm_pid = m->vmm_pid;
+	m->sb.vmm_pid = m->vmm.pid;
 	m->sb.monitor_pid = getpid();
 	return omr_sandbox_save(m->c, &m->sb, err);
 }
@@ -443,11 +535,11 @@ static int pass_err(struct omr_err **err, struct omr_err **e)
 int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 		    struct omr_err **err)
 {
-	struct mon m = { .c = c, .state_fd = -1, .console_fd = -1, .console_pipe = -1,
-			 .disk_fd = -1, .listen_fd = -1, .agent_fd = -1, .sig_fd = -1,
-			 .history_fd = -1, .vmm_pid = -1, .destroy_client = -1 };
+	struct mon m = { .c = c, .state_fd = -1, .disk_fd = -1, .listen_fd = -1,
+			 .history_fd = -1, .console = { .log_fd = -1, .pipe_fd = -1 } };
 	struct omr_err *e = NULL; /* the report needs it even when err is NULL */
 
+	omr_vmm_init(&m.vmm, omr_vmm_ops_find("qemu"));
 	if (omr_sandbox_load(c, id, &m.sb, &e) == 0 && m.sb.state != OMR_SB_STARTING)
 		omr_err_setx(&e, OMR_E_STATE, EBUSY, "sandbox %s is %s, not starting", id,
 			     omr_sb_state_name(m.sb.state));
@@ -459,7 +551,6 @@ int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 	m.agent_path = omr_sandbox_run_path(c, id, "agent.sock");
 	m.qmp_path = omr_sandbox_run_path(c, id, "qmp.sock");
 	m.sock_path = omr_sandbox_run_path(c, id, "monitor.sock");
-	omr_frame_reader_init(&m.agent_rd);
 
 	if (boot(&m, &e) < 0 || mark_running(&m, &e) < 0) {
 		if (!m.end_reason)
@@ -475,16 +566,16 @@ int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 		if (rfd >= 0)
 			omr_write_file_atomic_at(rfd, "pid", pid, strlen(pid), 0600, NULL);
 	}
-	omr_log(OMR_LOG_INFO, "sandbox %s running (vmm pid %d, %s)", id, (int)m.vmm_pid, m.sb.accel);
+	omr_log(OMR_LOG_INFO, "sandbox %s running (vmm pid %d, %s)", id, (int)m.vmm.pid, m.sb.accel);
 	/* If sbx-create was interrupted, nobody will ever learn this id:
 	 * a sandbox nobody can name is torn down rather than leaked. */
 	if (ready_report(ready_fd, json_pack("{s:b, s:i, s:s}", "ok", 1, "vmm_pid",
-					     (int)m.vmm_pid, "accel", m.sb.accel)) < 0)
+					     (int)m.vmm.pid, "accel", m.sb.accel)) < 0)
 		m.end_reason = "creator_gone";
 	close(ready_fd);
 
-	m.last_activity = omr_now_ms();
-	mon_serve(&m);
+	if (!m.end_reason)
+		serve(&m);
 	teardown(&m);
 	mon_free(&m);
 	return 0;

@@ -820,6 +820,40 @@ static void test_create_and_kill(void)
 	   "kill: ... is stopped, end reason killed");
 }
 
+/* A monitor that refuses a connection says why on stream 0 and closes it
+ * before the client's request is sent: the client reads why (issue 8:
+ * "Broken pipe" is never what a user reads). */
+static void test_refused(void)
+{
+	static const char refusal[] = "{\"error\":\"too many connections to this sandbox (128 served "
+				      "and 512 waiting)\",\"code\":\"limit_reached\"}";
+	json_t *req = json_pack("{s:s}", "op", "status"), *out = NULL;
+	struct omr_err *err = NULL;
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		bail_out("socketpair");
+	omr_frame_send(sv[1], OMR_F_END, 0, 0, refusal, strlen(refusal));
+	close(sv[1]);
+	ok(omr_client_call(sv[0], 1, req, 2000, &out, &err) < 0 && !out, "refused: the call fails");
+	is_int(omr_err_kind(err), OMR_E_LIMIT, "refused: ... as a limit");
+	like(err ? err->msg : NULL, "128 served and 512 waiting", "refused: ... naming the limit");
+	ok(err && !strstr(err->msg, "Broken pipe"), "refused: ... never Broken pipe");
+	omr_err_free(&err);
+	close(sv[0]);
+
+	/* Closed without a word: still no errno text of the socket. */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		bail_out("socketpair");
+	close(sv[1]);
+	ok(omr_client_call(sv[0], 1, req, 2000, &out, &err) < 0, "closed: the call fails");
+	is_str(err ? err->msg : NULL, "the sandbox's monitor closed the connection",
+	       "closed: ... saying so");
+	omr_err_free(&err);
+	close(sv[0]);
+	json_decref(req);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -830,6 +864,7 @@ int main(void)
 	test_stream();
 	test_signals();
 	test_connect_and_exec();
+	test_refused();
 	test_create_and_kill();
 	omr_config_free(cfg);
 	omr_rm_rf_at(AT_FDCWD, root);

@@ -1,0 +1,173 @@
+/* A QMP client for one command at a time (omr_qmp_command in
+ * omnirun/vm/vmm.h).  QMP is newline-delimited JSON: a greeting, then
+ * "qmp_capabilities" leaves negotiation mode, then commands, each answered
+ * by one "return" or "error" object; "event" objects may come in between. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "omnirun/base/cleanup.h"
+#include "omnirun/base/io.h"
+#include "omnirun/base/util.h"
+#include "omnirun/vm/vmm.h"
+
+/* QEMU's answers are small; a longer line is not QMP. */
+#define QMP_LINE_MAX (1u << 20)
+
+struct qmp {
+	int fd;
+	uint64_t deadline;
+	char *buf;
+	size_t len, cap;
+};
+
+/* Reads one line (without its newline) into q->buf; the line is
+ * NUL-terminated and *n gets its length.  Returns 0 or < 0 with *err. */
+static int qmp_line(struct qmp *q, size_t *n, struct omr_err **err)
+{
+	for (;;) {
+		char *nl = q->len ? memchr(q->buf, '\n', q->len) : NULL;
+		struct pollfd p = { .fd = q->fd, .events = POLLIN };
+		uint64_t now = omr_now_ms();
+		ssize_t r;
+
+		if (nl) {
+			*n = (size_t)(nl - q->buf);
+			*nl = 0;
+			return 0;
+		}
+		if (q->len >= QMP_LINE_MAX)
+			return omr_err_setx(err, OMR_E_FAIL, EPROTO, "QMP: a line over %u bytes",
+					    QMP_LINE_MAX);
+		if (now >= q->deadline)
+			return omr_err_setx(err, OMR_E_TIMEOUT, ETIMEDOUT, "QMP: no answer in time");
+		r = poll(&p, 1, (int)(q->deadline - now));
+		if (r < 0 && errno != EINTR)
+			return omr_err_set(err, OMR_E_FAIL, errno, "QMP: poll");
+		if (r <= 0)
+			continue;
+		if (q->cap - q->len < 4096) {
+			q->cap = q->cap ? q->cap * 2 : 8192;
+			q->buf = omr_xrealloc(q->buf, q->cap);
+		}
+		r = read(q->fd, q->buf + q->len, q->cap - q->len - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return omr_err_set(err, OMR_E_FAIL, errno, "QMP: cannot read");
+		if (r == 0)
+			return omr_err_setx(err, OMR_E_FAIL, ECONNRESET, "QMP: the VMM closed the connection");
+		q->len += (size_t)r;
+	}
+}
+
+/* Drops the line qmp_line returned. */
+static void qmp_consume(struct qmp *q, size_t n)
+{
+	memmove(q->buf, q->buf + n + 1, q->len - n - 1);
+	q->len -= n + 1;
+}
+
+/* Reads objects until one that is not an event: *msg gets it. */
+static int qmp_read(struct qmp *q, json_t **msg, struct omr_err **err)
+{
+	for (;;) {
+		size_t n = 0;
+		json_t *j;
+
+		if (qmp_line(q, &n, err) < 0)
+			return -1;
+		j = json_loadb(q->buf, n, 0, NULL);
+		qmp_consume(q, n);
+		if (!json_is_object(j)) {
+			json_decref(j);
+			return omr_err_setx(err, OMR_E_FAIL, EPROTO, "QMP: an answer that is not an object");
+		}
+		if (json_object_get(j, "event")) {
+			json_decref(j);
+			continue;
+		}
+		*msg = j;
+		return 0;
+	}
+}
+
+/* Sends one command and waits for its answer. */
+static int qmp_execute(struct qmp *q, const char *cmd, json_t *args, json_t **ret,
+		       struct omr_err **err)
+{
+	json_t *req = json_pack("{s:s}", "execute", cmd), *ans = NULL, *e;
+	char *s;
+	int rc;
+
+	if (args)
+		json_object_set(req, "arguments", args);
+	s = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	if (!s)
+		return omr_err_setx(err, OMR_E_FAIL, ENOMEM, "QMP: cannot encode %s", cmd);
+	s = omr_xrealloc(s, strlen(s) + 2);
+	strcat(s, "\n");
+	rc = omr_write_all(q->fd, s, strlen(s));
+	free(s);
+	if (rc < 0)
+		return omr_err_set(err, OMR_E_FAIL, -rc, "QMP: cannot send %s", cmd);
+	if (qmp_read(q, &ans, err) < 0)
+		return -1;
+	if ((e = json_object_get(ans, "error"))) {
+		const char *desc = json_string_value(json_object_get(e, "desc"));
+		rc = omr_err_setx(err, OMR_E_FAIL, EIO, "QMP %s: %s", cmd, desc ? desc : "failed");
+		json_decref(ans);
+		return rc;
+	}
+	if (!json_object_get(ans, "return")) {
+		json_decref(ans);
+		return omr_err_setx(err, OMR_E_FAIL, EPROTO, "QMP %s: neither return nor error", cmd);
+	}
+	if (ret)
+		*ret = json_incref(json_object_get(ans, "return"));
+	json_decref(ans);
+	return 0;
+}
+
+int omr_qmp_command(const char *path, const char *cmd, json_t *args, unsigned timeout_ms,
+		    json_t **ret, struct omr_err **err)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct qmp q = { .fd = -1, .deadline = omr_now_ms() + timeout_ms };
+	json_t *greeting = NULL;
+	int rc = -1;
+
+	if (ret)
+		*ret = NULL;
+	if (omr_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) < 0)
+		return omr_err_setx(err, OMR_E_USAGE, ENAMETOOLONG, "QMP socket path too long: %s", path);
+	q.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (q.fd < 0)
+		return omr_err_set(err, OMR_E_FAIL, errno, "QMP: cannot create a socket");
+	if (connect(q.fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		omr_err_set(err, errno == ENOENT || errno == ECONNREFUSED ? OMR_E_STATE : OMR_E_FAIL,
+			    errno, "QMP: cannot connect to %s", path);
+		goto out;
+	}
+	/* The greeting carries "QMP"; then leave negotiation mode. */
+	if (qmp_read(&q, &greeting, err) < 0)
+		goto out;
+	if (!json_object_get(greeting, "QMP")) {
+		omr_err_setx(err, OMR_E_FAIL, EPROTO, "QMP: no greeting from %s", path);
+		goto out;
+	}
+	if (qmp_execute(&q, "qmp_capabilities", NULL, NULL, err) < 0 ||
+	    qmp_execute(&q, cmd, args, ret, err) < 0)
+		goto out;
+	rc = 0;
+out:
+	json_decref(greeting);
+	free(q.buf);
+	close(q.fd);
+	return rc;
+}

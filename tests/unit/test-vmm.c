@@ -1,0 +1,211 @@
+/* Unit tests for the VMM backend interface (libcore/vm/vmm.c, qmp.c):
+ * the ops table, QMP against a scripted server, and pause/resume against
+ * a real QEMU process that runs no guest (-M none).  TAP. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "omnirun/base/spawn.h"
+#include "omnirun/base/util.h"
+#include "omnirun/vm/vmm.h"
+
+#include "tap.h"
+
+static char dir[] = "/tmp/omr-test-vmm.XXXXXX";
+
+static int listen_at(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	unlink(path);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0)
+		return -1;
+	return fd;
+}
+
+/* A QMP server in a child: greets, then answers each line it reads with
+ * the next of answers (NULL: stays silent), an event before each. */
+static pid_t fake_qmp(const char *path, const char *const *answers)
+{
+	int lfd = listen_at(path);
+	pid_t pid = fork();
+
+	if (pid != 0) {
+		close(lfd);
+		return pid;
+	}
+	int fd = accept(lfd, NULL, NULL);
+	char buf[4096];
+	dprintf(fd, "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n");
+	for (int i = 0; answers[i]; i++) {
+		if (read(fd, buf, sizeof(buf)) <= 0)
+			_exit(0);
+		dprintf(fd, "{\"event\": \"NOISE\", \"timestamp\": {}}\r\n%s\r\n", answers[i]);
+	}
+	sleep(5);
+	_exit(0);
+}
+
+static void reap(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+static void test_ops(void)
+{
+	struct omr_vmm vm;
+	struct omr_err *err = NULL;
+
+	ok(omr_vmm_ops_find("qemu") == &omr_vmm_qemu_ops && omr_vmm_ops_find("nope") == NULL &&
+		   omr_vmm_ops_find(NULL) == NULL,
+	   "ops: qemu is found by name, nothing else");
+	omr_vmm_init(&vm, &omr_vmm_qemu_ops);
+	ok(vm.pid == -1 && !vm.control, "ops: a fresh instance has no process");
+	ok(omr_vmm_snapshot(&vm, "/tmp/x", &err) < 0 && omr_err_kind(err) == OMR_E_UNSUPPORTED,
+	   "qemu: snapshot is unsupported for now");
+	omr_err_free(&err);
+	ok(omr_vmm_restore(&vm, "/tmp/x", &err) < 0 && omr_err_kind(err) == OMR_E_UNSUPPORTED,
+	   "qemu: restore is unsupported for now");
+	omr_err_free(&err);
+	ok(omr_vmm_pause(&vm, &err) < 0 && omr_err_kind(err) == OMR_E_STATE,
+	   "qemu: pausing a VM that does not run is a state error");
+	omr_err_free(&err);
+	omr_vmm_release(&vm);
+}
+
+static void test_argv(void)
+{
+	struct omr_vmm_spec s = { .qemu = "qemu", .accel = OMR_ACCEL_TCG, .tb_size_mb = 32, .cpus = 1,
+				  .memory_mb = 256, .kernel = "k", .initrd = "i", .cmdline = "c",
+				  .agent_sock = "/a", .qmp_sock = "/q", .disk_fd = 17, .console_fd = -1 };
+	char **argv = omr_vmm_argv(&s);
+	int fd3 = 0, fd4 = 0, sandbox = 0;
+
+	for (char **a = argv; *a; a++) {
+		fd3 |= !strcmp(*a, "fd=3,set=1");
+		fd4 |= !strcmp(*a, "fd=4,set=1");
+		sandbox |= !strncmp(*a, "on,obsolete=deny", 16);
+	}
+	ok(fd3 && fd4, "argv: the disk is fds 3 and 4 in QEMU, whatever our fd number");
+	ok(sandbox, "argv: -sandbox on");
+	omr_argv_free(argv);
+}
+
+static void test_qmp_fake(void)
+{
+	static const char *const good[] = { "{\"return\": {}}", "{\"return\": {\"status\": \"paused\"}}",
+					    NULL };
+	static const char *const bad[] = { "{\"return\": {}}",
+					   "{\"error\": {\"class\": \"GenericError\", \"desc\": \"nope\"}}",
+					   NULL };
+	static const char *const silent[] = { "{\"return\": {}}", NULL };
+	char *path = omr_strdup_printf("%s/qmp.sock", dir);
+	struct omr_err *err = NULL;
+	json_t *ret = NULL;
+	uint64_t t0;
+	pid_t pid;
+
+	pid = fake_qmp(path, good);
+	ok(omr_qmp_command(path, "query-status", NULL, 2000, &ret, &err) == 0 &&
+		   !strcmp(json_string_value(json_object_get(ret, "status")) ?: "", "paused"),
+	   "qmp: greeting, capabilities, command; events skipped");
+	json_decref(ret);
+	omr_err_free(&err);
+	reap(pid);
+
+	pid = fake_qmp(path, bad);
+	ok(omr_qmp_command(path, "stop", NULL, 2000, NULL, &err) < 0 && err &&
+		   strstr(err->msg, "nope") && omr_err_kind(err) == OMR_E_FAIL,
+	   "qmp: an error answer is an error with its description");
+	omr_err_free(&err);
+	reap(pid);
+
+	pid = fake_qmp(path, silent);
+	t0 = omr_now_ms();
+	ok(omr_qmp_command(path, "stop", NULL, 300, NULL, &err) < 0 &&
+		   omr_err_kind(err) == OMR_E_TIMEOUT && omr_now_ms() - t0 < 2000,
+	   "qmp: a silent VMM is a timeout within the bound");
+	omr_err_free(&err);
+	reap(pid);
+
+	ok(omr_qmp_command(path, "stop", NULL, 300, NULL, &err) < 0 && omr_err_kind(err) == OMR_E_STATE,
+	   "qmp: nobody listening is a state error");
+	omr_err_free(&err);
+	free(path);
+}
+
+static const char *qmp_status(const char *path, json_t **hold)
+{
+	*hold = NULL;
+	if (omr_qmp_command(path, "query-status", NULL, 5000, hold, NULL) < 0)
+		return "?";
+	return json_string_value(json_object_get(*hold, "status")) ?: "?";
+}
+
+/* A real QEMU without a guest: QMP and its run state are all we need. */
+static void test_qemu_pause_resume(void)
+{
+	char *qemu = omr_find_program("qemu-system-x86_64", NULL);
+	char *path = omr_strdup_printf("%s/real.sock", dir);
+	char *qmp = omr_strdup_printf("unix:%s,server=on,wait=off", path);
+	char *argv[] = { qemu, "-M", "none", "-S", "-nodefaults", "-display", "none", "-qmp", qmp, NULL };
+	struct omr_vmm vm;
+	struct omr_err *err = NULL;
+	json_t *h1, *h2, *h3;
+	int up = 0;
+
+	if (!qemu) {
+		skip("no qemu-system-x86_64");
+		goto out;
+	}
+	omr_vmm_init(&vm, &omr_vmm_qemu_ops);
+	vm.pid = omr_spawn(argv, -1, NULL, NULL, 0, NULL);
+	vm.control = omr_xstrdup(path);
+	for (int i = 0; i < 200 && !up; i++) {
+		up = access(path, F_OK) == 0;
+		usleep(20000);
+	}
+	ok(vm.pid > 0 && up, "qemu -M none started");
+	is_str(qmp_status(path, &h1), "prelaunch", "qemu: starts stopped (-S)");
+	ok(omr_vmm_resume(&vm, &err) == 0 && !strcmp(qmp_status(path, &h2), "running"),
+	   "qemu: resume (QMP cont) runs it");
+	omr_err_free(&err);
+	ok(omr_vmm_pause(&vm, &err) == 0 && !strcmp(qmp_status(path, &h3), "paused"),
+	   "qemu: pause (QMP stop) stops it");
+	omr_err_free(&err);
+	json_decref(h1);
+	json_decref(h2);
+	json_decref(h3);
+	ok(omr_vmm_resume(&vm, &err) == 0 && !strcmp(qmp_status(path, &h1), "running"),
+	   "qemu: and resume again");
+	json_decref(h1);
+	omr_err_free(&err);
+	reap(vm.pid);
+	omr_vmm_release(&vm);
+out:
+	free(qemu);
+	free(path);
+	free(qmp);
+}
+
+int main(void)
+{
+	if (!mkdtemp(dir))
+		return 1;
+	test_ops();
+	test_argv();
+	test_qmp_fake();
+	test_qemu_pause_resume();
+	omr_rm_rf_at(AT_FDCWD, dir);
+	return done_testing();
+}
