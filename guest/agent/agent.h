@@ -14,8 +14,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "omnirun/base/cleanup.h"
 #include "omnirun/base/io.h"
+#include "omnirun/base/json.h"
+#include "omnirun/base/log.h"
 #include "omnirun/base/proto.h"
+#include "omnirun/base/spawn.h"
+#include "omnirun/base/util.h"
 
 #define AGENT_VERSION "omnirun-agent 0.1"
 #define AGENT_PATH_DEFAULT "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -34,42 +39,24 @@ struct agent_cfg {
 extern struct agent_cfg agent_cfg;
 
 /* ---- util.c ---- */
-/* One log line: alog for routine events, aerr for failures.  Never pass
- * secrets or environment values. */
-void alog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void aerr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Sends further log lines to /dev/kmsg (the guest has no other log). */
-void alog_use_kmsg(void);
-uint64_t now_ms(void);  /* CLOCK_MONOTONIC */
-uint64_t wall_ms(void); /* CLOCK_REALTIME */
-int fd_set_nonblock(int fd);
-/* Reads a small file into buf (NUL-terminated). Returns length or -errno. */
-ssize_t file_read_small(const char *path, char *buf, size_t size);
 /* Writes s to an existing file (sysfs, procfs). Returns 0 or -errno. */
 int file_write_str(const char *path, const char *s);
-bool utf8_valid(const char *s, size_t n);
-/* A JSON string from arbitrary bytes; invalid UTF-8 becomes U+FFFD. */
-json_t *json_bytes(const char *s, size_t n);
-/* Sets o[key] to the name, plus o[key_b64] when the bytes are not UTF-8. */
-void json_set_name(json_t *o, const char *key, const char *s);
-char *b64_encode(const void *p, size_t n);
-/* Returns a malloc'ed NUL-terminated buffer, or NULL on bad input. */
-char *b64_decode(const char *s, size_t *n);
-/* Absolute dir part / last part of a path, malloc'ed. */
+/* The directory part of an absolute path; dir + "/" + name.  Malloc'ed. */
 char *path_dirname(const char *path);
 char *path_join(const char *dir, const char *name);
-/* mkdir -p; returns 0 or -errno. */
-int mkdir_parents(const char *path, mode_t mode);
-/* rm -rf without following symlinks; returns 0 or -errno. */
-int remove_tree_at(int dirfd, const char *name);
 
 /* ---- req.c: request field parsing; on failure a message is left in e ---- */
 struct jerr {
 	char msg[256];
 };
 int jget_str(json_t *o, const char *key, bool required, const char **out, struct jerr *e);
-/* key (UTF-8) or key_b64 (raw bytes); must be absolute.  *out malloc'ed. */
-int jget_path(json_t *o, const char *key, bool required, char **out, struct jerr *e);
+/* A path: key, or key_b64 for bytes that are not UTF-8 (omnirun/base/
+ * json.h).  It must be absolute; *out (malloc'ed) is its normalized form
+ * (omr_path_clean), the one every check and call sees.  *dir_form (may be
+ * NULL) tells whether the path as given named a directory by its form
+ * (a trailing "/", "/." or "/.."). */
+int jget_path(json_t *o, const char *key, bool required, char **out, bool *dir_form,
+	      struct jerr *e);
 int jget_int(json_t *o, const char *key, int64_t min, int64_t max, int64_t def,
 	     int64_t *out, struct jerr *e);
 int jget_bool(json_t *o, const char *key, bool def, bool *out, struct jerr *e);
@@ -153,8 +140,7 @@ struct proc {
 	uint64_t start_mono, start_wall, end_mono;
 	uint64_t deadline;    /* monotonic ms, 0 = none */
 	uint64_t quiet_until; /* after exit: close pipes when quiet past this */
-	json_t *argv;         /* array of strings, for ps (bounded) */
-	json_t *cmd;          /* the shell line, or argv joined (bounded) */
+	json_t *what;         /* {"argv"} or {"cmd"} (bounded, for ps) */
 	struct ring *ring;    /* background output */
 	struct exec_stream *fg;
 	char *cg;             /* the command's own cgroup, until released */

@@ -259,7 +259,7 @@ void op_env_set(uint32_t id, json_t *req)
 	rc = env_file_load(agent_cfg.env_file, &sv);
 	if (rc < 0 && rc != -ENOENT) {
 		/* Not ours (or unreadable): replaced by the rename below. */
-		alog("ignoring %s: %s", agent_cfg.env_file, strerror(-rc));
+		omr_log(OMR_LOG_INFO, "ignoring %s: %s", agent_cfg.env_file, strerror(-rc));
 		strv_free(&sv);
 	}
 	json_object_foreach(vars, k, v)

@@ -72,6 +72,7 @@ int main(int argc, char **argv)
 	const char *sock = NULL;
 	int fd = -1, c;
 
+	omr_log_init("omnirun-agent", 2, OMR_LOG_INFO);
 	if (getpid() == 1)
 		init_main(); /* the kernel's arguments are not ours to parse */
 	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {

@@ -1,5 +1,6 @@
 /* Request dispatch and the ops that answer at once. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,7 @@ static json_t *disk_json(void)
 
 static void op_info(uint32_t id, json_t *req)
 {
-	char mi[4096];
+	_cleanup_free_ char *mi = NULL;
 	struct timespec ts;
 	struct utsname u;
 	json_t *o;
@@ -59,8 +60,8 @@ static void op_info(uint32_t id, json_t *req)
 	(void)req;
 	uname(&u);
 	clock_gettime(CLOCK_BOOTTIME, &ts);
-	if (file_read_small("/proc/meminfo", mi, sizeof(mi)) < 0)
-		mi[0] = 0;
+	if (omr_read_file_at(AT_FDCWD, "/proc/meminfo", 65536, &mi, NULL, NULL) < 0)
+		mi = omr_xstrdup("");
 	o = json_pack("{s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:o,s:i,s:i}", "version", OMR_PROTO_VERSION,
 		      "agent", AGENT_VERSION, "kernel", u.release, "uptime_ms",
 		      (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "mem_total_kb",
@@ -74,7 +75,7 @@ static void op_info(uint32_t id, json_t *req)
 static void op_shutdown(uint32_t id, json_t *req)
 {
 	(void)req;
-	alog("shutdown requested by the host");
+	omr_log(OMR_LOG_INFO, "shutdown requested by the host");
 	send_json(OMR_F_END, id, json_object());
 	server_request_exit(SERVER_EXIT_POWEROFF);
 }

@@ -129,7 +129,7 @@ void send_frame(uint8_t type, uint8_t flags, uint32_t id, const void *p, size_t 
 			cap *= 2;
 		uint8_t *o = realloc(srv.out, cap);
 		if (!o) {
-			aerr("out of memory queueing a frame");
+			omr_log(OMR_LOG_ERR, "out of memory queueing a frame");
 			return;
 		}
 		srv.out = o;
@@ -153,12 +153,12 @@ void send_json(uint8_t type, uint32_t id, json_t *o)
 	s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (!s) {
-		aerr("cannot encode a reply on stream %u", id);
+		omr_log(OMR_LOG_ERR, "cannot encode a reply on stream %u", id);
 		return;
 	}
 	if (strlen(s) > OMR_FRAME_MAX) {
 		/* Callers bound their replies; this is the last line of defence. */
-		aerr("reply on stream %u too large (%zu bytes)", id, strlen(s));
+		omr_log(OMR_LOG_ERR, "reply on stream %u too large (%zu bytes)", id, strlen(s));
 		if (type == OMR_F_END)
 			send_error(id, EMSGSIZE, NULL, "reply too large");
 		return;
@@ -183,7 +183,7 @@ static json_t *verror_json(int e, const char *code, const char *fmt, va_list ap)
 	char msg[512];
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	return json_pack("{s:o,s:s,s:i}", "error", json_bytes(msg, strlen(msg)), "code",
+	return json_pack("{s:o,s:s,s:i}", "error", omr_json_text(msg, strlen(msg)), "code",
 			 code ? code : omr_proto_code(e), "errno", e);
 }
 
@@ -232,7 +232,7 @@ void send_hello(void)
 void server_request_exit(enum server_exit what)
 {
 	srv.exit = what;
-	srv.exit_deadline = now_ms() + EXIT_FLUSH_MS;
+	srv.exit_deadline = omr_now_ms() + EXIT_FLUSH_MS;
 }
 
 /* ---- streams ---- */
@@ -308,7 +308,7 @@ static void conn_lost(const char *why)
 {
 	if (srv.fd < 0)
 		return;
-	alog("host connection lost (%s)", why);
+	omr_log(OMR_LOG_INFO, "host connection lost (%s)", why);
 	/* Foreground commands die with the connection (doc/protocol.md).
 	 * Torn down, not freed: poll entries of this round still point at
 	 * the streams; they are freed at its end. */
@@ -335,7 +335,7 @@ static void conn_lost(const char *why)
 /* A frame header we cannot skip: the byte stream is lost. */
 static void conn_protocol_error(void)
 {
-	aerr("oversized frame from the host: dropping the connection");
+	omr_log(OMR_LOG_ERR, "oversized frame from the host: dropping the connection");
 	if (srv.kind == CONN_FD)
 		srv.status = 1;
 	conn_lost("protocol error");
@@ -345,7 +345,7 @@ static void conn_protocol_error(void)
 		close(srv.fd);
 		srv.fd = open(srv.port, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 		if (srv.fd < 0)
-			aerr("cannot reopen %s: %s", srv.port, strerror(errno));
+			omr_log(OMR_LOG_ERR, "cannot reopen %s: %s", srv.port, strerror(errno));
 	}
 }
 
@@ -418,7 +418,7 @@ static void handle_signal(struct stream *s, const struct omr_frame_hdr *h, const
 	int sig = signal_parse(p, h->len);
 
 	if (sig < 0)
-		alog("stream %u: bad SIGNAL payload ignored", s->id);
+		omr_log(OMR_LOG_INFO, "stream %u: bad SIGNAL payload ignored", s->id);
 	else if (s->ops->signal)
 		s->ops->signal(s, sig);
 	else if (sig == 0)
@@ -527,7 +527,7 @@ static void check_reconnect(void)
 	pfd.fd = srv.fd;
 	if (srv.fd < 0 || poll(&pfd, 1, 0) < 0 || (pfd.revents & POLLHUP))
 		return;
-	alog("host connected");
+	omr_log(OMR_LOG_INFO, "host connected");
 	srv.hup = false;
 	send_hello();
 }
@@ -537,7 +537,7 @@ static char *find_port(const char *name)
 	_cleanup_free_ char *found = NULL;
 	DIR *d = opendir("/sys/class/virtio-ports");
 	struct dirent *de;
-	char path[512], buf[128];
+	char path[512];
 
 	if (!d)
 		return NULL;
@@ -545,11 +545,12 @@ static char *find_port(const char *name)
 		if (de->d_name[0] == '.')
 			continue;
 		snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", de->d_name);
-		if (file_read_small(path, buf, sizeof(buf)) <= 0)
+		_cleanup_free_ char *buf = NULL;
+		if (omr_read_file_at(AT_FDCWD, path, 256, &buf, NULL, NULL) < 0)
 			continue;
 		buf[strcspn(buf, "\n")] = 0;
-		if (!strcmp(buf, name) && asprintf(&found, "/dev/%s", de->d_name) < 0)
-			found = NULL;
+		if (!strcmp(buf, name))
+			found = omr_strdup_printf("/dev/%s", de->d_name);
 	}
 	closedir(d);
 	return omr_steal_ptr(found);
@@ -562,7 +563,7 @@ static int conn_start(enum conn_kind kind, int fd, const char *path)
 	case CONN_FD:
 		srv.fd = fd;
 		fcntl(fd, F_SETFD, FD_CLOEXEC);
-		fd_set_nonblock(fd);
+		omr_fd_set_nonblock(fd, 1);
 		send_hello();
 		return 0;
 	case CONN_SOCKET: {
@@ -580,19 +581,19 @@ static int conn_start(enum conn_kind kind, int fd, const char *path)
 		return 0;
 	}
 	case CONN_VIRTIO:
-		for (uint64_t end = now_ms() + PORT_WAIT_MS; !srv.port && now_ms() < end;) {
+		for (uint64_t end = omr_now_ms() + PORT_WAIT_MS; !srv.port && omr_now_ms() < end;) {
 			srv.port = find_port(path);
 			if (!srv.port)
 				usleep(20 * 1000);
 		}
 		if (!srv.port) {
-			aerr("no virtio-serial port named %s", path);
+			omr_log(OMR_LOG_ERR, "no virtio-serial port named %s", path);
 			return -ENOENT;
 		}
 		srv.fd = open(srv.port, O_RDWR | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 		if (srv.fd < 0)
 			return -errno;
-		alog("serving on %s", srv.port);
+		omr_log(OMR_LOG_INFO, "serving on %s", srv.port);
 		srv.hup = true; /* HELLO once the host is there */
 		check_reconnect();
 		return 0;
@@ -611,11 +612,11 @@ int server_run(enum conn_kind kind, int fd, const char *path)
 	procs_init();
 	rc = conn_start(kind, fd, path);
 	if (rc < 0) {
-		aerr("cannot start serving: %s", strerror(-rc));
+		omr_log(OMR_LOG_ERR, "cannot start serving: %s", strerror(-rc));
 		return 1;
 	}
 	while (!srv.done) {
-		uint64_t now = now_ms();
+		uint64_t now = omr_now_ms();
 		int timeout = -1;
 
 		if (srv.exit && (srv.out_off == srv.out_len || !conn_up() || now >= srv.exit_deadline))
@@ -639,7 +640,7 @@ int server_run(enum conn_kind kind, int fd, const char *path)
 		if (pc.wake)
 			timeout = pc.wake <= now ? 0 : (int)(pc.wake - now);
 		if (poll(pc.fds, pc.n, timeout) < 0 && errno != EINTR) {
-			aerr("poll: %s", strerror(errno));
+			omr_log(OMR_LOG_ERR, "poll: %s", strerror(errno));
 			usleep(100 * 1000);
 			continue;
 		}
