@@ -28,7 +28,7 @@
 #define container_of(ptr, type, member) \
 	((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
-/* ---- configuration shared by PID 1 and the server (main.c) ---- */
+/* ---- cfg.c: configuration shared by PID 1 and the server ---- */
 struct agent_cfg {
 	bool pid1;              /* we are the guest's init: shutdown powers off */
 	const char *env_file;   /* K=V file merged into every command's env */
@@ -37,6 +37,10 @@ struct agent_cfg {
 	const char *data_dir;   /* where the data disk is mounted */
 };
 extern struct agent_cfg agent_cfg;
+/* Reads the omnirun.KEY=VALUE words of /proc/cmdline (PID 1, once). */
+void cfg_read_kernel_params(void);
+/* The value of omnirun.KEY, or NULL. */
+const char *kernel_param(const char *key);
 
 /* ---- util.c ---- */
 /* Writes s to an existing file (sysfs, procfs). Returns 0 or -errno. */
@@ -63,13 +67,63 @@ int jget_bool(json_t *o, const char *key, bool def, bool *out, struct jerr *e);
 /* An integer (420 == 0644) or a string of octal digits ("0644"). */
 int jget_mode(json_t *o, const char *key, mode_t def, mode_t *out, struct jerr *e);
 
-/* ---- server.c: connection, output queue, streams, poll loop ---- */
-struct pollctx;
+/* ---- poll.c: the poll set of one round of the loop ---- */
 typedef void (*poll_fn)(void *obj, int tag, short revents);
+struct pollent {
+	poll_fn fn;
+	void *obj;
+	int tag;
+};
+struct pollctx {
+	struct pollfd *fds;
+	struct pollent *ents;
+	size_t n, cap;
+	uint64_t wake; /* monotonic ms, 0 = none */
+};
+/* Calls fn(obj, tag, revents) when fd has one of events. */
 void poll_add(struct pollctx *pc, int fd, short events, poll_fn fn, void *obj, int tag);
 /* Makes the next poll() return no later than when (monotonic ms). */
 void poll_wake_at(struct pollctx *pc, uint64_t when);
+void poll_reset(struct pollctx *pc);
+/* poll(), then the callbacks of the fds that are ready.  0 or -errno. */
+int poll_wait(struct pollctx *pc);
+void poll_free(struct pollctx *pc);
 
+/* ---- conn.c: the connection to the host, framing, output queue ---- */
+enum conn_kind { CONN_FD, CONN_SOCKET, CONN_VIRTIO };
+struct conn_hooks {
+	void (*frame)(const struct omr_frame_hdr *h, const uint8_t *p); /* each frame */
+	void (*up)(void);   /* a host is there (on every reconnect) */
+	void (*lost)(void); /* the host went away */
+};
+/* Serves one connection on fd (CONN_FD), listens on the socket path
+ * (CONN_SOCKET) or opens the virtio port named path (CONN_VIRTIO).
+ * Returns 0 or -errno. */
+int conn_start(enum conn_kind kind, int fd, const char *path, const struct conn_hooks *hooks);
+/* Before poll(): the connection's fd, or a wake-up to look for a host. */
+void conn_poll(struct pollctx *pc);
+/* After poll(): notices a host on the virtio port. */
+void conn_after_poll(void);
+/* Writes what is queued, as far as the host takes it. */
+void conn_flush(void);
+bool conn_up(void);
+/* True when the output queue is short enough to queue more bulk output. */
+bool conn_can_produce(void);
+bool conn_flushed(void);
+/* CONN_FD: the connection is gone for good; a protocol error happened. */
+bool conn_done(void);
+bool conn_failed(void);
+void send_frame(uint8_t type, uint8_t flags, uint32_t id, const void *p, size_t n);
+void send_json(uint8_t type, uint32_t id, json_t *o); /* steals o */
+void send_window(uint32_t id, size_t n);
+/* {"error", "code", "errno"}; code NULL means omr_proto_code(e). */
+json_t *error_json(int e, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void send_error(uint32_t id, int e, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void send_bad_request(uint32_t id, const struct jerr *e);
+
+/* ---- server.c: the loop, streams, and the hooks that give it work ---- */
 struct stream;
 struct stream_ops {
 	/* DATA, EOF, RESIZE for this stream (WINDOW and SIGNAL are generic). */
@@ -94,7 +148,8 @@ struct stream {
 	bool torn;       /* ended abnormally: destroy() cleans up as on loss */
 	struct stream *next;
 };
-/* Allocates size bytes (a struct starting with struct stream), zeroed. */
+/* Allocates size bytes (a struct starting with struct stream), zeroed;
+ * NULL (the error END sent) past the limit of open streams. */
 struct stream *stream_new(uint32_t id, size_t size, const struct stream_ops *ops);
 /* Sends END with o (stolen) and closes the stream. */
 void stream_end(struct stream *s, json_t *o);
@@ -102,31 +157,25 @@ struct stream *stream_find(uint32_t id);
 /* Ends the stream without an END of its own (destroy(conn_lost=true)). */
 void stream_teardown(struct stream *s);
 
-bool conn_up(void);
-/* True when the output queue is short enough to queue more bulk output. */
-bool conn_can_produce(void);
-void send_frame(uint8_t type, uint8_t flags, uint32_t id, const void *p, size_t n);
-void send_json(uint8_t type, uint32_t id, json_t *o); /* steals o */
-void send_window(uint32_t id, size_t n);
-/* {"error", "code", "errno"}; code NULL means omr_proto_code(e). */
-json_t *error_json(int e, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-void send_error(uint32_t id, int e, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-void send_bad_request(uint32_t id, const struct jerr *e);
-json_t *hello_json(void);
-void send_hello(void);
-enum server_exit { SERVER_EXIT_NONE, SERVER_EXIT_QUIT, SERVER_EXIT_POWEROFF };
-/* Leaves the loop once the output queue is flushed. */
-void server_request_exit(enum server_exit what);
-
-enum conn_kind { CONN_FD, CONN_SOCKET, CONN_VIRTIO };
+/* What the server does besides streams. */
+struct server_hooks {
+	void (*request)(uint32_t id, json_t *req); /* a REQ opening stream id */
+	json_t *(*hello)(void);                     /* the HELLO object (new) */
+	void (*start)(void);                        /* before serving */
+	void (*poll)(struct pollctx *pc);           /* before each poll() */
+	void (*tick)(void);                         /* after it */
+	void (*collect)(void);                      /* at the end of a round */
+	void (*stop)(void);                         /* after serving */
+};
+/* Leaves the loop once the output queue is flushed (at most 2 s). */
+void server_request_exit(void);
 /* Serves until the connection is gone (CONN_FD) or exit is requested.
  * Returns a process exit status. */
-int server_run(enum conn_kind kind, int fd, const char *path);
+int server_run(const struct server_hooks *hooks, enum conn_kind kind, int fd, const char *path);
 
-/* ---- ops.c: request dispatch and the small ops ---- */
-void ops_dispatch(uint32_t id, json_t *req);
+/* ---- ops.c: the hooks of the agent's server: request dispatch and the
+ * small ops ---- */
+extern const struct server_hooks agent_hooks;
 
 /* ---- proc.c: started commands, reaping, background output ---- */
 struct ring;
@@ -276,8 +325,6 @@ void stat_json(json_t *o, const struct stat *st);
 /* ---- init.c, disk.c, net.c (PID 1 only) ---- */
 /* Never returns. */
 void init_main(void);
-/* omnirun.KEY=VALUE from the kernel command line, or NULL. */
-const char *init_param(const char *key);
 /* Sets agent_cfg.disk_state. */
 void disk_setup(void);
 void net_setup(void);

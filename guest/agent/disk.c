@@ -208,7 +208,7 @@ static int disk_prepare(const char *dev)
 
 void disk_setup(void)
 {
-	const char *dev = init_param("disk");
+	const char *dev = kernel_param("disk");
 	struct stat st;
 	uint64_t end = omr_now_ms() + DISK_WAIT_MS;
 

@@ -23,40 +23,9 @@
 #define MODULES_FILE "/etc/omnirun/modules"
 #define CMDS_CGROUP "/sys/fs/cgroup/omnirun-cmds"
 #define CMDS_PIDS_MAX 4096
-#define MAX_PARAMS 32
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define STABLE_MS 10000
-
-static char *cmdline;
-static struct {
-	const char *key, *val;
-} params[MAX_PARAMS];
-static int nparams;
-
-const char *init_param(const char *key)
-{
-	for (int i = 0; i < nparams; i++)
-		if (!strcmp(params[i].key, key))
-			return params[i].val;
-	return NULL;
-}
-
-/* Keeps omnirun.KEY=VALUE words of /proc/cmdline. */
-static void read_cmdline(void)
-{
-	if (omr_read_file_at(AT_FDCWD, "/proc/cmdline", 65536, &cmdline, NULL, NULL) < 0)
-		return;
-	for (char *w = strtok(cmdline, " \t\n"); w && nparams < MAX_PARAMS;
-	     w = strtok(NULL, " \t\n")) {
-		char *eq = strchr(w, '=');
-		if (strncmp(w, "omnirun.", 8) || !eq)
-			continue;
-		*eq = 0;
-		params[nparams].key = w + 8;
-		params[nparams++].val = eq + 1;
-	}
-}
 
 static void mount_basics(void)
 {
@@ -240,7 +209,7 @@ static pid_t start_server(void)
 		return pid;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	_exit(server_run(CONN_VIRTIO, -1, OMR_AGENT_PORT));
+	_exit(server_run(&agent_hooks, CONN_VIRTIO, -1, OMR_AGENT_PORT));
 }
 
 static void supervise(void)
@@ -308,8 +277,8 @@ void init_main(void)
 	mount_basics();
 	open_console();
 	log_to_kmsg();
-	read_cmdline();
-	host = init_param("hostname");
+	cfg_read_kernel_params();
+	host = kernel_param("hostname");
 	if (host && sethostname(host, strlen(host)) < 0)
 		omr_log(OMR_LOG_ERR, "hostname: %s", strerror(errno));
 	if (file_write_str("/proc/self/oom_score_adj", "-1000") < 0)

@@ -13,12 +13,6 @@
 
 #include "agent.h"
 
-struct agent_cfg agent_cfg = {
-	.env_file = "/tmp/.omnirun-env",
-	.disk_state = "none",
-	.data_dir = "/data",
-};
-
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -110,5 +104,6 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	fill_stdio();
-	return sock ? server_run(CONN_SOCKET, -1, sock) : server_run(CONN_FD, fd, NULL);
+	return sock ? server_run(&agent_hooks, CONN_SOCKET, -1, sock)
+		    : server_run(&agent_hooks, CONN_FD, fd, NULL);
 }

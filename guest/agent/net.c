@@ -91,7 +91,7 @@ static void write_resolv(const char *dns)
 
 static void iface_setup(int s, const char *iface, const char *ip)
 {
-	const char *gw = init_param("gw"), *mtu = init_param("mtu");
+	const char *gw = kernel_param("gw"), *mtu = kernel_param("mtu");
 	in_addr_t addr, mask;
 	struct ifreq ifr;
 	char path[64];
@@ -135,8 +135,8 @@ static void iface_setup(int s, const char *iface, const char *ip)
 void net_setup(void)
 {
 	_cleanup_close_ int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	const char *ip = init_param("ip"), *dns = init_param("dns");
-	const char *iface = init_param("iface");
+	const char *ip = kernel_param("ip"), *dns = kernel_param("dns");
+	const char *iface = kernel_param("iface");
 
 	if (s < 0) {
 		omr_log(OMR_LOG_ERR, "socket: %s", strerror(errno));
