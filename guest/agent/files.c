@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -227,31 +226,6 @@ static const struct stream_ops write_ops = {
 	.destroy = write_destroy,
 };
 
-/* Creates a fresh temporary file next to base (O_EXCL, 0600). */
-static int open_temp(int dfd, const char *base, char **out)
-{
-	uint8_t rnd[6];
-
-	for (int tries = 0; tries < 16; tries++) {
-		char *name;
-		int fd;
-		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-			return -EIO;
-		if (asprintf(&name, ".%.200s.omnirun-%02x%02x%02x%02x%02x%02x", base, rnd[0], rnd[1],
-			     rnd[2], rnd[3], rnd[4], rnd[5]) < 0)
-			return -ENOMEM;
-		fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (fd >= 0) {
-			*out = name;
-			return fd;
-		}
-		free(name);
-		if (errno != EEXIST)
-			return -errno;
-	}
-	return -EEXIST;
-}
-
 void op_file_write(uint32_t id, json_t *req)
 {
 	_cleanup_free_ char *path = NULL, *dir = NULL, *tmp = NULL;
@@ -299,7 +273,7 @@ void op_file_write(uint32_t id, json_t *req)
 		send_error(id, ENOENT, NULL, "unknown user \"%.64s\"", user);
 		return;
 	}
-	fd = open_temp(dfd, base, &tmp);
+	fd = omr_open_temp_at(dfd, base, 0600, &tmp, NULL);
 	if (fd < 0) {
 		user_info_free(&u);
 		send_errno(id, -fd, "cannot create a file in", path);

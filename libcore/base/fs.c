@@ -54,7 +54,8 @@ int omr_open_temp_at(int dirfd, const char *name, mode_t mode, char **tmp, struc
 
 		if (getrandom(&r, sizeof(r), 0) != sizeof(r))
 			r = omr_now_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)tries;
-		t = omr_strdup_printf(".%s.%016llx", name, (unsigned long long)r);
+		/* NAME cut so that the whole stays within NAME_MAX (255). */
+		t = omr_strdup_printf(".%.200s.%016llx", name, (unsigned long long)r);
 		fd = openat(dirfd, t, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
 		if (fd >= 0) {
 			*tmp = t;

@@ -34,7 +34,7 @@ int omr_read_file_at(int dirfd, const char *name, size_t max, char **out,
 		     size_t *len, struct omr_err **err);
 
 /* Creates a temporary file .NAME.RANDOM under dirfd with O_EXCL (so it is
- * never one that existed).  Returns the fd (O_CLOEXEC) and its name in
+ * never one that existed; NAME cut to 200 bytes).  Returns the fd (O_CLOEXEC) and its name in
  * *tmp (malloc'ed), or < 0. */
 int omr_open_temp_at(int dirfd, const char *name, mode_t mode, char **tmp, struct omr_err **err);
 
