@@ -1,9 +1,12 @@
 /* Internals of omnirun-agent: the guest's PID 1 and its request server.
  *
  * One process tree: PID 1 (init.c) mounts, loads modules, sets up the data
- * disk (disk.c) and the network (net.c), then forks the server (server.c),
- * a single-threaded poll() loop that multiplexes streams over one frame
- * connection (omnirun/proto.h).  Each request op lives in its own file. */
+ * disk (disk.c) and the network (net.c), then forks the server: a
+ * single-threaded poll() loop (server.c) that multiplexes streams over one
+ * frame connection (conn.c, omnirun/base/proto.h) and gets its work from
+ * hooks (ops.c).  Each request op lives in its own file.  No two files use
+ * each other (tests/check-agent-deps); what the host has too comes from
+ * libcore/base, built for the guest with musl. */
 #ifndef OMNIRUN_AGENT_H
 #define OMNIRUN_AGENT_H
 
