@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "omnirun/base/exitcodes.h"
 #include "omnirun/client/files.h"
+#include "omnirun/base/json.h"
 #include "omnirun/base/util.h"
 
 static void usage(void)
@@ -58,10 +59,10 @@ static void print_name(const char *prefix, const char *name, const char *suffix)
 static void print_entry(json_t *e, int lng)
 {
 	const char *type = json_string_value(json_object_get(e, "type"));
-	const char *name = json_string_value(json_object_get(e, "name"));
-	_cleanup_free_ char *t = omr_str_escape_ctl(type ? type : "?"), *head = NULL;
+	_cleanup_free_ char *t = omr_str_escape_ctl(type ? type : "?"), *head = NULL, *name = NULL;
 	char when[32];
 
+	omr_json_get_bytes(e, "name", &name); /* the exact bytes, escaped below */
 	if (!lng) {
 		print_name("", name, type && !strcmp(type, "dir") ? "/" : "");
 		return;
@@ -82,9 +83,11 @@ static int print_event(void *user, json_t *ev)
 		free(s);
 	} else {
 		const char *event = json_string_value(json_object_get(ev, "event"));
-		const char *path = json_string_value(json_object_get(ev, "path"));
-		_cleanup_free_ char *line = omr_strdup_printf("%s%s%s", event ? event : "?",
-							      path ? " " : "", path ? path : "");
+		_cleanup_free_ char *path = NULL, *line = NULL;
+
+		omr_json_get_bytes(ev, "path", &path);
+		line = omr_strdup_printf("%s%s%s", event ? event : "?", path ? " " : "",
+					 path ? path : "");
 		print_name("", line, "");
 	}
 	return fflush(stdout) == 0 ? 0 : -EPIPE;

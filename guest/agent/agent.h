@@ -1,9 +1,12 @@
 /* Internals of omnirun-agent: the guest's PID 1 and its request server.
  *
  * One process tree: PID 1 (init.c) mounts, loads modules, sets up the data
- * disk (disk.c) and the network (net.c), then forks the server (server.c),
- * a single-threaded poll() loop that multiplexes streams over one frame
- * connection (omnirun/proto.h).  Each request op lives in its own file. */
+ * disk (disk.c) and the network (net.c), then forks the server: a
+ * single-threaded poll() loop (server.c) that multiplexes streams over one
+ * frame connection (conn.c, omnirun/base/proto.h) and gets its work from
+ * hooks (ops.c).  Each request op lives in its own file.  No two files use
+ * each other (tests/check-agent-deps); what the host has too comes from
+ * libcore/base, built for the guest with musl. */
 #ifndef OMNIRUN_AGENT_H
 #define OMNIRUN_AGENT_H
 
@@ -14,8 +17,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "omnirun/base/cleanup.h"
 #include "omnirun/base/io.h"
+#include "omnirun/base/json.h"
+#include "omnirun/base/log.h"
 #include "omnirun/base/proto.h"
+#include "omnirun/base/spawn.h"
+#include "omnirun/base/util.h"
 
 #define AGENT_VERSION "omnirun-agent 0.1"
 #define AGENT_PATH_DEFAULT "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -23,7 +31,7 @@
 #define container_of(ptr, type, member) \
 	((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
-/* ---- configuration shared by PID 1 and the server (main.c) ---- */
+/* ---- cfg.c: configuration shared by PID 1 and the server ---- */
 struct agent_cfg {
 	bool pid1;              /* we are the guest's init: shutdown powers off */
 	const char *env_file;   /* K=V file merged into every command's env */
@@ -32,57 +40,93 @@ struct agent_cfg {
 	const char *data_dir;   /* where the data disk is mounted */
 };
 extern struct agent_cfg agent_cfg;
+/* Reads the omnirun.KEY=VALUE words of /proc/cmdline (PID 1, once). */
+void cfg_read_kernel_params(void);
+/* The value of omnirun.KEY, or NULL. */
+const char *kernel_param(const char *key);
 
 /* ---- util.c ---- */
-/* One log line: alog for routine events, aerr for failures.  Never pass
- * secrets or environment values. */
-void alog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void aerr(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Sends further log lines to /dev/kmsg (the guest has no other log). */
-void alog_use_kmsg(void);
-uint64_t now_ms(void);  /* CLOCK_MONOTONIC */
-uint64_t wall_ms(void); /* CLOCK_REALTIME */
-int fd_set_nonblock(int fd);
-/* Reads a small file into buf (NUL-terminated). Returns length or -errno. */
-ssize_t file_read_small(const char *path, char *buf, size_t size);
 /* Writes s to an existing file (sysfs, procfs). Returns 0 or -errno. */
 int file_write_str(const char *path, const char *s);
-bool utf8_valid(const char *s, size_t n);
-/* A JSON string from arbitrary bytes; invalid UTF-8 becomes U+FFFD. */
-json_t *json_bytes(const char *s, size_t n);
-/* Sets o[key] to the name, plus o[key_b64] when the bytes are not UTF-8. */
-void json_set_name(json_t *o, const char *key, const char *s);
-char *b64_encode(const void *p, size_t n);
-/* Returns a malloc'ed NUL-terminated buffer, or NULL on bad input. */
-char *b64_decode(const char *s, size_t *n);
-/* Absolute dir part / last part of a path, malloc'ed. */
+/* The directory part of an absolute path; dir + "/" + name.  Malloc'ed. */
 char *path_dirname(const char *path);
 char *path_join(const char *dir, const char *name);
-/* mkdir -p; returns 0 or -errno. */
-int mkdir_parents(const char *path, mode_t mode);
-/* rm -rf without following symlinks; returns 0 or -errno. */
-int remove_tree_at(int dirfd, const char *name);
 
 /* ---- req.c: request field parsing; on failure a message is left in e ---- */
 struct jerr {
 	char msg[256];
 };
 int jget_str(json_t *o, const char *key, bool required, const char **out, struct jerr *e);
-/* key (UTF-8) or key_b64 (raw bytes); must be absolute.  *out malloc'ed. */
-int jget_path(json_t *o, const char *key, bool required, char **out, struct jerr *e);
+/* A path: key, or key_b64 for bytes that are not UTF-8 (omnirun/base/
+ * json.h).  It must be absolute; *out (malloc'ed) is its normalized form
+ * (omr_path_clean), the one every check and call sees.  *dir_form (may be
+ * NULL) tells whether the path as given named a directory by its form
+ * (a trailing "/", "/." or "/.."). */
+int jget_path(json_t *o, const char *key, bool required, char **out, bool *dir_form,
+	      struct jerr *e);
 int jget_int(json_t *o, const char *key, int64_t min, int64_t max, int64_t def,
 	     int64_t *out, struct jerr *e);
 int jget_bool(json_t *o, const char *key, bool def, bool *out, struct jerr *e);
 /* An integer (420 == 0644) or a string of octal digits ("0644"). */
 int jget_mode(json_t *o, const char *key, mode_t def, mode_t *out, struct jerr *e);
 
-/* ---- server.c: connection, output queue, streams, poll loop ---- */
-struct pollctx;
+/* ---- poll.c: the poll set of one round of the loop ---- */
 typedef void (*poll_fn)(void *obj, int tag, short revents);
+struct pollent {
+	poll_fn fn;
+	void *obj;
+	int tag;
+};
+struct pollctx {
+	struct pollfd *fds;
+	struct pollent *ents;
+	size_t n, cap;
+	uint64_t wake; /* monotonic ms, 0 = none */
+};
+/* Calls fn(obj, tag, revents) when fd has one of events. */
 void poll_add(struct pollctx *pc, int fd, short events, poll_fn fn, void *obj, int tag);
 /* Makes the next poll() return no later than when (monotonic ms). */
 void poll_wake_at(struct pollctx *pc, uint64_t when);
+void poll_reset(struct pollctx *pc);
+/* poll(), then the callbacks of the fds that are ready.  0 or -errno. */
+int poll_wait(struct pollctx *pc);
+void poll_free(struct pollctx *pc);
 
+/* ---- conn.c: the connection to the host, framing, output queue ---- */
+enum conn_kind { CONN_FD, CONN_SOCKET, CONN_VIRTIO };
+struct conn_hooks {
+	void (*frame)(const struct omr_frame_hdr *h, const uint8_t *p); /* each frame */
+	void (*up)(void);   /* a host is there (on every reconnect) */
+	void (*lost)(void); /* the host went away */
+};
+/* Serves one connection on fd (CONN_FD), listens on the socket path
+ * (CONN_SOCKET) or opens the virtio port named path (CONN_VIRTIO).
+ * Returns 0 or -errno. */
+int conn_start(enum conn_kind kind, int fd, const char *path, const struct conn_hooks *hooks);
+/* Before poll(): the connection's fd, or a wake-up to look for a host. */
+void conn_poll(struct pollctx *pc);
+/* After poll(): notices a host on the virtio port. */
+void conn_after_poll(void);
+/* Writes what is queued, as far as the host takes it. */
+void conn_flush(void);
+bool conn_up(void);
+/* True when the output queue is short enough to queue more bulk output. */
+bool conn_can_produce(void);
+bool conn_flushed(void);
+/* CONN_FD: the connection is gone for good; a protocol error happened. */
+bool conn_done(void);
+bool conn_failed(void);
+void send_frame(uint8_t type, uint8_t flags, uint32_t id, const void *p, size_t n);
+void send_json(uint8_t type, uint32_t id, json_t *o); /* steals o */
+void send_window(uint32_t id, size_t n);
+/* {"error", "code", "errno"}; code NULL means omr_proto_code(e). */
+json_t *error_json(int e, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void send_error(uint32_t id, int e, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+void send_bad_request(uint32_t id, const struct jerr *e);
+
+/* ---- server.c: the loop, streams, and the hooks that give it work ---- */
 struct stream;
 struct stream_ops {
 	/* DATA, EOF, RESIZE for this stream (WINDOW and SIGNAL are generic). */
@@ -107,7 +151,8 @@ struct stream {
 	bool torn;       /* ended abnormally: destroy() cleans up as on loss */
 	struct stream *next;
 };
-/* Allocates size bytes (a struct starting with struct stream), zeroed. */
+/* Allocates size bytes (a struct starting with struct stream), zeroed;
+ * NULL (the error END sent) past the limit of open streams. */
 struct stream *stream_new(uint32_t id, size_t size, const struct stream_ops *ops);
 /* Sends END with o (stolen) and closes the stream. */
 void stream_end(struct stream *s, json_t *o);
@@ -115,31 +160,25 @@ struct stream *stream_find(uint32_t id);
 /* Ends the stream without an END of its own (destroy(conn_lost=true)). */
 void stream_teardown(struct stream *s);
 
-bool conn_up(void);
-/* True when the output queue is short enough to queue more bulk output. */
-bool conn_can_produce(void);
-void send_frame(uint8_t type, uint8_t flags, uint32_t id, const void *p, size_t n);
-void send_json(uint8_t type, uint32_t id, json_t *o); /* steals o */
-void send_window(uint32_t id, size_t n);
-/* {"error", "code", "errno"}; code NULL means omr_proto_code(e). */
-json_t *error_json(int e, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-void send_error(uint32_t id, int e, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-void send_bad_request(uint32_t id, const struct jerr *e);
-json_t *hello_json(void);
-void send_hello(void);
-enum server_exit { SERVER_EXIT_NONE, SERVER_EXIT_QUIT, SERVER_EXIT_POWEROFF };
-/* Leaves the loop once the output queue is flushed. */
-void server_request_exit(enum server_exit what);
-
-enum conn_kind { CONN_FD, CONN_SOCKET, CONN_VIRTIO };
+/* What the server does besides streams. */
+struct server_hooks {
+	void (*request)(uint32_t id, json_t *req); /* a REQ opening stream id */
+	json_t *(*hello)(void);                     /* the HELLO object (new) */
+	void (*start)(void);                        /* before serving */
+	void (*poll)(struct pollctx *pc);           /* before each poll() */
+	void (*tick)(void);                         /* after it */
+	void (*collect)(void);                      /* at the end of a round */
+	void (*stop)(void);                         /* after serving */
+};
+/* Leaves the loop once the output queue is flushed (at most 2 s). */
+void server_request_exit(void);
 /* Serves until the connection is gone (CONN_FD) or exit is requested.
  * Returns a process exit status. */
-int server_run(enum conn_kind kind, int fd, const char *path);
+int server_run(const struct server_hooks *hooks, enum conn_kind kind, int fd, const char *path);
 
-/* ---- ops.c: request dispatch and the small ops ---- */
-void ops_dispatch(uint32_t id, json_t *req);
+/* ---- ops.c: the hooks of the agent's server: request dispatch and the
+ * small ops ---- */
+extern const struct server_hooks agent_hooks;
 
 /* ---- proc.c: started commands, reaping, background output ---- */
 struct ring;
@@ -153,8 +192,7 @@ struct proc {
 	uint64_t start_mono, start_wall, end_mono;
 	uint64_t deadline;    /* monotonic ms, 0 = none */
 	uint64_t quiet_until; /* after exit: close pipes when quiet past this */
-	json_t *argv;         /* array of strings, for ps (bounded) */
-	json_t *cmd;          /* the shell line, or argv joined (bounded) */
+	json_t *what;         /* {"argv"} or {"cmd"} (bounded, for ps) */
 	struct ring *ring;    /* background output */
 	struct exec_stream *fg;
 	char *cg;             /* the command's own cgroup, until released */
@@ -290,8 +328,6 @@ void stat_json(json_t *o, const struct stat *st);
 /* ---- init.c, disk.c, net.c (PID 1 only) ---- */
 /* Never returns. */
 void init_main(void);
-/* omnirun.KEY=VALUE from the kernel command line, or NULL. */
-const char *init_param(const char *key);
 /* Sets agent_cfg.disk_state. */
 void disk_setup(void);
 void net_setup(void);

@@ -17,14 +17,18 @@ JANSSON_A ?= /usr/lib/x86_64-linux-gnu/libjansson.a
 SANITIZE ?=
 AGENT_KERNEL_ROOT ?=
 
-AGENT_SRCS := $(filter-out guest/agent/fortify-shim.c,$(wildcard guest/agent/*.c)) \
-	libcore/base/proto.c libcore/base/cleanup.c libcore/base/io.c
-AGENT_HDRS := $(wildcard guest/agent/*.h) libcore/include/omnirun/base/proto.h \
-	libcore/include/omnirun/base/cleanup.h libcore/include/omnirun/base/io.h
+# The agent is built on libcore/base, compiled twice: for the guest with
+# musl ($(B)/guest/libomr-base.a, from the same sources) and for the host
+# (the host's own $(B)/libomr-base.a, which the host build links).
+AGENT_SRCS := $(filter-out guest/agent/fortify-shim.c,$(wildcard guest/agent/*.c))
+AGENT_HDRS := $(wildcard guest/agent/*.h) $(wildcard libcore/include/omnirun/base/*.h)
 AGENT_WARN := -std=c17 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wpointer-arith -Wformat=2
 AGENT_CPPFLAGS := -D_GNU_SOURCE -Ilibcore/include -Iguest/agent
 AGENT_SANFLAGS := $(if $(SANITIZE),-fsanitize=$(SANITIZE) -fno-omit-frame-pointer)
+GUEST_BASE_OBJS := $(patsubst libcore/base/%.c,$(B)/guest/base/%.o,$(wildcard libcore/base/*.c))
+GUEST_BASE_LIB := $(B)/guest/libomr-base.a
+HOST_BASE_LIB := $(B)/libomr-base.a
 
 # musl ships no kernel or jansson headers: copy the host's (uapi headers
 # are libc-neutral; jansson's are plain C).
@@ -35,22 +39,32 @@ $(B)/guest/inc/.stamp:
 	cp -r /usr/include/x86_64-linux-gnu/asm $(B)/guest/inc/
 	touch $@
 
+$(B)/guest/base/%.o: libcore/base/%.c $(B)/guest/inc/.stamp
+	@mkdir -p $(@D)
+	@echo "  CC  $@ (musl)"
+	@$(MUSL_CC) -O2 $(AGENT_WARN) -isystem $(B)/guest/inc -D_GNU_SOURCE -Ilibcore/include \
+		-MMD -MP -c $< -o $@
+
+$(GUEST_BASE_LIB): $(GUEST_BASE_OBJS)
+	@rm -f $@ && ar rcs $@ $^
+
 $(B)/guest/omnirun-agent: $(AGENT_SRCS) guest/agent/fortify-shim.c $(AGENT_HDRS) \
-		$(B)/guest/inc/.stamp
+		$(GUEST_BASE_LIB) $(B)/guest/inc/.stamp
 	$(MUSL_CC) -static -O2 $(AGENT_WARN) -isystem $(B)/guest/inc $(AGENT_CPPFLAGS) \
-		-o $@ $(AGENT_SRCS) guest/agent/fortify-shim.c $(JANSSON_A)
+		-o $@ $(AGENT_SRCS) guest/agent/fortify-shim.c $(GUEST_BASE_LIB) $(JANSSON_A)
 	strip $@
 
-$(B)/guest/omnirun-agent-host: $(AGENT_SRCS) $(AGENT_HDRS)
+$(B)/guest/omnirun-agent-host: $(AGENT_SRCS) $(AGENT_HDRS) $(HOST_BASE_LIB)
 	@mkdir -p $(@D)
 	$(HOST_CC) -O1 -g $(AGENT_WARN) $(AGENT_CPPFLAGS) $(AGENT_SANFLAGS) \
-		-o $@ $(AGENT_SRCS) -ljansson
+		-o $@ $(AGENT_SRCS) $(HOST_BASE_LIB) -ljansson
 
-$(B)/tests/test-agent: tests/unit/test-agent.c tests/unit/tap.h libcore/base/proto.c libcore/base/io.c \
-		libcore/include/omnirun/base/proto.h libcore/include/omnirun/base/io.h
+$(B)/tests/test-agent: tests/unit/test-agent.c tests/unit/tap.h $(HOST_BASE_LIB) $(AGENT_HDRS)
 	@mkdir -p $(@D)
 	$(HOST_CC) -O1 -g $(AGENT_WARN) -D_GNU_SOURCE -Ilibcore/include $(AGENT_SANFLAGS) \
-		-o $@ tests/unit/test-agent.c libcore/base/proto.c libcore/base/io.c -ljansson
+		-o $@ tests/unit/test-agent.c $(HOST_BASE_LIB) -ljansson
+
+-include $(GUEST_BASE_OBJS:.o=.d)
 
 .PHONY: agent-check agent-check-asan agent-check-vm
 agent-check: $(B)/guest/omnirun-agent-host $(B)/tests/test-agent

@@ -29,6 +29,7 @@
 #define CG_RECHECK_MS 100 /* ...checking at least this often */
 #define CG_SLOW_MS 1000   /* then keep trying, slowly... */
 #define CG_GIVEUP_MS 30000 /* ...until this; a later server retries */
+#define CG_PROCS_MAX (1u << 20) /* bytes of cgroup.procs read: 100k+ pids */
 
 struct cg_pending {
 	char *path;
@@ -47,7 +48,6 @@ int cg_kill(const char *path)
 {
 	_cleanup_free_ char *kf = path_join(path, "cgroup.kill");
 	_cleanup_free_ char *pf = path_join(path, "cgroup.procs");
-	char buf[4096];
 	int rc;
 
 	if (!kf || !pf)
@@ -56,10 +56,11 @@ int cg_kill(const char *path)
 	if (rc != -ENOENT)
 		return rc;
 	for (int round = 0; round < 8; round++) {
-		ssize_t n = file_read_small(pf, buf, sizeof(buf));
+		_cleanup_free_ char *buf = NULL;
 		bool any = false;
-		if (n < 0)
-			return (int)n;
+		rc = omr_read_file_at(AT_FDCWD, pf, CG_PROCS_MAX, &buf, NULL, NULL);
+		if (rc < 0)
+			return rc;
 		for (char *s = buf, *end; *s; s = end) {
 			long pid = strtol(s, &end, 10);
 			if (end == s)
@@ -76,11 +77,10 @@ int cg_kill(const char *path)
 /* True when processes (not zombies) are left in the cgroup or below. */
 bool cg_populated(const char *path)
 {
-	_cleanup_free_ char *ef = path_join(path, "cgroup.events");
-	char buf[256];
+	_cleanup_free_ char *ef = path_join(path, "cgroup.events"), *buf = NULL;
 	const char *p;
 
-	if (!ef || file_read_small(ef, buf, sizeof(buf)) < 0)
+	if (!ef || omr_read_file_at(AT_FDCWD, ef, 4096, &buf, NULL, NULL) < 0)
 		return false;
 	p = strstr(buf, "populated ");
 	return p && p[10] == '1';
@@ -126,7 +126,7 @@ char *cg_create(void)
 		int e = errno;
 		free(path);
 		if (e != EEXIST) {
-			aerr("mkdir %s/%s: %s", agent_cfg.cgroup, name, strerror(e));
+			omr_log(OMR_LOG_ERR, "mkdir %s/%s: %s", agent_cfg.cgroup, name, strerror(e));
 			return NULL;
 		}
 	}
@@ -159,17 +159,17 @@ static bool pending_check(struct cg_pending *c, uint64_t now)
 	if (rc == 0)
 		return true;
 	if (rc != -EBUSY) {
-		aerr("rmdir %s: %s", c->path, strerror(-rc));
+		omr_log(OMR_LOG_ERR, "rmdir %s: %s", c->path, strerror(-rc));
 		return true;
 	}
 	if (now - c->start >= CG_GIVEUP_MS) {
-		aerr("%s still has processes after %u s; left in place", c->path,
+		omr_log(OMR_LOG_ERR, "%s still has processes after %u s; left in place", c->path,
 		     CG_GIVEUP_MS / 1000);
 		return true;
 	}
 	if (now - c->start >= CG_FAST_MS && !c->warned) {
 		c->warned = true;
-		aerr("%s still has processes after %u ms; killing again", c->path, CG_FAST_MS);
+		omr_log(OMR_LOG_ERR, "%s still has processes after %u ms; killing again", c->path, CG_FAST_MS);
 		cg_kill(c->path);
 	}
 	c->next = now + (c->warned ? CG_SLOW_MS : CG_RECHECK_MS);
@@ -179,14 +179,14 @@ static bool pending_check(struct cg_pending *c, uint64_t now)
 void cg_release(char *path)
 {
 	struct cg_pending *c;
-	uint64_t now = now_ms();
+	uint64_t now = omr_now_ms();
 	int rc;
 
 	if (!path)
 		return;
 	rc = cg_kill(path);
 	if (rc < 0 && rc != -ENOENT)
-		aerr("cgroup.kill %s: %s", path, strerror(-rc));
+		omr_log(OMR_LOG_ERR, "cgroup.kill %s: %s", path, strerror(-rc));
 	c = calloc(1, sizeof(*c));
 	if (!c) {
 		cg_rmdir(path, 0);
@@ -227,7 +227,7 @@ void cgroups_poll(struct pollctx *pc)
 
 void cgroups_tick(void)
 {
-	uint64_t now = now_ms();
+	uint64_t now = omr_now_ms();
 	struct cg_pending **pp = &pending;
 
 	while (*pp) {
@@ -265,9 +265,9 @@ void cgroups_init(void)
 /* The server is exiting: give pending removals a moment, then leave. */
 void cgroups_shutdown(void)
 {
-	uint64_t end = now_ms() + 1000;
+	uint64_t end = omr_now_ms() + 1000;
 
-	while (pending && now_ms() < end) {
+	while (pending && omr_now_ms() < end) {
 		struct timespec ts = { 0, 10 * 1000000 };
 		for (struct cg_pending *c = pending; c; c = c->next_p)
 			c->next = 0;

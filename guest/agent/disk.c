@@ -126,15 +126,15 @@ static int dm_create(const char *dev, uint64_t sectors, dev_t *devno)
 /* True when dev (or a partition of it) is mounted or is the root. */
 static bool disk_in_use(const char *dev)
 {
-	_cleanup_free_ char *buf = malloc(65536);
-	char cmd[4097] = " ";
+	_cleanup_free_ char *buf = NULL, *cmd = NULL, *kargs = NULL;
 	const char *root;
 	size_t l = strlen(dev);
 
-	if (file_read_small("/proc/cmdline", cmd + 1, sizeof(cmd) - 1) > 0 &&
-	    (root = strstr(cmd, " root=")) && !strncmp(root + 6, dev, l))
+	if (omr_read_file_at(AT_FDCWD, "/proc/cmdline", 65536, &kargs, NULL, NULL) == 0 &&
+	    (cmd = omr_strdup_printf(" %s", kargs)) && (root = strstr(cmd, " root=")) &&
+	    !strncmp(root + 6, dev, l))
 		return true;
-	if (!buf || file_read_small("/proc/mounts", buf, 65536) < 0)
+	if (omr_read_file_at(AT_FDCWD, "/proc/mounts", 1 << 20, &buf, NULL, NULL) < 0)
 		return false;
 	for (char *line = buf; line; line = strchr(line, '\n')) {
 		line += *line == '\n';
@@ -185,7 +185,7 @@ static int disk_prepare(const char *dev)
 		return -ENOSPC;
 	rc = dm_create(dev, bytes / 512, &devno);
 	if (rc < 0) {
-		aerr("dm-crypt on %s: %s", dev, strerror(-rc));
+		omr_log(OMR_LOG_ERR, "dm-crypt on %s: %s", dev, strerror(-rc));
 		return rc;
 	}
 	/* Without udev nobody makes /dev/mapper/NAME. */
@@ -193,13 +193,13 @@ static int disk_prepare(const char *dev)
 		return -errno;
 	rc = run_mke2fs();
 	if (rc < 0) {
-		aerr("mke2fs %s failed", DM_DEVICE);
+		omr_log(OMR_LOG_ERR, "mke2fs %s failed", DM_DEVICE);
 		return rc;
 	}
 	mkdir(agent_cfg.data_dir, 0755);
 	/* The ext4 driver mounts the ext2 that busybox makes. */
 	if (mount(DM_DEVICE, agent_cfg.data_dir, "ext4", MS_NOSUID | MS_NODEV, "") < 0) {
-		aerr("mount %s: %s", agent_cfg.data_dir, strerror(errno));
+		omr_log(OMR_LOG_ERR, "mount %s: %s", agent_cfg.data_dir, strerror(errno));
 		return -errno;
 	}
 	chmod(agent_cfg.data_dir, 01777); /* like /tmp: any user may write */
@@ -208,9 +208,9 @@ static int disk_prepare(const char *dev)
 
 void disk_setup(void)
 {
-	const char *dev = init_param("disk");
+	const char *dev = kernel_param("disk");
 	struct stat st;
-	uint64_t end = now_ms() + DISK_WAIT_MS;
+	uint64_t end = omr_now_ms() + DISK_WAIT_MS;
 
 	agent_cfg.disk_state = "none";
 	if (!dev)
@@ -218,14 +218,14 @@ void disk_setup(void)
 	if (!strcmp(dev, "none"))
 		return;
 	/* Module loading probes devices asynchronously. */
-	while ((stat(dev, &st) < 0 || !S_ISBLK(st.st_mode)) && now_ms() < end)
+	while ((stat(dev, &st) < 0 || !S_ISBLK(st.st_mode)) && omr_now_ms() < end)
 		usleep(20 * 1000);
 	if (stat(dev, &st) < 0 || !S_ISBLK(st.st_mode)) {
-		alog("no data disk at %s", dev);
+		omr_log(OMR_LOG_INFO, "no data disk at %s", dev);
 		return;
 	}
 	if (disk_in_use(dev)) {
-		alog("%s is in use, not touching it", dev);
+		omr_log(OMR_LOG_INFO, "%s is in use, not touching it", dev);
 		return;
 	}
 	agent_cfg.disk_state = disk_prepare(dev) == 0 ? "ready" : "failed";

@@ -197,44 +197,42 @@ int env_file_load(const char *path, struct strv *sv)
 	return 0;
 }
 
+/* Written whole under a fresh name (O_EXCL, 0600: nothing planted in
+ * /tmp is reused) and renamed (omr_write_file_atomic_at). */
 static int env_file_write(const char *path, const struct strv *sv)
 {
-	_cleanup_free_ char *tmp = NULL;
-	_cleanup_fclose_ FILE *f = NULL;
-	int fd, rc = 0;
+	const char *slash = strrchr(path, '/');
+	_cleanup_free_ char *dir = slash ? path_dirname(path) : omr_xstrdup(".");
+	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+	int rc;
 
-	/* A fresh name (O_EXCL, 0600): nothing planted in /tmp is reused. */
-	if (asprintf(&tmp, "%s.XXXXXX", path) < 0)
-		return -ENOMEM;
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0)
+	if (dfd < 0)
 		return -errno;
-	f = fdopen(fd, "w");
-	if (!f) {
-		close(fd);
-		unlink(tmp);
+	f = open_memstream(&buf, &len);
+	if (!f)
 		return -ENOMEM;
-	}
 	for (size_t i = 0; i < sv->n; i++) {
-		const char *s = sv->v[i];
-		const char *eq = strchr(s, '=');
-		fwrite(s, 1, (size_t)(eq - s + 1), f);
-		for (s = eq + 1; *s; s++) {
-			if (*s == '\n')
+		const char *v = sv->v[i];
+		const char *eq = strchr(v, '=');
+		fwrite(v, 1, (size_t)(eq - v + 1), f);
+		for (v = eq + 1; *v; v++) {
+			if (*v == '\n')
 				fputs("\\n", f);
-			else if (*s == '\\')
+			else if (*v == '\\')
 				fputs("\\\\", f);
 			else
-				fputc(*s, f);
+				fputc(*v, f);
 		}
 		fputc('\n', f);
 	}
-	if (fflush(f) != 0 || fsync(fd) < 0)
-		rc = -errno;
-	if (rc == 0 && rename(tmp, path) < 0)
-		rc = -errno;
-	if (rc < 0)
-		unlink(tmp);
+	rc = fclose(f) == 0 ? 0 : -ENOMEM;
+	if (rc == 0)
+		rc = omr_write_file_atomic_at(dfd, slash ? slash + 1 : path, buf, len, 0600, NULL);
+	explicit_bzero(buf, len); /* values are secrets */
+	free(buf);
 	return rc;
 }
 
@@ -259,7 +257,7 @@ void op_env_set(uint32_t id, json_t *req)
 	rc = env_file_load(agent_cfg.env_file, &sv);
 	if (rc < 0 && rc != -ENOENT) {
 		/* Not ours (or unreadable): replaced by the rename below. */
-		alog("ignoring %s: %s", agent_cfg.env_file, strerror(-rc));
+		omr_log(OMR_LOG_INFO, "ignoring %s: %s", agent_cfg.env_file, strerror(-rc));
 		strv_free(&sv);
 	}
 	json_object_foreach(vars, k, v)

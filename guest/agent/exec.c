@@ -17,6 +17,7 @@
 #define ARGS_MAX 4096
 #define ARGS_BYTES_MAX (1u << 20)
 #define PS_ARGV_BYTES 1024
+#define PS_ARGS 64
 #define MAX_PROCS 1024
 
 struct exec_stream {
@@ -100,7 +101,7 @@ static void stdin_data(struct exec_stream *es, const uint8_t *d, size_t n)
 	room = OMR_WINDOW_INIT - es->in_len;
 	if (n > room) {
 		/* The host overran its credit; we hold one window, no more. */
-		alog("stream %u: stdin beyond credit, %zu bytes dropped", es->s.id, n - room);
+		omr_log(OMR_LOG_INFO, "stream %u: stdin beyond credit, %zu bytes dropped", es->s.id, n - room);
 		send_window(es->s.id, n - room);
 		n = room;
 	}
@@ -139,7 +140,7 @@ static void out_ready(void *obj, int ch, short rev)
 		send_frame(OMR_F_DATA, (uint8_t)ch, es->s.id, iobuf, (size_t)n);
 		es->s.credit -= (size_t)n;
 		if (!p->running)
-			p->quiet_until = now_ms() + PROC_LINGER_MS;
+			p->quiet_until = omr_now_ms() + PROC_LINGER_MS;
 	} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
 		close_out(es, ch); /* EOF; EIO on a pty master is EOF too */
 	}
@@ -171,7 +172,7 @@ static void exec_tick(struct stream *s)
 	/* Pipes held open by processes that left the group (daemons) end
 	 * after a quiet period; not while the host is holding us back. */
 	if ((p->fd_out >= 0 || p->fd_err >= 0) && s->credit > 0 && conn_can_produce() &&
-	    now_ms() >= p->quiet_until) {
+	    omr_now_ms() >= p->quiet_until) {
 		close_out(es, OMR_CH_STDOUT);
 		close_out(es, OMR_CH_STDERR);
 	}
@@ -260,7 +261,7 @@ struct exec_req {
 	const char *cwd_s;
 	char *cwd;
 	struct user_info user;
-	bool have_user, use_stdin, pty, background;
+	bool shell, have_user, use_stdin, pty, background;
 	int64_t timeout_ms, rows, cols;
 };
 
@@ -274,38 +275,70 @@ static void exec_req_free(struct exec_req *x)
 
 static int parse_argv(json_t *req, struct exec_req *x, struct jerr *e)
 {
-	json_t *ja = json_object_get(req, "argv"), *v;
-	const char *cmd;
-	size_t i;
+	_cleanup_free_ char *cmd = NULL;
+	char **argv = NULL;
+	int has_cmd = omr_json_get_bytes(req, "cmd", &cmd);
+	int has_argv = omr_json_get_bytes_array(req, "argv", ARGS_MAX, &argv);
+	size_t n = 0;
 
-	if (jget_str(req, "cmd", false, &cmd, e) < 0)
-		return -1;
-	if (!!cmd == !!(ja && !json_is_null(ja))) {
+	if (has_cmd < 0) {
+		snprintf(e->msg, sizeof(e->msg), "\"cmd\" must be a string without NUL bytes");
+		goto bad;
+	}
+	if (has_argv < 0 || (argv && (!argv[0] || !argv[0][0]))) {
+		snprintf(e->msg, sizeof(e->msg),
+			 "\"argv\" must be an array of 1 to %d strings without NUL bytes, "
+			 "argv[0] not empty", ARGS_MAX);
+		goto bad;
+	}
+	if (!has_cmd == !has_argv) {
 		snprintf(e->msg, sizeof(e->msg), "exactly one of \"argv\" and \"cmd\" is required");
-		return -1;
+		goto bad;
 	}
 	if (cmd) {
+		x->shell = true;
 		if (strv_push(&x->argv, "/bin/sh") < 0 || strv_push(&x->argv, "-c") < 0 ||
-		    strv_push(&x->argv, cmd) < 0)
-			goto nomem;
-		return 0;
-	}
-	if (!json_is_array(ja) || json_array_size(ja) == 0 || json_array_size(ja) > ARGS_MAX) {
-		snprintf(e->msg, sizeof(e->msg), "\"argv\" must be an array of 1 to %d strings",
-			 ARGS_MAX);
-		return -1;
-	}
-	json_array_foreach(ja, i, v) {
-		if (!json_is_string(v) || (i == 0 && !*json_string_value(v))) {
-			snprintf(e->msg, sizeof(e->msg), "\"argv\" must hold strings (argv[0] not empty)");
+		    strv_push(&x->argv, cmd) < 0) {
+			snprintf(e->msg, sizeof(e->msg), "out of memory");
 			return -1;
 		}
-		if (strv_push(&x->argv, json_string_value(v)) < 0)
-			goto nomem;
+		return 0;
+	}
+	while (argv[n])
+		n++;
+	x->argv = (struct strv){ .v = argv, .n = n, .cap = n + 1 };
+	return 0;
+bad:
+	omr_argv_free(argv);
+	return -1;
+}
+
+/* env_b64: "K=V" entries in base64, for those that are not UTF-8. */
+static int env_b64(json_t *req, struct exec_req *x, struct jerr *e)
+{
+	json_t *a = json_object_get(req, "env_b64"), *v;
+	size_t i;
+
+	if (!a || json_is_null(a))
+		return 0;
+	if (!json_is_array(a) || json_array_size(a) > ARGS_MAX)
+		goto bad;
+	json_array_foreach(a, i, v) {
+		_cleanup_free_ char *kv = NULL;
+		size_t n;
+		char *eq;
+		if (!json_is_string(v) || omr_b64_decode(json_string_value(v), &kv, &n) < 0 ||
+		    strlen(kv) != n || !(eq = strchr(kv, '=')))
+			goto bad;
+		*eq = 0;
+		if (!env_key_ok(kv))
+			goto bad;
+		strv_setenv(&x->env, kv, eq + 1);
 	}
 	return 0;
-nomem:
-	snprintf(e->msg, sizeof(e->msg), "out of memory");
+bad:
+	snprintf(e->msg, sizeof(e->msg),
+		 "\"env_b64\" must be an array of base64 K=V entries (no NUL, K not empty)");
 	return -1;
 }
 
@@ -339,7 +372,7 @@ static int build_env(json_t *req, struct exec_req *x, struct jerr *e)
 			strv_setenv(&x->env, k, json_string_value(v));
 		}
 	}
-	return 0;
+	return env_b64(req, x, e);
 }
 
 static int check_limits(const struct exec_req *x, struct jerr *e)
@@ -390,7 +423,7 @@ static int parse_user(json_t *req, struct exec_req *x, struct jerr *e)
 
 static int parse_exec(json_t *req, struct exec_req *x, struct jerr *e)
 {
-	if (parse_argv(req, x, e) < 0 || jget_path(req, "cwd", false, &x->cwd, e) < 0 ||
+	if (parse_argv(req, x, e) < 0 || jget_path(req, "cwd", false, &x->cwd, NULL, e) < 0 ||
 	    jget_int(req, "timeout_ms", 0, INT64_C(1) << 40, 0, &x->timeout_ms, e) < 0 ||
 	    jget_bool(req, "stdin", false, &x->use_stdin, e) < 0 ||
 	    jget_bool(req, "pty", false, &x->pty, e) < 0 ||
@@ -401,33 +434,34 @@ static int parse_exec(json_t *req, struct exec_req *x, struct jerr *e)
 	return 0;
 }
 
-/* The shell line (argv[2] of /bin/sh -c) or argv joined, for ps. */
-static json_t *cmd_for_ps(const struct strv *argv, bool shell)
+/* What ps shows: "argv" (a bounded prefix: replies fit in one frame) and
+ * "cmd" (the shell line, argv[2] of /bin/sh -c, or argv joined, bounded
+ * too), with their _b64 twins for bytes that are not UTF-8. */
+static json_t *what_for_ps(const struct strv *argv, bool shell)
 {
-	char buf[PS_ARGV_BYTES + 1];
-	size_t n = 0;
+	json_t *o = json_object();
+	char *v[PS_ARGS + 1], cmd[PS_ARGV_BYTES + 1];
+	size_t bytes = 0, n = 0, c = 0;
 
-	if (shell)
-		return json_bytes(argv->v[2], strnlen(argv->v[2], PS_ARGV_BYTES));
-	for (size_t i = 0; i < argv->n && n < PS_ARGV_BYTES; i++)
-		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s", i ? " " : "", argv->v[i]);
-	return json_bytes(buf, n < PS_ARGV_BYTES ? n : PS_ARGV_BYTES);
-}
-
-static json_t *argv_for_ps(const struct strv *argv)
-{
-	json_t *a = json_array();
-	size_t bytes = 0;
-
-	/* ps shows a bounded prefix: replies must fit in one frame. */
-	for (size_t i = 0; i < argv->n && bytes < PS_ARGV_BYTES; i++) {
-		size_t l = strlen(argv->v[i]);
-		if (l > PS_ARGV_BYTES - bytes)
-			l = PS_ARGV_BYTES - bytes;
-		json_array_append_new(a, json_bytes(argv->v[i], l));
-		bytes += l;
+	for (size_t i = 0; i < argv->n && n < PS_ARGS && bytes < PS_ARGV_BYTES; i++) {
+		v[n] = strndup(argv->v[i], PS_ARGV_BYTES - bytes);
+		if (!v[n])
+			break;
+		bytes += strlen(v[n++]);
 	}
-	return a;
+	v[n] = NULL;
+	omr_json_set_bytes_array(o, "argv", v);
+	while (n > 0)
+		free(v[--n]);
+	if (shell) {
+		snprintf(cmd, sizeof(cmd), "%s", argv->v[2]);
+	} else {
+		for (size_t i = 0; i < argv->n && c < PS_ARGV_BYTES; i++)
+			c += (size_t)snprintf(cmd + c, sizeof(cmd) - c, "%s%s", i ? " " : "",
+					      argv->v[i]);
+	}
+	omr_json_set_bytes(o, "cmd", cmd);
+	return o;
 }
 
 void op_exec(uint32_t id, json_t *req)
@@ -481,11 +515,10 @@ void op_exec(uint32_t id, json_t *req)
 	}
 	p->running = true;
 	p->background = x.background;
-	p->start_mono = now_ms();
-	p->start_wall = wall_ms();
+	p->start_mono = omr_now_ms();
+	p->start_wall = omr_wall_ms();
 	p->deadline = x.timeout_ms ? p->start_mono + (uint64_t)x.timeout_ms : 0;
-	p->argv = argv_for_ps(&x.argv);
-	p->cmd = cmd_for_ps(&x.argv, json_is_string(json_object_get(req, "cmd")));
+	p->what = what_for_ps(&x.argv, x.shell);
 	send_json(OMR_F_REPLY, id, json_pack("{s:i}", "pid", p->pid));
 	if (x.background) {
 		send_json(OMR_F_END, id, json_pack("{s:i,s:b}", "pid", p->pid, "background", 1));

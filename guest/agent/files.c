@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -80,7 +79,7 @@ static void read_tick(struct stream *s)
 static void read_poll(struct stream *s, struct pollctx *pc)
 {
 	if (s->credit > 0 && conn_can_produce())
-		poll_wake_at(pc, now_ms());
+		poll_wake_at(pc, omr_now_ms());
 }
 
 static void read_destroy(struct stream *s, bool conn_lost)
@@ -106,7 +105,7 @@ void op_file_read(uint32_t id, json_t *req)
 	struct jerr e;
 	int64_t off, len;
 
-	if (jget_path(req, "path", true, &path, &e) < 0 ||
+	if (jget_path(req, "path", true, &path, NULL, &e) < 0 ||
 	    jget_int(req, "offset", 0, INT64_MAX, 0, &off, &e) < 0 ||
 	    jget_int(req, "length", -1, INT64_MAX, -1, &len, &e) < 0) {
 		send_bad_request(id, &e);
@@ -227,31 +226,6 @@ static const struct stream_ops write_ops = {
 	.destroy = write_destroy,
 };
 
-/* Creates a fresh temporary file next to base (O_EXCL, 0600). */
-static int open_temp(int dfd, const char *base, char **out)
-{
-	uint8_t rnd[6];
-
-	for (int tries = 0; tries < 16; tries++) {
-		char *name;
-		int fd;
-		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-			return -EIO;
-		if (asprintf(&name, ".%.200s.omnirun-%02x%02x%02x%02x%02x%02x", base, rnd[0], rnd[1],
-			     rnd[2], rnd[3], rnd[4], rnd[5]) < 0)
-			return -ENOMEM;
-		fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (fd >= 0) {
-			*out = name;
-			return fd;
-		}
-		free(name);
-		if (errno != EEXIST)
-			return -errno;
-	}
-	return -EEXIST;
-}
-
 void op_file_write(uint32_t id, json_t *req)
 {
 	_cleanup_free_ char *path = NULL, *dir = NULL, *tmp = NULL;
@@ -261,24 +235,26 @@ void op_file_write(uint32_t id, json_t *req)
 	const char *base, *user;
 	struct stat st;
 	struct jerr e;
-	bool parents, exists;
+	bool parents, exists, dir_form;
 	mode_t mode;
 	int fd, rc;
 
-	if (jget_path(req, "path", true, &path, &e) < 0 ||
+	if (jget_path(req, "path", true, &path, &dir_form, &e) < 0 ||
 	    jget_mode(req, "mode", (mode_t)-1, &mode, &e) < 0 ||
 	    jget_bool(req, "parents", false, &parents, &e) < 0 ||
 	    jget_str(req, "user", false, &user, &e) < 0) {
 		send_bad_request(id, &e);
 		return;
 	}
+	/* path is normalized: its last component is a name, unless it is
+	 * "/" (or was given as a directory, "/tmp/x/"). */
 	base = strrchr(path, '/') + 1;
-	if (!*base || !strcmp(base, ".") || !strcmp(base, "..")) {
+	if (!*base || dir_form) {
 		send_errno(id, EISDIR, "cannot write", path);
 		return;
 	}
 	dir = path_dirname(path);
-	rc = parents ? mkdir_parents(dir, 0755) : 0;
+	rc = parents ? omr_mkdir_p(dir, 0755, NULL) : 0;
 	if (rc < 0) {
 		send_errno(id, -rc, "cannot create", dir);
 		return;
@@ -297,7 +273,7 @@ void op_file_write(uint32_t id, json_t *req)
 		send_error(id, ENOENT, NULL, "unknown user \"%.64s\"", user);
 		return;
 	}
-	fd = open_temp(dfd, base, &tmp);
+	fd = omr_open_temp_at(dfd, base, 0600, &tmp, NULL);
 	if (fd < 0) {
 		user_info_free(&u);
 		send_errno(id, -fd, "cannot create a file in", path);
@@ -334,7 +310,7 @@ void op_stat(uint32_t id, json_t *req)
 	struct jerr e;
 	json_t *o;
 
-	if (jget_path(req, "path", true, &path, &e) < 0) {
+	if (jget_path(req, "path", true, &path, NULL, &e) < 0) {
 		send_bad_request(id, &e);
 		return;
 	}
@@ -346,13 +322,13 @@ void op_stat(uint32_t id, json_t *req)
 	stat_json(o, &st);
 	json_object_set_new(o, "uid", json_integer((int)st.st_uid));
 	json_object_set_new(o, "gid", json_integer((int)st.st_gid));
-	json_set_name(o, "name", strcmp(path, "/") ? strrchr(path, '/') + 1 : "/");
+	omr_json_set_bytes(o, "name", strcmp(path, "/") ? strrchr(path, '/') + 1 : "/");
 	if (S_ISLNK(st.st_mode)) {
 		char target[4096];
 		ssize_t n = readlink(path, target, sizeof(target) - 1);
 		if (n >= 0) {
 			target[n] = 0;
-			json_set_name(o, "target", target);
+			omr_json_set_bytes(o, "target", target);
 		}
 	}
 	send_json(OMR_F_END, id, o);
@@ -366,14 +342,14 @@ void op_mkdir(uint32_t id, json_t *req)
 	mode_t mode;
 	int rc = 0;
 
-	if (jget_path(req, "path", true, &path, &e) < 0 ||
+	if (jget_path(req, "path", true, &path, NULL, &e) < 0 ||
 	    jget_bool(req, "parents", false, &parents, &e) < 0 ||
 	    jget_mode(req, "mode", 0755, &mode, &e) < 0) {
 		send_bad_request(id, &e);
 		return;
 	}
 	if (parents)
-		rc = mkdir_parents(path, 0755);
+		rc = omr_mkdir_p(path, 0755, NULL);
 	else if (mkdir(path, mode) < 0)
 		rc = -errno;
 	/* Exact mode, whatever the umask. */
@@ -385,6 +361,14 @@ void op_mkdir(uint32_t id, json_t *req)
 		send_json(OMR_F_END, id, json_object());
 }
 
+static bool is_root_dir(const struct stat *st)
+{
+	struct stat root;
+
+	return S_ISDIR(st->st_mode) && stat("/", &root) == 0 && root.st_dev == st->st_dev &&
+	       root.st_ino == st->st_ino;
+}
+
 void op_remove(uint32_t id, json_t *req)
 {
 	_cleanup_free_ char *path = NULL;
@@ -393,21 +377,24 @@ void op_remove(uint32_t id, json_t *req)
 	bool recursive;
 	int rc = 0;
 
-	if (jget_path(req, "path", true, &path, &e) < 0 ||
+	if (jget_path(req, "path", true, &path, NULL, &e) < 0 ||
 	    jget_bool(req, "recursive", false, &recursive, &e) < 0) {
 		send_bad_request(id, &e);
 		return;
 	}
-	if (path[strspn(path, "/")] == 0) {
+	/* On the normalized path: "/.", "//" and "/data/.." are "/". */
+	if (!strcmp(path, "/")) {
 		send_error(id, EINVAL, NULL, "refusing to remove /");
 		return;
 	}
 	if (lstat(path, &st) < 0)
 		rc = -errno;
+	else if (is_root_dir(&st))
+		rc = -EBUSY; /* "/" by another name: a bind mount of it */
 	else if (!S_ISDIR(st.st_mode))
 		rc = unlink(path) < 0 ? -errno : 0;
 	else if (recursive)
-		rc = remove_tree_at(AT_FDCWD, path);
+		rc = omr_rm_rf_at(AT_FDCWD, path);
 	else
 		rc = rmdir(path) < 0 ? -errno : 0;
 	if (rc < 0)
@@ -421,8 +408,8 @@ void op_rename(uint32_t id, json_t *req)
 	_cleanup_free_ char *from = NULL, *to = NULL;
 	struct jerr e;
 
-	if (jget_path(req, "from", true, &from, &e) < 0 ||
-	    jget_path(req, "to", true, &to, &e) < 0) {
+	if (jget_path(req, "from", true, &from, NULL, &e) < 0 ||
+	    jget_path(req, "to", true, &to, NULL, &e) < 0) {
 		send_bad_request(id, &e);
 		return;
 	}

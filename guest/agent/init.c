@@ -23,40 +23,9 @@
 #define MODULES_FILE "/etc/omnirun/modules"
 #define CMDS_CGROUP "/sys/fs/cgroup/omnirun-cmds"
 #define CMDS_PIDS_MAX 4096
-#define MAX_PARAMS 32
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define STABLE_MS 10000
-
-static char cmdline[4096];
-static struct {
-	const char *key, *val;
-} params[MAX_PARAMS];
-static int nparams;
-
-const char *init_param(const char *key)
-{
-	for (int i = 0; i < nparams; i++)
-		if (!strcmp(params[i].key, key))
-			return params[i].val;
-	return NULL;
-}
-
-/* Keeps omnirun.KEY=VALUE words of /proc/cmdline. */
-static void read_cmdline(void)
-{
-	if (file_read_small("/proc/cmdline", cmdline, sizeof(cmdline)) < 0)
-		return;
-	for (char *w = strtok(cmdline, " \t\n"); w && nparams < MAX_PARAMS;
-	     w = strtok(NULL, " \t\n")) {
-		char *eq = strchr(w, '=');
-		if (strncmp(w, "omnirun.", 8) || !eq)
-			continue;
-		*eq = 0;
-		params[nparams].key = w + 8;
-		params[nparams++].val = eq + 1;
-	}
-}
 
 static void mount_basics(void)
 {
@@ -86,7 +55,7 @@ static void mount_basics(void)
 		/* EBUSY: the kernel mounted it already (devtmpfs automount). */
 		if (mount(m[i].src, m[i].dst, m[i].type, m[i].flags, m[i].data) < 0 &&
 		    errno != EBUSY)
-			aerr("mount %s: %s", m[i].dst, strerror(errno));
+			omr_log(OMR_LOG_ERR, "mount %s: %s", m[i].dst, strerror(errno));
 	}
 	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
 		(void)!symlink(links[i][0], links[i][1]);
@@ -107,6 +76,18 @@ static void open_console(void)
 		close(fd);
 }
 
+/* The guest has no log but the kernel's: lines go to /dev/kmsg (or, if
+ * that fails, the console). */
+static void log_to_kmsg(void)
+{
+	int fd = open("/dev/kmsg", O_WRONLY | O_CLOEXEC | O_NOCTTY);
+
+	if (fd < 0)
+		fd = open("/dev/console", O_WRONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd >= 0)
+		omr_log_kmsg(fd);
+}
+
 static void load_modules(void)
 {
 	FILE *f = fopen(MODULES_FILE, "re");
@@ -115,7 +96,7 @@ static void load_modules(void)
 
 	if (!f) {
 		if (errno != ENOENT)
-			aerr("%s: %s", MODULES_FILE, strerror(errno));
+			omr_log(OMR_LOG_ERR, "%s: %s", MODULES_FILE, strerror(errno));
 		return;
 	}
 	while (getline(&line, &cap, f) > 0) {
@@ -124,11 +105,11 @@ static void load_modules(void)
 			continue;
 		int fd = open(line, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
-			aerr("module %s: %s", line, strerror(errno));
+			omr_log(OMR_LOG_ERR, "module %s: %s", line, strerror(errno));
 			continue;
 		}
 		if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
-			aerr("module %s: %s", line, strerror(errno));
+			omr_log(OMR_LOG_ERR, "module %s: %s", line, strerror(errno));
 		close(fd);
 	}
 	free(line);
@@ -145,19 +126,21 @@ static void load_modules(void)
  * the limits here cap them all together. */
 static void cgroup_setup(void)
 {
-	char mi[4096], buf[32];
+	_cleanup_free_ char *mi = NULL, *tm = NULL;
+	char buf[32];
 	long long total_kb = -1, total, reserve, pids = CMDS_PIDS_MAX, tmax = -1;
 	const char *p;
 
 	if (file_write_str("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids") < 0) {
-		aerr("cgroup controllers: %s", strerror(errno));
+		omr_log(OMR_LOG_ERR, "cgroup controllers: %s", strerror(errno));
 		return;
 	}
 	if (mkdir(CMDS_CGROUP, 0755) < 0 && errno != EEXIST) {
-		aerr("mkdir %s: %s", CMDS_CGROUP, strerror(errno));
+		omr_log(OMR_LOG_ERR, "mkdir %s: %s", CMDS_CGROUP, strerror(errno));
 		return;
 	}
-	if (file_read_small("/proc/meminfo", mi, sizeof(mi)) > 0 && (p = strstr(mi, "MemTotal:")))
+	if (omr_read_file_at(AT_FDCWD, "/proc/meminfo", 65536, &mi, NULL, NULL) == 0 &&
+	    (p = strstr(mi, "MemTotal:")))
 		sscanf(p + 9, "%lld", &total_kb);
 	if (total_kb > 0) {
 		total = total_kb * 1024;
@@ -165,15 +148,15 @@ static void cgroup_setup(void)
 		if (total > reserve) {
 			snprintf(buf, sizeof(buf), "%lld", total - reserve);
 			if (file_write_str(CMDS_CGROUP "/memory.max", buf) < 0)
-				aerr("memory.max: %s", strerror(errno));
+				omr_log(OMR_LOG_ERR, "memory.max: %s", strerror(errno));
 		}
 	}
-	if (file_read_small("/proc/sys/kernel/threads-max", buf, sizeof(buf)) > 0 &&
-	    sscanf(buf, "%lld", &tmax) == 1 && tmax > 0 && tmax / 4 * 3 < pids)
+	if (omr_read_file_at(AT_FDCWD, "/proc/sys/kernel/threads-max", 64, &tm, NULL, NULL) == 0 &&
+	    sscanf(tm, "%lld", &tmax) == 1 && tmax > 0 && tmax / 4 * 3 < pids)
 		pids = tmax / 4 * 3;
 	snprintf(buf, sizeof(buf), "%lld", pids);
 	if (file_write_str(CMDS_CGROUP "/pids.max", buf) < 0)
-		aerr("pids.max: %s", strerror(errno));
+		omr_log(OMR_LOG_ERR, "pids.max: %s", strerror(errno));
 	agent_cfg.cgroup = CMDS_CGROUP;
 }
 
@@ -200,7 +183,7 @@ static _Noreturn void power_off(void)
 	static const char *const mnts[] = { "/data", "/sys/fs/cgroup", "/run", "/tmp",
 					    "/dev/shm", "/dev/pts" };
 
-	alog("powering off");
+	omr_log(OMR_LOG_INFO, "powering off");
 	kill(-1, SIGTERM);
 	for (int i = 0; i < 100 && reap_all(); i++)
 		sleep_ms(20);
@@ -226,7 +209,7 @@ static pid_t start_server(void)
 		return pid;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	_exit(server_run(CONN_VIRTIO, -1, OMR_AGENT_PORT));
+	_exit(server_run(&agent_hooks, CONN_VIRTIO, -1, OMR_AGENT_PORT));
 }
 
 static void supervise(void)
@@ -244,7 +227,7 @@ static void supervise(void)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	reboot(RB_DISABLE_CAD); /* Ctrl-Alt-Del becomes SIGINT */
 	for (;;) {
-		uint64_t now = now_ms(), wait = 1000;
+		uint64_t now = omr_now_ms(), wait = 1000;
 		struct timespec ts;
 		int sig;
 
@@ -252,7 +235,7 @@ static void supervise(void)
 			server = start_server();
 			started = now;
 			if (server < 0) {
-				aerr("cannot start the server: %s", strerror(errno));
+				omr_log(OMR_LOG_ERR, "cannot start the server: %s", strerror(errno));
 				restart_at = now + BACKOFF_MAX_MS;
 			}
 		}
@@ -267,18 +250,18 @@ static void supervise(void)
 		while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
 			if (pid != server)
 				continue; /* an orphan we inherited */
-			now = now_ms();
+			now = omr_now_ms();
 			backoff = now - started > STABLE_MS || !backoff ? BACKOFF_MIN_MS
 									 : backoff * 2;
 			if (backoff > BACKOFF_MAX_MS)
 				backoff = BACKOFF_MAX_MS;
-			aerr("server exited (status 0x%x); restarting in %llu ms", st,
+			omr_log(OMR_LOG_ERR, "server exited (status 0x%x); restarting in %llu ms", st,
 			     (unsigned long long)backoff);
 			restart_at = now + backoff;
 			server = -1;
 			/* Its commands are unreachable now: stop them. */
 			if (agent_cfg.cgroup && file_write_str(CMDS_CGROUP "/cgroup.kill", "1") < 0)
-				aerr("cgroup.kill: %s", strerror(errno));
+				omr_log(OMR_LOG_ERR, "cgroup.kill: %s", strerror(errno));
 		}
 	}
 }
@@ -293,18 +276,18 @@ void init_main(void)
 	agent_cfg.pid1 = true;
 	mount_basics();
 	open_console();
-	alog_use_kmsg();
-	read_cmdline();
-	host = init_param("hostname");
+	log_to_kmsg();
+	cfg_read_kernel_params();
+	host = kernel_param("hostname");
 	if (host && sethostname(host, strlen(host)) < 0)
-		aerr("hostname: %s", strerror(errno));
+		omr_log(OMR_LOG_ERR, "hostname: %s", strerror(errno));
 	if (file_write_str("/proc/self/oom_score_adj", "-1000") < 0)
-		aerr("oom_score_adj: %s", strerror(errno));
+		omr_log(OMR_LOG_ERR, "oom_score_adj: %s", strerror(errno));
 	load_modules();
 	cgroup_setup();
 	disk_setup();
 	net_setup();
-	alog("%s up (disk %s)", AGENT_VERSION, agent_cfg.disk_state);
+	omr_log(OMR_LOG_INFO, "%s up (disk %s)", AGENT_VERSION, agent_cfg.disk_state);
 	supervise();
 	for (;;) /* not reached; PID 1 must never return */
 		pause();

@@ -32,7 +32,7 @@ static json_t *entry_json(int dfd, const char *name, size_t *est)
 	struct stat st;
 	json_t *o = json_object();
 
-	json_set_name(o, "name", name);
+	omr_json_set_bytes(o, "name", name);
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		stat_json(o, &st);
 	} else {
@@ -90,7 +90,7 @@ static void list_poll(struct stream *s, struct pollctx *pc)
 {
 	(void)s;
 	if (conn_can_produce())
-		poll_wake_at(pc, now_ms());
+		poll_wake_at(pc, omr_now_ms());
 }
 
 static void list_destroy(struct stream *s, bool conn_lost)
@@ -116,7 +116,7 @@ void op_list(uint32_t id, json_t *req)
 	DIR *d;
 	int fd;
 
-	if (jget_path(req, "path", true, &path, &e) < 0) {
+	if (jget_path(req, "path", true, &path, NULL, &e) < 0) {
 		send_bad_request(id, &e);
 		return;
 	}

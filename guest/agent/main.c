@@ -13,12 +13,6 @@
 
 #include "agent.h"
 
-struct agent_cfg agent_cfg = {
-	.env_file = "/tmp/.omnirun-env",
-	.disk_state = "none",
-	.data_dir = "/data",
-};
-
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -36,19 +30,6 @@ static void usage(FILE *out)
 		"  -V, --version     show the version\n");
 }
 
-/* Strict decimal fd number. */
-static int parse_fd(const char *s)
-{
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || !*s || *end || v < 0 || v > 65535 || *s == '+' || *s == ' ')
-		return -1;
-	return (int)v;
-}
-
 /* Children get 0-2 by dup2 from fds we create: keep 0-2 taken so a new
  * pipe never lands there. */
 static void fill_stdio(void)
@@ -61,23 +42,21 @@ static void fill_stdio(void)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "serve-fd", required_argument, NULL, 'f' },
-		{ "socket", required_argument, NULL, 's' },
-		{ "env-file", required_argument, NULL, 'e' },
-		{ "cgroup", required_argument, NULL, 'c' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		{ "serve-fd", required_argument, NULL, 'f' }, { "socket", required_argument, NULL, 's' },
+		{ "env-file", required_argument, NULL, 'e' }, { "cgroup", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' }, { "version", no_argument, NULL, 'V' }, { 0 },
 	};
 	const char *sock = NULL;
+	uint64_t v;
 	int fd = -1, c;
 
+	omr_log_init("omnirun-agent", 2, OMR_LOG_INFO);
 	if (getpid() == 1)
 		init_main(); /* the kernel's arguments are not ours to parse */
 	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
-			fd = parse_fd(optarg);
+			fd = omr_parse_u64(optarg, 0, 65535, &v, "fd", NULL) < 0 ? -1 : (int)v;
 			if (fd < 0 || fcntl(fd, F_GETFD) < 0) {
 				fprintf(stderr, "omnirun-agent: bad fd '%s'\n", optarg);
 				return 2;
@@ -109,5 +88,6 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	fill_stdio();
-	return sock ? server_run(CONN_SOCKET, -1, sock) : server_run(CONN_FD, fd, NULL);
+	return sock ? server_run(&agent_hooks, CONN_SOCKET, -1, sock)
+		    : server_run(&agent_hooks, CONN_FD, fd, NULL);
 }

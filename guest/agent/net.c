@@ -79,7 +79,7 @@ static void write_resolv(const char *dns)
 	if (!f)
 		f = fopen("/run/resolv.conf", "we"); /* read-only root */
 	if (!f || !copy) {
-		aerr("resolv.conf: %s", strerror(errno));
+		omr_log(OMR_LOG_ERR, "resolv.conf: %s", strerror(errno));
 		if (f)
 			fclose(f);
 		return;
@@ -91,59 +91,59 @@ static void write_resolv(const char *dns)
 
 static void iface_setup(int s, const char *iface, const char *ip)
 {
-	const char *gw = init_param("gw"), *mtu = init_param("mtu");
+	const char *gw = kernel_param("gw"), *mtu = kernel_param("mtu");
 	in_addr_t addr, mask;
 	struct ifreq ifr;
 	char path[64];
-	uint64_t end = now_ms() + IFACE_WAIT_MS;
+	uint64_t end = omr_now_ms() + IFACE_WAIT_MS;
 
 	if (parse_cidr(ip, &addr, &mask) < 0 || ifreq_for(&ifr, iface) < 0) {
-		aerr("bad omnirun.ip or omnirun.iface");
+		omr_log(OMR_LOG_ERR, "bad omnirun.ip or omnirun.iface");
 		return;
 	}
 	snprintf(path, sizeof(path), "/sys/class/net/%s", iface);
-	while (access(path, F_OK) < 0 && now_ms() < end)
+	while (access(path, F_OK) < 0 && omr_now_ms() < end)
 		usleep(20 * 1000);
 	set_in(&ifr.ifr_addr, addr);
 	if (ioctl(s, SIOCSIFADDR, &ifr) < 0)
-		aerr("%s address: %s", iface, strerror(errno));
+		omr_log(OMR_LOG_ERR, "%s address: %s", iface, strerror(errno));
 	set_in(&ifr.ifr_netmask, mask);
 	if (ioctl(s, SIOCSIFNETMASK, &ifr) < 0)
-		aerr("%s netmask: %s", iface, strerror(errno));
+		omr_log(OMR_LOG_ERR, "%s netmask: %s", iface, strerror(errno));
 	if (mtu) {
 		ifr.ifr_mtu = atoi(mtu);
 		if (ioctl(s, SIOCSIFMTU, &ifr) < 0)
-			aerr("%s mtu: %s", iface, strerror(errno));
+			omr_log(OMR_LOG_ERR, "%s mtu: %s", iface, strerror(errno));
 	}
 	if (if_up(s, iface) < 0)
-		aerr("%s up: %s", iface, strerror(errno));
+		omr_log(OMR_LOG_ERR, "%s up: %s", iface, strerror(errno));
 	if (gw) {
 		struct rtentry rt = { .rt_flags = RTF_UP | RTF_GATEWAY };
 		struct in_addr g;
 		if (inet_pton(AF_INET, gw, &g) != 1) {
-			aerr("bad omnirun.gw");
+			omr_log(OMR_LOG_ERR, "bad omnirun.gw");
 			return;
 		}
 		set_in(&rt.rt_dst, INADDR_ANY);
 		set_in(&rt.rt_genmask, INADDR_ANY);
 		set_in(&rt.rt_gateway, g.s_addr);
 		if (ioctl(s, SIOCADDRT, &rt) < 0)
-			aerr("default route: %s", strerror(errno));
+			omr_log(OMR_LOG_ERR, "default route: %s", strerror(errno));
 	}
 }
 
 void net_setup(void)
 {
 	_cleanup_close_ int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	const char *ip = init_param("ip"), *dns = init_param("dns");
-	const char *iface = init_param("iface");
+	const char *ip = kernel_param("ip"), *dns = kernel_param("dns");
+	const char *iface = kernel_param("iface");
 
 	if (s < 0) {
-		aerr("socket: %s", strerror(errno));
+		omr_log(OMR_LOG_ERR, "socket: %s", strerror(errno));
 		return;
 	}
 	if (if_up(s, "lo") < 0)
-		aerr("lo up: %s", strerror(errno));
+		omr_log(OMR_LOG_ERR, "lo up: %s", strerror(errno));
 	if (ip)
 		iface_setup(s, iface ? iface : "eth0", ip);
 	if (dns)

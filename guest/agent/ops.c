@@ -1,5 +1,7 @@
 /* Request dispatch and the ops that answer at once. */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,16 +12,27 @@
 
 #include "agent.h"
 
+static bool poweroff; /* the host asked for a shutdown */
+
 static void op_ping(uint32_t id, json_t *req)
 {
 	(void)req;
 	send_json(OMR_F_END, id, json_pack("{s:b}", "pong", 1));
 }
 
+static json_t *hello_json(void)
+{
+	struct utsname u;
+
+	uname(&u);
+	return json_pack("{s:i,s:s,s:s,s:s}", "version", OMR_PROTO_VERSION, "agent",
+			 AGENT_VERSION, "kernel", u.release, "disk", agent_cfg.disk_state);
+}
+
 static void op_hello(uint32_t id, json_t *req)
 {
 	(void)req;
-	send_hello();
+	send_json(OMR_F_HELLO, 0, hello_json());
 	send_json(OMR_F_END, id, hello_json());
 }
 
@@ -51,7 +64,7 @@ static json_t *disk_json(void)
 
 static void op_info(uint32_t id, json_t *req)
 {
-	char mi[4096];
+	_cleanup_free_ char *mi = NULL;
 	struct timespec ts;
 	struct utsname u;
 	json_t *o;
@@ -59,8 +72,8 @@ static void op_info(uint32_t id, json_t *req)
 	(void)req;
 	uname(&u);
 	clock_gettime(CLOCK_BOOTTIME, &ts);
-	if (file_read_small("/proc/meminfo", mi, sizeof(mi)) < 0)
-		mi[0] = 0;
+	if (omr_read_file_at(AT_FDCWD, "/proc/meminfo", 65536, &mi, NULL, NULL) < 0)
+		mi = omr_xstrdup("");
 	o = json_pack("{s:i,s:s,s:s,s:I,s:I,s:I,s:I,s:o,s:i,s:i}", "version", OMR_PROTO_VERSION,
 		      "agent", AGENT_VERSION, "kernel", u.release, "uptime_ms",
 		      (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "mem_total_kb",
@@ -74,9 +87,10 @@ static void op_info(uint32_t id, json_t *req)
 static void op_shutdown(uint32_t id, json_t *req)
 {
 	(void)req;
-	alog("shutdown requested by the host");
+	omr_log(OMR_LOG_INFO, "shutdown requested by the host");
 	send_json(OMR_F_END, id, json_object());
-	server_request_exit(SERVER_EXIT_POWEROFF);
+	poweroff = true;
+	server_request_exit();
 }
 
 static const struct op {
@@ -102,7 +116,7 @@ static const struct op {
 	{ "env_set", op_env_set },
 };
 
-void ops_dispatch(uint32_t id, json_t *req)
+static void ops_dispatch(uint32_t id, json_t *req)
 {
 	json_t *op = json_object_get(req, "op");
 	const char *name;
@@ -119,3 +133,20 @@ void ops_dispatch(uint32_t id, json_t *req)
 		}
 	send_error(id, EINVAL, "unknown_op", "unknown op \"%.64s\"", name);
 }
+
+static void agent_stop(void)
+{
+	procs_shutdown();
+	if (poweroff && agent_cfg.pid1)
+		kill(1, SIGTERM); /* init powers the machine off */
+}
+
+const struct server_hooks agent_hooks = {
+	.request = ops_dispatch,
+	.hello = hello_json,
+	.start = procs_init,
+	.poll = procs_poll,
+	.tick = procs_tick,
+	.collect = procs_collect,
+	.stop = agent_stop,
+};

@@ -76,7 +76,7 @@ void proc_signal(struct proc *p, int sig)
 	if (sig == SIGKILL && p->cg) {
 		int rc = cg_kill(p->cg);
 		if (rc < 0)
-			aerr("cgroup.kill %s: %s", p->cg, strerror(-rc));
+			omr_log(OMR_LOG_ERR, "cgroup.kill %s: %s", p->cg, strerror(-rc));
 	}
 	if (!p->running)
 		return;
@@ -104,7 +104,7 @@ void proc_release(struct proc *p, bool kill_group)
 
 json_t *proc_status_json(const struct proc *p)
 {
-	uint64_t end = p->running ? now_ms() : p->end_mono;
+	uint64_t end = p->running ? omr_now_ms() : p->end_mono;
 	json_t *o = json_object();
 
 	json_object_set_new(o, "exit_code", !p->running && WIFEXITED(p->status)
@@ -150,7 +150,7 @@ static void reap(void)
 			continue;
 		p->running = false;
 		p->status = st;
-		p->end_mono = now_ms();
+		p->end_mono = omr_now_ms();
 		p->quiet_until = p->end_mono + PROC_LINGER_MS;
 		if (p->background)
 			bg_evict();
@@ -180,7 +180,7 @@ void procs_init(void)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sigfd < 0)
-		aerr("signalfd: %s (reaping by timer)", strerror(errno));
+		omr_log(OMR_LOG_ERR, "signalfd: %s (reaping by timer)", strerror(errno));
 	cgroups_init();
 }
 
@@ -197,7 +197,7 @@ static void bg_output_ready(void *obj, int ch, short rev)
 	if (n > 0) {
 		ring_append(p->ring, (uint8_t)ch, iobuf, (size_t)n);
 		if (!p->running)
-			p->quiet_until = now_ms() + PROC_LINGER_MS;
+			p->quiet_until = omr_now_ms() + PROC_LINGER_MS;
 	} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
 		proc_close_fd(fd); /* EOF; EIO on a pty master is EOF too */
 	}
@@ -208,7 +208,7 @@ void procs_poll(struct pollctx *pc)
 	if (sigfd >= 0)
 		poll_add(pc, sigfd, POLLIN, sigchld_ready, NULL, 0);
 	else
-		poll_wake_at(pc, now_ms() + 100);
+		poll_wake_at(pc, omr_now_ms() + 100);
 	cgroups_poll(pc);
 	for (struct proc *p = procs; p; p = p->next) {
 		if (p->dead)
@@ -228,7 +228,7 @@ void procs_poll(struct pollctx *pc)
 
 void procs_tick(void)
 {
-	uint64_t now = now_ms();
+	uint64_t now = omr_now_ms();
 
 	if (sigfd < 0)
 		reap();
@@ -264,8 +264,7 @@ static void proc_free(struct proc *p)
 	proc_close_fds(p);
 	proc_cg_release(p);
 	ring_free(p->ring);
-	json_decref(p->argv);
-	json_decref(p->cmd);
+	json_decref(p->what);
 	free(p);
 }
 
@@ -303,8 +302,7 @@ static json_t *ps_entry(const struct proc *p)
 
 	json_object_del(o, "timed_out");
 	json_object_set_new(o, "pid", json_integer(p->pid));
-	json_object_set(o, "argv", p->argv);
-	json_object_set(o, "cmd", p->cmd);
+	json_object_update(o, p->what);
 	json_object_set_new(o, "started_ms", json_integer((json_int_t)p->start_wall));
 	json_object_set_new(o, "background", json_boolean(p->background));
 	json_object_set_new(o, "running", json_boolean(p->running));

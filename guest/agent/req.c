@@ -27,40 +27,26 @@ int jget_str(json_t *o, const char *key, bool required, const char **out, struct
 	return 0;
 }
 
-int jget_path(json_t *o, const char *key, bool required, char **out, struct jerr *e)
+int jget_path(json_t *o, const char *key, bool required, char **out, bool *dir_form,
+	      struct jerr *e)
 {
-	char bkey[64];
-	const char *s;
+	_cleanup_free_ char *raw = NULL;
+	int rc = omr_json_get_bytes(o, key, &raw);
 	size_t n;
 
 	*out = NULL;
-	snprintf(bkey, sizeof(bkey), "%s_b64", key);
-	if (jget_str(o, bkey, false, &s, e) < 0)
-		return -1;
-	if (s) {
-		/* Lets a host name files whose names are not UTF-8. */
-		*out = b64_decode(s, &n);
-		if (!*out)
-			return fail(e, bkey, "is not valid base64");
-		if (strlen(*out) != n) {
-			free(*out);
-			*out = NULL;
-			return fail(e, bkey, "contains a NUL byte");
-		}
-	} else {
-		if (jget_str(o, key, required, &s, e) < 0)
-			return -1;
-		if (!s)
-			return 0;
-		*out = strdup(s);
-		if (!*out)
-			return fail(e, key, "is too large");
-	}
-	if ((*out)[0] != '/') {
-		free(*out);
-		*out = NULL;
+	if (rc < 0)
+		return fail(e, key, "must be a string (or, as _b64, base64) without NUL bytes");
+	if (rc == 0)
+		return required ? fail(e, key, "is required") : 0;
+	if (raw[0] != '/')
 		return fail(e, key, "must be an absolute path");
+	if (dir_form) {
+		n = strlen(raw);
+		*dir_form = raw[n - 1] == '/' || (n >= 2 && !strcmp(raw + n - 2, "/.")) ||
+			    (n >= 3 && !strcmp(raw + n - 3, "/.."));
 	}
+	*out = omr_path_clean(raw);
 	return 0;
 }
 

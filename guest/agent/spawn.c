@@ -208,7 +208,7 @@ int spawn_proc(const struct spawn_req *r, struct proc *p, struct jerr *e)
 			path_join(p->cg ? p->cg : agent_cfg.cgroup, "cgroup.procs");
 		cg = procs ? open(procs, O_WRONLY | O_CLOEXEC) : -1;
 		if (cg < 0)
-			aerr("cannot open %s: %s", procs ? procs : "cgroup.procs", strerror(errno));
+			omr_log(OMR_LOG_ERR, "cannot open %s: %s", procs ? procs : "cgroup.procs", strerror(errno));
 	}
 	if (r->pty) {
 		struct winsize ws = { .ws_row = r->rows, .ws_col = r->cols };
@@ -267,10 +267,10 @@ int spawn_proc(const struct spawn_req *r, struct proc *p, struct jerr *e)
 	if (!r->stdin_pipe && !r->pty)
 		omr_closep(&in[1]);
 	if (p->fd_in >= 0)
-		fd_set_nonblock(p->fd_in);
-	fd_set_nonblock(p->fd_out);
+		omr_fd_set_nonblock(p->fd_in, 1);
+	omr_fd_set_nonblock(p->fd_out, 1);
 	if (p->fd_err >= 0)
-		fd_set_nonblock(p->fd_err);
+		omr_fd_set_nonblock(p->fd_err, 1);
 	return 0;
 
 sys_fail:

@@ -142,7 +142,7 @@ static void handle_event(struct watch_stream *ws, const struct inotify_event *ev
 	if (!full)
 		return;
 	o = json_pack("{s:s,s:b}", "event", name, "dir", (ev->mask & IN_ISDIR) != 0);
-	json_set_name(o, "path", full);
+	omr_json_set_bytes(o, "path", full);
 	if (ev->cookie) /* pairs rename_from with rename_to */
 		json_object_set_new(o, "cookie", json_integer(ev->cookie));
 	send_json(OMR_F_REPLY, ws->s.id, o);
@@ -209,7 +209,7 @@ void op_watch(uint32_t id, json_t *req)
 	bool recursive;
 	int rc;
 
-	if (jget_path(req, "path", true, &path, &e) < 0 ||
+	if (jget_path(req, "path", true, &path, NULL, &e) < 0 ||
 	    jget_bool(req, "recursive", false, &recursive, &e) < 0) {
 		send_bad_request(id, &e);
 		return;

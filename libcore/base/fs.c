@@ -54,7 +54,8 @@ int omr_open_temp_at(int dirfd, const char *name, mode_t mode, char **tmp, struc
 
 		if (getrandom(&r, sizeof(r), 0) != sizeof(r))
 			r = omr_now_ms() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)tries;
-		t = omr_strdup_printf(".%s.%016llx", name, (unsigned long long)r);
+		/* NAME cut so that the whole stays within NAME_MAX (255). */
+		t = omr_strdup_printf(".%.200s.%016llx", name, (unsigned long long)r);
 		fd = openat(dirfd, t, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
 		if (fd >= 0) {
 			*tmp = t;
@@ -101,18 +102,26 @@ int omr_write_file_atomic_at(int dirfd, const char *name, const void *data,
 int omr_mkdir_p(const char *path, mode_t mode, struct omr_err **err)
 {
 	_cleanup_free_ char *p = omr_xstrdup(path);
+	struct stat st;
 
-	for (char *s = p + 1; *s; s++) {
-		if (*s != '/')
+	for (char *s = p + 1;; s++) {
+		char c = *s;
+
+		if (c && c != '/')
 			continue;
 		*s = 0;
-		if (mkdir(p, mode) < 0 && errno != EEXIST)
-			return omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", p);
-		*s = '/';
+		if (mkdir(p, mode) < 0) {
+			/* Something else in the way is ENOTDIR, the last
+			 * component too. */
+			if (errno != EEXIST || stat(p, &st) < 0)
+				return omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", p);
+			if (!S_ISDIR(st.st_mode))
+				return omr_err_set(err, OMR_E_FAIL, ENOTDIR, "cannot create %s", p);
+		}
+		if (!c)
+			return 0;
+		*s = c;
 	}
-	if (mkdir(p, mode) < 0 && errno != EEXIST)
-		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", p);
-	return 0;
 }
 
 int omr_rm_rf_at(int dirfd, const char *name)
@@ -168,4 +177,44 @@ int omr_dir_private(const char *path, int create, struct omr_err **err)
 				    "uid %u and writable by nobody else", path, (unsigned)st.st_uid,
 				    (unsigned)(st.st_mode & 07777), (unsigned)geteuid());
 	return omr_steal_fd(fd);
+}
+
+char *omr_path_clean(const char *path)
+{
+	size_t o = 0, dotdot = 0; /* out[..dotdot) is never backed over */
+	char *out = omr_xmalloc(strlen(path) + 2);
+	int rooted = path[0] == '/';
+	const char *p = path;
+
+	if (rooted)
+		out[o++] = '/', dotdot = 1;
+	while (*p) {
+		size_t n = strcspn(p, "/");
+		if (n == 0 || (n == 1 && p[0] == '.')) {
+			/* an empty or "." component */
+		} else if (n == 2 && p[0] == '.' && p[1] == '.') {
+			if (o > dotdot) { /* back over the last component */
+				for (o--; o > dotdot && out[o] != '/'; o--)
+					;
+			} else if (!rooted) { /* a relative path keeps its "..": */
+				if (o > 0)
+					out[o++] = '/';
+				out[o++] = '.';
+				out[o++] = '.';
+				dotdot = o;
+			} /* "/.." is "/" */
+		} else {
+			if (o > (size_t)rooted)
+				out[o++] = '/';
+			memcpy(out + o, p, n);
+			o += n;
+		}
+		p += n;
+		while (*p == '/')
+			p++;
+	}
+	if (o == 0)
+		out[o++] = '.';
+	out[o] = 0;
+	return out;
 }

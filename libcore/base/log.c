@@ -12,6 +12,7 @@
 static const char *log_prog = "omnirun";
 static int log_fd = 2;
 static enum omr_log_level log_max = OMR_LOG_INFO;
+static int log_kmsg;
 
 void omr_log_init(const char *prog, int fd, enum omr_log_level max)
 {
@@ -20,6 +21,12 @@ void omr_log_init(const char *prog, int fd, enum omr_log_level max)
 	log_prog = prog;
 	log_fd = fd;
 	log_max = (d && *d == '1') ? OMR_LOG_DEBUG : max;
+}
+
+void omr_log_kmsg(int fd)
+{
+	log_fd = fd;
+	log_kmsg = 1;
 }
 
 void omr_log(enum omr_log_level lvl, const char *fmt, ...)
@@ -32,8 +39,14 @@ void omr_log(enum omr_log_level lvl, const char *fmt, ...)
 
 	if (log_fd < 0 || lvl > log_max)
 		return;
-	omr_format_time((int64_t)(omr_wall_ms() / 1000), ts);
-	n = snprintf(line, sizeof(line), "%s %s[%d] %s: ", ts, log_prog, (int)getpid(), names[lvl]);
+	if (log_kmsg) {
+		/* The levels are syslog's, which /dev/kmsg reads. */
+		n = snprintf(line, sizeof(line), "<%d>%s[%d]: ", (int)lvl, log_prog, (int)getpid());
+	} else {
+		omr_format_time((int64_t)(omr_wall_ms() / 1000), ts);
+		n = snprintf(line, sizeof(line), "%s %s[%d] %s: ", ts, log_prog, (int)getpid(),
+			     names[lvl]);
+	}
 	va_start(ap, fmt);
 	if (n > 0 && (size_t)n < sizeof(line))
 		vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);

@@ -2,12 +2,14 @@
  * their output with a bound and a timeout. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -93,8 +95,10 @@ pid_t omr_spawn_ex(char *const argv[], const struct omr_spawn_opts *o, struct om
 				goto fail;
 		/* Nothing else reaches the child, whatever our own caller left
 		 * open without O_CLOEXEC (dup2 below clears it on the targets;
-		 * errfd stays open to report a failed exec). */
-		close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+		 * errfd stays open to report a failed exec).  Through
+		 * syscall(): musl, which the guest agent links, has no
+		 * wrapper. */
+		syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
 		for (int i = 0; i < nfd; i++)
 			if (dup2(from[i], to[i]) < 0)
 				goto fail;

@@ -93,38 +93,50 @@ char *omr_strdup_printf(const char *fmt, ...)
 	return s;
 }
 
-/* Length of the well-formed UTF-8 sequence at p (1 for ASCII), 0 if it
- * is not one: overlong forms and surrogates included. */
-static size_t utf8_len(const unsigned char *p)
+size_t omr_utf8_seq(const char *s, size_t n)
 {
-	size_t n;
+	const unsigned char *p = (const unsigned char *)s;
+	size_t len;
 
+	if (n == 0)
+		return 0;
 	if (p[0] < 0x80)
 		return 1;
 	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		n = 2;
+		len = 2;
 	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		n = 3;
+		len = 3;
 	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		n = 4;
+		len = 4;
 	else
+		return 0; /* a continuation byte, an overlong lead, past U+10FFFF */
+	if (len > n)
 		return 0;
-	for (size_t i = 1; i < n; i++)
+	for (size_t i = 1; i < len; i++)
 		if ((p[i] & 0xc0) != 0x80)
-			return 0; /* also stops at the NUL */
+			return 0;
+	/* Overlong 3- and 4-byte forms, surrogates, past U+10FFFF. */
 	if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f) ||
 	    (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
 		return 0;
-	return n;
+	return len;
+}
+
+int omr_utf8_valid(const char *s, size_t n)
+{
+	for (size_t i = 0, l; i < n; i += l)
+		if (!(l = omr_utf8_seq(s + i, n - i)))
+			return 0;
+	return 1;
 }
 
 static char *escape(const char *s, int keep_lines)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	char *out = omr_xmalloc(4 * strlen(s) + 1), *o = out;
+	const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
+	char *out = omr_xmalloc(4 * (size_t)(end - p) + 1), *o = out;
 
 	while (*p) {
-		size_t n = utf8_len(p), bad = 0;
+		size_t n = omr_utf8_seq((const char *)p, (size_t)(end - p)), bad = 0;
 
 		if (n == 0)
 			bad = 1; /* not UTF-8: a C1 control on an 8-bit terminal */
@@ -171,4 +183,65 @@ char *omr_str_quote_short(const char *s, size_t max)
 	cut[max] = 0;
 	safe = escape(cut, 0);
 	return omr_strdup_printf("%s... (%zu bytes)", safe, len);
+}
+
+static const char b64chars[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *omr_b64_encode(const void *data, size_t n)
+{
+	const unsigned char *p = data;
+	char *out = omr_xmalloc((n + 2) / 3 * 4 + 1), *o = out;
+	size_t i;
+
+	for (i = 0; i + 2 < n; i += 3) {
+		*o++ = b64chars[p[i] >> 2];
+		*o++ = b64chars[(p[i] & 3) << 4 | p[i + 1] >> 4];
+		*o++ = b64chars[(p[i + 1] & 15) << 2 | p[i + 2] >> 6];
+		*o++ = b64chars[p[i + 2] & 63];
+	}
+	if (i < n) {
+		*o++ = b64chars[p[i] >> 2];
+		if (i + 1 < n) {
+			*o++ = b64chars[(p[i] & 3) << 4 | p[i + 1] >> 4];
+			*o++ = b64chars[(p[i + 1] & 15) << 2];
+		} else {
+			*o++ = b64chars[(p[i] & 3) << 4];
+			*o++ = '=';
+		}
+		*o++ = '=';
+	}
+	*o = 0;
+	return out;
+}
+
+int omr_b64_decode(const char *s, char **out, size_t *n)
+{
+	size_t len = strlen(s), pad = 0, o = 0;
+	unsigned acc = 0;
+	int bits = 0;
+	char *buf;
+
+	if (len % 4)
+		return -EINVAL;
+	while (pad < 2 && pad < len && s[len - 1 - pad] == '=')
+		pad++;
+	buf = omr_xmalloc(len / 4 * 3 + 1);
+	for (size_t i = 0; i < len - pad; i++) {
+		const char *c = s[i] ? strchr(b64chars, s[i]) : NULL;
+		if (!c) {
+			free(buf);
+			return -EINVAL;
+		}
+		acc = acc << 6 | (unsigned)(c - b64chars);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			buf[o++] = (char)(acc >> bits);
+		}
+	}
+	buf[o] = 0;
+	*out = buf;
+	*n = o;
+	return 0;
 }

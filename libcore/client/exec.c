@@ -9,6 +9,7 @@
 #include "omnirun/base/cleanup.h"
 #include "omnirun/client/client.h"
 #include "omnirun/client/exec.h"
+#include "omnirun/base/json.h"
 #include "omnirun/base/proto.h"
 #include "omnirun/state/record.h"
 #include "omnirun/client/stream.h"
@@ -45,31 +46,38 @@ int omr_exec_validate(const struct omr_exec_opts *o, struct omr_err **err)
 	return 0;
 }
 
+/* Byte strings (argv, the shell line, env, cwd) go as text plus, where
+ * they are not UTF-8, their exact bytes (omnirun/base/json.h); an env
+ * entry that is not UTF-8 goes whole, as base64 "K=V", in env_b64. */
 static json_t *exec_request(const struct omr_exec_opts *o)
 {
 	json_t *req = json_pack("{s:s}", "op", "exec");
 
-	if (o->argv) {
-		json_t *a = json_array();
-		for (char *const *p = o->argv; *p; p++)
-			json_array_append_new(a, json_string(*p));
-		json_object_set_new(req, "argv", a);
-	} else {
-		json_object_set_new(req, "cmd", json_string(o->cmd));
-	}
+	if (o->argv)
+		omr_json_set_bytes_array(req, "argv", o->argv);
+	else
+		omr_json_set_bytes(req, "cmd", o->cmd);
 	if (o->env) {
-		json_t *e = json_object();
+		json_t *e = json_object(), *eb = json_array();
 		for (char *const *p = o->env; *p; p++) {
 			const char *eq = strchr(*p, '=');
+			if (!omr_utf8_valid(*p, strlen(*p))) {
+				_cleanup_free_ char *b = omr_b64_encode(*p, strlen(*p));
+				json_array_append_new(eb, json_string(b));
+				continue;
+			}
 			_cleanup_free_ char *k = strndup(*p, (size_t)(eq - *p));
 			json_object_set_new(e, k, json_string(eq + 1));
 		}
 		json_object_set_new(req, "env", e);
+		if (json_array_size(eb))
+			json_object_set(req, "env_b64", eb);
+		json_decref(eb);
 	}
 	if (o->cwd)
-		json_object_set_new(req, "cwd", json_string(o->cwd));
+		omr_json_set_bytes(req, "cwd", o->cwd);
 	if (o->user)
-		json_object_set_new(req, "user", json_string(o->user));
+		json_object_set_new(req, "user", omr_json_text(o->user, strlen(o->user)));
 	if (o->timeout_s)
 		json_object_set_new(req, "timeout_ms", json_integer((json_int_t)o->timeout_s * 1000));
 	json_object_set_new(req, "stdin", json_boolean(o->in_fd >= 0));

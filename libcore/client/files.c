@@ -13,6 +13,7 @@
 #include "omnirun/client/client.h"
 #include "omnirun/client/exec.h"
 #include "omnirun/client/files.h"
+#include "omnirun/base/json.h"
 #include "omnirun/base/proto.h"
 #include "omnirun/client/stream.h"
 #include "omnirun/base/util.h"
@@ -34,6 +35,16 @@ static int wrap_path(struct omr_err **err, const char *path)
 	_cleanup_free_ char *line = omr_str_escape_line(path);
 
 	return omr_err_wrap(err, "%s", line);
+}
+
+/* A request {"op": op} naming path: its text, and its bytes in path_b64
+ * when they are not UTF-8 (omnirun/base/json.h). */
+static json_t *path_req(const char *op, const char *path)
+{
+	json_t *req = json_pack("{s:s}", "op", op);
+
+	omr_json_set_bytes(req, "path", path);
+	return req;
 }
 
 /* Runs one file stream: s is prepared by the caller (outputs, callbacks)
@@ -64,15 +75,16 @@ int omr_files_put(const struct omr_config *c, const char *id, int in_fd, const c
 		  int mode, int parents, uint64_t *size, struct omr_err **err)
 {
 	struct omr_stream s;
+	json_t *req;
 	int rc;
 
 	omr_stream_init(&s, -1, 1);
 	s.in_fd = in_fd;
 	s.in_channel = OMR_CH_FILE;
-	rc = file_stream(c, id, path, &s,
-			 json_pack("{s:s, s:s, s:i, s:b}", "op", "file_write", "path", path,
-				   "mode", mode >= 0 ? mode & 07777 : 0644, "parents", parents),
-			 err);
+	req = path_req("file_write", path);
+	json_object_set_new(req, "mode", json_integer(mode >= 0 ? mode & 07777 : 0644));
+	json_object_set_new(req, "parents", json_boolean(parents));
+	rc = file_stream(c, id, path, &s, req, err);
 	if (rc == 0 && size)
 		*size = s.bytes_out;
 	omr_stream_free(&s);
@@ -154,8 +166,7 @@ int omr_files_get_ex(const struct omr_config *c, const char *id, const char *pat
 	s.on_data = on_data;
 	s.user = &g;
 	s.max_in = (uint64_t)c->max_download_mb << 20;
-	rc = file_stream(c, id, path, &s, json_pack("{s:s, s:s}", "op", "file_read", "path", path),
-			 err);
+	rc = file_stream(c, id, path, &s, path_req("file_read", path), err);
 	if (rc == 0 && size)
 		*size = s.bytes_in;
 	omr_stream_free(&s);
@@ -255,7 +266,7 @@ int omr_files_list(const struct omr_config *c, const char *id, const char *path,
 	omr_stream_init(&s, -1, 1);
 	s.on_reply = collect_entries;
 	s.user = arr;
-	rc = file_stream(c, id, path, &s, json_pack("{s:s, s:s}", "op", "list", "path", path), err);
+	rc = file_stream(c, id, path, &s, path_req("list", path), err);
 	omr_stream_free(&s);
 	if (rc < 0) {
 		json_decref(arr);
@@ -279,34 +290,44 @@ int omr_files_stat(const struct omr_config *c, const char *id, const char *path,
 {
 	if (omr_files_path_check(path, err) < 0)
 		return -1;
-	return simple(c, id, json_pack("{s:s, s:s}", "op", "stat", "path", path), out, path, err);
+	return simple(c, id, path_req("stat", path), out, path, err);
 }
 
 int omr_files_mkdir(const struct omr_config *c, const char *id, const char *path,
 		    int parents, struct omr_err **err)
 {
+	json_t *req;
+
 	if (omr_files_path_check(path, err) < 0)
 		return -1;
-	return simple(c, id, json_pack("{s:s, s:s, s:b}", "op", "mkdir", "path", path,
-				       "parents", parents), NULL, path, err);
+	req = path_req("mkdir", path);
+	json_object_set_new(req, "parents", json_boolean(parents));
+	return simple(c, id, req, NULL, path, err);
 }
 
 int omr_files_remove(const struct omr_config *c, const char *id, const char *path,
 		     int recursive, struct omr_err **err)
 {
+	json_t *req;
+
 	if (omr_files_path_check(path, err) < 0)
 		return -1;
-	return simple(c, id, json_pack("{s:s, s:s, s:b}", "op", "remove", "path", path,
-				       "recursive", recursive), NULL, path, err);
+	req = path_req("remove", path);
+	json_object_set_new(req, "recursive", json_boolean(recursive));
+	return simple(c, id, req, NULL, path, err);
 }
 
 int omr_files_rename(const struct omr_config *c, const char *id, const char *from,
 		     const char *to, struct omr_err **err)
 {
+	json_t *req;
+
 	if (omr_files_path_check(from, err) < 0 || omr_files_path_check(to, err) < 0)
 		return -1;
-	return simple(c, id, json_pack("{s:s, s:s, s:s}", "op", "rename", "from", from, "to", to),
-		      NULL, from, err);
+	req = json_pack("{s:s}", "op", "rename");
+	omr_json_set_bytes(req, "from", from);
+	omr_json_set_bytes(req, "to", to);
+	return simple(c, id, req, NULL, from, err);
 }
 
 struct watch_ctx {
@@ -326,6 +347,7 @@ int omr_files_watch(const struct omr_config *c, const char *id, const char *path
 {
 	struct watch_ctx w = { on_event, user };
 	struct omr_stream s;
+	json_t *req;
 	int rc;
 
 	omr_stream_init(&s, -1, 1);
@@ -335,10 +357,9 @@ int omr_files_watch(const struct omr_config *c, const char *id, const char *path
 	s.idle_timeout_ms = -1;
 	s.on_reply = watch_reply;
 	s.user = &w;
-	rc = file_stream(c, id, path, &s,
-			 json_pack("{s:s, s:s, s:b}", "op", "watch", "path", path, "recursive",
-				   recursive),
-			 err);
+	req = path_req("watch", path);
+	json_object_set_new(req, "recursive", json_boolean(recursive));
+	rc = file_stream(c, id, path, &s, req, err);
 	omr_stream_free(&s);
 	return rc;
 }

@@ -2,12 +2,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "omnirun/base/cleanup.h"
+#include "omnirun/base/json.h"
+#include "omnirun/base/spawn.h"
 #include "omnirun/base/util.h"
 #include "omnirun/vm/vmm.h"
 
@@ -106,6 +110,122 @@ static void test_pidfd(void)
 	is_int(omr_pidfd_open(0), -ESRCH, "pidfd: pid 0 refused");
 }
 
+static void clean_is(const char *in, const char *want)
+{
+	char *got = omr_path_clean(in);
+
+	is_str(got, want, "path_clean: '%s'", in);
+	free(got);
+}
+
+static void test_path_clean(void)
+{
+	clean_is("/", "/");
+	clean_is("/.", "/");
+	clean_is("/./", "/");
+	clean_is("//", "/");
+	clean_is("/data/..", "/");
+	clean_is("/data/../..", "/");
+	clean_is("/../data", "/data");
+	clean_is("/tmp//a/./b/", "/tmp/a/b");
+	clean_is("/a/b/../c/..", "/a");
+	clean_is("/a/..b/.c", "/a/..b/.c");
+	clean_is("a/../..", "..");
+	clean_is("../a/../../b", "../../b");
+	clean_is("", ".");
+	clean_is("/\xff/./\xfe/..", "/\xff");
+}
+
+static void test_utf8_b64(void)
+{
+	static const struct { const char *s; int valid; } u[] = {
+		{ "plain", 1 }, { "caf\xc3\xa9", 1 }, { "\xf0\x9f\x98\x80", 1 },
+		{ "\xff\xfe", 0 }, { "\xc0\xaf", 0 }, { "\xed\xa0\x80", 0 },
+		{ "\xf4\x90\x80\x80", 0 }, { "\xe2\x82", 0 },
+	};
+	char *dec = NULL, *enc;
+	size_t n = 0;
+
+	for (size_t i = 0; i < OMR_ARRAY_SIZE(u); i++)
+		is_int(omr_utf8_valid(u[i].s, strlen(u[i].s)), u[i].valid, "utf8: case %zu", i);
+	for (size_t len = 0; len <= 5; len++) {
+		const char bytes[] = "\xff\xfe\x00a=";
+		enc = omr_b64_encode(bytes, len);
+		ok(omr_b64_decode(enc, &dec, &n) == 0 && n == len && !memcmp(dec, bytes, len) &&
+			   dec[len] == 0,
+		   "b64: %zu bytes round trip as '%s'", len, enc);
+		free(enc);
+		free(dec);
+		dec = NULL;
+	}
+	ok(omr_b64_decode("//4", &dec, &n) == -EINVAL && omr_b64_decode("/?4=", &dec, &n) == -EINVAL &&
+		   omr_b64_decode("/=4=", &dec, &n) == -EINVAL,
+	   "b64: a bad length, a bad character, '=' inside are refused");
+}
+
+static void test_json_bytes(void)
+{
+	char *argv[] = { "printf", "a\xff\xfe" "b", "", NULL }, **back = NULL, *s = NULL;
+	json_t *o = json_object();
+
+	omr_json_set_bytes(o, "path", "/tmp/ok");
+	ok(json_object_get(o, "path") && !json_object_get(o, "path_b64"),
+	   "json bytes: UTF-8 goes as text alone");
+	omr_json_set_bytes(o, "name", "n\xff\xfe");
+	ok(!strcmp(json_string_value(json_object_get(o, "name")), "n\xef\xbf\xbd\xef\xbf\xbd") &&
+		   !strcmp(json_string_value(json_object_get(o, "name_b64")), "bv/+"),
+	   "json bytes: other bytes as text with U+FFFD, and exactly in _b64");
+	ok(omr_json_get_bytes(o, "name", &s) == 1 && !strcmp(s, "n\xff\xfe"),
+	   "json bytes: read back exactly");
+	free(s);
+	ok(omr_json_get_bytes(o, "none", &s) == 0 && !s, "json bytes: a missing field is 0");
+	json_object_set_new(o, "nul_b64", json_string("YQBi"));
+	json_object_set_new(o, "nul", json_stringn("a\0b", 3));
+	is_int(omr_json_get_bytes(o, "nul", &s), -EINVAL, "json bytes: NUL in _b64 refused");
+	json_object_del(o, "nul_b64");
+	is_int(omr_json_get_bytes(o, "nul", &s), -EINVAL, "json bytes: NUL in text refused");
+	omr_json_set_bytes_array(o, "argv", argv);
+	ok(json_array_size(json_object_get(o, "argv")) == 3 &&
+		   json_array_size(json_object_get(o, "argv_b64")) == 3,
+	   "json bytes: an array keeps every element, with a whole _b64 twin");
+	ok(omr_json_get_bytes_array(o, "argv", 3, &back) == 1 && back[0] && back[1] && back[2] &&
+		   !back[3] && !strcmp(back[1], argv[1]) && !strcmp(back[2], ""),
+	   "json bytes: array read back exactly");
+	omr_argv_free(back);
+	is_int(omr_json_get_bytes_array(o, "argv", 2, &back), -E2BIG, "json bytes: array bounded");
+	json_decref(o);
+}
+
+/* rm -rf says 0 for a missing path (callers clean up with it; the guest's
+ * remove op looks first); mkdir -p says ENOTDIR for a file in the way. */
+static void test_fs(void)
+{
+	char dir[] = "/tmp/omnirun-test-util.XXXXXX";
+	int dfd;
+
+	if (!mkdtemp(dir) || (dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		ok(0, "fs: setup");
+		return;
+	}
+	is_int(omr_rm_rf_at(dfd, "missing"), 0, "rm_rf: a missing path is success");
+	ok(mkdirat(dfd, "t", 0700) == 0 && mkdirat(dfd, "t/d", 0700) == 0 &&
+		   close(openat(dfd, "t/d/f", O_CREAT | O_WRONLY | O_CLOEXEC, 0600)) == 0 &&
+		   symlinkat(dir, dfd, "t/l") == 0 && omr_rm_rf_at(dfd, "t") == 0 &&
+		   faccessat(dfd, "t", F_OK, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT &&
+		   faccessat(AT_FDCWD, dir, F_OK, 0) == 0,
+	   "rm_rf: a tree goes, a symlink in it is removed, not followed");
+	_cleanup_free_ char *f = omr_strdup_printf("%s/file", dir);
+	_cleanup_free_ char *deep = omr_strdup_printf("%s/a/b/c", dir);
+	_cleanup_free_ char *under = omr_strdup_printf("%s/file/x", dir);
+	close(openat(dfd, "file", O_CREAT | O_WRONLY | O_CLOEXEC, 0600));
+	ok(omr_mkdir_p(deep, 0700, NULL) == 0 && omr_mkdir_p(deep, 0700, NULL) == 0,
+	   "mkdir_p: makes parents, and an existing directory is fine");
+	ok(omr_mkdir_p(f, 0700, NULL) == -ENOTDIR && omr_mkdir_p(under, 0700, NULL) == -ENOTDIR,
+	   "mkdir_p: a file in the way (at the end or before) is ENOTDIR");
+	close(dfd);
+	ok(omr_rm_rf_at(AT_FDCWD, dir) == 0 && access(dir, F_OK) < 0, "rm_rf: cleans up");
+}
+
 int main(void)
 {
 	test_escape();
@@ -113,5 +233,9 @@ int main(void)
 	test_fd_move();
 	test_spawn_fds();
 	test_pidfd();
+	test_path_clean();
+	test_utf8_b64();
+	test_json_bytes();
+	test_fs();
 	return done_testing();
 }

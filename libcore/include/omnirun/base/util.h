@@ -34,7 +34,7 @@ int omr_read_file_at(int dirfd, const char *name, size_t max, char **out,
 		     size_t *len, struct omr_err **err);
 
 /* Creates a temporary file .NAME.RANDOM under dirfd with O_EXCL (so it is
- * never one that existed).  Returns the fd (O_CLOEXEC) and its name in
+ * never one that existed; NAME cut to 200 bytes).  Returns the fd (O_CLOEXEC) and its name in
  * *tmp (malloc'ed), or < 0. */
 int omr_open_temp_at(int dirfd, const char *name, mode_t mode, char **tmp, struct omr_err **err);
 
@@ -50,15 +50,42 @@ uint64_t omr_wall_ms(void);
 /* RFC 3339 UTC ("2026-11-26T13:42:32Z") for a wall time in seconds. */
 void omr_format_time(int64_t secs, char buf[32]);
 
-/* mkdir -p with mode for the directories it creates. */
+/* mkdir -p with mode for the directories it creates.  Something other
+ * than a directory in the way (at the end too) is -ENOTDIR.  Returns 0 or
+ * -errno with *err. */
 int omr_mkdir_p(const char *path, mode_t mode, struct omr_err **err);
 /* Opens (with create, first makes it and its parents 0700) a directory
  * that must be ours: owned by our euid and writable by nobody else, or
  * refused (denied).  Returns the fd (O_CLOEXEC) or < 0. */
 int omr_dir_private(const char *path, int create, struct omr_err **err);
 
-/* rm -rf under dirfd (does not follow symlinks).  Returns 0 or -errno. */
+/* rm -rf of name under dirfd, never following a symlink (one is removed,
+ * not walked).  A missing name is success, as for rm -rf: callers clean
+ * up with it, and an entry that vanishes meanwhile is not a failure; a
+ * caller that must report a missing path (the guest's remove op) looks
+ * first.  On an error it removes what it can and returns the first
+ * error.  Returns 0 or -errno. */
 int omr_rm_rf_at(int dirfd, const char *name);
+
+/* Lexically normalized path, malloc'ed: repeated '/' and "." components
+ * dropped, "x/.." removed, ".." at the root is the root, no trailing '/'
+ * ("/data/.." is "/", "a/./b/" is "a/b", "" is ".").  Symlinks are not
+ * looked at: "/l/.." is "/" whatever l points to.  Every check on a path
+ * (is it "/"?) is made on this form. */
+char *omr_path_clean(const char *path);
+
+/* UTF-8: the length (1..4) of the well-formed sequence at s, looking at
+ * no more than n bytes, or 0 if there is none (overlong forms, surrogates
+ * and code points past U+10FFFF are not well formed); whether all n bytes
+ * are well formed. */
+size_t omr_utf8_seq(const char *s, size_t n);
+int omr_utf8_valid(const char *s, size_t n);
+
+/* Base64 (RFC 4648, with padding): the encoding of n bytes (malloc'ed),
+ * and the bytes of s in a malloc'ed buffer with a NUL after them (*n
+ * excludes it).  decode returns 0 or -EINVAL for what is not base64. */
+char *omr_b64_encode(const void *p, size_t n);
+int omr_b64_decode(const char *s, char **out, size_t *n);
 
 /* A copy of s that is safe to print on a terminal: C0 and C1 control
  * characters other than \n and \t, DEL and bytes that are not UTF-8 are

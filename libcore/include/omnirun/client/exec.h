@@ -8,6 +8,8 @@
 #include "omnirun/state/config.h"
 #include "omnirun/base/err.h"
 
+/* argv, cmd, env and cwd are bytes, carried exactly (doc/protocol.md,
+ * "Bytes"); user is a UTF-8 name or a uid. */
 struct omr_exec_opts {
 	char *const *argv;      /* argv to run, or NULL with cmd */
 	const char *cmd;        /* shell line for /bin/sh -c */

@@ -46,7 +46,11 @@ struct omr_download_opts {
 int omr_files_download(const struct omr_config *c, const char *id, const char *src,
 		       const char *dst, const struct omr_download_opts *o, uint64_t *size,
 		       struct omr_err **err);
-/* Directory listing: a JSON array of {name,type,size,mode,mtime}. */
+/* Directory listing: a JSON array of {name,type,size,mode,mtime}.  Names,
+ * stat's target and watch events' path are bytes: name_b64 (and so on)
+ * holds them exactly when they are not UTF-8; read them with
+ * omr_json_get_bytes (omnirun/base/json.h).  Guest paths given to these
+ * calls are bytes too, sent exactly. */
 int omr_files_list(const struct omr_config *c, const char *id, const char *path,
 		   json_t **out, struct omr_err **err);
 int omr_files_stat(const struct omr_config *c, const char *id, const char *path,
