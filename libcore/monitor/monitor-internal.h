@@ -30,6 +30,7 @@ struct mon {
 	enum omr_accel accel;
 	char *run_path, *agent_path, *qmp_path, *sock_path;
 	int state_fd, disk_fd, listen_fd, history_fd;
+	unsigned history_dropped;   /* commands not recorded (bound, full disk) */
 	struct omr_loop *loop;
 	struct mon_console console;
 	struct omr_vmm vmm;

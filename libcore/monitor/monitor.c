@@ -195,12 +195,29 @@ static void history_hook(void *user, const char *line, size_t len)
 	struct mon *m = user;
 	_cleanup_free_ char *l = NULL;
 
-	if (m->history_fd < 0 || lseek(m->history_fd, 0, SEEK_END) + (off_t)len >= (off_t)HISTORY_MAX)
+	off_t end;
+	ssize_t n;
+
+	if (m->history_fd < 0)
 		return;
+	end = lseek(m->history_fd, 0, SEEK_END);
+	if (end < 0 || end + (off_t)len >= (off_t)HISTORY_MAX) {
+		m->history_dropped++;
+		return;
+	}
 	l = omr_xmalloc(len + 1);
 	memcpy(l, line, len);
 	l[len] = '\n';
-	(void)!write(m->history_fd, l, len + 1);
+	/* A line is written whole or not at all: a short write (a full
+	 * disk) is cut back, so no later reader sees half a record. */
+	n = write(m->history_fd, l, len + 1);
+	if (n == (ssize_t)len + 1)
+		return;
+	if (n > 0 && ftruncate(m->history_fd, end) < 0)
+		omr_log(OMR_LOG_WARN, "history: cannot cut back a partial line: %s", strerror(errno));
+	if (!m->history_dropped++)
+		omr_log(OMR_LOG_WARN, "history: a command was not recorded: %s",
+			n < 0 ? strerror(errno) : "short write");
 }
 
 static const struct mon_router_ops router_ops = {
@@ -408,6 +425,8 @@ static void teardown(struct mon *m)
 	}
 	omr_rm_rf_at(AT_FDCWD, m->run_path);
 	lock = omr_sandbox_lock(m->c, m->sb.id, 10000, &e);
+	if (lock < 0)
+		omr_log(OMR_LOG_WARN, "%s", e->msg);
 	omr_err_free(&e);
 	m->sb.state = OMR_SB_STOPPED;
 	m->sb.ended_at = (int64_t)(omr_wall_ms() / 1000);
@@ -420,9 +439,15 @@ static void teardown(struct mon *m)
 	if (omr_sandbox_load(m->c, m->sb.id, &cur, NULL) == 0 && cur.state == OMR_SB_STOPPED &&
 	    cur.end_reason[0])
 		memcpy(m->sb.end_reason, cur.end_reason, sizeof(m->sb.end_reason));
-	if (omr_sandbox_save(m->c, &m->sb, &e) < 0)
+	/* Only under the lock: without it, whoever holds it (sbx-kill's
+	 * reap, sbx-gc) writes the record, and two writers must not race. */
+	if (lock < 0)
+		omr_log(OMR_LOG_WARN, "record of %s left to the holder of its lock", m->sb.id);
+	else if (omr_sandbox_save(m->c, &m->sb, &e) < 0)
 		omr_log(OMR_LOG_ERR, "%s", e->msg);
 	omr_err_free(&e);
+	if (m->history_dropped)
+		omr_log(OMR_LOG_WARN, "history: %u commands were not recorded", m->history_dropped);
 	/* Last, and without the lock: a client waiting on destroy sees it
 	 * complete (within a bound). */
 	if (lock >= 0)

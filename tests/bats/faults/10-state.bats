@@ -244,10 +244,19 @@ leftovers() { (cd "$1" && ls -A | grep -v -x -F -e "${2:-}" || true); }
 	# A state and a run dir of its own: gc then sees only this sandbox.
 	export OMNIRUN_STATE_DIR=$st OMNIRUN_RUN_DIR=$BATS_TEST_TMPDIR/run
 	id=$(sbx-create --timeout 300 --disk 16); MADE=$id
-	# Fill it to the last block.
+	sbx-exec "$id" -- echo before-full >/dev/null
+	# Fill it to the last byte.
 	dd if=/dev/zero of="$st/filler" bs=64k 2>/dev/null || true
-	run sbx-exec "$id" -- echo still-works
-	assert_eq "$output" "still-works"
+	dd if=/dev/zero of="$st/filler2" bs=1 2>/dev/null || true
+	for i in $(seq 14); do
+		run sbx-exec "$id" -- echo still-works-with-a-long-argument-"$(head -c 300 /dev/zero | tr '\0' x)"
+		assert_contains "$output" "still-works"
+	done
+	# The history holds whole lines only (a cut one is cut back).
+	h=$st/sandboxes/$id/commands.jsonl
+	grep -q before-full "$h"
+	[ -z "$(tail -c 1 "$h" | tr -d '\n')" ] || fail "history ends mid-line"
+	! grep -v -q '}$' "$h" || fail "a history line is cut: $(grep -v '}$' "$h" | head -c 200)"
 	run sbx-kill "$id"
 	[ "$status" -eq 0 ] || fail "sbx-kill failed on a full filesystem: $output"
 	grep -q '^state = stopped$' "$st/sandboxes/$id/sandbox.conf" ||
@@ -256,7 +265,7 @@ leftovers() { (cd "$1" && ls -A | grep -v -x -F -e "${2:-}" || true); }
 	MADE=
 	run sbx-gc --check
 	[ "$status" -eq 0 ] || fail "$output"
-	rm -f "$st/filler"
+	rm -f "$st/filler" "$st/filler2"
 }
 
 @test "state and run dirs that are not ours are refused" {
