@@ -75,6 +75,7 @@ _sbx_files()
 		local opts=
 		case $cmd in
 		put) opts='-m -p -' ;;   # - is standard input
+		get) opts='-f' ;;
 		ls) opts='-l' ;;
 		rm | watch) opts='-r' ;;
 		mkdir) opts='-p' ;;
