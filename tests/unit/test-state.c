@@ -289,6 +289,20 @@ static void test_record_round_trip(void)
 	tmp = omr_sandbox_state_path(cfg, sb.id, "sandbox.conf.tmp");
 	ok(stat(rec, &st) == 0 && (st.st_mode & 0777) == 0600, "record: mode 0600");
 	ok(access(tmp, F_OK) < 0, "record: no temporary file left after a save");
+	{
+		char *dir = omr_sandbox_state_path(cfg, sb.id, NULL);
+		char *cmd = omr_strdup_printf("ls -A '%s' | grep -v -x -e sandbox.conf -e lock -e reserve", dir);
+		FILE *ls = popen(cmd, "r");
+		char extra[256] = "";
+
+		if (ls) {
+			(void)!fgets(extra, sizeof(extra), ls);
+			pclose(ls);
+		}
+		is_str(extra, "", "record: nothing but the record in its directory after a save");
+		free(cmd);
+		free(dir);
+	}
 
 	/* Unknown keys (a newer version's) are ignored; a record whose id
 	 * differs from its directory is corrupt. */
@@ -558,6 +572,7 @@ static void test_monitor_alive_and_reap(void)
 struct found {
 	char kinds[32][32];
 	char ids[32][OMR_ID_MAX];
+	int fixed[32];
 	int n;
 };
 
@@ -566,10 +581,10 @@ static void on_found(void *user, const char *kind, const char *id, const char *w
 	struct found *f = user;
 
 	(void)what;
-	(void)fixed;
 	if (f->n < 32) {
 		omr_strlcpy(f->kinds[f->n], kind, sizeof(f->kinds[0]));
 		omr_strlcpy(f->ids[f->n], id ? id : "", sizeof(f->ids[0]));
+		f->fixed[f->n] = fixed;
 		f->n++;
 	}
 }
@@ -581,6 +596,16 @@ static int count(const struct found *f, const char *kind, const char *id)
 
 	for (int i = 0; i < f->n; i++)
 		c += !strcmp(f->kinds[i], kind) && !strcmp(f->ids[i], id);
+	return c;
+}
+
+/* How many findings were not fixed. */
+static int unfixed(const struct found *f)
+{
+	int c = 0;
+
+	for (int i = 0; i < f->n; i++)
+		c += !f->fixed[i];
 	return c;
 }
 
@@ -678,6 +703,7 @@ static void test_gc_lost_and_stale(void)
 	   "gc --check: changes nothing");
 
 	gc(0, 0, &f);
+	is_int(unfixed(&f), 0, "gc: says each finding was fixed");
 	struct omr_sandbox after = load(lost.id);
 	ok(after.state == OMR_SB_STOPPED, "gc: the lost sandbox is marked stopped");
 	is_str(after.end_reason, "gc", "gc: ... with end reason gc");
