@@ -99,14 +99,14 @@ teardown() { omr_teardown; }
 }
 
 @test "create --json, --cpus and --memory reach the guest, the idle timeout, the host's limit" {
-	run --separate-stderr sbx-create --json --cpus 2 --memory 320 --idle-timeout 6 --timeout 300
+	run --separate-stderr sbx-create --json --cpus 2 --memory 320 --idle-timeout 4 --timeout 300
 	assert_eq "$status" 0 "$stderr"
 	echo "$output" | jq -e . >/dev/null || fail "not JSON: $output"
 	id=$(echo "$output" | jq -r .sandbox_id)
 	echo "$id" >>"$OMR_TRACK"
 	[[ "$id" =~ ^sb_ ]] || fail "no sandbox_id in $output"
 	assert_eq "$(echo "$output" | jq -r '[.state, .cpus, .memory_mb, .idle_timeout, .template] | join(" ")')" \
-		"running 2 320 6 tiny"
+		"running 2 320 4 tiny"
 	run sbx-exec "$id" -c 'nproc; awk "/MemTotal/ {print \$2}" /proc/meminfo'
 	assert_eq "${output%%$'\n'*}" 2 "guest CPUs"
 	mem=${output##*$'\n'}
@@ -121,10 +121,10 @@ teardown() { omr_teardown; }
 	[ -z "$output" ] || fail "a refused create printed '$output'"
 	export OMNIRUN_CONF=$OMNIRUN_TEST_ROOT/omnirun.conf
 	# A command running is activity: the sandbox outlives its idle timeout.
-	run sbx-exec "$id" -c 'sleep 8; echo still-here'
+	run sbx-exec "$id" -c 'sleep 6; echo still-here'
 	assert_eq "$output" "still-here"
 	# Then idle: gone within the timeout and a little.
-	wait_stopped "$id" 150
+	wait_stopped "$id" 100
 	assert_eq "$(sb_field "$id" end_reason)" idle
 	assert_gone "$id"
 }
@@ -210,7 +210,8 @@ teardown() { omr_teardown; }
 	with_conf "[vmm]" "console_log_max = $cap"
 	id=$(new_sandbox --timeout 300)
 	log=$OMNIRUN_STATE_DIR/sandboxes/$id/console.log
-	run sbx-exec "$id" -c 'head -c 3000000 /dev/zero | tr "\0" x > /dev/console; echo flood-done'
+	# Six times the cap: several rotations (the serial line is slow).
+	run sbx-exec "$id" -c 'head -c 400000 /dev/zero | tr "\0" x > /dev/console; echo flood-done'
 	assert_eq "$status" 0
 	assert_contains "$output" "flood-done"
 	# The tail of the flood reaches the log: it ends in a run of x.

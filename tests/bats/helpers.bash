@@ -83,16 +83,21 @@ new_sandbox() {
 # ---- looking at a sandbox from the host ------------------------------
 
 # A field of the sandbox's record as sbx-ls --json shows it.
-sb_field() { sbx-ls --json "$1" | jq -r ".[0].$2"; }
+sb_field() {
+	local j
+	j=$(sbx-ls --json "$1") || return
+	jq -r ".[0].$2" <<<"$j"
+}
 
 # Waits (up to $2 tenths of a second) until sandbox $1 is stopped.
 wait_stopped() {
-	local i
+	local i st
 	for ((i = 0; i < $2; i++)); do
-		[ "$(sb_field "$1" state)" = stopped ] && return 0
+		st=$(sb_field "$1" state) || fail "sandbox $1 has no record"
+		[ "$st" = stopped ] && return 0
 		sleep 0.1
 	done
-	fail "sandbox $1 still $(sb_field "$1" state) after $(($2 / 10)) s"
+	fail "sandbox $1 still $st after $(($2 / 10)) s"
 }
 
 # Waits (up to $2 tenths of a second) until file $1 is not empty.
