@@ -210,13 +210,16 @@ int omr_sandbox_load(const struct omr_config *c, const char *id,
 	if (omr_read_file_at(dfd, RECORD, RECORD_MAX, &text, &len, &e) < 0) {
 		/* A directory without a record is a create in progress or
 		 * one that crashed before writing it. */
-		if (omr_err_kind(e) == OMR_E_NOT_FOUND)
+		if (omr_err_kind(e) == OMR_E_NOT_FOUND) {
+			omr_err_free(&e);
 			return omr_err_setx(err, OMR_E_NOT_FOUND, ENOENT, "no such sandbox '%s'", id);
+		}
 		if (e->errnum != EFBIG)
 		{
 			omr_err_wrap(&e, "sandbox %s", id);
 			return pass(err, &e);
 		}
+		omr_err_free(&e);
 		return corrupt(out, id, "too large", err);
 	}
 	memset(out, 0, sizeof(*out));

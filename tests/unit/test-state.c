@@ -78,15 +78,25 @@ static void setup(void)
 	bin = path_of("libexec");
 	mkdir(bin, 0755);
 	free(bin);
-	copy_file("/bin/sleep", path_of("bin/qemu-fake"));
-	copy_file("/bin/sleep", path_of("libexec/sbx-monitor"));
+	static const char *const copies[][2] = { { "/bin/sleep", "bin/qemu-fake" },
+						 { "/bin/sleep", "libexec/sbx-monitor" } };
+	static const char *const env[][2] = { { "OMNIRUN_STATE_DIR", "state" },
+					      { "OMNIRUN_RUN_DIR", "run" },
+					      { "OMNIRUN_LIBEXEC_DIR", "libexec" } };
+	for (size_t i = 0; i < 2; i++) {
+		char *to = path_of("%s", copies[i][1]);
+		copy_file(copies[i][0], to);
+		free(to);
+	}
+	for (size_t i = 0; i < 3; i++) {
+		char *p = path_of("%s", env[i][1]);
+		setenv(env[i][0], p, 1);
+		free(p);
+	}
 	conf = path_of("omnirun.conf");
 	text = omr_strdup_printf("[vmm]\nqemu = %s/bin/qemu-fake\nboot_timeout = 10\n", root);
 	write_text(conf, text);
 	setenv("OMNIRUN_CONF", conf, 1);
-	setenv("OMNIRUN_STATE_DIR", path_of("state"), 1);
-	setenv("OMNIRUN_RUN_DIR", path_of("run"), 1);
-	setenv("OMNIRUN_LIBEXEC_DIR", path_of("libexec"), 1);
 	free(conf);
 	free(text);
 	if (omr_config_load(&cfg, &err) < 0)
