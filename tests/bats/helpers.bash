@@ -39,9 +39,12 @@ with_conf() {
 # through new_sandbox, and every sandbox that is live now and was not
 # when the test began (a create in the background, say).
 
+# The test's own bookkeeping lives beside its tmpdir, never in it (tests
+# list their tmpdir).
 omr_setup() {
-	export OMR_TRACK=$BATS_TEST_TMPDIR/.sandboxes
-	sbx-ls -q >"$BATS_TEST_TMPDIR/.live-before" 2>/dev/null || true
+	export OMR_TRACK=$BATS_FILE_TMPDIR/.sandboxes-$BATS_TEST_NUMBER
+	OMR_BEFORE=$BATS_FILE_TMPDIR/.live-before-$BATS_TEST_NUMBER
+	sbx-ls -q >"$OMR_BEFORE" 2>/dev/null || true
 }
 
 omr_teardown() {
@@ -50,9 +53,9 @@ omr_teardown() {
 		kill -9 "$j" 2>/dev/null
 		wait "$j" 2>/dev/null
 	done
-	for id in $(cat "$BATS_TEST_TMPDIR/.sandboxes" 2>/dev/null) $(sbx-ls -q 2>/dev/null); do
+	for id in $(cat "$OMR_TRACK" 2>/dev/null) $(sbx-ls -q 2>/dev/null); do
 		[ "$id" = "${ID:-}" ] && continue  # the file's shared VM
-		grep -qxF "$id" "$BATS_TEST_TMPDIR/.live-before" 2>/dev/null && continue
+		grep -qxF "$id" "$OMR_BEFORE" 2>/dev/null && continue
 		sbx-kill "$id" >/dev/null 2>&1 || true
 	done
 	# A failed test may leave what no kill reaches (a record that lies,
@@ -62,12 +65,12 @@ omr_teardown() {
 }
 
 omr_setup_file() {
-	export OMR_TRACK=$BATS_FILE_TMPDIR/.sandboxes
+	export OMR_TRACK=$BATS_FILE_TMPDIR/.sandboxes-file
 }
 
 omr_teardown_file() {
 	local id
-	for id in $(cat "$BATS_FILE_TMPDIR/.sandboxes" 2>/dev/null); do
+	for id in $(cat "$BATS_FILE_TMPDIR/.sandboxes-file" 2>/dev/null); do
 		sbx-kill "$id" >/dev/null 2>&1 || true
 	done
 }
