@@ -75,8 +75,9 @@ teardown() { omr_teardown; }
 	# Each QEMU holds its own disk, and nothing of the other's.
 	da=$(disk_fd "$qa") db=$(disk_fd "$qb")
 	[ "$(stat -L -c %i "$da")" != "$(stat -L -c %i "$db")" ] || fail "same disk"
-	! ls -l /proc/"$qa"/fd/ | grep -q "$b" || fail "QEMU of $a holds a file of $b"
-	! ls -l /proc/"$qb"/fd/ | grep -q "$a" || fail "QEMU of $b holds a file of $a"
+	! fd_targets "$qa" | grep -q "$b" || fail "QEMU of $a holds a file of $b"
+	! fd_targets "$qb" | grep -q "$a" || fail "QEMU of $b holds a file of $a"
+	fd_targets "$qa" | grep -q "$a" || fail "QEMU of $a holds no file of its own (the check sees nothing)"
 	! tr '\0' ' ' </proc/"$qa"/cmdline | grep -q "$b" || fail "QEMU of $a names $b"
 	# Each guest is its own: what one writes the other does not see.
 	run sbx-exec "$a" -c 'echo from-a > /data/who; cat /proc/sys/kernel/random/boot_id'

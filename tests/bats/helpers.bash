@@ -126,6 +126,12 @@ disk_fd() {
 	return 1
 }
 
+# What each fd of process $1 points at, one per line.
+fd_targets() {
+	local fd
+	for fd in /proc/"$1"/fd/*; do readlink "$fd"; done
+}
+
 # Resident memory of process $1 in kB (0 if gone).
 rss_kb() { awk '/^VmRSS/ {print $2; f=1} END {if (!f) print 0}' /proc/"$1"/status 2>/dev/null || echo 0; }
 # Free kB on the filesystem that holds $1.
