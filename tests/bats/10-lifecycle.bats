@@ -339,13 +339,23 @@ teardown() { omr_teardown; }
 	[ "$status" -eq 0 ] || fail "leftovers after gc: $output"
 }
 
+# The history of two stopped sandboxes, written as sbx-kill leaves it:
+# one that ended ten days ago, one an hour ago.
+stopped_record() {  # ID ENDED_AT
+	local d=$OMNIRUN_STATE_DIR/sandboxes/$1
+	mkdir -m 0700 "$d"
+	printf '%s\n' "id = $1" "template = tiny" "state = stopped" "created_at = $(($2 - 60))" \
+		"expires_at = $(($2 + 240))" "ended_at = $2" "end_reason = killed" "cpus = 1" \
+		"memory_mb = 256" "disk_mb = 512" "timeout = 300" "idle_timeout = 0" \
+		"monitor_pid = 0" "vmm_pid = 0" "accel = tcg" "owner = 0" >"$d/sandbox.conf"
+	chmod 0600 "$d/sandbox.conf"
+}
+
 @test "sbx-gc --prune-days removes stopped records past the limit, and only those" {
-	old=$(sbx-ls -q -a | head -1) recent=$(sbx-ls -q -a | tail -1)
-	[ -n "$old" ] && [ "$old" != "$recent" ] || fail "earlier tests left no history"
-	[ "$(sb_field "$old" state)" = stopped ] && [ "$(sb_field "$recent" state)" = stopped ] ||
-		fail "history is not stopped"
-	sed -i "s/^ended_at = .*/ended_at = $(($(date +%s) - 10 * 86400))/" \
-		"$OMNIRUN_STATE_DIR/sandboxes/$old/sandbox.conf"
+	old=sb_oooooooooo recent=sb_rrrrrrrrrr
+	stopped_record "$old" $(($(date +%s) - 10 * 86400))
+	stopped_record "$recent" $(($(date +%s) - 3600))
+	assert_eq "$(sb_field "$old" state) $(sb_field "$recent" state)" "stopped stopped"
 	run sbx-gc --check
 	assert_eq "$status" 0 "without --prune-days: $output"
 	run sbx-gc --check --prune-days 7 --json
@@ -363,4 +373,5 @@ teardown() { omr_teardown; }
 	assert_eq "$status" 3
 	run sbx-gc --prune-days 0x
 	assert_eq "$status" 2
+	rm -rf "$OMNIRUN_STATE_DIR/sandboxes/$recent"
 }
