@@ -65,6 +65,15 @@ static int64_t now_s(void)
 	return (int64_t)(omr_wall_ms() / 1000);
 }
 
+/* The throwaway tree goes whatever way the test ends (a bail out too);
+ * only by the process that made it, never by a forked child. */
+static pid_t root_owner;
+static void remove_root(void)
+{
+	if (getpid() == root_owner)
+		omr_rm_rf_at(AT_FDCWD, root);
+}
+
 static void setup(void)
 {
 	struct omr_err *err = NULL;
@@ -72,6 +81,8 @@ static void setup(void)
 
 	if (!mkdtemp(root))
 		bail_out("mkdtemp: %s", strerror(errno));
+	root_owner = getpid();
+	atexit(remove_root);
 	bin = path_of("bin");
 	mkdir(bin, 0755);
 	free(bin);
