@@ -7,15 +7,19 @@
 #   $(B)/tests/test-agent          TAP test driving the host build
 #   agent-check / agent-check-asan run the test (the latter in $(B)/asan)
 #   agent-check-vm                 boots the static agent as PID 1 of a QEMU
-#                                  microVM (needs AGENT_KERNEL_ROOT: an
-#                                  extracted linux-image-*-cloud-amd64)
+#                                  microVM; AGENT_KERNEL_ROOT is the kernel:
+#                                  by default the linux-image-*-cloud-amd64
+#                                  package `sbx-template build tiny` keeps
+#                                  in the cache (make check runs it too)
 
 B ?= build
 MUSL_CC ?= musl-gcc
 HOST_CC ?= $(CC)
 JANSSON_A ?= /usr/lib/x86_64-linux-gnu/libjansson.a
 SANITIZE ?=
-AGENT_KERNEL_ROOT ?=
+AGENT_KERNEL_CACHE = $(or $(OMNIRUN_CACHE_DIR),/var/cache/omnirun)/debs
+AGENT_KERNEL_ROOT ?= $(lastword $(sort $(wildcard \
+	$(AGENT_KERNEL_CACHE)/linux-image-*-cloud-amd64_*_amd64.deb)))
 
 # The agent is built on libcore/base, compiled twice: for the guest with
 # musl ($(B)/guest/libomr-base.a, from the same sources) and for the host

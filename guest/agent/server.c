@@ -156,6 +156,9 @@ static int signal_parse(const uint8_t *p, size_t n)
 	return r;
 }
 
+/* A stream with no process to signal (a file transfer, a listing) has
+ * only one thing to do with a signal: stop.  An interrupted client sends
+ * the signal it got ({"signal": 2}), and means it. */
 static void handle_signal(struct stream *s, const struct omr_frame_hdr *h, const uint8_t *p)
 {
 	int sig = signal_parse(p, h->len);
@@ -164,7 +167,7 @@ static void handle_signal(struct stream *s, const struct omr_frame_hdr *h, const
 		omr_log(OMR_LOG_INFO, "stream %u: bad SIGNAL payload ignored", s->id);
 	else if (s->ops->signal)
 		s->ops->signal(s, sig);
-	else if (sig == 0)
+	else
 		stream_end(s, error_json(ECANCELED, NULL, "cancelled"));
 }
 

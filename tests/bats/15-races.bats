@@ -2,6 +2,9 @@
 # Lifecycle races: a kill during boot, a creator that goes away.
 load helpers
 
+setup() { omr_setup; }
+teardown() { omr_teardown; }
+
 # Waits until a sandbox record in state "starting" appears; prints its id.
 starting_id() {
 	for _ in $(seq 200); do
@@ -26,6 +29,11 @@ starting_id() {
 	rc=0; wait "$cpid" || rc=$?
 	[ "$rc" -ne 0 ] || fail "create succeeded although its sandbox was killed"
 	[ ! -s "$BATS_TEST_TMPDIR/out" ] || fail "create printed an id: $(cat "$BATS_TEST_TMPDIR/out")"
+	# How it ended, as its creator was told; a create that failed keeps
+	# no record.
+	assert_contains "$(cat "$BATS_TEST_TMPDIR/err")" "killed during boot"
+	run sbx-ls "$id"
+	assert_eq "$status" 3 "a record is left: $output"
 	assert_gone "$id"
 	run sbx-gc --check
 	[ "$status" -eq 0 ] || fail "leftovers: $output"
@@ -36,11 +44,9 @@ starting_id() {
 	cpid=$!
 	id=$(starting_id) || fail "no starting sandbox appeared"
 	kill -9 "$cpid"; wait "$cpid" 2>/dev/null || true
-	for _ in $(seq 120); do
-		grep -q '^state = stopped' "$OMNIRUN_STATE_DIR/sandboxes/$id/sandbox.conf" 2>/dev/null && break
-		[ -e "$OMNIRUN_STATE_DIR/sandboxes/$id" ] || break
-		sleep 0.5
-	done
+	wait_stopped "$id" 600
+	# Its monitor found nobody to report to once the guest answered.
+	assert_eq "$(sb_field "$id" end_reason)" creator_gone
 	assert_gone "$id"
 	run sbx-gc --check
 	[ "$status" -eq 0 ] || fail "leftovers: $output"

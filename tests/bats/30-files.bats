@@ -3,13 +3,14 @@
 load helpers
 
 setup_file() {
-	export ID=$(sbx-create --timeout 900 --disk 1024)
+	omr_setup_file
+	export ID=$(new_sandbox --timeout 900 --disk 1024)
 	[ -n "$ID" ]
 }
 
-teardown_file() {
-	sbx-kill "$ID"
-}
+teardown_file() { omr_teardown_file; }
+setup() { omr_setup; }
+teardown() { omr_teardown; }
 
 @test "a 100 MiB file round trip keeps its sha256 both ways" {
 	f=$BATS_TEST_TMPDIR/big
@@ -24,9 +25,10 @@ teardown_file() {
 }
 
 @test "put and get with - for stdin/stdout, modes preserved" {
-	printf 'hello\0world' | sbx-files "$ID" put - /tmp/nul.bin
-	run bash -c "sbx-files $ID get /tmp/nul.bin - | od -c | head -1"
-	assert_contains "$output" '\0'
+	printf 'hello\0world\0\0\n\0' >"$BATS_TEST_TMPDIR/nul"
+	sbx-files "$ID" put - /tmp/nul.bin <"$BATS_TEST_TMPDIR/nul"
+	sbx-files "$ID" get /tmp/nul.bin - >"$BATS_TEST_TMPDIR/nul.back"
+	cmp "$BATS_TEST_TMPDIR/nul" "$BATS_TEST_TMPDIR/nul.back" || fail "NUL bytes did not survive the round trip"
 	echo '#!/bin/sh' >"$BATS_TEST_TMPDIR/s.sh"; chmod 750 "$BATS_TEST_TMPDIR/s.sh"
 	sbx-files "$ID" put "$BATS_TEST_TMPDIR/s.sh" /tmp/s.sh
 	run sbx-exec "$ID" -c 'stat -c %a /tmp/s.sh'
@@ -82,19 +84,74 @@ teardown_file() {
 	assert_eq "$status" 2
 }
 
-@test "watch streams create/modify/delete events" {
+@test "watch streams create, modify, rename and delete events" {
 	sbx-files "$ID" mkdir -p /tmp/w
 	sbx-files --json "$ID" watch -r /tmp/w >"$BATS_TEST_TMPDIR/ev" &
 	wpid=$!
 	sleep 1.5
-	sbx-exec "$ID" -c 'echo 1 > /tmp/w/new; echo 2 >> /tmp/w/new; mkdir /tmp/w/sub; echo 3 > /tmp/w/sub/deep; mv /tmp/w/new /tmp/w/renamed; rm /tmp/w/renamed'
+	# touch creates without writing, so the one modify is the append.
+	sbx-exec "$ID" -c 'touch /tmp/w/new; echo 2 >> /tmp/w/new; mkdir /tmp/w/sub; echo 3 > /tmp/w/sub/deep; mv /tmp/w/new /tmp/w/renamed; rm /tmp/w/renamed'
 	sleep 1.5
-	kill -INT "$wpid"; wait "$wpid" || true
-	ev=$(cat "$BATS_TEST_TMPDIR/ev")
-	assert_contains "$ev" '"create"'
-	assert_contains "$ev" '/tmp/w/new'
-	assert_contains "$ev" '"delete"'
-	assert_contains "$ev" '/tmp/w/sub/deep'
+	kill -INT "$wpid"
+	rc=0; wait "$wpid" || rc=$?
+	assert_eq "$rc" 0 "watch's status after SIGINT"
+	ev=$BATS_TEST_TMPDIR/ev
+	jq -e . <"$ev" >/dev/null || fail "not JSON: $(cat "$ev")"
+	has() { [ "$(jq -c "select(.event == \"$1\" and .path == \"$2\")" <"$ev" | wc -l)" -ge 1 ] ||
+		fail "no $1 event for $2 in: $(cat "$ev")"; }
+	has create /tmp/w/new
+	has modify /tmp/w/new
+	has create /tmp/w/sub
+	has create /tmp/w/sub/deep
+	has rename_from /tmp/w/new
+	has rename_to /tmp/w/renamed
+	has delete /tmp/w/renamed
+	# The two halves of the rename carry the same cookie.
+	c1=$(jq -r 'select(.event == "rename_from") | .cookie' <"$ev")
+	c2=$(jq -r 'select(.event == "rename_to") | .cookie' <"$ev")
+	[ -n "$c1" ] && [ "$c1" != null ] && [ "$c1" = "$c2" ] || fail "rename cookies '$c1' and '$c2'"
+	assert_eq "$(jq -r 'select(.event == "create" and .path == "/tmp/w/sub") | .dir' <"$ev")" true
 	run sbx-exec "$ID" -- echo still-healthy
 	assert_eq "$output" "still-healthy"
+}
+
+@test "put -p makes the parents, put overwrites, get never leaves a partial file" {
+	echo one >"$BATS_TEST_TMPDIR/f"
+	run sbx-files "$ID" put "$BATS_TEST_TMPDIR/f" /tmp/p/q/r/f
+	assert_eq "$status" 3 "put into missing directories without -p"
+	run sbx-files "$ID" put -p "$BATS_TEST_TMPDIR/f" /tmp/p/q/r/f
+	assert_eq "$status" 0 "$output"
+	assert_eq "$(sbx-exec "$ID" -- cat /tmp/p/q/r/f)" one
+	# Overwriting replaces content and mode, whatever was there.
+	printf 'two, longer than one\n' >"$BATS_TEST_TMPDIR/g"; chmod 600 "$BATS_TEST_TMPDIR/g"
+	sbx-exec "$ID" -c 'chmod 755 /tmp/p/q/r/f'
+	run sbx-files "$ID" put "$BATS_TEST_TMPDIR/g" /tmp/p/q/r/f
+	assert_eq "$status" 0 "$output"
+	assert_eq "$(sbx-exec "$ID" -c 'cat /tmp/p/q/r/f; stat -c %a /tmp/p/q/r/f')" "$(printf 'two, longer than one\n600')"
+	run sbx-exec "$ID" -c 'ls -A /tmp/p/q/r'
+	assert_eq "$output" "f" "no temporary file left in the guest"
+
+	# A download interrupted half-way: DST keeps what it held, and no
+	# temporary file is left next to it.
+	sbx-exec "$ID" -c 'dd if=/dev/urandom of=/data/dl bs=1M count=96 2>/dev/null'
+	d=$BATS_TEST_TMPDIR/dl; mkdir "$d"
+	echo "old content" >"$d/dst"
+	sbx-files "$ID" get /data/dl "$d/dst" &
+	gpid=$!
+	for _ in $(seq 400); do
+		[ "$(ls -A "$d" | wc -l)" -gt 1 ] && [ -n "$(find "$d" -name '.*' -size +0)" ] && break
+		sleep 0.02
+	done
+	[ -n "$(find "$d" -name '.*' -size +0)" ] || fail "the download never started (or ended at once): $(ls -lA "$d")"
+	kill -INT "$gpid"
+	rc=0; wait "$gpid" || rc=$?
+	[ "$rc" -ne 0 ] || fail "an interrupted download exited 0"
+	assert_eq "$(cat "$d/dst")" "old content" "DST after an interrupted download"
+	assert_eq "$(ls -A "$d")" "dst" "files next to DST"
+	# Uninterrupted, the same download is whole.
+	run sbx-files "$ID" get /data/dl "$d/dst"
+	assert_eq "$status" 0 "$output"
+	assert_eq "$(stat -c %s "$d/dst")" $((96 << 20))
+	assert_eq "$(ls -A "$d")" "dst"
+	sbx-files "$ID" rm /data/dl
 }

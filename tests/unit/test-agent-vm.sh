@@ -7,16 +7,17 @@
 #   test-agent-vm.sh AGENT TEST KERNEL_ROOT
 #
 # AGENT is the static omnirun-agent, TEST the test-agent binary, and
-# KERNEL_ROOT a directory holding boot/vmlinuz-* and lib/modules/*/ from
-# linux-image-*-cloud-amd64 (dpkg-deb -x of the package).  Prints TAP;
-# exits 77 (skip) when QEMU or the kernel is missing.
+# KERNEL either a linux-image-*-cloud-amd64 .deb (the one `sbx-template
+# build tiny` keeps in $OMNIRUN_CACHE_DIR/debs; only the kernel and the
+# few modules used here are extracted) or a directory holding boot/vmlinuz-*
+# and lib/modules/*/ (dpkg-deb -x of the package).  ACCEL (tcg unless
+# given) is QEMU's -accel.  Prints TAP; exits 77 (skip) when QEMU or the
+# kernel is missing.
 set -eu
 
-agent=$1 test=$2 kroot=$3
-vmlinuz=$(ls "$kroot"/boot/vmlinuz-* 2>/dev/null | head -n1)
-mods=$(ls -d "$kroot"/lib/modules/*/kernel 2>/dev/null | head -n1)
-if [ -z "$vmlinuz" ] || [ -z "$mods" ] || ! command -v qemu-system-x86_64 >/dev/null; then
-	echo "1..0 # SKIP no kernel at $kroot or no qemu-system-x86_64"
+agent=$1 test=$2 kroot=$3 accel=${4:-tcg}
+if ! command -v qemu-system-x86_64 >/dev/null || ! [ -e "$kroot" ]; then
+	echo "1..0 # SKIP no kernel at '$kroot' or no qemu-system-x86_64"
 	exit 77
 fi
 
@@ -27,6 +28,23 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
+
+if [ -f "$kroot" ]; then
+	mkdir "$work/k"
+	dpkg-deb --fsys-tarfile "$kroot" | tar -x -C "$work/k" --wildcards \
+		'./boot/vmlinuz-*' './lib/modules/*/kernel/drivers/virtio' \
+		'./lib/modules/*/kernel/drivers/block/virtio_blk.ko' \
+		'./lib/modules/*/kernel/drivers/char/virtio_console.ko' \
+		'./lib/modules/*/kernel/drivers/md/dm-*.ko' './lib/modules/*/kernel/crypto/ecb.ko' \
+		'./lib/modules/*/kernel/crypto/xts.ko'
+	kroot=$work/k
+fi
+vmlinuz=$(ls "$kroot"/boot/vmlinuz-* 2>/dev/null | head -n1)
+mods=$(ls -d "$kroot"/lib/modules/*/kernel 2>/dev/null | head -n1)
+if [ -z "$vmlinuz" ] || [ -z "$mods" ]; then
+	echo "1..0 # SKIP no kernel or modules in $3"
+	exit 77
+fi
 
 root=$work/root
 mkdir -p "$root/bin" "$root/sbin" "$root/etc/omnirun" "$root/lib/modules" "$root/dev" "$root/root"
@@ -43,6 +61,7 @@ printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 for m in virtio/virtio_ring virtio/virtio virtio/virtio_mmio block/virtio_blk \
 	char/virtio_console md/dm-mod md/dm-crypt ../crypto/ecb ../crypto/xts; do
 	f=$(find "$mods" -path "*${m#../}.ko" | head -n1)
+	[ -n "$f" ] || { echo "Bail out! module $m not in $3"; exit 1; }
 	cp "$f" "$root/lib/modules/"
 	echo "/lib/modules/$(basename "$f")" >>"$root/etc/omnirun/modules"
 done
@@ -50,7 +69,7 @@ done
 truncate -s 256M "$work/data.img"
 
 qemu-system-x86_64 -M microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on \
-	-accel tcg -cpu max -m 256 -smp 1 -nodefaults -no-user-config -nographic \
+	-accel "$accel" -cpu max -m 256 -smp 1 -nodefaults -no-user-config -nographic \
 	-kernel "$vmlinuz" -initrd "$work/initrd" \
 	-append "console=ttyS0 ${OMNIRUN_VM_QUIET-quiet} panic=-1 reboot=t tsc=reliable tsc_early_khz=2100000 init_on_alloc=0 omnirun.hostname=omr-test" \
 	-serial file:"$work/console.log" -no-reboot \

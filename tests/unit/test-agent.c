@@ -668,6 +668,20 @@ static void test_files(void)
 			  1000, "length", 5000));
 	ok(r.len[3] == 5000 && !memcmp(r.out[3], data + 1000, 5000), "file_read with offset and length");
 	res_free(&r);
+
+	/* An interrupted client forwards its SIGINT: a transfer has no
+	 * process to give it to, so it stops (credit held back, so the read
+	 * is still under way). */
+	res_init(&r, next_id++);
+	r.manual_window = true;
+	send_js(OMR_F_REQ, r.id, json_pack("{s:s,s:s}", "op", "file_read", "path", tpath("bin")));
+	while (!r.done && r.received < OMR_WINDOW_INIT && pump_one(&r, 1, RECV_TIMEOUT_MS))
+		;
+	send_js(OMR_F_SIGNAL, r.id, json_pack("{s:i}", "signal", 2));
+	pump(&r, 1);
+	ok(is_code(&r, "cancelled") && r.received < n, "SIGNAL 2 stops a file_read under way (%llu of %zu bytes)",
+	   (unsigned long long)r.received, n);
+	res_free(&r);
 	free(data);
 
 	rpc(&r, json_pack("{s:s,s:s}", "op", "file_read", "path", tmpdir));

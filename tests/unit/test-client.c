@@ -65,12 +65,23 @@ static void load_config(const char *extra)
 	free(text);
 }
 
+/* The throwaway tree goes whatever way the test ends (a bail out too);
+ * only by the process that made it, never by a forked child. */
+static pid_t root_owner;
+static void remove_root(void)
+{
+	if (getpid() == root_owner)
+		omr_rm_rf_at(AT_FDCWD, root);
+}
+
 static void setup(void)
 {
 	char *p;
 
 	if (!mkdtemp(root))
 		bail_out("mkdtemp: %s", strerror(errno));
+	root_owner = getpid();
+	atexit(remove_root);
 	setenv("OMNIRUN_STATE_DIR", (p = path_of("state")), 1);
 	free(p);
 	setenv("OMNIRUN_RUN_DIR", (p = path_of("run")), 1);

@@ -65,6 +65,15 @@ static int64_t now_s(void)
 	return (int64_t)(omr_wall_ms() / 1000);
 }
 
+/* The throwaway tree goes whatever way the test ends (a bail out too);
+ * only by the process that made it, never by a forked child. */
+static pid_t root_owner;
+static void remove_root(void)
+{
+	if (getpid() == root_owner)
+		omr_rm_rf_at(AT_FDCWD, root);
+}
+
 static void setup(void)
 {
 	struct omr_err *err = NULL;
@@ -72,31 +81,33 @@ static void setup(void)
 
 	if (!mkdtemp(root))
 		bail_out("mkdtemp: %s", strerror(errno));
+	root_owner = getpid();
+	atexit(remove_root);
 	bin = path_of("bin");
 	mkdir(bin, 0755);
 	free(bin);
 	bin = path_of("libexec");
 	mkdir(bin, 0755);
 	free(bin);
-	static const char *const env[][2] = {
-		{ "OMNIRUN_STATE_DIR", "state" }, { "OMNIRUN_RUN_DIR", "run" },
-		{ "OMNIRUN_LIBEXEC_DIR", "libexec" },
-	};
-	bin = path_of("bin/qemu-fake");
-	copy_file("/bin/sleep", bin);
-	free(bin);
-	bin = path_of("libexec/sbx-monitor");
-	copy_file("/bin/sleep", bin);
-	free(bin);
+	static const char *const copies[][2] = { { "/bin/sleep", "bin/qemu-fake" },
+						 { "/bin/sleep", "libexec/sbx-monitor" } };
+	static const char *const env[][2] = { { "OMNIRUN_STATE_DIR", "state" },
+					      { "OMNIRUN_RUN_DIR", "run" },
+					      { "OMNIRUN_LIBEXEC_DIR", "libexec" } };
+	for (size_t i = 0; i < 2; i++) {
+		char *to = path_of("%s", copies[i][1]);
+		copy_file(copies[i][0], to);
+		free(to);
+	}
+	for (size_t i = 0; i < 3; i++) {
+		char *p = path_of("%s", env[i][1]);
+		setenv(env[i][0], p, 1);
+		free(p);
+	}
 	conf = path_of("omnirun.conf");
 	text = omr_strdup_printf("[vmm]\nqemu = %s/bin/qemu-fake\nboot_timeout = 10\n", root);
 	write_text(conf, text);
 	setenv("OMNIRUN_CONF", conf, 1);
-	for (size_t i = 0; i < sizeof(env) / sizeof(env[0]); i++) {
-		bin = path_of("%s", env[i][1]);
-		setenv(env[i][0], bin, 1);
-		free(bin);
-	}
 	free(conf);
 	free(text);
 	if (omr_config_load(&cfg, &err) < 0)
@@ -299,6 +310,20 @@ static void test_record_round_trip(void)
 	tmp = omr_sandbox_state_path(cfg, sb.id, "sandbox.conf.tmp");
 	ok(stat(rec, &st) == 0 && (st.st_mode & 0777) == 0600, "record: mode 0600");
 	ok(access(tmp, F_OK) < 0, "record: no temporary file left after a save");
+	{
+		char *dir = omr_sandbox_state_path(cfg, sb.id, NULL);
+		char *cmd = omr_strdup_printf("ls -A '%s' | grep -v -x -e sandbox.conf -e lock -e reserve", dir);
+		FILE *ls = popen(cmd, "r");
+		char extra[256] = "";
+
+		if (ls) {
+			(void)!fgets(extra, sizeof(extra), ls);
+			pclose(ls);
+		}
+		is_str(extra, "", "record: nothing but the record in its directory after a save");
+		free(cmd);
+		free(dir);
+	}
 
 	/* Unknown keys (a newer version's) are ignored; a record whose id
 	 * differs from its directory is corrupt. */
@@ -568,6 +593,7 @@ static void test_monitor_alive_and_reap(void)
 struct found {
 	char kinds[32][32];
 	char ids[32][OMR_ID_MAX];
+	int fixed[32];
 	int n;
 };
 
@@ -576,10 +602,10 @@ static void on_found(void *user, const char *kind, const char *id, const char *w
 	struct found *f = user;
 
 	(void)what;
-	(void)fixed;
 	if (f->n < 32) {
 		omr_strlcpy(f->kinds[f->n], kind, sizeof(f->kinds[0]));
 		omr_strlcpy(f->ids[f->n], id ? id : "", sizeof(f->ids[0]));
+		f->fixed[f->n] = fixed;
 		f->n++;
 	}
 }
@@ -591,6 +617,16 @@ static int count(const struct found *f, const char *kind, const char *id)
 
 	for (int i = 0; i < f->n; i++)
 		c += !strcmp(f->kinds[i], kind) && !strcmp(f->ids[i], id);
+	return c;
+}
+
+/* How many findings were not fixed. */
+static int unfixed(const struct found *f)
+{
+	int c = 0;
+
+	for (int i = 0; i < f->n; i++)
+		c += !f->fixed[i];
 	return c;
 }
 
@@ -688,6 +724,7 @@ static void test_gc_lost_and_stale(void)
 	   "gc --check: changes nothing");
 
 	gc(0, 0, &f);
+	is_int(unfixed(&f), 0, "gc: says each finding was fixed");
 	struct omr_sandbox after = load(lost.id);
 	ok(after.state == OMR_SB_STOPPED, "gc: the lost sandbox is marked stopped");
 	is_str(after.end_reason, "gc", "gc: ... with end reason gc");

@@ -21,7 +21,9 @@ teardown() {
 	for id in ${MADE:-}; do sbx-kill "$id" >/dev/null 2>&1 || true; done
 	for m in ${MOUNTS:-}; do umount -l "$m" 2>/dev/null || true; done
 	for p in ${STOPPED:-}; do kill -CONT "$p" 2>/dev/null || true; done
+	omr_teardown
 }
+setup() { omr_setup; }
 
 # Files in dir other than the ones named: leftovers of a download.
 leftovers() { (cd "$1" && ls -A | grep -v -x -F -e "${2:-}" || true); }

@@ -18,7 +18,9 @@ wait_stopped() {
 # Whatever a failed test left behind.
 teardown() {
 	[ -z "${id:-}" ] || sbx-kill "$id" >/dev/null 2>&1 || true
+	omr_teardown
 }
+setup() { omr_setup; }
 
 @test "idle: a running command is activity, and so is its end" {
 	id=$(sbx-create --timeout 300 --idle-timeout 3)

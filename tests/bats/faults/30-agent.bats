@@ -16,6 +16,8 @@ setup_file() {
 teardown_file() {
 	sbx-kill "$ID"
 }
+setup() { omr_setup; }
+teardown() { omr_teardown; }
 
 @test "rm -r of / spelled /. /./ // /data/.. /tmp/../ is refused, and the guest lives on" {
 	sbx-exec "$ID" -c 'mkdir -p /data/keep && echo x >/data/keep/f && ln -s / /tmp/toroot'
