@@ -1,4 +1,4 @@
-/* Unit tests for libcore/vm/template.c (TAP). */
+/* Unit tests for the template store, libcore/vm/template-*.c (TAP). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

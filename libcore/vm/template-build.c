@@ -1,0 +1,373 @@
+/* Templates: building one from its recipe and installing it atomically.
+ * See omnirun/vm/template.h and DESIGN.md §5. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "omnirun/base/cleanup.h"
+#include "omnirun/vm/template.h"
+#include "template-internal.h"
+#include "omnirun/base/util.h"
+#include "omnirun/vm/vmm.h"
+
+
+/* ---- running a recipe ------------------------------------------------- */
+
+/* The last lines a recipe printed, for the error message. */
+struct out_tail {
+	char line[TAIL_LINE_MAX + 1];  /* line being assembled */
+	size_t len;
+	int overlong;
+	char *tail[TAIL_LINES];
+	unsigned next, count;
+	omr_progress_fn progress;
+	void *user;
+};
+
+static void tail_end_line(struct out_tail *o)
+{
+	static const char pfx[] = "progress: ";
+
+	o->line[o->len] = 0;
+	if (!strncmp(o->line, pfx, sizeof(pfx) - 1)) {
+		if (o->progress)
+			o->progress(o->user, o->line + sizeof(pfx) - 1);
+	}
+	free(o->tail[o->next]);
+	o->tail[o->next] = omr_strdup_printf("%s%s", o->line, o->overlong ? "..." : "");
+	o->next = (o->next + 1) % TAIL_LINES;
+	if (o->count < TAIL_LINES)
+		o->count++;
+	o->len = 0;
+	o->overlong = 0;
+}
+
+static void tail_feed(struct out_tail *o, const char *buf, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		char ch = buf[i];
+		if (ch == '\n') {
+			tail_end_line(o);
+		} else if (o->len < TAIL_LINE_MAX) {
+			/* Control bytes would garble the terminal the error lands on. */
+			o->line[o->len++] = (ch == '\t' || (unsigned char)ch >= 0x20) && ch != 0x7f ? ch : '?';
+		} else {
+			o->overlong = 1;
+		}
+	}
+}
+
+static char *tail_text(struct out_tail *o)
+{
+	char *s = omr_xstrdup("");
+
+	if (o->len)
+		tail_end_line(o);
+	for (unsigned i = 0; i < o->count; i++) {
+		unsigned k = (o->next + TAIL_LINES - o->count + i) % TAIL_LINES;
+		char *n = omr_strdup_printf("%s\n  %s", s, o->tail[k]);
+		free(s);
+		s = n;
+	}
+	return s;
+}
+
+static void tail_free(struct out_tail *o)
+{
+	for (unsigned i = 0; i < TAIL_LINES; i++)
+		free(o->tail[i]);
+}
+
+static int tail_sink(void *user, const char *buf, size_t n)
+{
+	tail_feed(user, buf, n);
+	return 0;
+}
+
+/* Runs argv[0] in cwd with envp, its output captured, in its own process
+ * group which is killed when the leader exits or time runs out.  Returns
+ * 0 when it exits 0, else < 0 with the output's last lines in the error. */
+static int run_captured(char *const argv[], char *const envp[], const char *cwd,
+			unsigned timeout_s, omr_progress_fn progress, void *user,
+			struct omr_err **err)
+{
+	_cleanup_close_ int out_r = -1, out_w = -1;
+	struct out_tail o = { .progress = progress, .user = user };
+	const struct omr_capture_opts co = {
+		.timeout_ms = timeout_s * 1000, .until_exit = 1, .group = 1,
+		.sink = tail_sink, .user = &o,
+	};
+	_cleanup_free_ char *tail = NULL;
+	int fds[2], status = 0, timed_out, rc;
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return omr_err_set(err, OMR_E_FAIL, errno, "pipe");
+	out_r = fds[0];
+	out_w = fds[1];
+	const struct omr_spawn_opts so = {
+		.out_fd = out_w, .envp = envp, .cwd = cwd, .new_pgroup = 1,
+	};
+	pid = omr_spawn_ex(argv, &so, err);
+	if (pid < 0)
+		return (int)pid;
+	omr_closep(&out_w);
+
+	/* Whatever the recipe left running in its group goes too. */
+	timed_out = omr_capture(pid, out_r, &co, &status) == -ETIMEDOUT;
+
+	tail = tail_text(&o);
+	tail_free(&o);
+	if (timed_out)
+		rc = omr_err_set(err, OMR_E_FAIL, 0, "%s timed out after %u s; last output:%s", argv[0],
+				 timeout_s, tail);
+	else if (status == -1)
+		rc = omr_err_set(err, OMR_E_FAIL, ECHILD, "lost the exit status of %s", argv[0]);
+	else if (WIFSIGNALED(status))
+		rc = omr_err_set(err, OMR_E_FAIL, 0, "%s killed by signal %d; last output:%s", argv[0],
+				 WTERMSIG(status), tail);
+	else if (WEXITSTATUS(status) != 0)
+		rc = omr_err_set(err, OMR_E_FAIL, 0, "%s failed with exit status %d; last output:%s", argv[0],
+				 WEXITSTATUS(status), tail);
+	else
+		rc = 0;
+	return rc;
+}
+
+/* ---- building --------------------------------------------------------- */
+
+/* Sum of the regular files' sizes under dfd/name, a few levels deep. */
+static uint64_t tree_size(int dfd, const char *name, int depth)
+{
+	struct stat st;
+	uint64_t sum = 0;
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0;
+	if (S_ISREG(st.st_mode))
+		return (uint64_t)st.st_size;
+	if (!S_ISDIR(st.st_mode) || depth > SIZE_WALK_DEPTH)
+		return 0;
+	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return 0;
+	}
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			sum += tree_size(dirfd(d), de->d_name, depth + 1);
+	closedir(d);
+	return sum;
+}
+
+static void say(omr_progress_fn progress, void *user, const char *what)
+{
+	if (progress)
+		progress(user, what);
+}
+
+/* Validates the finished build in bfd, stamps template.conf, syncs. */
+static int finish_build(int tfd, int bfd, const char *abs_build, const char *name,
+			struct omr_err **err)
+{
+	struct omr_template *t = NULL;
+	struct tconf conf = { 0 };
+	_cleanup_free_ char *text = NULL;
+	int rc;
+
+	rc = tpl_load_dir(bfd, abs_build, name, &conf, &t, err);
+	omr_template_free(t);
+	if (rc < 0)
+		goto out;
+	free(conf.name);
+	conf.name = omr_xstrdup(name);
+	conf.built_at = (uint64_t)time(NULL);
+	/* Size of what the template will occupy: every file the recipe left. */
+	conf.size_bytes = tree_size(tfd, strrchr(abs_build, '/') + 1, 0);
+	text = tpl_conf_format(&conf);
+	rc = omr_write_file_atomic_at(bfd, CONF_NAME, text, strlen(text), 0644, err);
+	if (rc < 0)
+		goto out;
+	if (fchmod(bfd, 0755) < 0) {
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "chmod %s", abs_build);
+		goto out;
+	}
+	/* Everything on disk before the rename makes it visible. */
+	if (syncfs(bfd) < 0)
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "syncfs %s", abs_build);
+out:
+	tpl_conf_clear(&conf);
+	return rc;
+}
+
+/* Puts build dir tmp in place of name, atomically when the filesystem can. */
+static int install_build(int tfd, const char *tdir, const char *tmp, const char *name,
+			 struct omr_err **err)
+{
+	_cleanup_free_ char *old = NULL;
+	int rc;
+
+	if (renameat2(tfd, tmp, tfd, name, RENAME_NOREPLACE) == 0)
+		goto done;
+	if (errno != EEXIST && errno != EINVAL && errno != ENOSYS)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot rename %s/%s to %s", tdir, tmp, name);
+	if (errno == EEXIST && renameat2(tfd, tmp, tfd, name, RENAME_EXCHANGE) == 0) {
+		/* tmp now holds the old build. */
+		rc = omr_rm_rf_at(tfd, tmp);
+		(void)rc;  /* a leftover is removed by the next build */
+		goto done;
+	}
+	/* No RENAME_EXCHANGE here: move the old one aside, then the new in. */
+	old = omr_strdup_printf(".%s.old.%llu", name, (unsigned long long)getpid());
+	if (renameat(tfd, name, tfd, old) < 0 && errno != ENOENT)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot rename %s/%s", tdir, name);
+	if (renameat(tfd, tmp, tfd, name) < 0) {
+		int e = errno;
+		renameat(tfd, old, tfd, name);
+		return omr_err_set(err, OMR_E_FAIL, e, "cannot rename %s/%s to %s", tdir, tmp, name);
+	}
+	omr_rm_rf_at(tfd, old);
+done:
+	fsync(tfd);
+	return 0;
+}
+
+static char **build_env(const char *out, const char *agent, const char *cache,
+			const char *recipe_dir, const char *name)
+{
+	static const char *const pass[] = {
+		"TMPDIR", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY",
+		"HTTPS_PROXY", "NO_PROXY", "SOURCE_DATE_EPOCH",
+	};
+	char **env = omr_xcalloc(OMR_ARRAY_SIZE(pass) + 10, sizeof(char *));
+	const char *home = getenv("HOME");
+	size_t n = 0;
+
+	env[n++] = omr_strdup_printf("PATH=%s", CLEAN_PATH);
+	env[n++] = omr_strdup_printf("HOME=%s", home && *home == '/' ? home : "/");
+	env[n++] = omr_xstrdup("LC_ALL=C");
+	env[n++] = omr_strdup_printf("OUT=%s", out);
+	env[n++] = omr_strdup_printf("AGENT=%s", agent);
+	env[n++] = omr_strdup_printf("CACHE=%s", cache);
+	env[n++] = omr_strdup_printf("RECIPE_DIR=%s", recipe_dir);
+	env[n++] = omr_strdup_printf("TEMPLATE=%s", name);
+	for (size_t i = 0; i < OMR_ARRAY_SIZE(pass); i++) {
+		const char *v = getenv(pass[i]);
+		if (v)
+			env[n++] = omr_strdup_printf("%s=%s", pass[i], v);
+	}
+	env[n] = NULL;
+	return env;
+}
+
+/* The recipe must be an executable regular file only its owner can change:
+ * it runs with our privileges. */
+static int check_recipe(const char *recipe, const char *name, struct omr_err **err)
+{
+	struct stat st;
+
+	if (stat(recipe, &st) < 0) {
+		if (errno == ENOENT)
+			return omr_err_setx(err, OMR_E_NOT_FOUND, ENOENT, "no recipe for template '%s' (%s missing)", name,
+					 recipe);
+		return omr_err_set(err, omr_err_kind_missing(errno), errno, "%s", recipe);
+	}
+	if (!S_ISREG(st.st_mode))
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "%s is not a regular file", recipe);
+	if (access(recipe, X_OK) < 0)
+		return omr_err_set(err, OMR_E_FAIL, errno, "%s is not executable", recipe);
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		return omr_err_setx(err, OMR_E_DENIED, EPERM, "%s is writable by group or others", recipe);
+	return 0;
+}
+
+int omr_template_build(const struct omr_config *c, const char *name,
+		       omr_progress_fn progress, void *user, struct omr_err **err)
+{
+	_cleanup_free_ char *tdir = tpl_dir(c);
+	_cleanup_free_ char *abs_tdir = NULL, *recipes = NULL, *recipe_dir = NULL, *recipe = NULL;
+	_cleanup_free_ char *libexec = NULL;
+	_cleanup_free_ char *agent = NULL, *cache = NULL, *tmpl = NULL, *tmp_name = NULL;
+	_cleanup_close_ int tfd = -1, bfd = -1, lock = -1;
+	char **env = NULL;
+	int rc;
+
+	if ((rc = tpl_check_name(name, err)) < 0)
+		return rc;
+	recipes = tpl_abs_path(c->recipes_dir);
+	recipe_dir = omr_strdup_printf("%s/%s", recipes, name);
+	recipe = omr_strdup_printf("%s/recipe", recipe_dir);
+	if ((rc = check_recipe(recipe, name, err)) < 0)
+		return rc;
+
+	/* The templates live in the state dir: both ours alone. */
+	if ((rc = omr_dir_private(c->state_dir, 1, err)) < 0 ||
+	    (close(rc), rc = omr_dir_private(tdir, 1, err)) < 0)
+		return rc;
+	close(rc);
+	abs_tdir = realpath(tdir, NULL);
+	if (!abs_tdir)
+		return omr_err_set(err, OMR_E_FAIL, errno, "%s", tdir);
+	tfd = open(abs_tdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (tfd < 0)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", abs_tdir);
+	if ((lock = tpl_lock(tfd, name, err)) < 0)
+		return lock;
+	tpl_remove_leftovers(tfd, name);
+
+	cache = tpl_abs_path(c->cache_dir);
+	if ((rc = omr_mkdir_p(cache, 0755, err)) < 0)
+		return rc;
+	libexec = tpl_abs_path(c->libexec_dir);
+	agent = omr_strdup_printf("%s/omnirun-agent", libexec);
+
+	tmpl = omr_strdup_printf("%s/.%s.build.XXXXXX", abs_tdir, name);
+	if (!mkdtemp(tmpl))
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", tmpl);
+	tmp_name = omr_xstrdup(strrchr(tmpl, '/') + 1);
+
+	say(progress, user, "running recipe");
+	env = build_env(tmpl, agent, cache, recipe_dir, name);
+	rc = run_captured((char *[]){ recipe, NULL }, env, tmpl, BUILD_TIMEOUT_S, progress,
+			  user, err);
+	omr_argv_free(env);
+	if (rc < 0)
+		goto fail;
+
+	say(progress, user, "validating");
+	bfd = openat(tfd, tmp_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (bfd < 0) {
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", tmpl);
+		goto fail;
+	}
+	rc = finish_build(tfd, bfd, tmpl, name, err);
+	if (rc < 0) {
+		omr_err_wrap(err, "recipe %s produced an invalid template", recipe);
+		goto fail;
+	}
+	say(progress, user, "installing");
+	rc = install_build(tfd, abs_tdir, tmp_name, name, err);
+	if (rc < 0)
+		goto fail;
+	return 0;
+fail:
+	omr_rm_rf_at(tfd, tmp_name);
+	return rc;
+}

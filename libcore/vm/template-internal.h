@@ -1,0 +1,58 @@
+/* Shared by the three parts of the template store (template-conf.c,
+ * template-store.c, template-build.c); not part of the API.
+ *
+ * Layout under $state_dir/templates/:
+ *   NAME/                  an installed template (template.conf + files)
+ *   .NAME.lock             flock'ed by whoever builds or removes NAME
+ *   .NAME.build.XXXXXX     a build in progress (0700, never visible as NAME)
+ *   .NAME.old.XXXXXX       the previous build, being deleted
+ * Names never contain '.', so ".NAME." prefixes cannot collide. */
+#ifndef OMNIRUN_VM_TEMPLATE_INTERNAL_H
+#define OMNIRUN_VM_TEMPLATE_INTERNAL_H
+
+#include <stdint.h>
+
+#include "omnirun/vm/template.h"
+
+#define CONF_NAME        "template.conf"
+#define CONF_MAX         (64 * 1024)
+#define CONF_LINE_MAX    198   /* libinih's INI_MAX_LINE is 200 with "\n\0" */
+#define CMDLINE_MAX      180
+#define FILE_NAME_MAX    128
+#define BUILD_TIMEOUT_S  (15 * 60)
+#define TAIL_LINES       10
+#define TAIL_LINE_MAX    240
+#define SIZE_WALK_DEPTH  8
+#define CLEAN_PATH       "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* What template.conf says, file names still relative. */
+struct tconf {
+	char *name, *kernel, *initrd, *rootfs, *kernel_version, *cmdline;
+	uint64_t cpus, memory_mb, disk_mb, built_at, size_bytes;
+	int have_size;
+	unsigned seen;           /* bit per key: duplicates are errors */
+	struct omr_err **err;
+	int rc;
+};
+
+/* "invalid template name" (usage) unless name is valid. */
+int tpl_check_name(const char *name, struct omr_err **err);
+/* p made absolute against the working directory (malloc'ed). */
+char *tpl_abs_path(const char *p);
+/* $state_dir/templates (malloc'ed). */
+char *tpl_dir(const struct omr_config *c);
+void tpl_conf_clear(struct tconf *t);
+/* Parses template.conf text into *t; returns 0 or < 0. */
+int tpl_conf_parse(const char *text, struct tconf *t, struct omr_err **err);
+/* template.conf text for t (malloc'ed). */
+char *tpl_conf_format(const struct tconf *t);
+/* Parses and checks template.conf in dfd (the directory at abs_dir) for a
+ * template called name.  Fills *conf (relative names) and *out. */
+int tpl_load_dir(int dfd, const char *abs_dir, const char *name, struct tconf *conf,
+		 struct omr_template **out, struct omr_err **err);
+/* flock of .NAME.lock under tfd; returns the fd or < 0. */
+int tpl_lock(int tfd, const char *name, struct omr_err **err);
+/* Removes .NAME.build.* and .NAME.old.* under tfd. */
+void tpl_remove_leftovers(int tfd, const char *name);
+
+#endif
