@@ -32,20 +32,30 @@ int mon_console_open(struct mon_console *con, int dir_fd, uint64_t log_max, stru
 	return 0;
 }
 
-/* Keeps buf in the log: rotated once the cap is reached, so the host
- * keeps at most two capped files. */
+/* Keeps buf in the log: each file is filled to the cap, then rotated,
+ * so the host keeps at most two capped files and the older one is whole
+ * (a large read is split across the rotation). */
 static void log_write(struct mon_console *con, const char *buf, size_t n)
 {
-	if (con->written + n > con->log_max) {
-		if (con->log_fd >= 0)
-			close(con->log_fd);
-		renameat(con->dir_fd, "console.log", con->dir_fd, "console.log.1");
-		if (log_open(con) < 0)
+	while (n) {
+		size_t room = con->log_max > con->written ? con->log_max - con->written : 0;
+		size_t k = n < room ? n : room;
+
+		if (k == 0) {
+			if (con->log_fd >= 0)
+				close(con->log_fd);
+			renameat(con->dir_fd, "console.log", con->dir_fd, "console.log.1");
+			con->written = 0;
+			if (log_open(con) < 0)
+				return;
+			continue;
+		}
+		if (con->log_fd < 0 || omr_write_all(con->log_fd, buf, k) < 0)
 			return;
-		con->written = 0;
+		con->written += k;
+		buf += k;
+		n -= k;
 	}
-	if (con->log_fd >= 0 && omr_write_all(con->log_fd, buf, n) == 0)
-		con->written += n;
 }
 
 static void refill(struct mon_console *con, uint64_t now)
