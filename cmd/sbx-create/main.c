@@ -6,13 +6,15 @@
 
 #include "cli.h"
 #include "omnirun/base/exitcodes.h"
+#include "omnirun/base/util.h"
 #include "omnirun/client/sandbox.h"
 
 static void usage(void)
 {
 	printf("Usage: sbx-create [options]\n\n"
 	       "Create a sandbox (a microVM), wait until its guest agent answers and\n"
-	       "print its id on stdout (and nothing else, so id=$(sbx-create) works).\n\n"
+	       "print its id on stdout (and nothing else, so id=$(sbx-create) works).\n"
+	       "Its network is air-gapped unless --allow or --internet says otherwise.\n\n"
 	       "Options:\n"
 	       "  -t, --template NAME      template to boot (default: config, tiny)\n"
 	       "  -c, --cpus N             virtual CPUs\n"
@@ -20,11 +22,17 @@ static void usage(void)
 	       "  -d, --disk MB            size of the encrypted writable disk (/data)\n"
 	       "  -T, --timeout SEC        lifetime; the sandbox is torn down after it\n"
 	       "  -I, --idle-timeout SEC   tear down after SEC without activity (0: never)\n"
+	       "  -a, --allow HOST         let the guest reach HOST (repeatable; *.example.com\n"
+	       "                           for every name below example.com) over HTTP and\n"
+	       "                           HTTPS through the egress proxy; nothing else\n"
+	       "  -i, --internet           NAT the guest out of the configured uplink\n"
+	       "                           (private and host addresses stay unreachable)\n"
 	       "  -j, --json               print the sandbox as JSON instead of its id\n"
 	       "  -h, --help               show this help\n"
 	       "  -V, --version            show the version\n\n"
-	       "Exit status: 0 created, 1 failure, 2 usage, 3 unknown template,\n"
-	       "5 limit reached, 6 the VM failed to boot or its agent did not answer.\n");
+	       "Exit status: 0 created, 1 failure, 2 usage, 3 unknown template or uplink,\n"
+	       "4 forwarding is off on the uplink, 5 limit reached (sandboxes or the\n"
+	       "address pool), 6 the VM failed to boot or its agent did not answer.\n");
 	exit(OMR_EXIT_OK);
 }
 
@@ -37,12 +45,16 @@ int main(int argc, char **argv)
 		{ "disk", required_argument, NULL, 'd' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "idle-timeout", required_argument, NULL, 'I' },
+		{ "allow", required_argument, NULL, 'a' },
+		{ "internet", no_argument, NULL, 'i' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	struct omr_create_opts o = { 0 };
+	const char *allow[OMR_ALLOW_ENTRIES];
+	size_t nallow = 0;
 	struct omr_sandbox sb;
 	struct omr_err *err = NULL;
 	struct omr_config *c;
@@ -50,7 +62,7 @@ int main(int argc, char **argv)
 	uint64_t idle = 0;
 
 	omr_cli_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "t:c:m:d:T:I:jhV", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "t:c:m:d:T:I:a:ijhV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 't': o.template_name = optarg; break;
 		case 'c': o.cpus = (unsigned)omr_cli_number(optarg, 1, 1024, "cpu count"); break;
@@ -58,6 +70,12 @@ int main(int argc, char **argv)
 		case 'd': o.disk_mb = (unsigned)omr_cli_number(optarg, 1, UINT32_MAX - 1, "disk size"); break;
 		case 'T': o.timeout_s = (unsigned)omr_cli_number(optarg, 1, UINT32_MAX - 1, "timeout"); break;
 		case 'I': idle = omr_cli_number(optarg, 0, UINT32_MAX - 1, "idle timeout"); idle_set = 1; break;
+		case 'a':
+			if (nallow == OMR_ARRAY_SIZE(allow))
+				omr_cli_usage_error(OMR_EXIT_USAGE, "at most %d --allow names", OMR_ALLOW_ENTRIES);
+			allow[nallow++] = optarg;
+			break;
+		case 'i': o.internet = 1; break;
 		case 'j': json = 1; break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
@@ -66,6 +84,8 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc)
 		omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
+	o.allow = allow;
+	o.nallow = nallow;
 	if (idle_set)
 		o.idle_timeout_s = idle == 0 ? UINT32_MAX : (unsigned)idle;
 	c = omr_cli_config();

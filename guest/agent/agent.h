@@ -331,5 +331,7 @@ void init_main(void);
 /* Sets agent_cfg.disk_state. */
 void disk_setup(void);
 void net_setup(void);
+/* op "net_config": the host's network settings (net.c). */
+void op_net_config(uint32_t id, json_t *req);
 
 #endif

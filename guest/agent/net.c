@@ -1,9 +1,12 @@
-/* Network from the kernel command line (DESIGN.md §4): loopback always;
- * with omnirun.ip=A.B.C.D/N an interface (omnirun.iface, default eth0),
- * omnirun.gw=G for the default route, omnirun.dns=X[,Y] for
- * /etc/resolv.conf and omnirun.mtu=N.  Plain ioctls: no netlink needed for
- * one static IPv4 address. */
+/* The guest's network.  Loopback always.  The host sends the rest over the
+ * agent channel (op "net_config": the NIC by MAC, address, prefix,
+ * gateway, DNS, MTU), because a guest restored from a snapshot has no
+ * kernel command line of its own; the older omnirun.ip=A.B.C.D/N
+ * (omnirun.iface, omnirun.gw, omnirun.dns, omnirun.mtu) on the command
+ * line still works.  Plain ioctls: no netlink needed for one static IPv4
+ * address. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
@@ -12,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -48,6 +52,11 @@ static void set_in(struct sockaddr *sa, in_addr_t a)
 	memcpy(sa, &sin, sizeof(sin));
 }
 
+static in_addr_t prefix_mask(unsigned long prefix)
+{
+	return htonl(prefix ? ~0u << (32 - prefix) : 0);
+}
+
 static int parse_cidr(const char *s, in_addr_t *addr, in_addr_t *mask)
 {
 	char buf[32];
@@ -67,11 +76,12 @@ static int parse_cidr(const char *s, in_addr_t *addr, in_addr_t *mask)
 			return -1;
 	}
 	*addr = a.s_addr;
-	*mask = htonl(prefix ? ~0u << (32 - prefix) : 0);
+	*mask = prefix_mask(prefix);
 	return 0;
 }
 
-static void write_resolv(const char *dns)
+/* Writes resolv.conf with the servers of a comma-separated list. */
+static int write_resolv(const char *dns)
 {
 	_cleanup_free_ char *copy = strdup(dns);
 	FILE *f = fopen("/etc/resolv.conf", "we");
@@ -79,64 +89,81 @@ static void write_resolv(const char *dns)
 	if (!f)
 		f = fopen("/run/resolv.conf", "we"); /* read-only root */
 	if (!f || !copy) {
-		omr_log(OMR_LOG_ERR, "resolv.conf: %s", strerror(errno));
+		int e = errno;
 		if (f)
 			fclose(f);
-		return;
+		return -e;
 	}
 	for (char *d = strtok(copy, ","); d; d = strtok(NULL, ","))
 		fprintf(f, "nameserver %s\n", d);
-	fclose(f);
+	return fclose(f) == 0 ? 0 : -errno;
 }
 
-static void iface_setup(int s, const char *iface, const char *ip)
-{
-	const char *gw = kernel_param("gw"), *mtu = kernel_param("mtu");
+struct iface_cfg {
+	const char *iface;
 	in_addr_t addr, mask;
+	int mtu;          /* 0: leave it */
+	const char *gw;   /* NULL: no default route */
+};
+
+/* Address, mask, MTU, up, default route.  Returns 0, or -errno with what
+ * failed in *what. */
+static int iface_apply(int s, const struct iface_cfg *c, const char **what)
+{
 	struct ifreq ifr;
 	char path[64];
 	uint64_t end = omr_now_ms() + IFACE_WAIT_MS;
 
-	if (parse_cidr(ip, &addr, &mask) < 0 || ifreq_for(&ifr, iface) < 0) {
-		omr_log(OMR_LOG_ERR, "bad omnirun.ip or omnirun.iface");
-		return;
-	}
-	snprintf(path, sizeof(path), "/sys/class/net/%s", iface);
+	*what = "interface name";
+	if (ifreq_for(&ifr, c->iface) < 0)
+		return -ENAMETOOLONG;
+	snprintf(path, sizeof(path), "/sys/class/net/%s", c->iface);
 	while (access(path, F_OK) < 0 && omr_now_ms() < end)
 		usleep(20 * 1000);
-	set_in(&ifr.ifr_addr, addr);
+	set_in(&ifr.ifr_addr, c->addr);
+	*what = "address";
 	if (ioctl(s, SIOCSIFADDR, &ifr) < 0)
-		omr_log(OMR_LOG_ERR, "%s address: %s", iface, strerror(errno));
-	set_in(&ifr.ifr_netmask, mask);
+		return -errno;
+	set_in(&ifr.ifr_netmask, c->mask);
+	*what = "netmask";
 	if (ioctl(s, SIOCSIFNETMASK, &ifr) < 0)
-		omr_log(OMR_LOG_ERR, "%s netmask: %s", iface, strerror(errno));
-	if (mtu) {
-		ifr.ifr_mtu = atoi(mtu);
+		return -errno;
+	if (c->mtu) {
+		ifr.ifr_mtu = c->mtu;
+		*what = "mtu";
 		if (ioctl(s, SIOCSIFMTU, &ifr) < 0)
-			omr_log(OMR_LOG_ERR, "%s mtu: %s", iface, strerror(errno));
+			return -errno;
 	}
-	if (if_up(s, iface) < 0)
-		omr_log(OMR_LOG_ERR, "%s up: %s", iface, strerror(errno));
-	if (gw) {
+	*what = "link up";
+	if (if_up(s, c->iface) < 0)
+		return -errno;
+	if (c->gw) {
 		struct rtentry rt = { .rt_flags = RTF_UP | RTF_GATEWAY };
 		struct in_addr g;
-		if (inet_pton(AF_INET, gw, &g) != 1) {
-			omr_log(OMR_LOG_ERR, "bad omnirun.gw");
-			return;
-		}
+		*what = "gateway";
+		if (inet_pton(AF_INET, c->gw, &g) != 1)
+			return -EINVAL;
 		set_in(&rt.rt_dst, INADDR_ANY);
 		set_in(&rt.rt_genmask, INADDR_ANY);
 		set_in(&rt.rt_gateway, g.s_addr);
+		/* A restored guest may carry the template's route. */
+		ioctl(s, SIOCDELRT, &rt);
+		*what = "default route";
 		if (ioctl(s, SIOCADDRT, &rt) < 0)
-			omr_log(OMR_LOG_ERR, "default route: %s", strerror(errno));
+			return -errno;
 	}
+	return 0;
 }
 
 void net_setup(void)
 {
 	_cleanup_close_ int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	const char *ip = kernel_param("ip"), *dns = kernel_param("dns");
-	const char *iface = kernel_param("iface");
+	const char *iface = kernel_param("iface"), *mtu = kernel_param("mtu");
+	struct iface_cfg c = { .iface = iface ? iface : "eth0", .gw = kernel_param("gw"),
+			       .mtu = mtu ? atoi(mtu) : 0 };
+	const char *what;
+	int rc;
 
 	if (s < 0) {
 		omr_log(OMR_LOG_ERR, "socket: %s", strerror(errno));
@@ -144,8 +171,103 @@ void net_setup(void)
 	}
 	if (if_up(s, "lo") < 0)
 		omr_log(OMR_LOG_ERR, "lo up: %s", strerror(errno));
-	if (ip)
-		iface_setup(s, iface ? iface : "eth0", ip);
-	if (dns)
-		write_resolv(dns);
+	if (ip) {
+		if (parse_cidr(ip, &c.addr, &c.mask) < 0)
+			omr_log(OMR_LOG_ERR, "bad omnirun.ip");
+		else if ((rc = iface_apply(s, &c, &what)) < 0)
+			omr_log(OMR_LOG_ERR, "%s %s: %s", c.iface, what, strerror(-rc));
+	}
+	if (dns && (rc = write_resolv(dns)) < 0)
+		omr_log(OMR_LOG_ERR, "resolv.conf: %s", strerror(-rc));
+}
+
+/* The interface whose MAC is mac (case-insensitive), waiting a little for
+ * the driver.  Returns 0 with its name in out. */
+static int iface_by_mac(const char *mac, char *out, size_t n)
+{
+	uint64_t end = omr_now_ms() + IFACE_WAIT_MS;
+
+	do {
+		DIR *d = opendir("/sys/class/net");
+		struct dirent *de;
+
+		while (d && (de = readdir(d))) {
+			char path[300];
+			if (de->d_name[0] == '.')
+				continue;
+			_cleanup_free_ char *addr = NULL;
+
+			snprintf(path, sizeof(path), "/sys/class/net/%s/address", de->d_name);
+			if (omr_read_file_at(AT_FDCWD, path, 64, &addr, NULL, NULL) < 0)
+				continue;
+			addr[strcspn(addr, "\n")] = 0;
+			if (!strcasecmp(addr, mac) && strlen(de->d_name) < n) {
+				memcpy(out, de->d_name, strlen(de->d_name) + 1);
+				closedir(d);
+				return 0;
+			}
+		}
+		if (d)
+			closedir(d);
+		usleep(20 * 1000);
+	} while (omr_now_ms() < end);
+	return -ENODEV;
+}
+
+void op_net_config(uint32_t id, json_t *req)
+{
+	_cleanup_close_ int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	const char *mac, *addr, *gw, *what;
+	char iface[IFNAMSIZ], dns[256] = "";
+	struct iface_cfg c = { .iface = iface };
+	struct in_addr a;
+	int64_t prefix, mtu;
+	struct jerr e;
+	json_t *d = json_object_get(req, "dns"), *v;
+	size_t i;
+	int rc;
+
+	if (jget_str(req, "mac", true, &mac, &e) < 0 || jget_str(req, "address", true, &addr, &e) < 0 ||
+	    jget_str(req, "gateway", false, &gw, &e) < 0 ||
+	    jget_int(req, "prefix", 1, 32, 24, &prefix, &e) < 0 ||
+	    jget_int(req, "mtu", 576, 65535, 1500, &mtu, &e) < 0) {
+		send_bad_request(id, &e);
+		return;
+	}
+	if (inet_pton(AF_INET, addr, &a) != 1) {
+		send_error(id, EINVAL, NULL, "\"address\" is not an IPv4 address");
+		return;
+	}
+	json_array_foreach(d, i, v) {
+		struct in_addr x;
+		if (!json_is_string(v) || inet_pton(AF_INET, json_string_value(v), &x) != 1 ||
+		    strlen(dns) + 20 > sizeof(dns)) {
+			send_error(id, EINVAL, NULL, "\"dns\" must list IPv4 addresses");
+			return;
+		}
+		snprintf(dns + strlen(dns), sizeof(dns) - strlen(dns), "%s%s", *dns ? "," : "",
+			 json_string_value(v));
+	}
+	if (s < 0) {
+		send_error(id, errno, NULL, "socket");
+		return;
+	}
+	if ((rc = iface_by_mac(mac, iface, sizeof(iface))) < 0) {
+		send_error(id, -rc, NULL, "no network interface with MAC %.32s", mac);
+		return;
+	}
+	c.addr = a.s_addr;
+	c.mask = prefix_mask((unsigned long)prefix);
+	c.mtu = (int)mtu;
+	c.gw = gw;
+	if ((rc = iface_apply(s, &c, &what)) < 0) {
+		send_error(id, -rc, NULL, "%s %s", iface, what);
+		return;
+	}
+	if (*dns && (rc = write_resolv(dns)) < 0) {
+		send_error(id, -rc, NULL, "cannot write resolv.conf");
+		return;
+	}
+	omr_log(OMR_LOG_INFO, "network: %s %s/%d via %s", iface, addr, (int)prefix, gw ? gw : "-");
+	send_json(OMR_F_END, id, json_pack("{s:s}", "iface", iface));
 }

@@ -114,6 +114,7 @@ static const struct op {
 	{ "rename", op_rename },
 	{ "watch", op_watch },
 	{ "env_set", op_env_set },
+	{ "net_config", op_net_config },
 };
 
 static void ops_dispatch(uint32_t id, json_t *req)

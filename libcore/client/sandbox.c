@@ -40,16 +40,21 @@ static unsigned pick(unsigned a, unsigned b, unsigned c)
 	return a ? a : b ? b : c;
 }
 
-static int count_live(const struct omr_config *c)
+/* Counts the live sandboxes and takes the lowest free /30 of the pool
+ * for sb.  Returns the count, or < 0 when the pool is used up. */
+static int count_live_and_pick(const struct omr_config *c, struct omr_sandbox *sb,
+			       struct omr_err **err)
 {
 	struct omr_sandbox *v;
 	size_t n;
 	int live = 0;
 
 	if (omr_sandbox_list(c, &v, &n, NULL) < 0)
-		return 0;
+		v = NULL, n = 0;
 	for (size_t i = 0; i < n; i++)
 		live += v[i].state != OMR_SB_STOPPED;
+	if (live < (int)c->max_sandboxes && omr_pool_pick(c, v, n, sb->net_addr, err) < 0)
+		live = -1;
 	free(v);
 	return live;
 }
@@ -87,11 +92,14 @@ static int claim(const struct omr_config *c, struct omr_sandbox *sb, int *creato
 {
 	_cleanup_close_ int lock = omr_sandbox_create_lock(c, 10000, err);
 	_cleanup_close_ int root = -1;
-	int tries;
+	int tries, live;
 
 	if (lock < 0)
 		return -1;
-	if (count_live(c) >= (int)c->max_sandboxes)
+	live = count_live_and_pick(c, sb, err);
+	if (live < 0)
+		return -1;
+	if (live >= (int)c->max_sandboxes)
 		return omr_err_setx(err, OMR_E_LIMIT, EUSERS, "the host's sandbox limit (%u) is reached",
 				   c->max_sandboxes);
 	root = omr_state_sandboxes_dir(c, 1, err);
@@ -336,6 +344,14 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
 	    check_range("disk", sb.disk_mb, 16, c->max_disk_mb, " MB", err) < 0 ||
 	    check_range("timeout", sb.timeout_s, 1, c->max_timeout_s, " s", err) < 0)
 		return -1;
+	for (size_t i = 0; i < o->nallow; i++)
+		if (omr_allow_add(sb.net_allow, o->allow[i], err) < 0)
+			return omr_err_wrap(err, "--allow");
+	sb.net_internet = !!o->internet;
+	if (sb.net_internet && !c->net_uplink)
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "--internet needs an uplink: set "
+				    "[network] uplink in %s", c->conf_path ? c->conf_path
+				    : OMR_DEFAULT_CONF);
 	if (omr_accel_resolve(c, &accel, &why, err) < 0)
 		return -1;
 	omr_strlcpy(sb.template_name, tname, sizeof(sb.template_name));

@@ -67,6 +67,9 @@ int mon_conns_has_agent(const struct mon_conns *cs);
 /* Takes listen_fd (monitor.sock) and serves its clients.  Returns 0 or
  * < 0 with *err. */
 int mon_conns_serve(struct mon_conns *cs, int listen_fd, struct omr_err **err);
+/* Writes what the router queued outside of a connection's own event (a
+ * request of the monitor's own) and watches the fds for what follows. */
+void mon_conns_kick(struct mon_conns *cs);
 /* Writes the answer to the client that asked for destroy, waiting at most
  * timeout_ms for it to take it. */
 void mon_conns_answer_destroy(struct mon_conns *cs, unsigned timeout_ms);

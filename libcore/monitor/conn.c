@@ -329,6 +329,11 @@ static void sync_all(struct mon_conns *cs)
 			   (mon_router_agent_pending(cs->rt) ? EPOLLOUT : 0));
 }
 
+void mon_conns_kick(struct mon_conns *cs)
+{
+	sync_all(cs);
+}
+
 /* --- life --- */
 
 void mon_conns_init(struct mon_conns *cs, struct omr_loop *l, struct mon_router *rt,

@@ -41,6 +41,18 @@ struct mon {
 	uint64_t boot_deadline;
 	uint64_t connect_timer, tick_timer;
 	const char *end_reason;   /* set: tear down */
+	/* the network (net-hooks.c) */
+	struct omr_net *net;
+	int events_fd;            /* events.jsonl */
+	int net_config_done;      /* the agent answered net_config: 1 ok, -1 not */
+	char *net_config_error;
 };
+
+/* net-hooks.c: the sandbox's network */
+int mon_net_open(struct mon *m, struct omr_err **err);   /* before the VMM */
+int mon_net_start(struct mon *m, struct omr_err **err);  /* after HELLO */
+json_t *mon_net_request(void *user, const char *op, json_t *req); /* router ops */
+void mon_net_own_end(void *user, uint32_t gsid, const uint8_t *p, size_t len);
+void mon_net_close(struct mon *m);
 
 #endif

@@ -20,6 +20,7 @@
 #include "omnirun/base/log.h"
 #include "omnirun/base/util.h"
 #include "omnirun/monitor/monitor.h"
+#include "omnirun/net/net.h"
 
 #define HISTORY_MAX (4u << 20)
 
@@ -111,6 +112,8 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 		.qmp_sock = m->qmp_path,
 		.bench_sock = bench,
 		.disk_fd = m->disk_fd,
+		.tap_fd = m->net ? omr_net_tap_fd(m->net) : -1,
+		.mac = m->net ? omr_net_mac(m->net) : NULL,
 	};
 
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -118,6 +121,9 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 	spec.console_fd = pipefd[1];
 	rc = omr_vmm_spawn(&m->vmm, &spec, err);
 	close(pipefd[1]);
+	/* The VMM holds the tap now: when it goes, the tap goes. */
+	if (m->net)
+		omr_net_drop_tap(m->net);
 	if (rc < 0) {
 		close(pipefd[0]);
 		return -1;
@@ -224,6 +230,8 @@ static const struct mon_router_ops router_ops = {
 	.status = status_hook,
 	.destroy = destroy_hook,
 	.history = history_hook,
+	.request = mon_net_request,
+	.own_end = mon_net_own_end,
 };
 
 /* --- the agent channel --- */
@@ -410,6 +418,7 @@ static void teardown(struct mon *m)
 		m->vmm.pid = -1;
 	}
 	mon_console_finish(&m->console);
+	mon_net_close(m);
 	if (m->disk_fd >= 0) {
 		close(m->disk_fd);
 		m->disk_fd = -1;
@@ -515,9 +524,11 @@ static int boot(struct mon *m, struct omr_err **err)
 		return -1;
 	m->router = mon_router_new(&router_ops, m, omr_now_ms());
 	mon_conns_init(&m->conns, m->loop, m->router, m->sb.owner, &conns_ops, m);
-	if (signals_setup(m, err) < 0 || spawn_vmm(m, err) < 0)
+	if (signals_setup(m, err) < 0 || mon_net_open(m, err) < 0 || spawn_vmm(m, err) < 0)
 		return -1;
-	return wait_agent(m, err);
+	if (wait_agent(m, err) < 0)
+		return -1;
+	return mon_net_start(m, err);
 }
 
 /* Sets the record to running, unless sbx-kill or sbx-gc reaped it while
@@ -561,7 +572,8 @@ int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 		    struct omr_err **err)
 {
 	struct mon m = { .c = c, .state_fd = -1, .disk_fd = -1, .listen_fd = -1,
-			 .history_fd = -1, .console = { .log_fd = -1, .pipe_fd = -1 } };
+			 .history_fd = -1, .console = { .log_fd = -1, .pipe_fd = -1 },
+			 .events_fd = -1 };
 	struct omr_err *e = NULL; /* the report needs it even when err is NULL */
 
 	omr_vmm_init(&m.vmm, omr_vmm_ops_find("qemu"));

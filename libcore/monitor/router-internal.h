@@ -42,6 +42,10 @@
 
 struct mon_router;
 
+/* Stream ids on the agent channel from here up are the monitor's own
+ * requests (mon_router_own_request); client routes never get them. */
+#define MON_OWN_GSID_MIN 0x7fff0000u
+
 /* What the router needs from the monitor that runs it. */
 struct mon_router_ops {
 	/* The sandbox's part of a "status" answer (a new object). */
@@ -50,6 +54,13 @@ struct mon_router_ops {
 	void (*destroy)(void *user);
 	/* One line of the command history (no newline). */
 	void (*history)(void *user, const char *line, size_t len);
+	/* An op the monitor answers itself (the network's): its END (a new
+	 * object), or NULL when it is not one (it goes to the agent).  May
+	 * be NULL. */
+	json_t *(*request)(void *user, const char *op, json_t *req);
+	/* The END of one of the monitor's own requests (gsid >=
+	 * MON_OWN_GSID_MIN).  May be NULL. */
+	void (*own_end)(void *user, uint32_t gsid, const uint8_t *p, size_t len);
 };
 
 /* A router; now is the monotonic time in ms (the start of idleness). */
@@ -95,6 +106,10 @@ uint64_t mon_router_last_activity(const struct mon_router *rt, uint64_t now);
 void mon_router_touch(struct mon_router *rt, uint64_t now);
 /* The agent's last HELLO (borrowed), NULL before the first. */
 const json_t *mon_router_hello(const struct mon_router *rt);
+
+/* Queues a request of the monitor's own to the agent on gsid (>=
+ * MON_OWN_GSID_MIN); its END goes to ops->own_end. */
+void mon_router_own_request(struct mon_router *rt, uint32_t gsid, const void *p, size_t len);
 
 /* Queues the answer to the client that asked for destroy.  Returns that
  * client's number, or -1 if none is waiting (or it left). */

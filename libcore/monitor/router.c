@@ -94,7 +94,7 @@ static void route_remove(struct mon_router *rt, struct route *r, uint64_t now)
 static uint32_t new_gsid(struct mon_router *rt)
 {
 	do {
-		if (++rt->next_gsid == 0)
+		if (++rt->next_gsid >= MON_OWN_GSID_MIN)
 			rt->next_gsid = 1;
 	} while (route_by_gsid(rt, rt->next_gsid));
 	return rt->next_gsid;
@@ -249,6 +249,11 @@ void mon_router_on_agent_frame(struct mon_router *rt, const struct omr_frame_hdr
 		agent_hello(rt, p, h->len, now);
 		return;
 	}
+	if (h->stream >= MON_OWN_GSID_MIN) {
+		if (h->type == OMR_F_END && rt->ops->own_end)
+			rt->ops->own_end(rt->user, h->stream, p, h->len);
+		return;
+	}
 	r = route_by_gsid(rt, h->stream);
 	if (!r)
 		return; /* a stream we already gave up on */
@@ -327,6 +332,13 @@ static void client_req(struct mon_router *rt, int ci, uint32_t csid, const uint8
 	if (!strcmp(op, "hello")) {
 		client_error(rt, ci, csid, "bad_request", "op 'hello' is the monitor's own");
 		goto out;
+	}
+	if (rt->ops->request) {
+		json_t *answer = rt->ops->request(rt->user, op, req);
+		if (answer) {
+			client_answer(rt, ci, csid, answer);
+			goto out;
+		}
 	}
 	if (rt->clients[ci]->nstreams >= MON_MAX_STREAMS_PER_CLIENT) {
 		client_error(rt, ci, csid, "limit_reached", "too many open streams on this connection");
@@ -543,6 +555,11 @@ void mon_router_touch(struct mon_router *rt, uint64_t now)
 const json_t *mon_router_hello(const struct mon_router *rt)
 {
 	return rt->hello;
+}
+
+void mon_router_own_request(struct mon_router *rt, uint32_t gsid, const void *p, size_t len)
+{
+	mon_outq_push(&rt->agent_out, OMR_F_REQ, 0, gsid, p, len);
 }
 
 int mon_router_answer_destroy(struct mon_router *rt)

@@ -1,6 +1,7 @@
 /* Configuration loading; see omnirun/config.h. */
 #include <errno.h>
 #include <ini.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -68,6 +69,9 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		{ "vmm", "qemu", &c->qemu },
 		{ "vmm", "accel", &c->accel },
 		{ "sandbox", "template", &c->default_template },
+		{ "network", "pool", &c->net_pool_text },
+		{ "network", "uplink", &c->net_uplink },
+		{ "network", "exceptions", &c->net_exceptions_text },
 	};
 	for (size_t i = 0; i < OMR_ARRAY_SIZE(strs); i++) {
 		if (!strcmp(section, strs[i].s) && !strcmp(name, strs[i].n)) {
@@ -122,6 +126,36 @@ static void set_defaults(struct omr_config *c)
 	c->files_timeout_s = 30;
 	c->max_download_mb = 65536;
 	c->host_reserve_mb = 256;
+	c->net_pool_text = omr_xstrdup(OMR_NET_POOL_DEFAULT);
+}
+
+/* [network]: the pool is an IPv4 range that holds at least one /30; the
+ * uplink a plausible interface name; the exceptions address ranges. */
+static int network_check(struct omr_config *c, struct omr_err **err)
+{
+	const char *bad = NULL;
+	int n;
+
+	if (omr_cidr_parse(c->net_pool_text, &c->net_pool) < 0 || c->net_pool.family != AF_INET ||
+	    c->net_pool.prefix < 8 || c->net_pool.prefix > 30)
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "network.pool must be an IPv4 range "
+				    "between /8 and /30, not '%s'", c->net_pool_text);
+	if (c->net_uplink && !*c->net_uplink) {
+		free(c->net_uplink);
+		c->net_uplink = NULL;
+	}
+	if (c->net_uplink && (strlen(c->net_uplink) >= 16 || strchr(c->net_uplink, '/') ||
+			      strchr(c->net_uplink, ' ')))
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "network.uplink '%s' is not an "
+				    "interface name", c->net_uplink);
+	if (c->net_exceptions_text) {
+		n = omr_cidr_list_parse(c->net_exceptions_text, &c->net_exceptions, &bad);
+		if (n < 0)
+			return omr_err_setx(err, OMR_E_USAGE, EINVAL, "network.exceptions: '%.40s' "
+					    "is not an address range", bad);
+		c->net_nexceptions = n;
+	}
+	return 0;
 }
 
 static void env_override(char **dst, const char *var)
@@ -175,6 +209,10 @@ int omr_config_load(struct omr_config **out, struct omr_err **err)
 		x.rc = omr_err_setx(err, OMR_E_USAGE, EINVAL, "a sandbox default exceeds its maximum");
 		goto fail;
 	}
+	if ((x.rc = network_check(c, err)) < 0) {
+		omr_err_wrap(err, "%s", c->conf_path ? c->conf_path : "config");
+		goto fail;
+	}
 	*out = c;
 	return 0;
 fail:
@@ -195,6 +233,10 @@ void omr_config_free(struct omr_config *c)
 	free(c->qemu);
 	free(c->accel);
 	free(c->default_template);
+	free(c->net_pool_text);
+	free(c->net_uplink);
+	free(c->net_exceptions_text);
+	free(c->net_exceptions);
 	free(c);
 }
 

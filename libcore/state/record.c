@@ -20,7 +20,7 @@
 #include "omnirun/base/util.h"
 
 #define RECORD "sandbox.conf"
-#define RECORD_MAX 8192
+#define RECORD_MAX 16384
 
 static const char *const state_names[] = {
 	[OMR_SB_STARTING] = "starting",
@@ -171,6 +171,10 @@ static int on_field(void *user, const char *section, const char *k, const char *
 		x->bad |= omr_strlcpy(sb->accel, v, sizeof(sb->accel)) < 0;
 	else if (!strcmp(k, "owner"))
 		sb->owner = (uid_t)to_u(x, v);
+	else if (!strcmp(k, "net_addr"))
+		x->bad |= omr_strlcpy(sb->net_addr, v, sizeof(sb->net_addr)) < 0;
+	else if (!strcmp(k, "net_internet"))
+		sb->net_internet = to_u(x, v) != 0;
 	/* Unknown keys are kept for newer versions' sake: ignored. */
 	return 1;
 }
@@ -194,6 +198,32 @@ static int corrupt(struct omr_sandbox *out, const char *id, const char *why,
 	return omr_err_setx(err, OMR_E_STATE, EBADMSG,
 			    "sandbox %s: corrupt record (%s); sbx-kill %s tears it down", id, why,
 			    id);
+}
+
+/* libinih cuts lines at 200 bytes: a field that may be longer (the
+ * allow-list, up to OMR_ALLOW_MAX) is taken out of the text before it is
+ * parsed.  Returns 0 (dst "" when absent) or -1 when it does not fit. */
+static int take_long_line(char *text, const char *key, char *dst, size_t size)
+{
+	char *p = text;
+	size_t klen = strlen(key);
+
+	dst[0] = 0;
+	while (p && *p) {
+		char *nl = strchr(p, '\n');
+		char *end = nl ? nl : p + strlen(p);
+		if (!strncmp(p, key, klen)) {
+			size_t len = (size_t)(end - p) - klen;
+			if (len >= size)
+				return -1;
+			memcpy(dst, p + klen, len);
+			dst[len] = 0;
+			memmove(p, nl ? nl + 1 : end, strlen(nl ? nl + 1 : end) + 1);
+			return 0;
+		}
+		p = nl ? nl + 1 : NULL;
+	}
+	return 0;
 }
 
 int omr_sandbox_load(const struct omr_config *c, const char *id,
@@ -224,6 +254,8 @@ int omr_sandbox_load(const struct omr_config *c, const char *id,
 	memset(out, 0, sizeof(*out));
 	if (strlen(text) != len)
 		return corrupt(out, id, "NUL bytes", err);
+	if (take_long_line(text, "net_allow = ", out->net_allow, sizeof(out->net_allow)) < 0)
+		return corrupt(out, id, "allow-list too long", err);
 	if (ini_parse_string(text, on_field, &x) != 0 || x.bad)
 		return corrupt(out, id, "unreadable fields", err);
 	if (x.seen != (SEEN_ID | SEEN_STATE | SEEN_CREATED))
@@ -246,12 +278,14 @@ int omr_sandbox_save(const struct omr_config *c, const struct omr_sandbox *sb,
 		"id = %s\ntemplate = %s\nstate = %s\ncreated_at = %lld\n"
 		"expires_at = %lld\nended_at = %lld\nend_reason = %s\ncpus = %u\n"
 		"memory_mb = %u\ndisk_mb = %u\ntimeout = %u\nidle_timeout = %u\n"
-		"monitor_pid = %d\nvmm_pid = %d\naccel = %s\nowner = %u\n",
+		"monitor_pid = %d\nvmm_pid = %d\naccel = %s\nowner = %u\n"
+		"net_addr = %s\nnet_internet = %d\nnet_allow = %s\n",
 		sb->id, sb->template_name, omr_sb_state_name(sb->state),
 		(long long)sb->created_at, (long long)sb->expires_at,
 		(long long)sb->ended_at, sb->end_reason, sb->cpus, sb->memory_mb,
 		sb->disk_mb, sb->timeout_s, sb->idle_timeout_s, (int)sb->monitor_pid,
-		(int)sb->vmm_pid, sb->accel, (unsigned)sb->owner);
+		(int)sb->vmm_pid, sb->accel, (unsigned)sb->owner, sb->net_addr,
+		sb->net_internet, sb->net_allow);
 	if (omr_write_file_atomic_at(dfd, RECORD, text, strlen(text), 0600, &e) < 0) {
 		/* A full filesystem must not leave a record that lies: the
 		 * reserve gives back what this write needs. */
@@ -375,6 +409,27 @@ static json_t *time_json(int64_t secs)
 	return json_string(buf);
 }
 
+json_t *omr_sandbox_network_json(const struct omr_sandbox *sb)
+{
+	json_t *allow = json_array();
+	char gw[OMR_ADDR4_MAX] = "";
+	const char *p = sb->net_allow;
+
+	while (*p) {
+		size_t len = strcspn(p, ",");
+		if (len)
+			json_array_append_new(allow, json_stringn(p, len));
+		p += len + (p[len] == ',');
+	}
+	if (sb->net_addr[0] && omr_net_gateway_of(sb->net_addr, gw) < 0)
+		gw[0] = 0;
+	return json_pack("{s:s?, s:s?, s:i, s:b, s:o, s:s}", "address",
+			 sb->net_addr[0] ? sb->net_addr : NULL, "gateway", gw[0] ? gw : NULL,
+			 "prefix", 30, "internet", sb->net_internet, "allow", allow, "mode",
+			 sb->net_internet ? "internet" : json_array_size(allow) ? "allow-list"
+			 : "air-gapped");
+}
+
 json_t *omr_sandbox_json(const struct omr_sandbox *sb)
 {
 	json_t *j = json_object();
@@ -393,6 +448,7 @@ json_t *omr_sandbox_json(const struct omr_sandbox *sb)
 	json_object_set_new(j, "pid", sb->vmm_pid > 0 ? json_integer(sb->vmm_pid) : json_null());
 	json_object_set_new(j, "monitor_pid",
 			    sb->monitor_pid > 0 ? json_integer(sb->monitor_pid) : json_null());
+	json_object_set_new(j, "network", omr_sandbox_network_json(sb));
 	if (sb->state == OMR_SB_STOPPED) {
 		json_object_set_new(j, "ended_at", time_json(sb->ended_at));
 		json_object_set_new(j, "end_reason", json_string(sb->end_reason));

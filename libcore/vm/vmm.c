@@ -107,6 +107,13 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 		add(&a, "-device");
 		add(&a, "virtio-blk-device,drive=data");
 	}
+	if (s->tap_fd >= 0) {
+		/* The tap arrives as an fd; its offloads (vnet_hdr) are
+		 * probed on it. */
+		addf2(&a, "-netdev", omr_strdup_printf("tap,id=net0,fd=%d", OMR_VMM_TAP_FD));
+		addf2(&a, "-device", omr_strdup_printf("virtio-net-device,netdev=net0,mac=%s",
+							   s->mac ? s->mac : "52:54:00:12:34:56"));
+	}
 	addf2(&a, "-qmp", omr_strdup_printf("unix:%s,server=on,wait=off", s->qmp_sock));
 	add(&a, "-sandbox");
 	add(&a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
@@ -118,7 +125,7 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 static int qemu_spawn(struct omr_vmm *vm, const struct omr_vmm_spec *s, struct omr_err **err)
 {
 	_cleanup_close_ int ro = -1;
-	int keep_from[2], keep_to[2] = { OMR_VMM_DISK_FD, OMR_VMM_DISK_RO_FD };
+	int keep_from[3], keep_to[3];
 	size_t nkeep = 0;
 	char **argv;
 	pid_t pid;
@@ -130,9 +137,14 @@ static int qemu_spawn(struct omr_vmm *vm, const struct omr_vmm_spec *s, struct o
 		ro = open(self, O_RDONLY | O_CLOEXEC);
 		if (ro < 0)
 			return omr_err_set(err, OMR_E_FAIL, errno, "cannot reopen the data disk");
-		keep_from[0] = s->disk_fd;
-		keep_from[1] = ro;
-		nkeep = 2;
+		keep_from[nkeep] = s->disk_fd;
+		keep_to[nkeep++] = OMR_VMM_DISK_FD;
+		keep_from[nkeep] = ro;
+		keep_to[nkeep++] = OMR_VMM_DISK_RO_FD;
+	}
+	if (s->tap_fd >= 0) {
+		keep_from[nkeep] = s->tap_fd;
+		keep_to[nkeep++] = OMR_VMM_TAP_FD;
 	}
 	argv = omr_vmm_argv(s);
 	pid = omr_spawn(argv, s->console_fd, keep_from, keep_to, nkeep, err);

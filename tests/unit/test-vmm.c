@@ -87,17 +87,28 @@ static void test_argv(void)
 {
 	struct omr_vmm_spec s = { .qemu = "qemu", .accel = OMR_ACCEL_TCG, .tb_size_mb = 32, .cpus = 1,
 				  .memory_mb = 256, .kernel = "k", .initrd = "i", .cmdline = "c",
-				  .agent_sock = "/a", .qmp_sock = "/q", .disk_fd = 17, .console_fd = -1 };
+				  .agent_sock = "/a", .qmp_sock = "/q", .disk_fd = 17, .console_fd = -1,
+				  .tap_fd = 9, .mac = "52:54:00:01:02:03" };
 	char **argv = omr_vmm_argv(&s);
-	int fd3 = 0, fd4 = 0, sandbox = 0;
+	int fd3 = 0, fd4 = 0, sandbox = 0, tap = 0, nic = 0;
 
 	for (char **a = argv; *a; a++) {
 		fd3 |= !strcmp(*a, "fd=3,set=1");
 		fd4 |= !strcmp(*a, "fd=4,set=1");
 		sandbox |= !strncmp(*a, "on,obsolete=deny", 16);
+		tap |= !strcmp(*a, "tap,id=net0,fd=5");
+		nic |= !strcmp(*a, "virtio-net-device,netdev=net0,mac=52:54:00:01:02:03");
 	}
 	ok(fd3 && fd4, "argv: the disk is fds 3 and 4 in QEMU, whatever our fd number");
+	ok(tap && nic, "argv: the tap is fd 5 in QEMU, never a name, behind virtio-net");
 	ok(sandbox, "argv: -sandbox on");
+	omr_argv_free(argv);
+	s.tap_fd = -1;
+	argv = omr_vmm_argv(&s);
+	nic = 0;
+	for (char **a = argv; *a; a++)
+		nic |= !strcmp(*a, "-netdev");
+	ok(!nic, "argv: no tap, no network device");
 	omr_argv_free(argv);
 }
 

@@ -12,6 +12,10 @@ struct omr_create_opts {
 	unsigned cpus, memory_mb, disk_mb;   /* 0: template's, then config's */
 	unsigned timeout_s;          /* 0: config default */
 	unsigned idle_timeout_s;     /* 0: config default; UINT32_MAX: none */
+	int internet;                /* NAT out of the configured uplink */
+	const char *const *allow;    /* host names ("*.x" too) the egress
+					proxy lets through; nallow of them */
+	size_t nallow;
 };
 
 /* Validates the options, spawns sbx-monitor and waits until the guest agent

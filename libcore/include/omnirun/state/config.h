@@ -7,8 +7,11 @@
 #include <stdint.h>
 
 #include "omnirun/base/err.h"
+#include "omnirun/state/netconf.h"
 
 #define OMR_DEFAULT_CONF "/etc/omnirun/omnirun.conf"
+/* Carved into one /30 per sandbox: 16384 sandboxes. */
+#define OMR_NET_POOL_DEFAULT "10.231.0.0/16"
 
 struct omr_config {
 	char *conf_path;      /* file read, or NULL when none existed */
@@ -43,6 +46,16 @@ struct omr_config {
 	unsigned host_reserve_mb;    /* [files] host_reserve_mb: a download
 					stops before the host's filesystem has
 					less than this free */
+
+	/* [network] (DESIGN.md §6) */
+	char *net_pool_text;          /* pool: IPv4 range the /30s come from */
+	struct omr_cidr net_pool;
+	char *net_uplink;             /* uplink: interface --internet NATs out
+					 of, or NULL (no --internet) */
+	char *net_exceptions_text;    /* exceptions: ranges --internet and the
+					 proxy may reach although private */
+	struct omr_cidr *net_exceptions;
+	int net_nexceptions;
 };
 
 /* Loads the configuration (defaults, then the file, then the environment).

@@ -16,6 +16,7 @@
 #include "omnirun/state/config.h"
 #include "omnirun/base/err.h"
 #include "omnirun/base/ids.h"
+#include "omnirun/state/netconf.h"
 
 enum omr_sb_state {
 	OMR_SB_STARTING = 0,
@@ -36,6 +37,13 @@ struct omr_sandbox {
 	pid_t monitor_pid, vmm_pid;
 	char accel[8];           /* tcg | kvm */
 	uid_t owner;
+	/* Network (DESIGN.md §6): the guest's address in its /30 (gateway
+	 * .1, guest .2), "" for none; the policy, changed at run time by
+	 * sbx-net: internet on or off, and the allow-list, comma-separated
+	 * normalized names (omnirun/state/netconf.h). */
+	char net_addr[OMR_ADDR4_MAX];
+	int net_internet;
+	char net_allow[OMR_ALLOW_MAX];
 };
 
 const char *omr_sb_state_name(enum omr_sb_state s);
@@ -75,6 +83,9 @@ int omr_sandbox_list(const struct omr_config *c, struct omr_sandbox **out, size_
 
 /* The record as the JSON object the CLI and the API return (new ref). */
 json_t *omr_sandbox_json(const struct omr_sandbox *sb);
+/* Its "network" member: {address, gateway, prefix, internet, allow[],
+ * mode: "air-gapped" | "allow-list" | "internet"} (new ref). */
+json_t *omr_sandbox_network_json(const struct omr_sandbox *sb);
 
 /* The last max bytes of a file in the sandbox's state directory
  * (console.log, monitor.log), from a line start, NULs shown as spaces:

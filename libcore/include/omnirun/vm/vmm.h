@@ -27,6 +27,10 @@ struct omr_vmm_spec {
 	int disk_fd;               /* the data disk, open read-write, or -1 */
 	int console_fd;            /* the VMM's stdout and stderr (the guest's
 				      console), or -1 for ours */
+	int tap_fd;                /* the guest NIC's tap, or -1 for no NIC:
+				      always an fd, never a name (the VMM
+				      may live in a namespace of its own) */
+	const char *mac;           /* that NIC's MAC address */
 };
 
 struct omr_vmm;
@@ -74,15 +78,16 @@ int omr_vmm_resume(struct omr_vmm *vm, struct omr_err **err);
 int omr_vmm_snapshot(struct omr_vmm *vm, const char *path, struct omr_err **err);
 int omr_vmm_restore(struct omr_vmm *vm, const char *path, struct omr_err **err);
 
-/* The fds the data disk gets in QEMU (read-write; read-only). */
+/* The fds the data disk gets in QEMU (read-write; read-only), and the tap. */
 #define OMR_VMM_DISK_FD 3
 #define OMR_VMM_DISK_RO_FD 4
+#define OMR_VMM_TAP_FD 5
 
 /* Builds QEMU's argv (NULL-terminated, malloc'ed strings; free with
  * omr_argv_free in omnirun/base/spawn.h) for s: the disk, when
  * s->disk_fd >= 0, is OMR_VMM_DISK_FD and OMR_VMM_DISK_RO_FD in the
- * child.  No display, no default devices, no network, seccomp sandbox
- * on. */
+ * child, the tap (s->tap_fd >= 0) OMR_VMM_TAP_FD behind a virtio-net
+ * device.  No display, no default devices, seccomp sandbox on. */
 char **omr_vmm_argv(const struct omr_vmm_spec *s);
 
 /* QMP, QEMU's control protocol, over the Unix socket at path: connects,
