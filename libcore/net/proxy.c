@@ -333,6 +333,22 @@ static void on_io(void *user, int fd, uint32_t events)
 	}
 }
 
+/* At the bound, the oldest connection that has not said anything yet
+ * makes room: a burst of idle connections cannot lock out the guest's
+ * real ones.  Returns 1 if one was closed. */
+static int evict_idle(struct net_proxy *px)
+{
+	struct conn *c, *oldest = NULL;
+
+	for (c = px->head; c; c = c->next) /* newest first */
+		if (c->st == C_HEAD && c->g2u.len == 0)
+			oldest = c;
+	if (!oldest)
+		return 0;
+	refuse(oldest, "too many connections: the oldest idle one is closed");
+	return 1;
+}
+
 static void on_accept(void *user, int lfd, uint32_t events)
 {
 	struct net_proxy *px = user;
@@ -346,7 +362,7 @@ static void on_accept(void *user, int lfd, uint32_t events)
 
 		if (fd < 0)
 			return;
-		if (px->count >= NET_CONN_MAX) {
+		if (px->count >= NET_CONN_MAX && !evict_idle(px)) {
 			/* Bounded: the newest is refused, the rest go on. */
 			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
 			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));

@@ -1,0 +1,160 @@
+/* sbx-net: a running sandbox's network policy and counters. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "omnirun/base/exitcodes.h"
+#include "omnirun/base/ids.h"
+#include "omnirun/base/util.h"
+#include "omnirun/client/net.h"
+#include "omnirun/state/netconf.h"
+
+static void usage(void)
+{
+	printf("Usage: sbx-net [options] ID policy [--internet on|off] [--allow HOST]...\n"
+	       "                                  [--deny HOST]...\n"
+	       "       sbx-net [options] ID stats\n\n"
+	       "Show or change a running sandbox's network policy, or show its counters.\n"
+	       "A change is atomic (one nft transaction); proxied connections the new\n"
+	       "policy refuses are closed, forwarded ones reset.  Without a change,\n"
+	       "policy shows the current one.\n\n"
+	       "Policy options:\n"
+	       "  -i, --internet on|off   NAT the guest out of the uplink, or stop\n"
+	       "  -a, --allow HOST        add HOST (or *.domain) to the allow-list\n"
+	       "  -d, --deny HOST         remove HOST from the allow-list\n\n"
+	       "Options:\n"
+	       "  -j, --json     JSON output\n"
+	       "  -h, --help     show this help\n"
+	       "  -V, --version  show the version\n\n"
+	       "Exit status: 0 ok, 1 failure, 2 usage (a bad host name), 3 no such\n"
+	       "sandbox or uplink, 4 not running or forwarding off on the uplink,\n"
+	       "5 the allow-list is full.\n");
+	exit(OMR_EXIT_OK);
+}
+
+static void print_policy(json_t *p)
+{
+	json_t *v;
+	size_t i;
+
+	printf("mode      %s\n", json_string_value(json_object_get(p, "mode")));
+	printf("internet  %s\n", json_is_true(json_object_get(p, "internet")) ? "on" : "off");
+	printf("allow    ");
+	json_array_foreach(json_object_get(p, "allow"), i, v)
+		printf(" %s", json_string_value(v));
+	printf("%s\n", json_array_size(json_object_get(p, "allow")) ? "" : " (none)");
+	printf("address   %s/%lld gateway %s\n", json_string_value(json_object_get(p, "address")),
+	       (long long)json_integer_value(json_object_get(p, "prefix")),
+	       json_string_value(json_object_get(p, "gateway")));
+}
+
+static long long num(json_t *o, const char *a, const char *b)
+{
+	json_t *v = json_object_get(o, a);
+	return (long long)json_integer_value(b ? json_object_get(v, b) : v);
+}
+
+static void print_stats(json_t *s)
+{
+	json_t *v;
+	size_t i;
+
+	printf("mode         %s\n", json_string_value(json_object_get(s, "mode")));
+	printf("bytes        in %lld, out %lld (forwarded in %lld, out %lld)\n",
+	       num(s, "bytes_in", NULL), num(s, "bytes_out", NULL), num(s, "forwarded", "bytes_in"),
+	       num(s, "forwarded", "bytes_out"));
+	printf("connections  allowed %lld, refused %lld, open %lld\n",
+	       num(s, "connections", "allowed"), num(s, "connections", "refused"),
+	       num(s, "connections", "open"));
+	printf("dns          answered %lld, refused %lld, relayed %lld\n", num(s, "dns", "answered"),
+	       num(s, "dns", "refused"), num(s, "dns", "relayed"));
+	if (json_array_size(json_object_get(s, "names")))
+		printf("\n%-40s %8s %8s %12s %12s  %s\n", "NAME", "ALLOWED", "REFUSED", "BYTES_IN",
+		       "BYTES_OUT", "LAST REFUSAL");
+	json_array_foreach(json_object_get(s, "names"), i, v) {
+		const char *why = json_string_value(json_object_get(v, "last_refusal"));
+		printf("%-40s %8lld %8lld %12lld %12lld  %s\n",
+		       json_string_value(json_object_get(v, "name")), num(v, "allowed", NULL),
+		       num(v, "refused", NULL), num(v, "bytes_in", NULL), num(v, "bytes_out", NULL),
+		       why ? why : "-");
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "internet", required_argument, NULL, 'i' },
+		{ "allow", required_argument, NULL, 'a' },
+		{ "deny", required_argument, NULL, 'd' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	const char *allow[OMR_ALLOW_ENTRIES], *deny[OMR_ALLOW_ENTRIES], *id = NULL, *cmd = NULL;
+	struct omr_net_change ch = { .internet = -1, .allow = allow, .deny = deny };
+	struct omr_err *err = NULL;
+	struct omr_config *c;
+	int json = 0, ch_, rc;
+	json_t *out = NULL;
+
+	omr_cli_init(argv[0]);
+	/* Options may come before or after "ID policy|stats". */
+	while (optind < argc) {
+		if ((ch_ = getopt_long(argc, argv, "+i:a:d:jhV", opts, NULL)) == -1) {
+			if (!id)
+				id = argv[optind++];
+			else if (!cmd)
+				cmd = argv[optind++];
+			else
+				omr_cli_usage_error("unexpected argument '%s'", argv[optind]);
+			continue;
+		}
+		switch (ch_) {
+		case 'i':
+			if (strcmp(optarg, "on") && strcmp(optarg, "off"))
+				omr_cli_usage_error("--internet takes on or off, not '%s'", optarg);
+			ch.internet = !strcmp(optarg, "on");
+			break;
+		case 'a':
+		case 'd':
+			if ((ch_ == 'a' ? ch.nallow : ch.ndeny) == OMR_ALLOW_ENTRIES)
+				omr_cli_usage_error("at most %d names per option", OMR_ALLOW_ENTRIES);
+			if (ch_ == 'a')
+				allow[ch.nallow++] = optarg;
+			else
+				deny[ch.ndeny++] = optarg;
+			break;
+		case 'j': json = 1; break;
+		case 'h': usage(); break;
+		case 'V': omr_cli_version(); break;
+		default: omr_cli_usage_error(NULL);
+		}
+	}
+	if (!id || !cmd)
+		omr_cli_usage_error("expected a sandbox id and policy or stats");
+	if (!omr_id_valid(id))
+		omr_cli_usage_error("invalid sandbox id '%s'", id);
+	if (strcmp(cmd, "policy") && strcmp(cmd, "stats"))
+		omr_cli_usage_error("unknown command '%s' (policy or stats)", cmd);
+	if (!strcmp(cmd, "stats") && (ch.internet >= 0 || ch.nallow || ch.ndeny))
+		omr_cli_usage_error("stats takes no --internet, --allow or --deny");
+	c = omr_cli_config();
+	rc = !strcmp(cmd, "policy") ? omr_client_net_policy(c, id, &ch, &out, &err)
+				    : omr_client_net_stats(c, id, &out, &err);
+	omr_config_free(c);
+	if (rc < 0)
+		return omr_cli_fail(&err);
+	if (json)
+		omr_cli_print_json(out);
+	else {
+		if (!strcmp(cmd, "policy"))
+			print_policy(out);
+		else
+			print_stats(out);
+		json_decref(out);
+	}
+	return OMR_EXIT_OK;
+}

@@ -1,0 +1,222 @@
+#!/usr/bin/env bats
+# Issue "Network: air-gapped by default, internet on demand, domain
+# allow-lists that cannot be bypassed".  Real VMs; every address lives in
+# namespaces this file makes: "$H" plays the host (the monitors run in it
+# through `ip netns exec`, its uplink is a veth) and "$I" a fake internet
+# (tests/fixtures/fake-internet.py: HTTP, TLS for a.test and b.test, UDP
+# echo, DNS), whose log shows what arrived.  Nothing leaves the machine.
+load helpers
+
+# Runs a command in the fake host's namespace (and its /etc/netns files).
+h() { ip netns exec "$H" "$@"; }
+# What the fake internet logged since mark_log.
+mark_log() { MARK=$(wc -l <"$ILOG"); }
+new_log() { tail -n +"$((MARK + 1))" "$ILOG"; }
+# A guest's monitor pid and its network namespace ("net:[N]").
+sb_netns() {
+	local mon
+	mon=$(monitor_pid "$1")
+	for f in /proc/"$mon"/fd/*; do
+		l=$(readlink "$f" 2>/dev/null) || continue
+		case $l in net:*) [ "$l" != "$(readlink /proc/"$mon"/ns/net)" ] && { echo "$l"; return; } ;; esac
+	done
+}
+# Creates a sandbox in the fake host, copies netprobe in, prints its id.
+mk() {
+	local id
+	id=$(h sbx-create --timeout 600 "$@") || return 1
+	sbx-files "$id" put -m 0755 "$OMNIRUN_BUILD/tests/netprobe" /bin/netprobe >/dev/null || return 1
+	echo "$id"
+}
+probe() { sbx-exec "$1" -- netprobe "${@:2}"; }
+
+setup_file() {
+	export H=omrt-h$$ I=omrt-i$$
+	export ILOG=$BATS_FILE_TMPDIR/internet.log HLOG=$BATS_FILE_TMPDIR/host.log
+	ip netns add "$H"
+	ip netns add "$I"
+	ip -n "$H" link add upl type veth peer name eth0 netns "$I"
+	ip -n "$H" link set lo up
+	ip -n "$H" addr add 198.51.100.1/24 dev upl
+	ip -n "$H" link set upl up
+	ip netns exec "$H" sysctl -qw net.ipv4.conf.upl.forwarding=1
+	ip -n "$I" link set lo up
+	for a in 198.51.100.2 198.51.100.3 198.51.100.4; do ip -n "$I" addr add $a/24 dev eth0; done
+	ip -n "$I" link set eth0 up
+	# The fake host resolves through the fake internet's DNS server.
+	mkdir -p /etc/netns/"$H"
+	echo "nameserver 198.51.100.2" >/etc/netns/"$H"/resolv.conf
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=a.test \
+		-addext "subjectAltName=DNS:a.test,DNS:b.test,DNS:x.wild.test" \
+		-keyout "$BATS_FILE_TMPDIR/key.pem" -out "$BATS_FILE_TMPDIR/cert.pem" 2>/dev/null
+	: >"$ILOG"
+	ip netns exec "$I" python3 "$OMNIRUN_SRC/tests/fixtures/fake-internet.py" "$ILOG" \
+		"$BATS_FILE_TMPDIR/cert.pem" "$BATS_FILE_TMPDIR/key.pem" 3>&- &
+	echo $! >"$BATS_FILE_TMPDIR/internet.pid"
+	# A service on the fake host, on every address of it: no guest may
+	# reach it.
+	: >"$HLOG"
+	ip netns exec "$H" socat -u TCP-LISTEN:9999,fork,reuseaddr OPEN:"$HLOG",append 3>&- &
+	echo $! >"$BATS_FILE_TMPDIR/hostsvc.pid"
+	for _ in $(seq 50); do grep -q ready "$ILOG" && break; sleep 0.1; done
+	grep -q ready "$ILOG"
+	export BASE_CONF=$OMNIRUN_CONF
+	export OMNIRUN_CONF=$BATS_FILE_TMPDIR/omnirun.conf
+	{ cat "$BASE_CONF"; printf '[network]\nuplink = upl\n'; } >"$OMNIRUN_CONF"
+}
+
+teardown_file() {
+	for id in $(sbx-ls -q); do sbx-kill "$id" >/dev/null 2>&1; done
+	kill "$(cat "$BATS_FILE_TMPDIR/internet.pid")" "$(cat "$BATS_FILE_TMPDIR/hostsvc.pid")" 2>/dev/null
+	ip netns del "$I" 2>/dev/null
+	ip netns del "$H" 2>/dev/null
+	rm -rf /etc/netns/"$H"
+	export OMNIRUN_CONF=$BASE_CONF
+}
+
+@test "air-gapped: the guest has a link, and nothing it sends arrives anywhere" {
+	id=$(mk)
+	run sbx-ls --json "$id"
+	assert_contains "$output" '"mode": "air-gapped"'
+	assert_contains "$output" '"address": "10.'
+	# A link to its gateway: address from the agent, the gateway answers.
+	gw=$(sbx-exec "$id" -c "ip route | awk '/default/{print \$3}'")
+	[ -n "$gw" ] || fail "no default route in the guest"
+	sbx-exec "$id" -- ping -c 1 -W 3 "$gw"
+	mark_log
+	run probe "$id" raw 198.51.100.2 80 'GET / HTTP/1.1\r\nHost: a.test\r\n\r\n'
+	[ "$status" -ne 0 ] || fail "HTTP got through: $output"
+	run probe "$id" tls 198.51.100.2 443 a.test
+	[ "$status" -ne 0 ] || fail "TLS got through: $output"
+	run probe "$id" udp 198.51.100.2 7
+	[ "$status" -ne 0 ] || fail "UDP got through: $output"
+	run sbx-exec "$id" -- nslookup a.test 198.51.100.2
+	[ "$status" -ne 0 ] || fail "DNS to the outside answered: $output"
+	run sbx-exec "$id" -- nslookup a.test
+	assert_contains "$output" "REFUSED"
+	run sbx-exec "$id" -- ping -c 1 -W 2 198.51.100.2
+	[ "$status" -ne 0 ] || fail "ICMP got through"
+	# IPv6: no address beyond link-local, nothing leaves either.
+	run sbx-exec "$id" -c "ip -6 addr show scope global"
+	assert_eq "$output" ""
+	sleep 1
+	assert_eq "$(new_log)" "" "the fake internet's log"
+	sbx-kill "$id"
+}
+
+@test "--internet: the guest reaches the fake internet through the uplink's NAT" {
+	id=$(mk --internet)
+	run sbx-ls --json "$id"
+	assert_contains "$output" '"mode": "internet"'
+	mark_log
+	run probe "$id" raw 198.51.100.2 80 'GET /i HTTP/1.1\r\nHost: a.test\r\n\r\n'
+	assert_eq "$status" 0 "$output"
+	assert_contains "$output" "200 OK"
+	run probe "$id" udp 198.51.100.2 7
+	assert_eq "$output" "echo"
+	# DNS through the gateway is relayed from the host.
+	run sbx-exec "$id" -- nslookup b.test
+	assert_contains "$output" "198.51.100.3"
+	sleep 0.5
+	run new_log
+	assert_contains "$output" "path=/i from=198.51.100.1"
+	assert_contains "$output" "udp from=198.51.100.1"
+	assert_contains "$output" "dns q=b.test"
+	sbx-kill "$id"
+}
+
+@test "--allow a.test: HTTP and TLS to a.test work, nothing else does" {
+	id=$(mk --allow a.test --allow '*.wild.test')
+	run sbx-ls --json "$id"
+	assert_contains "$output" '"mode": "allow-list"'
+	assert_contains "$output" '"a.test"'
+	mark_log
+	run sbx-exec "$id" -c 'timeout 20 wget -q -O- http://a.test/plain'
+	assert_eq "$output" "hello from a.test sni=None"
+	run sbx-exec "$id" -c 'timeout 20 wget -q -O- --no-check-certificate https://a.test/tls'
+	assert_eq "$output" "hello from a.test sni=a.test"
+	run sbx-exec "$id" -c 'timeout 20 wget -q -O- http://x.wild.test/'
+	assert_eq "$output" "hello from x.wild.test sni=None"
+	# The guest only ever sees the gateway's address.
+	run sbx-exec "$id" -- nslookup a.test
+	assert_contains "$output" "Address: 10."
+	# b.test: refused by DNS, and over HTTP and TLS by the proxy.
+	run sbx-exec "$id" -- nslookup b.test
+	assert_contains "$output" "REFUSED"
+	run probe "$id" raw a.test 80 'GET / HTTP/1.1\r\nHost: b.test\r\n\r\n'
+	assert_eq "$output" "closed"
+	run probe "$id" tls a.test 443 b.test
+	assert_eq "$output" "closed"
+	# IP literals, another port, UDP, ICMP.
+	run probe "$id" raw 198.51.100.2 80 'GET / HTTP/1.1\r\nHost: 198.51.100.2\r\n\r\n'
+	assert_eq "$output" "closed"
+	run probe "$id" tls 198.51.100.2 443 198.51.100.2
+	assert_eq "$output" "closed"
+	run probe "$id" tls a.test 8443 a.test
+	[ "$status" -ne 0 ] || fail "port 8443 got through: $output"
+	run probe "$id" tls 198.51.100.2 8443 a.test
+	[ "$status" -ne 0 ] || fail "port 8443 got through: $output"
+	run probe "$id" udp 198.51.100.2 7
+	[ "$status" -ne 0 ] || fail "UDP got through: $output"
+	run probe "$id" udp 198.51.100.2 443
+	[ "$status" -ne 0 ] || fail "UDP 443 (QUIC) got through: $output"
+	run sbx-exec "$id" -- ping -c 1 -W 2 198.51.100.2
+	[ "$status" -ne 0 ] || fail "ICMP got through"
+	# ECH, no SNI, CONNECT, a ClientHello on the HTTP port.
+	run probe "$id" tls a.test 443 a.test --ech
+	assert_eq "$output" "closed"
+	run probe "$id" tls a.test 443 a.test --no-sni
+	assert_eq "$output" "closed"
+	run probe "$id" raw a.test 80 'CONNECT a.test:443 HTTP/1.1\r\nHost: a.test\r\n\r\n'
+	assert_eq "$output" "closed"
+	run probe "$id" tls a.test 80 a.test
+	assert_eq "$output" "closed"
+	sleep 0.5
+	run new_log
+	assert_contains "$output" "http port=80 host=a.test sni=None path=/plain from=198.51.100.1"
+	assert_contains "$output" "tls port=443 sni=a.test"
+	assert_contains "$output" "path=/tls"
+	# Nothing for b.test arrived, not even its DNS query; no 8443, no UDP.
+	[[ "$output" != *b.test* ]] || fail "b.test reached the fake internet: $output"
+	[[ "$output" != *8443* ]] || fail "8443 reached the fake internet: $output"
+	[[ "$output" != *udp* ]] || fail "UDP reached the fake internet: $output"
+	[[ "$output" != *"host=198.51.100.2"* ]] || fail "an IP literal got through: $output"
+	[[ "$output" != *CONNECT* ]] || fail "CONNECT got through: $output"
+	# The refusals are counted and in the event log, with their reasons.
+	run sbx-net "$id" stats --json
+	assert_contains "$output" '"name": "b.test"'
+	run cat "$OMNIRUN_STATE_DIR/sandboxes/$id/events.jsonl"
+	assert_contains "$output" '"reason":"not on the allow-list"'
+	assert_contains "$output" '"reason":"IP literal"'
+	assert_contains "$output" '"reason":"Encrypted Client Hello"'
+	assert_contains "$output" '"reason":"no SNI"'
+	assert_contains "$output" '"reason":"CONNECT"'
+	assert_contains "$output" '"reason":"TLS on the HTTP port"'
+	sbx-kill "$id"
+}
+
+@test "--allow: /etc/hosts in the guest changes nothing; private and loopback answers are refused" {
+	id=$(mk --allow a.test --allow priv.test --allow lo.test --allow meta.test --allow mixed.test)
+	sbx-exec "$id" -c 'echo "198.51.100.3 a.test" >> /etc/hosts'
+	mark_log
+	run sbx-exec "$id" -c 'timeout 20 wget -q -O- http://a.test/hosts'
+	assert_eq "$output" "hello from a.test sni=None"
+	run probe "$id" tls a.test 443 a.test
+	assert_eq "$output" "server"
+	for name in priv.test lo.test meta.test; do
+		run probe "$id" raw "$name" 80 "GET / HTTP/1.1\r\nHost: $name\r\n\r\n"
+		assert_eq "$output" "closed" "$name"
+	done
+	# One private address among public ones: only the public one is used.
+	run probe "$id" raw mixed.test 80 'GET /mixed HTTP/1.1\r\nHost: mixed.test\r\n\r\n'
+	assert_contains "$output" "200 OK"
+	sleep 0.5
+	run new_log
+	assert_contains "$output" "host=a.test sni=None path=/hosts"
+	assert_contains "$output" "path=/mixed"
+	run cat "$OMNIRUN_STATE_DIR/sandboxes/$id/events.jsonl"
+	assert_contains "$output" '"name":"priv.test","reason":"resolves to a private address (10.1.2.3)"'
+	assert_contains "$output" '"name":"lo.test","reason":"resolves to a loopback address (127.0.0.1)"'
+	assert_contains "$output" '"name":"meta.test","reason":"resolves to a metadata address (169.254.169.254)"'
+	sbx-kill "$id"
+}
