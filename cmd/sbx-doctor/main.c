@@ -12,6 +12,7 @@
 #include "omnirun/vm/accel.h"
 #include "omnirun/base/cleanup.h"
 #include "cli.h"
+#include "omnirun/net/doctor.h"
 #include "omnirun/vm/doctor.h"
 #include "omnirun/base/exitcodes.h"
 #include "omnirun/vm/template.h"
@@ -23,7 +24,8 @@ __attribute__((noreturn)) static void usage(void)
 	       " %s [--json]\n"
 	       "\n"
 	       "Check what this host offers OmniRun: KVM, QEMU/TCG, tun, nftables,\n"
-	       "cgroups, dm-crypt, musl-gcc, and which accelerator OmniRun will use.\n"
+	       "network namespaces and NAT, the uplink and the address pool, cgroups,\n"
+	       "dm-crypt, musl-gcc, and which accelerator OmniRun will use.\n"
 	       "\n"
 	       "Options:\n"
 	       " -j, --json      print the report as JSON\n"
@@ -43,6 +45,33 @@ static const char *str(json_t *o, const char *path1, const char *path2)
 static int flag(json_t *o, const char *path1, const char *path2)
 {
 	return json_is_true(json_object_get(json_object_get(o, path1), path2));
+}
+
+static void print_network(json_t *n)
+{
+	json_t *up = json_object_get(n, "uplink"), *v;
+	const char *e;
+	size_t i;
+
+	printf("%-10s %s", "netns", flag(n, "namespaces", "ok") ? "per-sandbox namespaces work"
+	       : "cannot make network namespaces: ");
+	printf("%s\n", flag(n, "namespaces", "ok") ? "" : str(n, "namespaces", "error"));
+	printf("%-10s %s%s\n", "NAT", flag(n, "nat", "ok") ? "nat, redirect and reject work"
+	       : "not possible: ", flag(n, "nat", "ok") ? "" : str(n, "nat", "error"));
+	printf("%-10s %s: room for %lld sandboxes (a /30 each), %lld in use\n", "pool",
+	       str(n, "pool", "range"),
+	       (long long)json_integer_value(json_object_get(json_object_get(n, "pool"), "size")),
+	       (long long)json_integer_value(json_object_get(json_object_get(n, "pool"), "used")));
+	printf("%-10s ", "uplink");
+	if (!json_is_string(json_object_get(up, "name"))) {
+		printf("%s\n", str(n, "uplink", "error"));
+		return;
+	}
+	printf("%s", str(n, "uplink", "name"));
+	json_array_foreach(json_object_get(up, "addresses"), i, v)
+		printf(" %s", json_string_value(v));
+	e = str(n, "uplink", "error");
+	printf(": %s\n", e ? e : "IPv4 forwarding on; --internet can NAT out of it");
 }
 
 static void print_human(json_t *r)
@@ -67,6 +96,7 @@ static void print_human(json_t *r)
 	printf("%-10s nft %s, libnftables %s\n", "nftables",
 	       (s = str(r, "nftables", "nft")) ? s : "not found",
 	       str(r, "nftables", "libnftables") ? str(r, "nftables", "libnftables") : "not found");
+	print_network(json_object_get(r, "network"));
 	printf("%-10s %s", "cgroup", json_string_value(json_object_get(cg, "version")));
 	if ((s = json_string_value(json_object_get(cg, "path")))) {
 		printf(" at %s:", s);
@@ -125,6 +155,7 @@ int main(int argc, char **argv)
 		omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
 	c = omr_cli_config();
 	r = omr_doctor_report(c);
+	json_object_set_new(r, "network", omr_net_doctor(c));
 	ok = json_is_true(json_object_get(r, "ok"));
 	if (json) {
 		omr_cli_print_json(r);

@@ -1,5 +1,9 @@
 /* Garbage collection of sandbox leftovers; see omnirun/gc.h. */
 #include <dirent.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -159,6 +163,57 @@ static void gc_dirs(struct gc *g)
 		close(root);
 }
 
+/* Deletes a link by index with one RTM_DELLINK (the net area's libnl is
+ * above state/; one message does not need it).  Returns 0 or -errno. */
+static int link_delete(unsigned ifindex)
+{
+	struct {
+		struct nlmsghdr nh;
+		struct ifinfomsg ifi;
+	} req = { .nh = { .nlmsg_len = sizeof(req), .nlmsg_type = RTM_DELLINK,
+			  .nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK },
+		  .ifi = { .ifi_family = AF_UNSPEC, .ifi_index = (int)ifindex } };
+	char buf[512];
+	_cleanup_close_ int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	struct nlmsghdr *h = (struct nlmsghdr *)buf;
+	ssize_t n;
+
+	if (fd < 0 || send(fd, &req, sizeof(req), 0) < 0)
+		return -errno;
+	n = recv(fd, buf, sizeof(buf), 0);
+	if (n < (ssize_t)sizeof(*h) || h->nlmsg_type != NLMSG_ERROR)
+		return -EIO;
+	return ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+}
+
+/* Host ends of sandbox veths ("omr..." links whose alias is a sandbox id)
+ * whose sandbox is not live.  They go with the sandbox's namespace, so
+ * one left means something still holds that namespace. */
+static void gc_links(struct gc *g)
+{
+	DIR *d = opendir("/sys/class/net");
+	struct dirent *de;
+
+	while (d && (de = readdir(d))) {
+		_cleanup_free_ char *path = omr_strdup_printf("/sys/class/net/%s/ifalias", de->d_name);
+		_cleanup_free_ char *alias = NULL, *what = NULL;
+		struct omr_sandbox sb;
+		unsigned idx;
+
+		if (strncmp(de->d_name, "omr", 3) ||
+		    omr_read_file_at(AT_FDCWD, path, 256, &alias, NULL, NULL) < 0)
+			continue;
+		alias[strcspn(alias, "\n")] = 0;
+		if (!omr_id_valid(alias) || record_live(g, alias, &sb))
+			continue;
+		what = omr_strdup_printf("network link %s of a stopped sandbox", de->d_name);
+		report(g, "stale_link", alias, what,
+		       !g->o->check_only && (idx = if_nametoindex(de->d_name)) && link_delete(idx) == 0);
+	}
+	if (d)
+		closedir(d);
+}
+
 /* The sandbox id a QEMU or monitor command line names, or "". */
 static void cmdline_id(const char *cmd, const char *mark, char id[OMR_ID_MAX])
 {
@@ -252,6 +307,7 @@ int omr_gc_run(const struct omr_config *c, const struct omr_gc_opts *o,
 	(void)err;
 	gc_records(&g);
 	gc_processes(&g);
+	gc_links(&g);
 	gc_dirs(&g);
 	return g.count;
 }
