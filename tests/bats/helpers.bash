@@ -19,7 +19,7 @@ assert_gone() {
 	[ ! -e "$OMNIRUN_RUN_DIR/sandboxes/$id" ] || fail "runtime dir of $id still there"
 	! pgrep -f "sandboxes/$id/" >/dev/null || fail "a process of $id still runs"
 	! pgrep -f "sbx-monitor.* $id" >/dev/null || fail "the monitor of $id still runs"
-	[ -z "$(ls "$OMNIRUN_STATE_DIR/sandboxes/$id" 2>/dev/null | grep -v -E '^(sandbox.conf|lock|console.log(.1)?|monitor.log|commands.jsonl)$')" ] ||
+	[ -z "$(ls "$OMNIRUN_STATE_DIR/sandboxes/$id" 2>/dev/null | grep -v -E '^(sandbox.conf|lock|console.log(.1)?|monitor.log|commands.jsonl|events.jsonl)$')" ] ||
 		fail "unexpected files left in the state dir of $id"
 }
 
