@@ -31,46 +31,22 @@ mk() {
 probe() { sbx-exec "$1" -- netprobe "${@:2}"; }
 
 setup_file() {
-	export H=omrt-h$$ I=omrt-i$$
-	export ILOG=$BATS_FILE_TMPDIR/internet.log HLOG=$BATS_FILE_TMPDIR/host.log
-	ip netns add "$H"
-	ip netns add "$I"
-	ip -n "$H" link add upl type veth peer name eth0 netns "$I"
-	ip -n "$H" link set lo up
-	ip -n "$H" addr add 198.51.100.1/24 dev upl
-	ip -n "$H" link set upl up
-	ip netns exec "$H" sysctl -qw net.ipv4.conf.upl.forwarding=1
-	ip -n "$I" link set lo up
-	for a in 198.51.100.2 198.51.100.3 198.51.100.4; do ip -n "$I" addr add $a/24 dev eth0; done
-	ip -n "$I" link set eth0 up
-	# The fake host resolves through the fake internet's DNS server.
-	mkdir -p /etc/netns/"$H"
-	echo "nameserver 198.51.100.2" >/etc/netns/"$H"/resolv.conf
-	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=a.test \
-		-addext "subjectAltName=DNS:a.test,DNS:b.test,DNS:x.wild.test" \
-		-keyout "$BATS_FILE_TMPDIR/key.pem" -out "$BATS_FILE_TMPDIR/cert.pem" 2>/dev/null
-	: >"$ILOG"
-	ip netns exec "$I" python3 "$OMNIRUN_SRC/tests/fixtures/fake-internet.py" "$ILOG" \
-		"$BATS_FILE_TMPDIR/cert.pem" "$BATS_FILE_TMPDIR/key.pem" 3>&- &
-	echo $! >"$BATS_FILE_TMPDIR/internet.pid"
+	. "$OMNIRUN_SRC/tests/fixtures/fake-net.sh"
+	fakenet_up "$BATS_FILE_TMPDIR"
 	# A service on the fake host, on every address of it: no guest may
 	# reach it.
+	export HLOG=$BATS_FILE_TMPDIR/host.log
 	: >"$HLOG"
 	ip netns exec "$H" socat -u TCP-LISTEN:9999,fork,reuseaddr OPEN:"$HLOG",append 3>&- &
 	echo $! >"$BATS_FILE_TMPDIR/hostsvc.pid"
-	for _ in $(seq 50); do grep -q ready "$ILOG" && break; sleep 0.1; done
-	grep -q ready "$ILOG"
-	export BASE_CONF=$OMNIRUN_CONF
-	export OMNIRUN_CONF=$BATS_FILE_TMPDIR/omnirun.conf
-	{ cat "$BASE_CONF"; printf '[network]\nuplink = upl\n'; } >"$OMNIRUN_CONF"
+	export BASE_CONF=$OMNIRUN_CONF OMNIRUN_CONF=$FAKENET_CONF
 }
 
 teardown_file() {
 	for id in $(sbx-ls -q); do sbx-kill "$id" >/dev/null 2>&1; done
-	kill "$(cat "$BATS_FILE_TMPDIR/internet.pid")" "$(cat "$BATS_FILE_TMPDIR/hostsvc.pid")" 2>/dev/null
-	ip netns del "$I" 2>/dev/null
-	ip netns del "$H" 2>/dev/null
-	rm -rf /etc/netns/"$H"
+	kill "$(cat "$BATS_FILE_TMPDIR/hostsvc.pid")" 2>/dev/null
+	. "$OMNIRUN_SRC/tests/fixtures/fake-net.sh"
+	fakenet_down
 	export OMNIRUN_CONF=$BASE_CONF
 }
 
@@ -382,4 +358,32 @@ teardown_file() {
 	run sbx-net "$id" policy --json
 	assert_contains "$output" '"internet": false'
 	sbx-kill "$id"
+}
+
+@test "sbx-doctor reports the uplink, NAT and the pool; sbx-gc --check finds a left link" {
+	id=$(mk)
+	run h sbx-doctor
+	assert_contains "$output" "NAT        nat, redirect and reject work"
+	assert_contains "$output" "uplink     upl 198.51.100.1"
+	assert_contains "$output" "IPv4 forwarding on"
+	run h sbx-doctor --json
+	assert_contains "$output" '"range": "10.231.0.0/16"'
+	assert_contains "$output" '"used": 1'
+	ip netns exec "$H" sysctl -qw net.ipv4.conf.upl.forwarding=0
+	run h sbx-doctor
+	assert_contains "$output" "IPv4 forwarding is off on it"
+	run -4 h sbx-create --internet
+	assert_contains "$output" "forwarding is off on the uplink upl"
+	ip netns exec "$H" sysctl -qw net.ipv4.conf.upl.forwarding=1
+	sbx-kill "$id"
+	# A link named like a sandbox's veth, whose sandbox is stopped.
+	ip -n "$H" link add omrleft type veth peer name omrleftp
+	ip -n "$H" link set omrleft alias "$id"
+	run h sbx-gc --check
+	[ "$status" -ne 0 ] || fail "sbx-gc --check found nothing"
+	assert_contains "$output" "stale_link $id"
+	h sbx-gc >/dev/null
+	run ip -n "$H" link show omrleft
+	[ "$status" -ne 0 ] || fail "sbx-gc left the link"
+	h sbx-gc --check
 }
