@@ -109,19 +109,19 @@ int main(int argc, char **argv)
 			else if (!cmd)
 				cmd = argv[optind++];
 			else
-				omr_cli_usage_error("unexpected argument '%s'", argv[optind]);
+				omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
 			continue;
 		}
 		switch (ch_) {
 		case 'i':
 			if (strcmp(optarg, "on") && strcmp(optarg, "off"))
-				omr_cli_usage_error("--internet takes on or off, not '%s'", optarg);
+				omr_cli_usage_error(OMR_EXIT_USAGE, "--internet takes on or off, not '%s'", optarg);
 			ch.internet = !strcmp(optarg, "on");
 			break;
 		case 'a':
 		case 'd':
 			if ((ch_ == 'a' ? ch.nallow : ch.ndeny) == OMR_ALLOW_ENTRIES)
-				omr_cli_usage_error("at most %d names per option", OMR_ALLOW_ENTRIES);
+				omr_cli_usage_error(OMR_EXIT_USAGE, "at most %d names per option", OMR_ALLOW_ENTRIES);
 			if (ch_ == 'a')
 				allow[ch.nallow++] = optarg;
 			else
@@ -130,17 +130,17 @@ int main(int argc, char **argv)
 		case 'j': json = 1; break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
-		default: omr_cli_usage_error(NULL);
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
 		}
 	}
 	if (!id || !cmd)
-		omr_cli_usage_error("expected a sandbox id and policy or stats");
+		omr_cli_usage_error(OMR_EXIT_USAGE, "expected a sandbox id and policy or stats");
 	if (!omr_id_valid(id))
-		omr_cli_usage_error("invalid sandbox id '%s'", id);
+		omr_cli_usage_error(OMR_EXIT_USAGE, "invalid sandbox id '%s'", id);
 	if (strcmp(cmd, "policy") && strcmp(cmd, "stats"))
-		omr_cli_usage_error("unknown command '%s' (policy or stats)", cmd);
+		omr_cli_usage_error(OMR_EXIT_USAGE, "unknown command '%s' (policy or stats)", cmd);
 	if (!strcmp(cmd, "stats") && (ch.internet >= 0 || ch.nallow || ch.ndeny))
-		omr_cli_usage_error("stats takes no --internet, --allow or --deny");
+		omr_cli_usage_error(OMR_EXIT_USAGE, "stats takes no --internet, --allow or --deny");
 	c = omr_cli_config();
 	rc = !strcmp(cmd, "policy") ? omr_client_net_policy(c, id, &ch, &out, &err)
 				    : omr_client_net_stats(c, id, &out, &err);
