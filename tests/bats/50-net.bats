@@ -33,18 +33,21 @@ probe() { sbx-exec "$1" -- netprobe "${@:2}"; }
 setup_file() {
 	. "$OMNIRUN_SRC/tests/fixtures/fake-net.sh"
 	fakenet_up "$BATS_FILE_TMPDIR"
-	# A service on the fake host, on every address of it: no guest may
-	# reach it.
+	# Services on the fake host, on every address of it (10.1.2.3, where
+	# priv.test points, too): no guest, and not the proxy, may reach them.
 	export HLOG=$BATS_FILE_TMPDIR/host.log
 	: >"$HLOG"
-	ip netns exec "$H" socat -u TCP-LISTEN:9999,fork,reuseaddr OPEN:"$HLOG",append 3>&- &
-	echo $! >"$BATS_FILE_TMPDIR/hostsvc.pid"
+	ip -n "$H" addr add 10.1.2.3/32 dev lo
+	for port in 9999 80; do
+		ip netns exec "$H" socat -u TCP-LISTEN:$port,fork,reuseaddr OPEN:"$HLOG",append 3>&- &
+		echo $! >>"$BATS_FILE_TMPDIR/hostsvc.pid"
+	done
 	export BASE_CONF=$OMNIRUN_CONF OMNIRUN_CONF=$FAKENET_CONF
 }
 
 teardown_file() {
 	for id in $(sbx-ls -q); do sbx-kill "$id" >/dev/null 2>&1; done
-	kill "$(cat "$BATS_FILE_TMPDIR/hostsvc.pid")" 2>/dev/null
+	kill $(cat "$BATS_FILE_TMPDIR/hostsvc.pid") 2>/dev/null
 	. "$OMNIRUN_SRC/tests/fixtures/fake-net.sh"
 	fakenet_down
 	export OMNIRUN_CONF=$BASE_CONF
@@ -187,6 +190,7 @@ teardown_file() {
 	run probe "$id" raw mixed.test 80 'GET /mixed HTTP/1.1\r\nHost: mixed.test\r\n\r\n'
 	assert_contains "$output" "200 OK"
 	sleep 0.5
+	assert_eq "$(cat "$HLOG")" "" "the host services' log"
 	run new_log
 	assert_contains "$output" "host=a.test sni=None path=/hosts"
 	assert_contains "$output" "path=/mixed"
