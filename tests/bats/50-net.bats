@@ -245,7 +245,10 @@ teardown_file() {
 	baddr=$(sbx-ls --json "$b" | sed -n 's/.*"address": "\([0-9.]*\)".*/\1/p')
 	agw=$(sbx-ls --json "$a" | sed -n 's/.*"gateway": "\([0-9.]*\)".*/\1/p')
 	[ -n "$baddr" ] && [ -n "$agw" ]
-	sbx-exec "$b" -c 'nc -l -p 8080 -e echo b-answered >/dev/null 2>&1 &'
+	sbx-exec -b "$b" -c 'nc -ll -p 8080 -e echo b-answered' >/dev/null
+	for _ in $(seq 20); do sbx-exec "$b" -c 'netstat -ltn' | grep -q :8080 && break; sleep 0.2; done
+	run sbx-exec "$b" -c "echo x | nc -w 3 127.0.0.1 8080"
+	assert_eq "$output" "b-answered" "B's own listener"
 	run sbx-exec "$a" -c "echo x | nc -w 3 $baddr 8080"
 	[[ "$output" != *b-answered* ]] || fail "A reached B"
 	# The fake host's service on 9999 listens on all its addresses.
