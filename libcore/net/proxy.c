@@ -25,6 +25,7 @@ struct pbuf {
 struct conn {
 	struct net_proxy *px;
 	int gfd, ufd, port;
+	int greg, ureg;         /* gfd, ufd are in the loop */
 	enum cstate st;
 	struct pbuf g2u, u2g;   /* guest -> upstream, upstream -> guest */
 	char name[OMR_HOST_MAX];
@@ -53,14 +54,14 @@ static void conn_free(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	px->count--;
-	if (c->gfd >= 0) {
+	if (c->greg)
 		omr_loop_remove_fd(n->loop, c->gfd);
-		close(c->gfd);
-	}
-	if (c->ufd >= 0) {
+	if (c->ureg)
 		omr_loop_remove_fd(n->loop, c->ufd);
+	if (c->gfd >= 0)
+		close(c->gfd);
+	if (c->ufd >= 0)
 		close(c->ufd);
-	}
 	if (c->timer)
 		omr_loop_cancel_timer(n->loop, c->timer);
 	if (c->lookup)
@@ -68,6 +69,25 @@ static void conn_free(struct conn *c)
 	free(c->g2u.b);
 	free(c->u2g.b);
 	free(c);
+}
+
+static void on_io(void *user, int fd, uint32_t events);
+
+/* Sets what the loop watches fd for; with nothing to wait for, fd leaves
+ * the loop: a hung-up socket (HUP cannot be masked) never spins it. */
+static void watch(struct conn *c, int fd, int *reg, uint32_t events)
+{
+	struct omr_loop *l = c->px->n->loop;
+
+	if (!events) {
+		if (*reg)
+			omr_loop_remove_fd(l, fd);
+		*reg = 0;
+	} else if (*reg) {
+		omr_loop_set_events(l, fd, events);
+	} else if (omr_loop_add_fd(l, fd, events, on_io, c, NULL) == 0) {
+		*reg = 1;
+	}
 }
 
 /* Refused: counted, logged, and the guest's connection reset. */
@@ -158,15 +178,11 @@ static void pump(struct conn *c)
 		conn_free(c);
 		return;
 	}
-	omr_loop_set_events(n->loop, c->gfd,
-			    (!c->g2u.eof && c->g2u.len < c->g2u.cap ? EPOLLIN : 0) |
-			    (c->u2g.len ? EPOLLOUT : 0));
-	omr_loop_set_events(n->loop, c->ufd,
-			    (!c->u2g.eof && c->u2g.len < c->u2g.cap ? EPOLLIN : 0) |
-			    (c->g2u.len ? EPOLLOUT : 0));
+	watch(c, c->gfd, &c->greg,
+	      (!c->g2u.eof && c->g2u.len < c->g2u.cap ? EPOLLIN : 0) | (c->u2g.len ? EPOLLOUT : 0));
+	watch(c, c->ufd, &c->ureg,
+	      (!c->u2g.eof && c->u2g.len < c->u2g.cap ? EPOLLIN : 0) | (c->g2u.len ? EPOLLOUT : 0));
 }
-
-static void on_io(void *user, int fd, uint32_t events);
 
 static void start_splice(struct conn *c)
 {
@@ -182,8 +198,6 @@ static void start_splice(struct conn *c)
 
 static void connect_next(struct conn *c)
 {
-	struct omr_net *n = c->px->n;
-
 	while (c->ai < c->naddrs) {
 		const struct net_addr *a = &c->addrs[c->ai++];
 		struct sockaddr_storage ss = { 0 };
@@ -202,10 +216,9 @@ static void connect_next(struct conn *c)
 			memcpy(&s6->sin6_addr, a->a, 16);
 			sl = sizeof(*s6);
 		}
-		if (c->ufd >= 0) {
-			omr_loop_remove_fd(n->loop, c->ufd);
+		watch(c, c->ufd, &c->ureg, 0);
+		if (c->ufd >= 0)
 			close(c->ufd);
-		}
 		/* The monitor's own namespace: the host's. */
 		c->ufd = socket(a->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (c->ufd < 0) {
@@ -218,7 +231,8 @@ static void connect_next(struct conn *c)
 			c->ufd = -1;
 			continue;
 		}
-		if (omr_loop_add_fd(n->loop, c->ufd, EPOLLOUT, on_io, c, NULL) < 0) {
+		watch(c, c->ufd, &c->ureg, EPOLLOUT);
+		if (!c->ureg) {
 			close(c->ufd);
 			c->ufd = -1;
 			continue;
@@ -296,7 +310,7 @@ static void on_head(struct conn *c)
 		return;
 	}
 	/* Nothing more is read from the guest until upstream answers. */
-	omr_loop_set_events(n->loop, c->gfd, 0);
+	watch(c, c->gfd, &c->greg, 0);
 	c->st = C_RESOLVE;
 	c->lookup = net_resolve(n->res, c->name, on_resolved, c);
 }
@@ -382,7 +396,8 @@ static void on_accept(void *user, int lfd, uint32_t events)
 			px->head->prev = c;
 		px->head = c;
 		px->count++;
-		if (omr_loop_add_fd(n->loop, fd, EPOLLIN, on_io, c, NULL) < 0) {
+		watch(c, fd, &c->greg, EPOLLIN);
+		if (!c->greg) {
 			conn_free(c);
 			continue;
 		}
