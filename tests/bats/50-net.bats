@@ -268,6 +268,29 @@ teardown_file() {
 	sbx-kill "$a" "$b"
 }
 
+@test "private ranges stay unreachable unless [network] exceptions lists them" {
+	a=$(mk --internet --allow ex.test)
+	run probe "$a" raw 172.16.5.2 80 'GET /private HTTP/1.1\r\nHost: x\r\n\r\n'
+	[ "$status" -ne 0 ] || fail "--internet reached a private range: $output"
+	sbx-net "$a" policy --internet off >/dev/null
+	run probe "$a" raw ex.test 80 'GET /private HTTP/1.1\r\nHost: ex.test\r\n\r\n'
+	assert_eq "$output" "closed"
+	sbx-kill "$a"
+	with_conf "$(cat "$OMNIRUN_CONF")" "exceptions = 172.16.5.0/24"
+	b=$(mk --internet --allow ex.test)
+	mark_log
+	run probe "$b" raw 172.16.5.2 80 'GET /exc-nat HTTP/1.1\r\nHost: x\r\n\r\n'
+	assert_contains "$output" "200 OK"
+	sbx-net "$b" policy --internet off >/dev/null
+	run probe "$b" raw ex.test 80 'GET /exc-proxy HTTP/1.1\r\nHost: ex.test\r\n\r\n'
+	assert_contains "$output" "200 OK"
+	sleep 0.5
+	run new_log
+	assert_contains "$output" "path=/exc-nat"
+	assert_contains "$output" "path=/exc-proxy"
+	sbx-kill "$b"
+}
+
 @test "sbx-net policy: a change on a running sandbox takes effect, refused connections close" {
 	id=$(mk --allow a.test)
 	run sbx-net "$id" policy --json
