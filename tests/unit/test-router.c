@@ -41,7 +41,8 @@ static void history_hook(void *user, const char *line, size_t len)
 	}
 }
 
-static const struct mon_router_ops ops = { status_hook, destroy_hook, history_hook };
+static const struct mon_router_ops ops = { .status = status_hook, .destroy = destroy_hook,
+					   .history = history_hook };
 
 /* A peer that takes at most `budget` bytes (SIZE_MAX: all) and keeps them. */
 struct sink {
@@ -450,9 +451,54 @@ static void test_backpressure(void)
 	mon_router_free(rt);
 }
 
+/* The monitor's own ops and requests (the network's hooks). */
+static uint32_t own_gsid;
+static char own_payload[64];
+
+static json_t *net_request(void *user, const char *op, json_t *r)
+{
+	(void)user;
+	(void)r;
+	return strcmp(op, "net_stats") ? NULL : json_pack("{s:i}", "answered", 1);
+}
+
+static void own_end(void *user, uint32_t gsid, const uint8_t *p, size_t len)
+{
+	(void)user;
+	own_gsid = gsid;
+	snprintf(own_payload, sizeof(own_payload), "%.*s", (int)len, (const char *)p);
+}
+
+static void test_monitor_ops(void)
+{
+	static const struct mon_router_ops nops = { .status = status_hook, .request = net_request,
+						   .own_end = own_end };
+	struct mon_router *rt = mon_router_new(&nops, NULL, 0);
+	int ci = mon_router_accept(rt, 0);
+	struct frame f[4];
+	int n;
+
+	req(rt, ci, 3, "{\"op\":\"net_stats\"}", 1);
+	n = take(rt, ci, f, 4);
+	ok(n == 1 && f[0].type == OMR_F_END && f[0].stream == 3 && strstr(f[0].payload, "answered"),
+	   "an op the monitor answers never reaches the agent");
+	is_int(take(rt, -1, f, 4), 0, "nothing went to the agent");
+	ok(open_stream(rt, ci, 4, 2) != 0, "other ops still go to the agent");
+	mon_router_own_request(rt, MON_OWN_GSID_MIN + 1, "{\"op\":\"net_config\"}", 19);
+	n = take(rt, -1, f, 4);
+	ok(n == 1 && f[0].type == OMR_F_REQ && f[0].stream == MON_OWN_GSID_MIN + 1,
+	   "the monitor's own request goes to the agent on its stream");
+	from_agent(rt, OMR_F_END, 0, MON_OWN_GSID_MIN + 1, "{\"iface\":\"eth0\"}", 16, 3);
+	ok(own_gsid == MON_OWN_GSID_MIN + 1 && strstr(own_payload, "eth0"),
+	   "its END goes to the monitor");
+	is_int(take(rt, ci, f, 4), 0, "and to no client");
+	mon_router_free(rt);
+}
+
 int main(void)
 {
 	test_route();
+	test_monitor_ops();
 	test_window_overrun();
 	test_empty_data();
 	test_small_frames();
