@@ -25,7 +25,8 @@
 /* Bounds (the monitor's memory stays bounded whatever the guest does). */
 #define NET_CONN_MAX 256          /* proxied connections at once */
 #define NET_HEAD_MAX (32u << 10)  /* ClientHello or HTTP head we buffer */
-#define NET_SPLICE_BUF (64u << 10) /* per direction and connection */
+#define NET_PIPE_SIZE (128u << 10) /* per direction and connection, spliced */
+#define NET_COPY_BUF (64u << 10)   /* the same when no pipe can be had */
 #define NET_HEAD_TIMEOUT_MS 5000  /* for the ClientHello / request head */
 #define NET_CONNECT_TIMEOUT_MS 10000
 #define NET_RESOLVE_TIMEOUT_MS 5000

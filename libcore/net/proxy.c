@@ -5,6 +5,7 @@
  * the host's namespace and splices with bounded buffers.  Bounded: at
  * most NET_CONN_MAX connections, each with a head timeout. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,16 +17,23 @@
 
 enum cstate { C_HEAD, C_RESOLVE, C_CONNECT, C_SPLICE };
 
+#define PUMP_ROUNDS 4
+#define ACCEPT_PAUSE_MS 100
+
+/* One direction's bytes in flight: in a pipe (spliced, never copied
+ * through the monitor) or, when no pipe could be had, in a buffer. */
 struct pbuf {
 	uint8_t *b;
 	size_t off, len, cap;
 	int eof, shut;
+	int pr, pw;             /* the pipe's ends, or -1 */
 };
 
 struct conn {
 	struct net_proxy *px;
 	int gfd, ufd, port;
 	int greg, ureg;         /* gfd, ufd are in the loop */
+	uint32_t gev, uev;      /* what the loop watches them for */
 	enum cstate st;
 	struct pbuf g2u, u2g;   /* guest -> upstream, upstream -> guest */
 	char name[OMR_HOST_MAX];
@@ -40,7 +48,17 @@ struct net_proxy {
 	struct omr_net *n;
 	struct conn *head;
 	size_t count;
+	uint64_t paused;        /* timer that resumes accepting, or 0 */
 };
+
+static void pipe_close(struct pbuf *b)
+{
+	if (b->pr >= 0) {
+		close(b->pr);
+		close(b->pw);
+	}
+	b->pr = b->pw = -1;
+}
 
 static void conn_free(struct conn *c)
 {
@@ -68,6 +86,8 @@ static void conn_free(struct conn *c)
 		net_resolve_cancel(n->res, c->lookup);
 	free(c->g2u.b);
 	free(c->u2g.b);
+	pipe_close(&c->g2u);
+	pipe_close(&c->u2g);
 	free(c);
 }
 
@@ -78,16 +98,21 @@ static void on_io(void *user, int fd, uint32_t events);
 static void watch(struct conn *c, int fd, int *reg, uint32_t events)
 {
 	struct omr_loop *l = c->px->n->loop;
+	uint32_t *have = fd == c->gfd ? &c->gev : &c->uev;
 
 	if (!events) {
 		if (*reg)
 			omr_loop_remove_fd(l, fd);
 		*reg = 0;
 	} else if (*reg) {
-		omr_loop_set_events(l, fd, events);
+		/* Unchanged is the common case while splicing: no syscall. */
+		if (*have != events && omr_loop_set_events(l, fd, events) == 0)
+			*have = events;
+		return;
 	} else if (omr_loop_add_fd(l, fd, events, on_io, c, NULL) == 0) {
 		*reg = 1;
 	}
+	*have = events;
 }
 
 /* Refused: counted, logged, and the guest's connection reset. */
@@ -128,6 +153,16 @@ static int fill(struct pbuf *b, int fd)
 
 	if (b->eof || b->len == b->cap)
 		return 0;
+	if (b->pr >= 0) {
+		r = splice(fd, NULL, b->pw, NULL, b->cap - b->len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (r > 0)
+			b->len += (size_t)r;
+		else if (r == 0)
+			b->eof = 1;
+		else if (errno != EAGAIN && errno != EINTR)
+			return -1;
+		return 0;
+	}
 	if (b->off && b->off + b->len == b->cap) {
 		memmove(b->b, b->b + b->off, b->len);
 		b->off = 0;
@@ -148,11 +183,14 @@ static int drain(struct pbuf *b, int fd, uint64_t *ctr, uint64_t *ctr2)
 	ssize_t w;
 
 	if (b->len) {
-		w = send(fd, b->b + b->off, b->len, MSG_NOSIGNAL);
+		if (b->pr >= 0)
+			w = splice(b->pr, NULL, fd, NULL, b->len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		else
+			w = send(fd, b->b + b->off, b->len, MSG_NOSIGNAL);
 		if (w < 0 && errno != EAGAIN && errno != EINTR)
 			return -1;
 		if (w > 0) {
-			b->off += (size_t)w;
+			b->off += b->pr >= 0 ? 0 : (size_t)w;
 			b->len -= (size_t)w;
 			*ctr += (uint64_t)w;
 			*ctr2 += (uint64_t)w;
@@ -167,16 +205,24 @@ static int drain(struct pbuf *b, int fd, uint64_t *ctr, uint64_t *ctr2)
 	return 0;
 }
 
+/* Moves what both sides have, a few rounds while bytes move (fewer
+ * wake-ups for a fast stream; bounded, so one connection cannot hold the
+ * loop). */
 static void pump(struct conn *c)
 {
 	struct omr_net *n = c->px->n;
 
-	if (fill(&c->g2u, c->gfd) < 0 || fill(&c->u2g, c->ufd) < 0 ||
-	    drain(&c->g2u, c->ufd, &n->bytes_out, &c->stat->bytes_out) < 0 ||
-	    drain(&c->u2g, c->gfd, &n->bytes_in, &c->stat->bytes_in) < 0 ||
-	    (c->g2u.shut && c->u2g.shut)) {
-		conn_free(c);
-		return;
+	for (int round = 0; round < PUMP_ROUNDS; round++) {
+		uint64_t before = n->bytes_in + n->bytes_out;
+		if (fill(&c->g2u, c->gfd) < 0 || fill(&c->u2g, c->ufd) < 0 ||
+		    drain(&c->g2u, c->ufd, &n->bytes_out, &c->stat->bytes_out) < 0 ||
+		    drain(&c->u2g, c->gfd, &n->bytes_in, &c->stat->bytes_in) < 0 ||
+		    (c->g2u.shut && c->u2g.shut)) {
+			conn_free(c);
+			return;
+		}
+		if (n->bytes_in + n->bytes_out == before)
+			break;
 	}
 	watch(c, c->gfd, &c->greg,
 	      (!c->g2u.eof && c->g2u.len < c->g2u.cap ? EPOLLIN : 0) | (c->u2g.len ? EPOLLOUT : 0));
@@ -184,15 +230,42 @@ static void pump(struct conn *c)
 	      (!c->u2g.eof && c->u2g.len < c->u2g.cap ? EPOLLIN : 0) | (c->g2u.len ? EPOLLOUT : 0));
 }
 
+/* A pipe for one direction (O_CLOEXEC, non-blocking).  Returns 0 or -1. */
+static int pipe_open(struct pbuf *b)
+{
+	int p[2];
+	int sz;
+
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+		return -1;
+	fcntl(p[1], F_SETPIPE_SZ, (int)NET_PIPE_SIZE);
+	sz = fcntl(p[1], F_GETPIPE_SZ);
+	b->pr = p[0];
+	b->pw = p[1];
+	b->cap = sz > 0 ? (size_t)sz : 4096;
+	return 0;
+}
+
 static void start_splice(struct conn *c)
 {
 	set_timer(c, 0, NULL);
 	c->st = C_SPLICE;
-	/* The head already read is the first thing upstream gets. */
-	c->g2u.b = omr_xrealloc(c->g2u.b, NET_SPLICE_BUF);
-	c->g2u.cap = NET_SPLICE_BUF;
-	c->u2g.b = omr_xmalloc(NET_SPLICE_BUF);
-	c->u2g.cap = NET_SPLICE_BUF;
+	/* Pipes, so that the bytes never cross into the monitor (splice(2));
+	 * the head already read is the first thing upstream gets.  Short of
+	 * fds, buffers do the same by copying. */
+	if (pipe_open(&c->g2u) == 0 && pipe_open(&c->u2g) == 0 &&
+	    write(c->g2u.pw, c->g2u.b + c->g2u.off, c->g2u.len) == (ssize_t)c->g2u.len) {
+		free(c->g2u.b);
+		c->g2u.b = NULL;
+		c->g2u.off = 0;
+	} else {
+		pipe_close(&c->g2u);
+		pipe_close(&c->u2g);
+		c->g2u.b = omr_xrealloc(c->g2u.b, NET_COPY_BUF);
+		c->g2u.cap = NET_COPY_BUF;
+		c->u2g.b = omr_xmalloc(NET_COPY_BUF);
+		c->u2g.cap = NET_COPY_BUF;
+	}
 	pump(c);
 }
 
@@ -363,6 +436,15 @@ static int evict_idle(struct net_proxy *px)
 	return 1;
 }
 
+static void accept_again(void *user)
+{
+	struct net_proxy *px = user;
+
+	px->paused = 0;
+	omr_loop_set_events(px->n->loop, px->n->http_fd, EPOLLIN);
+	omr_loop_set_events(px->n->loop, px->n->tls_fd, EPOLLIN);
+}
+
 static void on_accept(void *user, int lfd, uint32_t events)
 {
 	struct net_proxy *px = user;
@@ -374,8 +456,16 @@ static void on_accept(void *user, int lfd, uint32_t events)
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct conn *c;
 
-		if (fd < 0)
+		if (fd < 0) {
+			/* Out of fds the listener stays readable: pause it
+			 * rather than spin. */
+			if ((errno == EMFILE || errno == ENFILE) && !px->paused) {
+				omr_loop_set_events(n->loop, n->http_fd, 0);
+				omr_loop_set_events(n->loop, n->tls_fd, 0);
+				px->paused = omr_loop_add_timer(n->loop, ACCEPT_PAUSE_MS, accept_again, px);
+			}
 			return;
+		}
 		if (px->count >= NET_CONN_MAX && !evict_idle(px)) {
 			/* Bounded: the newest is refused, the rest go on. */
 			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
@@ -391,6 +481,7 @@ static void on_accept(void *user, int lfd, uint32_t events)
 		c->port = port;
 		c->g2u.cap = NET_HEAD_MAX;
 		c->g2u.b = omr_xmalloc(NET_HEAD_MAX);
+		c->g2u.pr = c->g2u.pw = c->u2g.pr = c->u2g.pw = -1;
 		c->next = px->head;
 		if (px->head)
 			px->head->prev = c;
@@ -442,6 +533,8 @@ void net_proxy_close(struct omr_net *n)
 		return;
 	while (n->proxy->head)
 		conn_free(n->proxy->head);
+	if (n->proxy->paused)
+		omr_loop_cancel_timer(n->loop, n->proxy->paused);
 	free(n->proxy);
 	n->proxy = NULL;
 }
