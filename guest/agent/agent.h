@@ -325,6 +325,10 @@ struct stat;
 /* Sets o's "type", "size", "mode" and "mtime" from st. */
 void stat_json(json_t *o, const struct stat *st);
 
+/* ---- forward.c: a TCP connection to a port of the guest's loopback,
+ * spliced onto a stream ---- */
+void op_forward(uint32_t id, json_t *req);
+
 /* ---- init.c, disk.c, net.c (PID 1 only) ---- */
 /* Never returns. */
 void init_main(void);

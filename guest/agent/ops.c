@@ -115,6 +115,7 @@ static const struct op {
 	{ "watch", op_watch },
 	{ "env_set", op_env_set },
 	{ "net_config", op_net_config },
+	{ "forward", op_forward },
 };
 
 static void ops_dispatch(uint32_t id, json_t *req)

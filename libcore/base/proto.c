@@ -219,6 +219,7 @@ static const struct {
 	{ EROFS, "read_only" }, { ESRCH, "not_found" }, { ECANCELED, "cancelled" },
 	{ ENOMEM, "no_memory" }, { EMFILE, "too_many_files" }, { ENFILE, "too_many_files" },
 	{ EUSERS, "limit_reached" }, { ETIMEDOUT, "timeout" }, { ENOTCONN, "not_running" },
+	{ ECONNREFUSED, "connection_refused" }, { ECONNRESET, "connection_reset" },
 };
 
 const char *omr_proto_code(int errnum)

@@ -18,6 +18,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <netinet/in.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -952,6 +953,129 @@ static void test_flow_control(void)
 	res_free(&r);
 }
 
+/* ---- forward ---- */
+
+/* A TCP listener on 127.0.0.1 (the agent runs on the host here, so its
+ * loopback is ours).  Returns the fd; *port gets its port. */
+static int tcp_listen(int *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
+		bail("tcp listener");
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+/* A server in a child: reads everything until EOF, then answers "got N\n"
+ * followed by the bytes reversed, and closes.  With hold, it reads until
+ * EOF and exits 0 if EOF came (the connection was closed). */
+static pid_t tcp_server(int lfd, bool hold)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		bail("fork");
+	if (pid == 0) {
+		int c = accept(lfd, NULL, NULL);
+		size_t cap = 4u << 20, n = 0;
+		char *b = malloc(cap), hdr[64];
+		ssize_t k;
+
+		if (c < 0 || !b)
+			_exit(3);
+		while ((k = read(c, b + n, cap - n)) > 0)
+			n += (size_t)k;
+		if (hold)
+			_exit(k == 0 ? 0 : 4);
+		for (size_t i = 0; i < n / 2; i++) {
+			char t = b[i];
+			b[i] = b[n - 1 - i];
+			b[n - 1 - i] = t;
+		}
+		k = snprintf(hdr, sizeof(hdr), "got %zu\n", n);
+		if (write(c, hdr, (size_t)k) != k)
+			_exit(5);
+		for (size_t off = 0; off < n;) {
+			k = write(c, b + off, n - off);
+			if (k <= 0)
+				_exit(6);
+			off += (size_t)k;
+		}
+		_exit(0);
+	}
+	return pid;
+}
+
+static json_t *fwd_req(int port)
+{
+	return json_pack("{s:s, s:i}", "op", "forward", "port", port);
+}
+
+static void test_forward(void)
+{
+	const size_t total = 3u << 20; /* several windows each way */
+	uint8_t *in = malloc(total);
+	char *want = malloc(total + 64);
+	int port, st = -1, lfd = tcp_listen(&port);
+	pid_t pid = tcp_server(lfd, false);
+	struct res r;
+	size_t hl;
+
+	for (size_t i = 0; i < total; i++)
+		in[i] = (uint8_t)(i * 7 + i / 251);
+	rpc_stdin(&r, fwd_req(port), in, total, OMR_CH_STDIN);
+	hl = (size_t)sprintf(want, "got %zu\n", total);
+	for (size_t i = 0; i < total; i++)
+		want[hl + i] = (char)in[total - 1 - i];
+	ok(json_is_true(json_object_get(json_array_get(r.replies, 0), "connected")),
+	   "forward: REPLY {connected} once the guest's port accepted");
+	ok(r.len[1] == hl + total && !memcmp(r.out[1], want, hl + total) && r.eof[1],
+	   "forward: 3 MiB in, the server's answer after our EOF out, then EOF 1 (%zu bytes)",
+	   r.len[1]);
+	ok(end_int(&r, "bytes_in") == (long long)total &&
+	   end_int(&r, "bytes_out") == (long long)(hl + total),
+	   "forward: END counts the bytes both ways");
+	waitpid(pid, &st, 0);
+	ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "forward: the server saw our half-close as EOF");
+	res_free(&r);
+
+	/* Cancel: the guest's side sees the connection closed. */
+	pid = tcp_server(lfd, true);
+	res_init(&r, next_id++);
+	send_js(OMR_F_REQ, r.id, fwd_req(port));
+	while (!r.done && json_array_size(r.replies) == 0 && pump_one(&r, 1, RECV_TIMEOUT_MS))
+		;
+	send_raw(OMR_F_DATA, OMR_CH_STDIN, r.id, "abc", 3);
+	send_js(OMR_F_SIGNAL, r.id, json_object());
+	pump(&r, 1);
+	ok(is_code(&r, "cancelled"), "forward: SIGNAL {} ends the stream (cancelled)");
+	waitpid(pid, &st, 0);
+	ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "forward: a cancel closes the guest's connection");
+	res_free(&r);
+	close(lfd);
+
+	/* Nobody listens there any more. */
+	rpc(&r, fwd_req(port));
+	ok(is_code(&r, "connection_refused") && json_array_size(r.replies) == 0,
+	   "forward: a closed port is connection_refused, with no REPLY");
+	res_free(&r);
+	rpc(&r, json_pack("{s:s, s:i}", "op", "forward", "port", 0));
+	ok(is_code(&r, "bad_request"), "forward: port 0 is bad_request");
+	res_free(&r);
+	rpc(&r, json_pack("{s:s, s:i}", "op", "forward", "port", 65536));
+	ok(is_code(&r, "bad_request"), "forward: port 65536 is bad_request");
+	res_free(&r);
+	rpc(&r, json_pack("{s:s}", "op", "forward"));
+	ok(is_code(&r, "bad_request"), "forward: a missing port is bad_request");
+	res_free(&r);
+	free(in);
+	free(want);
+}
+
 static void test_concurrency(void)
 {
 	static struct res rs[64];
@@ -1034,11 +1158,13 @@ static void test_robustness(void)
 {
 	static const char *const ops[] = { "ping", "info", "exec", "ps", "attach", "kill",
 					   "file_read", "file_write", "list", "stat", "mkdir",
-					   "remove", "rename", "watch", "env_set", "hello" };
+					   "remove", "rename", "watch", "env_set", "hello",
+					   "forward" };
 	static const char *const fields[] = { "argv", "cmd", "env", "cwd", "user", "timeout_ms",
 					      "stdin", "pty", "rows", "cols", "background", "pid",
 					      "signal", "path", "offset", "length", "mode", "parents",
-					      "recursive", "from", "to", "vars", "path_b64" };
+					      "recursive", "from", "to", "vars", "path_b64",
+					      "port" };
 	static const char *const junk[] = { "[1,{}]", "{\"a\":null}", "-1", "1e300", "\"\"",
 					    "true", "\"\\u00ff\\u0100\"", "18446744073709551617" };
 	struct res r;
@@ -1464,6 +1590,7 @@ int main(int argc, char **argv)
 		test_ring();
 		test_flow_control();
 		test_concurrency();
+		test_forward();
 		test_robustness();
 		agent_stop();
 		test_cgroup_mode();
