@@ -30,6 +30,28 @@ static ssize_t sock_write(void *ctx, const void *buf, size_t len)
 
 static void client_close(struct mon_conns *cs, int ci, uint64_t now);
 
+/* A forward's connection carries bytes (router-internal.h): read what
+ * the agent's credit allows.  A half-close is EOF toward the guest; a
+ * hangup (both directions gone) or an error ends it: what the client
+ * sent and the monitor has not read yet is lost with it. */
+static void on_client_raw(struct mon_conn *c, uint32_t events, uint64_t now)
+{
+	struct mon_conns *cs = c->cs;
+	uint8_t buf[OMR_DATA_CHUNK];
+	size_t room = mon_router_raw_room(cs->rt, c->ci);
+	ssize_t n;
+
+	if ((events & EPOLLIN) && room > 0 && (mon_router_raw(cs->rt, c->ci) & MON_RAW_READ)) {
+		n = recv(c->fd, buf, room, MSG_DONTWAIT);
+		if (n >= 0)
+			mon_router_on_client_raw(cs->rt, c->ci, buf, (size_t)n, now);
+		else if (errno != EAGAIN && errno != EINTR)
+			events |= EPOLLERR;
+	}
+	if (events & (EPOLLHUP | EPOLLERR))
+		client_close(cs, c->ci, now);
+}
+
 static void on_client(void *user, int fd, uint32_t events)
 {
 	struct mon_conn *c = user;
@@ -41,6 +63,10 @@ static void on_client(void *user, int fd, uint32_t events)
 	int rc;
 
 	(void)fd;
+	if (mon_router_raw(cs->rt, c->ci)) {
+		on_client_raw(c, events, now);
+		goto out;
+	}
 	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		goto out;
 	n = omr_frame_reader_fill(&c->rd, c->fd);
@@ -300,6 +326,7 @@ static void set_events(struct mon_conns *cs, int fd, uint32_t *have, uint32_t wa
 static void sync_all(struct mon_conns *cs)
 {
 	uint64_t now = omr_now_ms();
+	unsigned raw;
 	int read_clients;
 
 	if (cs->agent_fd >= 0 && mon_router_agent_pending(cs->rt) &&
@@ -316,6 +343,20 @@ static void sync_all(struct mon_conns *cs)
 		if (mon_router_client_pending(cs->rt, ci) &&
 		    mon_router_flush_client(cs->rt, ci, sock_write, &c->fd) < 0) {
 			client_close(cs, ci, now);
+			continue;
+		}
+		if ((raw = mon_router_raw(cs->rt, ci))) {
+			if (raw & MON_RAW_SHUT) {
+				shutdown(c->fd, SHUT_WR);
+				mon_router_raw_shut(cs->rt, ci);
+			}
+			if (raw & MON_RAW_CLOSE) {
+				client_close(cs, ci, now);
+				continue;
+			}
+			set_events(cs, c->fd, &c->events,
+				   (raw & MON_RAW_READ ? EPOLLIN : 0) |
+				   (mon_router_client_pending(cs->rt, ci) ? EPOLLOUT : 0));
 			continue;
 		}
 		set_events(cs, c->fd, &c->events,

@@ -115,6 +115,27 @@ void mon_router_own_request(struct mon_router *rt, uint32_t gsid, const void *p,
  * client's number, or -1 if none is waiting (or it left). */
 int mon_router_answer_destroy(struct mon_router *rt);
 
+/* Forwards (op "forward"): once the agent's REPLY is queued, client ci's
+ * connection carries the guest connection's bytes, not frames.  The
+ * connection reads at most mon_router_raw_room() bytes at a time (the
+ * agent's credit) and hands them, or 0 for its EOF, to
+ * mon_router_on_client_raw(); what the router queues for it is written
+ * as is (the headers of DATA are skipped), and each written DATA returns
+ * its credit to the agent.  mon_router_raw() says, in MON_RAW_* bits,
+ * what the connection should do now: read; shutdown(SHUT_WR) (the guest
+ * side's EOF came and everything is written; then mon_router_raw_shut);
+ * close (the stream ended and everything is written). */
+#define MON_RAW_ON 1u
+#define MON_RAW_READ 2u
+#define MON_RAW_SHUT 4u
+#define MON_RAW_CLOSE 8u
+#define MON_RAW_CREDIT_MAX (64u << 20)
+unsigned mon_router_raw(const struct mon_router *rt, int ci);
+size_t mon_router_raw_room(const struct mon_router *rt, int ci);
+void mon_router_on_client_raw(struct mon_router *rt, int ci, const uint8_t *p, size_t len,
+			      uint64_t now);
+void mon_router_raw_shut(struct mon_router *rt, int ci);
+
 /* For tests and status: open routes (orphans included) and orphans. */
 size_t mon_router_nroutes(const struct mon_router *rt);
 size_t mon_router_norphans(const struct mon_router *rt);

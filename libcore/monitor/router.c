@@ -1,6 +1,7 @@
 /* The router of router-internal.h: frames in, frames queued out. */
 #include <errno.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,11 +12,24 @@
 #define HISTORY_KEYS_END { "exit_code", "signal", "timed_out", "error", "pid", "background" }
 #define HISTORY_KEYS_REQ { "argv", "cmd", "cwd", "user", "background" }
 
+/* A forward (op "forward") turns its connection into the guest
+ * connection's bytes: REQ, the agent's REPLY as a frame, then raw bytes
+ * both ways (doc/protocol.md, "Through the monitor"). */
+enum raw_state { RAW_NONE, RAW_OPENING, RAW_ON };
+
 struct client {
 	uid_t uid;
 	struct outq out;
 	size_t own_queued;    /* ACCT_OWN bytes in out */
 	unsigned nstreams;
+	enum raw_state raw;
+	uint32_t raw_gsid;    /* the forward's route */
+	uint64_t raw_credit;  /* bytes the agent lets us send it */
+	bool raw_in_eof;      /* the client half-closed; EOF 0 sent */
+	bool raw_out_eof;     /* the agent's EOF 1 came: shut the client's
+				 read side once the queue is written */
+	bool raw_shut;        /* done */
+	bool raw_end;         /* the route's END came: close once written */
 };
 
 struct route {
@@ -123,8 +137,15 @@ static void history_write(struct mon_router *rt, struct route *r, json_t *end, u
 static void client_answer(struct mon_router *rt, int ci, uint32_t csid, json_t *j)
 {
 	struct client *cl = rt->clients[ci];
-	struct outq_buf *b = mon_outq_push_json(&cl->out, OMR_F_END, csid, j);
+	struct outq_buf *b;
 
+	if (cl->raw == RAW_ON) {
+		/* No frame fits in a raw byte stream: the connection closes. */
+		json_decref(j);
+		cl->raw_end = true;
+		return;
+	}
+	b = mon_outq_push_json(&cl->out, OMR_F_END, csid, j);
 	if (b) {
 		b->acct = ACCT_OWN;
 		cl->own_queued += b->len;
@@ -188,24 +209,25 @@ static void agent_hello(struct mon_router *rt, const uint8_t *p, size_t len, uin
 }
 
 /* Forwards DATA of route r to its client, within the route's window and
- * memory.  An empty DATA carries nothing: it is dropped, never queued. */
-static void route_forward_data(struct mon_router *rt, struct route *r,
+ * memory.  An empty DATA carries nothing: it is dropped, never queued.
+ * Returns the queued frame, or NULL (dropped, or r cancelled). */
+static struct outq_buf *route_forward_data(struct mon_router *rt, struct route *r,
 			       const struct omr_frame_hdr *h, const uint8_t *p, uint64_t now)
 {
 	struct client *cl = rt->clients[r->client];
 	struct outq_buf *b;
 
 	if (h->len == 0)
-		return;
+		return NULL;
 	r->data_unacked += h->len;
 	if (r->data_unacked > MON_ROUTE_DATA_MAX) {
 		route_cancel(rt, r, "too_large", "the stream overran its flow-control window", now);
-		return;
+		return NULL;
 	}
 	if (r->data_mem + OUTQ_COST(h->len) > MON_ROUTE_DATA_MEM_MAX) {
 		route_cancel(rt, r, "too_large", "the stream's output came in too many small frames",
 			     now);
-		return;
+		return NULL;
 	}
 	b = mon_outq_push(&cl->out, h->type, h->flags, r->csid, p, h->len);
 	if (b) {
@@ -213,6 +235,7 @@ static void route_forward_data(struct mon_router *rt, struct route *r,
 		b->gsid = r->gsid;
 		r->data_mem += OUTQ_COST(h->len);
 	}
+	return b;
 }
 
 /* Forwards another frame of route r to its client, within its bounds. */
@@ -240,6 +263,56 @@ static void route_forward(struct mon_router *rt, struct route *r, const struct o
 	}
 }
 
+/* A frame of a forward's route, for a client in raw mode (or about to
+ * be): DATA goes out without its header, WINDOW is credit for the
+ * client's bytes, EOF and END are acted on by the connection. */
+static void raw_from_agent(struct mon_router *rt, struct route *r, const struct omr_frame_hdr *h,
+			   const uint8_t *p, uint64_t now)
+{
+	struct client *cl = rt->clients[r->client];
+	struct outq_buf *b;
+
+	switch (h->type) {
+	case OMR_F_WINDOW:
+		cl->raw_credit += omr_window_unpack(p, h->len);
+		if (cl->raw_credit > MON_RAW_CREDIT_MAX)
+			cl->raw_credit = MON_RAW_CREDIT_MAX;
+		return;
+	case OMR_F_REPLY:
+		if (cl->raw == RAW_OPENING) {
+			route_forward(rt, r, h, p, now);
+			cl->raw = RAW_ON;
+		}
+		return;
+	case OMR_F_END:
+		if (cl->raw == RAW_OPENING) {
+			/* It never connected: the error END ends a framed
+			 * connection as any request's does. */
+			route_forward(rt, r, h, p, now);
+			cl->raw = RAW_NONE;
+		}
+		cl->raw_end = true;
+		return;
+	case OMR_F_EOF:
+		if (h->flags == OMR_CH_STDOUT)
+			cl->raw_out_eof = true;
+		return;
+	case OMR_F_DATA:
+		if (cl->raw != RAW_ON || h->flags != OMR_CH_STDOUT)
+			return;
+		/* Queued as a frame for the accounting; only its payload
+		 * is written. */
+		b = route_forward_data(rt, r, h, p, now);
+		if (b) {
+			b->off = OMR_FRAME_HDR;
+			cl->out.bytes -= OMR_FRAME_HDR;
+		}
+		return;
+	default:
+		return;
+	}
+}
+
 void mon_router_on_agent_frame(struct mon_router *rt, const struct omr_frame_hdr *h,
 			       const uint8_t *p, uint64_t now)
 {
@@ -263,7 +336,10 @@ void mon_router_on_agent_frame(struct mon_router *rt, const struct omr_frame_hdr
 			history_write(rt, r, j, now);
 		json_decref(j);
 	}
-	if (r->client >= 0)
+	if (r->client >= 0 && rt->clients[r->client]->raw != RAW_NONE &&
+	    rt->clients[r->client]->raw_gsid == r->gsid)
+		raw_from_agent(rt, r, h, p, now);
+	else if (r->client >= 0)
 		route_forward(rt, r, h, p, now); /* may cancel r, never on END */
 	if (h->type == OMR_F_END)
 		route_remove(rt, r, now);
@@ -344,6 +420,20 @@ static void client_req(struct mon_router *rt, int ci, uint32_t csid, const uint8
 		client_error(rt, ci, csid, "limit_reached", "too many open streams on this connection");
 		goto out;
 	}
+	if (!strcmp(op, "forward")) {
+		struct client *cl = rt->clients[ci];
+		if (cl->nstreams || cl->raw != RAW_NONE) {
+			client_error(rt, ci, csid, "bad_request",
+				     "a forward needs a connection of its own");
+			goto out;
+		}
+		r = route_open(rt, ci, csid, now);
+		cl->raw = RAW_OPENING;
+		cl->raw_gsid = r->gsid;
+		cl->raw_credit = OMR_WINDOW_INIT;
+		mon_outq_push(&rt->agent_out, OMR_F_REQ, 0, r->gsid, p, len);
+		goto out;
+	}
 	r = route_open(rt, ci, csid, now);
 	if (!strcmp(op, "exec")) {
 		/* History keeps what ran, never the environment (secrets). */
@@ -364,7 +454,7 @@ void mon_router_on_client_frame(struct mon_router *rt, int ci, const struct omr_
 {
 	struct route *r;
 
-	if (ci < 0 || ci >= MON_MAX_CLIENTS || !rt->clients[ci])
+	if (ci < 0 || ci >= MON_MAX_CLIENTS || !rt->clients[ci] || rt->clients[ci]->raw == RAW_ON)
 		return;
 	r = route_by_client(rt, ci, h->stream);
 	switch (h->type) {
@@ -465,6 +555,15 @@ static void frame_written(void *user, const struct outq_buf *b)
 	else if (b->acct == ACCT_DATA && (r = route_by_gsid(w->rt, b->gsid))) {
 		size_t cost = OUTQ_COST(b->len - OMR_FRAME_HDR);
 		r->data_mem -= cost < r->data_mem ? cost : r->data_mem;
+		/* A raw client has no WINDOW to send: what it took is its
+		 * credit back to the agent. */
+		if (w->cl && w->cl->raw == RAW_ON && w->cl->raw_gsid == b->gsid) {
+			uint8_t win[OMR_WINDOW_LEN];
+			uint32_t n = (uint32_t)(b->len - OMR_FRAME_HDR);
+			r->data_unacked -= n < r->data_unacked ? n : r->data_unacked;
+			omr_window_pack(n, win);
+			mon_outq_push(&w->rt->agent_out, OMR_F_WINDOW, 0, b->gsid, win, sizeof(win));
+		}
 	}
 }
 
@@ -570,6 +669,63 @@ int mon_router_answer_destroy(struct mon_router *rt)
 		return -1;
 	mon_outq_push(&rt->clients[ci]->out, OMR_F_END, 0, rt->destroy_csid, "{}", 2);
 	return ci;
+}
+
+/* --- raw (forward) connections --- */
+
+unsigned mon_router_raw(const struct mon_router *rt, int ci)
+{
+	const struct client *cl = ci >= 0 && ci < MON_MAX_CLIENTS ? rt->clients[ci] : NULL;
+	unsigned st = 0;
+
+	if (!cl || cl->raw != RAW_ON)
+		return 0;
+	st = MON_RAW_ON;
+	if (!cl->raw_in_eof && !cl->raw_end && cl->raw_credit > 0 && mon_router_read_clients(rt))
+		st |= MON_RAW_READ;
+	if (cl->out.bytes == 0) {
+		if ((cl->raw_out_eof || cl->raw_end) && !cl->raw_shut)
+			st |= MON_RAW_SHUT;
+		if (cl->raw_end)
+			st |= MON_RAW_CLOSE;
+	}
+	return st;
+}
+
+size_t mon_router_raw_room(const struct mon_router *rt, int ci)
+{
+	const struct client *cl = ci >= 0 && ci < MON_MAX_CLIENTS ? rt->clients[ci] : NULL;
+
+	if (!cl || cl->raw != RAW_ON || cl->raw_in_eof || cl->raw_end)
+		return 0;
+	return cl->raw_credit < OMR_DATA_CHUNK ? (size_t)cl->raw_credit : OMR_DATA_CHUNK;
+}
+
+void mon_router_on_client_raw(struct mon_router *rt, int ci, const uint8_t *p, size_t len,
+			      uint64_t now)
+{
+	struct client *cl = ci >= 0 && ci < MON_MAX_CLIENTS ? rt->clients[ci] : NULL;
+
+	if (!cl || cl->raw != RAW_ON || cl->raw_in_eof || cl->raw_end)
+		return;
+	if (len == 0) {
+		cl->raw_in_eof = true;
+		mon_outq_push(&rt->agent_out, OMR_F_EOF, OMR_CH_STDIN, cl->raw_gsid, NULL, 0);
+		return;
+	}
+	if (len > cl->raw_credit)
+		len = (size_t)cl->raw_credit; /* the caller read too much: its bug */
+	cl->raw_credit -= len;
+	rt->last_activity = now;
+	mon_outq_push(&rt->agent_out, OMR_F_DATA, OMR_CH_STDIN, cl->raw_gsid, p, len);
+}
+
+void mon_router_raw_shut(struct mon_router *rt, int ci)
+{
+	struct client *cl = ci >= 0 && ci < MON_MAX_CLIENTS ? rt->clients[ci] : NULL;
+
+	if (cl)
+		cl->raw_shut = true;
 }
 
 size_t mon_router_nroutes(const struct mon_router *rt)

@@ -50,6 +50,7 @@ static const struct num_key num_keys[] = {
 	NUM("files", "timeout", files_timeout_s, 1, 86400),
 	NUM("files", "max_download_mb", max_download_mb, 1, 1ULL << 30),
 	NUM("files", "host_reserve_mb", host_reserve_mb, 0, 1ULL << 30),
+	NUM("api", "sign_ttl_max", api_sign_ttl_max, 1, 31536000),
 };
 
 static int on_key(void *user, const char *section, const char *name, const char *value)
@@ -72,6 +73,9 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		{ "network", "pool", &c->net_pool_text },
 		{ "network", "uplink", &c->net_uplink },
 		{ "network", "exceptions", &c->net_exceptions_text },
+		{ "api", "domain", &c->api_domain },
+		{ "api", "url_scheme", &c->api_url_scheme },
+		{ "api", "public_url", &c->api_public_url },
 	};
 	for (size_t i = 0; i < OMR_ARRAY_SIZE(strs); i++) {
 		if (!strcmp(section, strs[i].s) && !strcmp(name, strs[i].n)) {
@@ -127,6 +131,10 @@ static void set_defaults(struct omr_config *c)
 	c->max_download_mb = 65536;
 	c->host_reserve_mb = 256;
 	c->net_pool_text = omr_xstrdup(OMR_NET_POOL_DEFAULT);
+	c->api_domain = omr_xstrdup("localhost");
+	c->api_url_scheme = omr_xstrdup("http");
+	c->api_public_url = omr_xstrdup("http://127.0.0.1:8080");
+	c->api_sign_ttl_max = 86400;
 }
 
 /* [network]: the pool is an IPv4 range that holds at least one /30; the
@@ -163,6 +171,28 @@ static void env_override(char **dst, const char *var)
 	const char *v = getenv(var);
 	if (v && *v)
 		set_str(dst, v);
+}
+
+/* [api]: preview URLs are built from the domain, so it must be a host
+ * name (normalized here); signed URLs from public_url. */
+static int api_check(struct omr_config *c, struct omr_err **err)
+{
+	char host[OMR_HOST_MAX];
+
+	if (strcmp(c->api_url_scheme, "http") && strcmp(c->api_url_scheme, "https"))
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL,
+				    "api.url_scheme must be http or https, not '%s'", c->api_url_scheme);
+	if (omr_host_normalize(c->api_domain, 0, host, err) < 0)
+		return omr_err_wrap(err, "api.domain");
+	set_str(&c->api_domain, host);
+	if (strncmp(c->api_public_url, "http://", 7) && strncmp(c->api_public_url, "https://", 8))
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL,
+				    "api.public_url must start with http:// or https://, not '%s'",
+				    c->api_public_url);
+	/* Paths are appended to it. */
+	for (size_t n = strlen(c->api_public_url); n > 8 && c->api_public_url[n - 1] == '/'; n--)
+		c->api_public_url[n - 1] = 0;
+	return 0;
 }
 
 int omr_config_load(struct omr_config **out, struct omr_err **err)
@@ -209,6 +239,10 @@ int omr_config_load(struct omr_config **out, struct omr_err **err)
 		x.rc = omr_err_setx(err, OMR_E_USAGE, EINVAL, "a sandbox default exceeds its maximum");
 		goto fail;
 	}
+	if ((x.rc = api_check(c, err)) < 0) {
+		omr_err_wrap(err, "%s", c->conf_path ? c->conf_path : "config");
+		goto fail;
+	}
 	if ((x.rc = network_check(c, err)) < 0) {
 		omr_err_wrap(err, "%s", c->conf_path ? c->conf_path : "config");
 		goto fail;
@@ -237,6 +271,9 @@ void omr_config_free(struct omr_config *c)
 	free(c->net_uplink);
 	free(c->net_exceptions_text);
 	free(c->net_exceptions);
+	free(c->api_domain);
+	free(c->api_url_scheme);
+	free(c->api_public_url);
 	free(c);
 }
 

@@ -56,6 +56,16 @@ struct omr_config {
 					 proxy may reach although private */
 	struct omr_cidr *net_exceptions;
 	int net_nexceptions;
+
+	/* [api] exposures and signed file URLs (issue 13) */
+	char *api_domain;             /* domain: preview URLs are
+					 PORT-SANDBOXID.DOMAIN (localhost) */
+	char *api_url_scheme;         /* url_scheme: http | https, of
+					 preview URLs (http) */
+	char *api_public_url;         /* public_url: what signed file URLs
+					 start with (http://127.0.0.1:8080) */
+	unsigned api_sign_ttl_max;    /* sign_ttl_max: longest life of a
+					 signed URL, seconds (86400) */
 };
 
 /* Loads the configuration (defaults, then the file, then the environment).
