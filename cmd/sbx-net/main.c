@@ -1,22 +1,35 @@
-/* sbx-net: a running sandbox's network policy and counters. */
+/* sbx-net: a running sandbox's network policy and counters, its
+ * exposures (preview URLs) and port forwards. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "omnirun/base/exitcodes.h"
 #include "omnirun/base/ids.h"
 #include "omnirun/base/util.h"
+#include "omnirun/client/forward.h"
 #include "omnirun/client/net.h"
+#include "omnirun/state/expose.h"
 #include "omnirun/state/netconf.h"
 
 static void usage(void)
 {
 	printf("Usage: sbx-net [options] ID policy [--internet on|off] [--allow HOST]...\n"
 	       "                                  [--deny HOST]...\n"
-	       "       sbx-net [options] ID stats\n\n"
+	       "       sbx-net [options] ID stats\n"
+	       "       sbx-net [options] ID expose PORT [--protected]\n"
+	       "       sbx-net [options] ID unexpose EXPOSURE_ID\n"
+	       "       sbx-net [options] ID exposures\n"
+	       "       sbx-net [options] ID forward PORT\n\n"
 	       "Show or change a running sandbox's network policy, or show its counters.\n"
+	       "expose offers PORT of the guest at a preview URL\n"
+	       "(http(s)://PORT-SANDBOXID.DOMAIN/, served by sbx-shim), public unless\n"
+	       "--protected; forward connects stdin and stdout to PORT on the guest's\n"
+	       "loopback.  Both go through the agent channel: no network route into the\n"
+	       "guest is needed.\n"
 	       "A change is atomic (one nft transaction); proxied connections the new\n"
 	       "policy refuses are closed, forwarded ones reset.  Without a change,\n"
 	       "policy shows the current one.\n\n"
@@ -24,13 +37,16 @@ static void usage(void)
 	       "  -i, --internet on|off   NAT the guest out of the uplink, or stop\n"
 	       "  -a, --allow HOST        add HOST (or *.domain) to the allow-list\n"
 	       "  -d, --deny HOST         remove HOST from the allow-list\n\n"
+	       "Expose options:\n"
+	       "  -p, --protected         the URL needs a bearer token of the owner\n\n"
 	       "Options:\n"
 	       "  -j, --json     JSON output\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n\n"
 	       "Exit status: 0 ok, 1 failure, 2 usage (a bad host name), 3 no such\n"
-	       "sandbox or uplink, 4 not running or forwarding off on the uplink,\n"
-	       "5 the allow-list is full.\n");
+	       "sandbox, uplink or exposure, 4 not running, forwarding off on the\n"
+	       "uplink or the port exposed already, 5 the allow-list or the exposures\n"
+	       "are full.\n");
 	exit(OMR_EXIT_OK);
 }
 
@@ -82,32 +98,107 @@ static void print_stats(json_t *s)
 	}
 }
 
+static int cmd_takes_arg(const char *cmd)
+{
+	return !strcmp(cmd, "expose") || !strcmp(cmd, "unexpose") || !strcmp(cmd, "forward");
+}
+
+static int port_arg(const char *s)
+{
+	uint64_t v;
+	struct omr_err *err = NULL;
+
+	if (!s)
+		omr_cli_usage_error(OMR_EXIT_USAGE, "expected a port");
+	if (omr_parse_u64(s, 1, 65535, &v, "port", &err) < 0)
+		omr_cli_usage_error(OMR_EXIT_USAGE, "%s", err->msg);
+	return (int)v;
+}
+
+static void print_exposure(json_t *e)
+{
+	printf("%-16s %5lld  %-9s  %s\n", json_string_value(json_object_get(e, "id")),
+	       num(e, "port", NULL),
+	       json_is_true(json_object_get(e, "protected")) ? "protected" : "public",
+	       json_string_value(json_object_get(e, "url")));
+}
+
+/* expose, unexpose, exposures, forward. */
+static int run_expose(struct omr_config *c, const char *id, const char *cmd, const char *arg,
+		      int protect, int json)
+{
+	struct omr_err *err = NULL;
+	struct omr_exposure e, *v = NULL;
+	json_t *out = NULL;
+	size_t n = 0;
+	int rc = 0, fd;
+
+	if (!strcmp(cmd, "forward")) {
+		fd = omr_forward_open(c, id, (unsigned)port_arg(arg), &err);
+		if (fd < 0 || omr_forward_splice(fd, 0, 1, 0, &err) < 0)
+			rc = -1;
+		if (fd >= 0)
+			close(fd);
+	} else if (!strcmp(cmd, "expose")) {
+		if ((rc = omr_expose_add(c, id, (unsigned)port_arg(arg), protect, &e, &err)) == 0)
+			out = omr_expose_json(c, id, &e);
+	} else if (!strcmp(cmd, "unexpose")) {
+		rc = omr_expose_remove(c, id, arg, &err);
+	} else if ((rc = omr_expose_list(c, id, &v, &n, &err)) == 0) {
+		out = json_array();
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(out, omr_expose_json(c, id, &v[i]));
+		free(v);
+	}
+	omr_config_free(c);
+	if (rc < 0)
+		return omr_cli_fail(&err);
+	if (out && json) {
+		omr_cli_print_json(out);
+		return OMR_EXIT_OK;
+	}
+	if (json_is_object(out))
+		printf("%s\n", json_string_value(json_object_get(out, "url")));
+	else if (json_is_array(out)) {
+		size_t i;
+		json_t *x;
+		json_array_foreach(out, i, x)
+			print_exposure(x);
+	}
+	json_decref(out);
+	return OMR_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "internet", required_argument, NULL, 'i' },
 		{ "allow", required_argument, NULL, 'a' },
 		{ "deny", required_argument, NULL, 'd' },
+		{ "protected", no_argument, NULL, 'p' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	const char *allow[OMR_ALLOW_ENTRIES], *deny[OMR_ALLOW_ENTRIES], *id = NULL, *cmd = NULL;
+	const char *allow[OMR_ALLOW_ENTRIES], *deny[OMR_ALLOW_ENTRIES], *id = NULL, *cmd = NULL,
+		   *arg = NULL;
 	struct omr_net_change ch = { .internet = -1, .allow = allow, .deny = deny };
 	struct omr_err *err = NULL;
 	struct omr_config *c;
-	int json = 0, ch_, rc;
+	int json = 0, protect = 0, ch_, rc;
 	json_t *out = NULL;
 
 	omr_cli_init(argv[0]);
 	/* Options may come before or after "ID policy|stats". */
 	while (optind < argc) {
-		if ((ch_ = getopt_long(argc, argv, "+i:a:d:jhV", opts, NULL)) == -1) {
+		if ((ch_ = getopt_long(argc, argv, "+i:a:d:pjhV", opts, NULL)) == -1) {
 			if (!id)
 				id = argv[optind++];
 			else if (!cmd)
 				cmd = argv[optind++];
+			else if (!arg && cmd_takes_arg(cmd))
+				arg = argv[optind++];
 			else
 				omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
 			continue;
@@ -127,6 +218,7 @@ int main(int argc, char **argv)
 			else
 				deny[ch.ndeny++] = optarg;
 			break;
+		case 'p': protect = 1; break;
 		case 'j': json = 1; break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
@@ -134,11 +226,22 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!id || !cmd)
-		omr_cli_usage_error(OMR_EXIT_USAGE, "expected a sandbox id and policy or stats");
+		omr_cli_usage_error(OMR_EXIT_USAGE, "expected a sandbox id and a command");
 	if (!omr_id_valid(id))
 		omr_cli_usage_error(OMR_EXIT_USAGE, "invalid sandbox id '%s'", id);
-	if (strcmp(cmd, "policy") && strcmp(cmd, "stats"))
-		omr_cli_usage_error(OMR_EXIT_USAGE, "unknown command '%s' (policy or stats)", cmd);
+	if (strcmp(cmd, "policy") && strcmp(cmd, "stats") && strcmp(cmd, "exposures") &&
+	    !cmd_takes_arg(cmd))
+		omr_cli_usage_error(OMR_EXIT_USAGE, "unknown command '%s' (policy, stats, expose, "
+				    "unexpose, exposures or forward)", cmd);
+	if (cmd_takes_arg(cmd) && !arg)
+		omr_cli_usage_error(OMR_EXIT_USAGE, "%s needs an argument", cmd);
+	if (protect && strcmp(cmd, "expose"))
+		omr_cli_usage_error(OMR_EXIT_USAGE, "--protected is for expose");
+	if (strcmp(cmd, "policy") && strcmp(cmd, "stats")) {
+		if (ch.internet >= 0 || ch.nallow || ch.ndeny)
+			omr_cli_usage_error(OMR_EXIT_USAGE, "%s takes no --internet, --allow or --deny", cmd);
+		return run_expose(omr_cli_config(), id, cmd, arg, protect, json);
+	}
 	if (!strcmp(cmd, "stats") && (ch.internet >= 0 || ch.nallow || ch.ndeny))
 		omr_cli_usage_error(OMR_EXIT_USAGE, "stats takes no --internet, --allow or --deny");
 	c = omr_cli_config();

@@ -409,6 +409,10 @@ static void client_req(struct mon_router *rt, int ci, uint32_t csid, const uint8
 		client_error(rt, ci, csid, "bad_request", "op 'hello' is the monitor's own");
 		goto out;
 	}
+	if (rt->clients[ci]->raw != RAW_NONE) {
+		client_error(rt, ci, csid, "bad_request", "a forward needs a connection of its own");
+		goto out;
+	}
 	if (rt->ops->request) {
 		json_t *answer = rt->ops->request(rt->user, op, req);
 		if (answer) {

@@ -495,6 +495,132 @@ static void test_monitor_ops(void)
 	mon_router_free(rt);
 }
 
+/* Drains client ci's queue as raw bytes (a forward's connection). */
+static size_t take_raw(struct mon_router *rt, int ci, char *out, size_t max)
+{
+	struct sink s = { .budget = SIZE_MAX };
+	size_t n;
+
+	mon_router_flush_client(rt, ci, sink_write, &s);
+	n = s.len < max ? s.len : max;
+	memcpy(out, s.buf, n);
+	free(s.buf);
+	return s.len;
+}
+
+static void test_forward(void)
+{
+	struct mon_router *rt = router(1000);
+	int ci = mon_router_accept(rt, 0), c2 = mon_router_accept(rt, 0);
+	struct frame f[8];
+	char raw[256];
+	uint8_t win[OMR_WINDOW_LEN];
+	uint32_t g;
+	int n;
+
+	req(rt, ci, 1, "{\"op\":\"forward\",\"port\":8000}", 1000);
+	n = take(rt, -1, f, 8);
+	g = f[0].stream;
+	ok(n == 1 && f[0].type == OMR_F_REQ && strstr(f[0].payload, "8000"),
+	   "forward: the REQ goes to the agent");
+	is_int(mon_router_raw(rt, ci), 0, "forward: framed until the agent connected");
+	req(rt, ci, 2, "{\"op\":\"ping\"}", 1000);
+	n = take(rt, ci, f, 8);
+	ok(n == 1 && f[0].type == OMR_F_END && strstr(f[0].payload, "connection of its own"),
+	   "forward: no other stream on a forward's connection");
+
+	from_agent(rt, OMR_F_REPLY, 0, g, "{\"connected\":true}", 18, 1001);
+	n = take(rt, ci, f, 8);
+	ok(n == 1 && f[0].type == OMR_F_REPLY && f[0].stream == 1,
+	   "forward: the agent's REPLY reaches the client as a frame");
+	ok(mon_router_raw(rt, ci) == (MON_RAW_ON | MON_RAW_READ), "forward: then the connection is raw");
+
+	from_agent(rt, OMR_F_DATA, OMR_CH_STDOUT, g, "HTTP/1.0 200", 12, 1002);
+	from_agent(rt, OMR_F_DATA, OMR_CH_STDOUT, g, " OK\r\n", 5, 1002);
+	ok(take_raw(rt, ci, raw, sizeof(raw)) == 17 && !memcmp(raw, "HTTP/1.0 200 OK\r\n", 17),
+	   "forward: the guest's bytes reach the client without frame headers");
+	n = take(rt, -1, f, 8);
+	ok(n == 2 && f[0].type == OMR_F_WINDOW && f[0].stream == g && f[1].type == OMR_F_WINDOW,
+	   "forward: each written chunk returns its credit to the agent");
+
+	is_int(mon_router_raw_room(rt, ci), OMR_DATA_CHUNK, "forward: the client may send a chunk");
+	mon_router_on_client_raw(rt, ci, (const uint8_t *)"GET /", 5, 1003);
+	n = take(rt, -1, f, 8);
+	ok(n == 1 && f[0].type == OMR_F_DATA && f[0].flags == OMR_CH_STDIN && f[0].stream == g &&
+		   !strcmp(f[0].payload, "GET /"),
+	   "forward: the client's bytes go to the agent as DATA 0");
+	/* Spend the credit: nothing more is read until the agent grants it. */
+	static uint8_t big[OMR_WINDOW_INIT];
+	for (size_t off = 0; off < sizeof(big) - 5;) {
+		size_t k = mon_router_raw_room(rt, ci);
+		if (k > sizeof(big) - 5 - off)
+			k = sizeof(big) - 5 - off;
+		mon_router_on_client_raw(rt, ci, big, k, 1003);
+		off += k;
+	}
+	take(rt, -1, f, 8);
+	ok(mon_router_raw_room(rt, ci) == 0 && !(mon_router_raw(rt, ci) & MON_RAW_READ),
+	   "forward: without the agent's credit the client is not read");
+	omr_window_pack(100, win);
+	from_agent(rt, OMR_F_WINDOW, 0, g, win, sizeof(win), 1004);
+	ok(mon_router_raw_room(rt, ci) == 100 && take(rt, ci, f, 8) == 0,
+	   "forward: the agent's WINDOW is credit, not a frame for the client");
+
+	mon_router_on_client_raw(rt, ci, NULL, 0, 1005);
+	n = take(rt, -1, f, 8);
+	ok(n == 1 && f[0].type == OMR_F_EOF && f[0].flags == OMR_CH_STDIN && f[0].stream == g &&
+		   !(mon_router_raw(rt, ci) & MON_RAW_READ),
+	   "forward: the client's half-close is EOF 0");
+	from_agent(rt, OMR_F_DATA, OMR_CH_STDOUT, g, "bye", 3, 1006);
+	from_agent(rt, OMR_F_EOF, OMR_CH_STDOUT, g, NULL, 0, 1006);
+	ok(!(mon_router_raw(rt, ci) & MON_RAW_SHUT), "forward: no shutdown before the data is written");
+	ok(take_raw(rt, ci, raw, sizeof(raw)) == 3 && (mon_router_raw(rt, ci) & MON_RAW_SHUT) &&
+		   !(mon_router_raw(rt, ci) & MON_RAW_CLOSE),
+	   "forward: the guest's EOF shuts the client's side once written");
+	mon_router_raw_shut(rt, ci);
+	from_agent(rt, OMR_F_END, 0, g, "{\"bytes_in\":5}", 14, 1007);
+	ok(take_raw(rt, ci, raw, sizeof(raw)) == 0 && (mon_router_raw(rt, ci) & MON_RAW_CLOSE),
+	   "forward: the END is not written; it closes the connection");
+	is_int(mon_router_nroutes(rt), 0, "forward: END closes the route");
+
+	/* A port nobody listens on: the error END as a frame, no raw mode. */
+	take(rt, -1, f, 8);
+	req(rt, c2, 1, "{\"op\":\"forward\",\"port\":9}", 1010);
+	take(rt, -1, f, 8);
+	g = f[0].stream;
+	from_agent(rt, OMR_F_END, 0, g, "{\"error\":\"x\",\"code\":\"connection_refused\"}", 40, 1011);
+	n = take(rt, c2, f, 8);
+	ok(n == 1 && f[0].type == OMR_F_END && strstr(f[0].payload, "connection_refused") &&
+		   mon_router_raw(rt, c2) == 0,
+	   "forward: a refused connection is an END frame on a framed connection");
+
+	/* A raw connection that goes away cancels the agent's stream; an
+	 * agent restart closes it without writing a frame into its bytes. */
+	mon_router_client_gone(rt, c2, 1012);
+	from_agent(rt, OMR_F_HELLO, 0, 0, "{\"version\":1}", 13, 1012);
+	c2 = mon_router_accept(rt, 0);
+	req(rt, c2, 1, "{\"op\":\"forward\",\"port\":80}", 1013);
+	take(rt, -1, f, 8);
+	g = f[0].stream;
+	from_agent(rt, OMR_F_REPLY, 0, g, "{\"connected\":true}", 18, 1014);
+	take(rt, c2, f, 8);
+	from_agent(rt, OMR_F_HELLO, 0, 0, "{\"version\":1}", 13, 1015);
+	ok(take_raw(rt, c2, raw, sizeof(raw)) == 0 && (mon_router_raw(rt, c2) & MON_RAW_CLOSE),
+	   "forward: an agent restart closes a raw connection, writing nothing into it");
+	mon_router_client_gone(rt, c2, 1016);
+	c2 = mon_router_accept(rt, 0);
+	req(rt, c2, 1, "{\"op\":\"forward\",\"port\":80}", 1017);
+	take(rt, -1, f, 8);
+	g = f[0].stream;
+	from_agent(rt, OMR_F_REPLY, 0, g, "{\"connected\":true}", 18, 1018);
+	take(rt, c2, f, 8);
+	mon_router_client_gone(rt, c2, 1019);
+	n = take(rt, -1, f, 8);
+	ok(n == 1 && f[0].type == OMR_F_SIGNAL && f[0].stream == g && !strcmp(f[0].payload, "{}"),
+	   "forward: a client that leaves cancels the guest connection");
+	mon_router_free(rt);
+}
+
 int main(void)
 {
 	test_route();
@@ -510,5 +636,6 @@ int main(void)
 	test_clients();
 	test_agent_restart();
 	test_backpressure();
+	test_forward();
 	return done_testing();
 }

@@ -24,6 +24,7 @@
 #include "omnirun/state/gc.h"
 #include "omnirun/state/record.h"
 
+#include "omnirun/state/expose.h"
 #include "tap.h"
 
 static char root[] = "/tmp/omr-test-state.XXXXXX";
@@ -833,6 +834,114 @@ static void test_gc_orphans(void)
 	is_int(gc(1, 0, &f), 0, "gc --check: clean afterwards");
 }
 
+/* Host names of preview URLs: built, parsed back, anything else refused. */
+static void test_expose_hosts(void)
+{
+	static const char *const bad[] = {
+		"", "localhost", "8000-sbabcdefgh.localhost.evil", "8000-sbabcdefgh.evil",
+		"8000-sbabcdefghlocalhost", "x.8000-sbabcdefgh.localhost", "08000-sbabcdefgh.localhost",
+		"0-sbabcdefgh.localhost", "65536-sbabcdefgh.localhost", "123456-sbabcdefgh.localhost",
+		"8000sbabcdefgh.localhost", "8000-sb_abcdefgh.localhost", "8000-sbabc.localhost",
+		"8000-sbabcdefg1.localhost", "8000-abcdefghij.localhost", "-sbabcdefgh.localhost",
+		"8000-sbabcdefgh.localhost:", "8000-sbabcdefgh.localhost:x", "8000-sbabcdefgh.localhost:123456",
+		"8000-sbabcdefghijklmnopqrstuvwxyz234567abcdef.localhost", "[::1]:80",
+		"8000-sbabcdefgh..localhost", ".localhost", "8000-sbabcdefgh.localhost/x",
+		"8000-sbabcdefgh.localhost\n", "8000-sbab\x01" "defgh.localhost",
+	};
+	char id[OMR_ID_MAX], *host, *url, longhost[400];
+	struct omr_err *err = NULL;
+	unsigned port = 0;
+	bool all = true;
+
+	host = omr_expose_host(cfg, "sb_abcdefgh23", 8080);
+	url = omr_expose_url(cfg, "sb_abcdefgh23", 8080);
+	is_str(host, "8080-sbabcdefgh23.localhost", "expose: the host spells the id without its _");
+	is_str(url, "http://8080-sbabcdefgh23.localhost/", "expose: the URL of the config's scheme");
+	ok(omr_expose_host_parse(host, "localhost", id, &port, &err) == 0 &&
+		   !strcmp(id, "sb_abcdefgh23") && port == 8080,
+	   "expose: the host parses back to the id and the port");
+	free(host);
+	free(url);
+	ok(omr_expose_host_parse("3000-SBABCDEFGH.LocalHost.:8080", "localhost", id, &port, &err) == 0 &&
+		   !strcmp(id, "sb_abcdefgh") && port == 3000,
+	   "expose: case, a trailing dot and the listener's :port do not matter");
+	ok(omr_expose_host_parse("65535-sbabcdefgh.preview.example.com", "preview.example.com", id,
+				 &port, &err) == 0 && port == 65535,
+	   "expose: a domain of several labels, port 65535");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (omr_expose_host_parse(bad[i], "localhost", id, &port, &err) == 0) {
+			diag("accepted: %s", bad[i]);
+			all = false;
+		}
+		if (err && omr_err_kind(err) != OMR_E_USAGE)
+			all = false;
+		omr_err_free(&err);
+	}
+	memset(longhost, 'a', sizeof(longhost) - 1);
+	longhost[sizeof(longhost) - 1] = 0;
+	all &= omr_expose_host_parse(longhost, "localhost", id, &port, &err) < 0;
+	omr_err_free(&err);
+	all &= omr_expose_host_parse(NULL, "localhost", id, &port, &err) < 0;
+	omr_err_free(&err);
+	ok(all, "expose: %zu malformed hosts (other domain, extra label, bad port, bad id, long) refused",
+	   sizeof(bad) / sizeof(bad[0]) + 2);
+	ok(omr_expose_id_valid("ex_abcdefgh") && !omr_expose_id_valid("sb_abcdefgh") &&
+		   !omr_expose_id_valid("ex_abc") && !omr_expose_id_valid("ex_ABCDEFGH") &&
+		   !omr_expose_id_valid("ex_abcdefgh/../x"),
+	   "expose: exposure ids are ex_ + base32");
+}
+
+/* Exposures of a record: add, list, find, remove, the bounds. */
+static void test_expose_records(void)
+{
+	struct omr_sandbox sb, dead;
+	struct omr_exposure e, e2, *v = NULL;
+	struct omr_err *err = NULL;
+	size_t n = 9;
+	int rc;
+
+	make_record(&sb, OMR_SB_RUNNING);
+	make_record(&dead, OMR_SB_STOPPED);
+	ok(omr_expose_list(cfg, sb.id, &v, &n, &err) == 0 && n == 0, "expose: none at first");
+	ok(omr_expose_add(cfg, sb.id, 8000, 0, &e, &err) == 0 && omr_expose_id_valid(e.id) &&
+		   e.port == 8000 && !e.protected_ && e.created_at > 0,
+	   "expose: add gives an ex_ id");
+	ok(omr_expose_add(cfg, sb.id, 8001, 1, &e2, &err) == 0 && e2.protected_ && strcmp(e.id, e2.id),
+	   "expose: a protected one");
+	rc = omr_expose_add(cfg, sb.id, 8000, 0, &e2, &err);
+	ok(rc < 0 && omr_err_kind(err) == OMR_E_STATE && strstr(err->msg, e.id),
+	   "expose: a port exposed already is a state error naming its exposure");
+	omr_err_free(&err);
+	ok(omr_expose_add(cfg, dead.id, 8000, 0, &e2, &err) < 0 && omr_err_kind(err) == OMR_E_STATE,
+	   "expose: a stopped sandbox cannot expose");
+	omr_err_free(&err);
+	ok(omr_expose_add(cfg, "sb_nonexistent", 8000, 0, &e2, &err) < 0 &&
+		   omr_err_kind(err) == OMR_E_NOT_FOUND,
+	   "expose: an unknown sandbox is not_found");
+	omr_err_free(&err);
+	ok(omr_expose_find(cfg, sb.id, 8001, &e2, &err) == 0 && e2.protected_,
+	   "expose: find by port");
+	ok(omr_expose_find(cfg, sb.id, 9999, &e2, &err) < 0 && omr_err_kind(err) == OMR_E_NOT_FOUND,
+	   "expose: an unexposed port is not_found");
+	omr_err_free(&err);
+	for (unsigned p = 9000; p < 9000 + OMR_EXPOSE_MAX - 2; p++)
+		omr_expose_add(cfg, sb.id, p, 0, &e2, &err);
+	ok(omr_expose_add(cfg, sb.id, 7000, 0, &e2, &err) < 0 && omr_err_kind(err) == OMR_E_LIMIT,
+	   "expose: at most %d per sandbox", OMR_EXPOSE_MAX);
+	omr_err_free(&err);
+	ok(omr_expose_remove(cfg, sb.id, e.id, &err) == 0 &&
+		   omr_expose_remove(cfg, sb.id, e.id, &err) < 0 && omr_err_kind(err) == OMR_E_NOT_FOUND,
+	   "expose: remove, then not_found");
+	omr_err_free(&err);
+	ok(omr_expose_remove(cfg, sb.id, "ex_../../x", &err) < 0 && omr_err_kind(err) == OMR_E_USAGE,
+	   "expose: a malformed exposure id is a usage error");
+	omr_err_free(&err);
+	ok(omr_expose_list(cfg, sb.id, &v, &n, &err) == 0 && n == OMR_EXPOSE_MAX - 1 &&
+		   v[0].port == 8001,
+	   "expose: the list keeps the others, oldest first");
+	free(v);
+}
+
 int main(void)
 {
 	setup();
@@ -845,6 +954,8 @@ int main(void)
 	test_gc_lost_and_stale();
 	test_gc_incomplete_and_prune();
 	test_gc_orphans();
+	test_expose_hosts();
+	test_expose_records();
 	omr_config_free(cfg);
 	omr_rm_rf_at(AT_FDCWD, root);
 	return done_testing();
