@@ -29,8 +29,8 @@ _sbx_net()
 	esac
 
 	if [[ $cur == -* ]]; then
-		mapfile -t COMPREPLY < <(compgen -W '-i --internet -a --allow -d --deny -j --json
-			-h --help -V --version' -- "$cur")
+		mapfile -t COMPREPLY < <(compgen -W '-i --internet -a --allow -d --deny -p --protected
+			-j --json -h --help -V --version' -- "$cur")
 		return
 	fi
 	# ID first, then the command.
@@ -44,7 +44,16 @@ _sbx_net()
 	done
 	case $args in
 	0) mapfile -t COMPREPLY < <(compgen -W "$(sbx-ls -q 2>/dev/null)" -- "$cur") ;;
-	1) mapfile -t COMPREPLY < <(compgen -W 'policy stats' -- "$cur") ;;
+	1) mapfile -t COMPREPLY < <(compgen -W 'policy stats expose unexpose exposures forward' \
+		-- "$cur") ;;
+	2)
+		# unexpose: the sandbox's exposure ids.
+		local id w
+		for w in "${words[@]:1}"; do [[ $w == sb_* ]] && id=$w && break; done
+		[[ ${words[cword - 1]} == unexpose && $id ]] &&
+			mapfile -t COMPREPLY < <(compgen -W "$(sbx-net --json "$id" exposures 2>/dev/null |
+				sed -n 's/.*"id": *"\(ex_[a-z2-7]*\)".*/\1/p')" -- "$cur")
+		;;
 	esac
 }
 complete -F _sbx_net sbx-net
