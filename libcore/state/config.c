@@ -50,6 +50,15 @@ static const struct num_key num_keys[] = {
 	NUM("files", "timeout", files_timeout_s, 1, 86400),
 	NUM("files", "max_download_mb", max_download_mb, 1, 1ULL << 30),
 	NUM("files", "host_reserve_mb", host_reserve_mb, 0, 1ULL << 30),
+	NUM("api", "user_sandboxes", api_user_sandboxes, 0, 100000),
+	NUM("api", "history_days", api_history_days, 1, 36500),
+	NUM("api", "rate", api_rate, 1, 1000000),
+	NUM("api", "rate_burst", api_rate_burst, 1, 1000000),
+	NUM("api", "max_body_kb", api_max_body_kb, 1, 65536),
+	NUM("api", "max_upload_mb", api_max_upload_mb, 1, 1048576),
+	NUM("api", "max_connections", api_threads, 4, 65536),
+	NUM("api", "connection_timeout", api_conn_timeout_s, 1, 86400),
+	NUM("api", "code_ttl", api_code_ttl_s, 30, 86400),
 	NUM("api", "sign_ttl_max", api_sign_ttl_max, 1, 31536000),
 };
 
@@ -73,6 +82,12 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		{ "network", "pool", &c->net_pool_text },
 		{ "network", "uplink", &c->net_uplink },
 		{ "network", "exceptions", &c->net_exceptions_text },
+		{ "api", "listen", &c->api_listen },
+		{ "api", "tls_cert", &c->api_tls_cert },
+		{ "api", "tls_key", &c->api_tls_key },
+		{ "api", "operator", &c->api_operator },
+		{ "api", "mail_command", &c->api_mail_command },
+		{ "api", "mail_outbox", &c->api_mail_outbox },
 		{ "api", "domain", &c->api_domain },
 		{ "api", "url_scheme", &c->api_url_scheme },
 		{ "api", "public_url", &c->api_public_url },
@@ -131,6 +146,17 @@ static void set_defaults(struct omr_config *c)
 	c->max_download_mb = 65536;
 	c->host_reserve_mb = 256;
 	c->net_pool_text = omr_xstrdup(OMR_NET_POOL_DEFAULT);
+	c->api_listen = omr_xstrdup("127.0.0.1:8080");
+	c->api_operator = omr_xstrdup("operator@localhost");
+	c->api_user_sandboxes = 3;
+	c->api_history_days = 90;
+	c->api_rate = 20;
+	c->api_rate_burst = 100;
+	c->api_max_body_kb = 1024;
+	c->api_max_upload_mb = 4096;
+	c->api_threads = 1024;
+	c->api_conn_timeout_s = 30;
+	c->api_code_ttl_s = 600;
 	c->api_domain = omr_xstrdup("localhost");
 	c->api_url_scheme = omr_xstrdup("http");
 	c->api_public_url = omr_xstrdup("http://127.0.0.1:8080");
@@ -271,6 +297,12 @@ void omr_config_free(struct omr_config *c)
 	free(c->net_uplink);
 	free(c->net_exceptions_text);
 	free(c->net_exceptions);
+	free(c->api_listen);
+	free(c->api_tls_cert);
+	free(c->api_tls_key);
+	free(c->api_operator);
+	free(c->api_mail_command);
+	free(c->api_mail_outbox);
 	free(c->api_domain);
 	free(c->api_url_scheme);
 	free(c->api_public_url);
