@@ -48,6 +48,9 @@ struct omr_api_conn {
 	int in_request;         /* headers are in: the handler has it */
 	uint64_t body_bytes;    /* of the upload in progress */
 	int streaming_body;
+	int upgraded;           /* handed over (a WebSocket through a
+				   preview URL): no longer MHD's or ours to
+				   time out */
 };
 
 struct omr_api {
@@ -97,6 +100,10 @@ struct omr_api_req {
 	int sink_failed;            /* the sink stopped taking bytes */
 	uint64_t sink_bytes;
 	int done;                   /* the body is complete */
+	char *raw_uri;              /* the request target as sent (query
+				   included), for previews */
+	int signed_ok;              /* a signed URL vouched for params[0]
+				   (its owner is r->user) */
 	void *ctx;                  /* the route's own state */
 	void (*ctx_free)(struct omr_api_req *r);
 };
@@ -139,6 +146,22 @@ json_t *omr_api_sandbox_json(struct omr_api *a, const struct omr_sandbox *sb);
  * (the action has happened). */
 void omr_api_audit(struct omr_api_req *r, const char *action, const char *target,
 		   const char *detail);
+
+/* Authenticates r by its token (for routes that decide late whether
+ * they need one).  Returns 0, or < 0 with the reply (401, 429) queued. */
+int omr_api_authenticate(struct omr_api_req *r);
+
+/* Exposures (expose.c): routes, and the preview URLs' Host routing. */
+enum MHD_Result omr_api_exposures_create(struct omr_api_req *r);
+enum MHD_Result omr_api_exposures_list(struct omr_api_req *r);
+enum MHD_Result omr_api_exposures_delete(struct omr_api_req *r);
+int omr_api_preview_match(struct omr_api *a, const char *host);
+enum MHD_Result omr_api_preview_hook(struct omr_api_req *r, const char *upload_data,
+				     size_t *upload_data_size);
+/* Signed file URLs (signed.c). */
+enum MHD_Result omr_api_files_sign(struct omr_api_req *r);
+enum MHD_Result omr_api_signed_get(struct omr_api_req *r);
+enum MHD_Result omr_api_signed_put_begin(struct omr_api_req *r);
 
 /* Route handlers (sandboxes.c, commands.c, files.c, auth.c). */
 enum MHD_Result omr_api_sandbox_create(struct omr_api_req *r);

@@ -20,6 +20,15 @@ const struct omr_api_route omr_api_route_table[] = {
 	  omr_api_files_put_begin, omr_api_files_put_abort },
 	{ "GET", "/sandboxes/:id/files", omr_api_files_get, OMR_BODY_NONE, 0, NULL, NULL },
 	{ "DELETE", "/sandboxes/:id/files", omr_api_files_delete, OMR_BODY_NONE, 0, NULL, NULL },
+	{ "POST", "/sandboxes/:id/files/sign", omr_api_files_sign, OMR_BODY_JSON, 0, NULL, NULL },
+	/* Signed file URLs need no token: the signature is the credential. */
+	{ "GET", "/files/signed/:id", omr_api_signed_get, OMR_BODY_NONE, 1, NULL, NULL },
+	{ "POST", "/files/signed/:id", omr_api_files_put_end, OMR_BODY_RAW, 1,
+	  omr_api_signed_put_begin, omr_api_files_put_abort },
+	{ "POST", "/sandboxes/:id/exposures", omr_api_exposures_create, OMR_BODY_JSON, 0, NULL, NULL },
+	{ "GET", "/sandboxes/:id/exposures", omr_api_exposures_list, OMR_BODY_NONE, 0, NULL, NULL },
+	{ "DELETE", "/sandboxes/:id/exposures/:eid", omr_api_exposures_delete, OMR_BODY_NONE, 0,
+	  NULL, NULL },
 	/* Issue 9 (pause, resume, fork, timeout) has not landed. */
 	{ "POST", "/sandboxes/:id/pause", NI, OMR_BODY_JSON, 0, NULL, NULL },
 	{ "POST", "/sandboxes/:id/resume", NI, OMR_BODY_JSON, 0, NULL, NULL },

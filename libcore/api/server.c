@@ -217,6 +217,8 @@ const char *omr_api_own_sandbox(struct omr_api_req *r)
 {
 	const char *id = r->params[0];
 
+	if (r->signed_ok && id && omr_id_valid(id))
+		return id;
 	if (!id || !omr_id_valid(id) || omr_owner_of(r->api->db, id) != r->user.id) {
 		_cleanup_free_ char *q = omr_str_quote_short(id ? id : "", 64);
 		omr_api_reply_error(r, 404, "not_found", "no such sandbox '%s'", q);
@@ -471,7 +473,26 @@ static int authenticate(struct omr_api_req *r)
 	return 0;
 }
 
+int omr_api_authenticate(struct omr_api_req *r)
+{
+	return authenticate(r);
+}
+
 /* ---- the request's life ---- */
+
+/* The request target as the client sent it (MHD gives handlers the path
+ * without its query): kept per thread, one connection per thread, from
+ * MHD's URI callback to the request's first call. */
+static __thread char *raw_uri;
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	(void)cls;
+	(void)conn;
+	free(raw_uri);
+	raw_uri = strdup(uri);
+	return NULL;
+}
 
 static void peer_of(struct MHD_Connection *conn, char *out, size_t n)
 {
@@ -500,6 +521,8 @@ static struct omr_api_req *req_new(struct omr_api *a, struct MHD_Connection *con
 	r->t0 = omr_now_ms();
 	r->sink_fd = -1;
 	r->cs = ci ? ci->socket_context : NULL;
+	r->raw_uri = raw_uri;
+	raw_uri = NULL;
 	peer_of(conn, r->client, sizeof(r->client));
 	return r;
 }
@@ -512,6 +535,7 @@ static void req_free(struct omr_api_req *r)
 		close(r->sink_fd);
 	for (int i = 0; i < OMR_API_MAX_PARAMS; i++)
 		free(r->params[i]);
+	free(r->raw_uri);
 	free(r->body);
 	json_decref(r->json);
 	free(r);
@@ -739,6 +763,8 @@ static void *watchdog(void *p)
 			uint64_t age = now - cs->phase_ms;
 			int slow = 0;
 
+			if (cs->upgraded)
+				continue;
 			if (!cs->in_request && age > limit)
 				slow = 1; /* headers not in */
 			else if (cs->streaming_body && age > limit &&
@@ -806,7 +832,7 @@ int omr_api_start(const struct omr_config *c, const char *listen, struct omr_api
 	struct omr_api *a = omr_xcalloc(1, sizeof(*a));
 	struct sockaddr_storage ss;
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-			 MHD_USE_ERROR_LOG | MHD_USE_POLL;
+			 MHD_USE_ERROR_LOG | MHD_USE_POLL | MHD_ALLOW_UPGRADE;
 
 	a->c = c;
 	pthread_mutex_init(&a->conns_lock, NULL);
@@ -833,6 +859,8 @@ int omr_api_start(const struct omr_config *c, const char *listen, struct omr_api
 	/* What state says is live is what the shim serves: a restart finds
 	 * every sandbox again, ended ones become history. */
 	omr_owner_sync(a->db, c, 0, NULL);
+	a->host_match = omr_api_preview_match;
+	a->host_hook = omr_api_preview_hook;
 	a->watchdog_run = 1;
 	if (pthread_create(&a->watchdog, NULL, watchdog, a) != 0) {
 		a->watchdog_run = 0;
@@ -849,6 +877,7 @@ int omr_api_start(const struct omr_config *c, const char *listen, struct omr_api
 		MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, a,
 		MHD_OPTION_NOTIFY_CONNECTION, on_connection, a,
+		MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
 		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
 		a->tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, a->cert,
 		MHD_OPTION_HTTPS_MEM_KEY, a->key,

@@ -91,6 +91,13 @@ void omr_signed_url_free(struct omr_signed_url *u)
 	u->url = u->path = NULL;
 }
 
+static int is_pattern(const char *p)
+{
+	size_t n = strlen(p);
+
+	return n >= 2 && !strcmp(p + n - 2, "/*");
+}
+
 /* --- keys --- */
 
 /* $state_dir/keys/sign, made 0700 when missing; its fd. */
@@ -348,8 +355,10 @@ int omr_sign_url(const struct omr_config *c, enum omr_sign_op op, const char *id
 	sodium_bin2base64(sig64, sizeof(sig64), sig, sizeof(sig),
 			  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 	enc = url_encode(out->path);
-	out->url = omr_strdup_printf("%s/files/signed/%s?op=%s&path=%s&exp=%lld&kid=%s&sig=%s",
-				     c->api_public_url, id, omr_sign_op_name(op), enc,
+	/* A pattern is "pattern=": the caller adds the file as "path=". */
+	out->url = omr_strdup_printf("%s/files/signed/%s?op=%s&%s=%s&exp=%lld&kid=%s&sig=%s",
+				     c->api_public_url, id, omr_sign_op_name(op),
+				     is_pattern(out->path) ? "pattern" : "path", enc,
 				     (long long)out->expires_at, kid, sig64);
 	return 0;
 fail:

@@ -233,9 +233,11 @@ char *omr_expose_url(const struct omr_config *c, const char *id, unsigned port)
 json_t *omr_expose_json(const struct omr_config *c, const char *id, const struct omr_exposure *e)
 {
 	_cleanup_free_ char *url = omr_expose_url(c, id, e->port);
+	char when[32];
 
-	return json_pack("{s:s, s:i, s:s, s:b, s:I}", "id", e->id, "port", (int)e->port, "url",
-			 url, "protected", e->protected_, "createdAt", (json_int_t)e->created_at);
+	omr_format_time(e->created_at, when);
+	return json_pack("{s:s, s:i, s:s, s:b, s:s}", "id", e->id, "port", (int)e->port, "url",
+			 url, "protected", e->protected_, "createdAt", when);
 }
 
 int omr_expose_host_parse(const char *host, const char *domain, char id[OMR_ID_MAX],

@@ -55,7 +55,7 @@ static void parse(const char *url, struct query *q)
 		if (!eq || eq > end)
 			break;
 		if (!strncmp(k, "op=", 3)) dst = &q->op;
-		if (!strncmp(k, "path=", 5)) dst = &q->path;
+		if (!strncmp(k, "path=", 5) || !strncmp(k, "pattern=", 8)) dst = &q->path;
 		if (!strncmp(k, "exp=", 4)) dst = &q->exp;
 		if (!strncmp(k, "kid=", 4)) dst = &q->kid;
 		if (!strncmp(k, "sig=", 4)) dst = &q->sig;

@@ -38,7 +38,9 @@ int omr_sign_op_parse(const char *s);
 char *omr_sign_path(const char *path, size_t len, int pattern, struct omr_err **err);
 
 struct omr_signed_url {
-	char *url;           /* PUBLIC_URL/files/signed/ID?op=&path=&exp=&kid=&sig= */
+	char *url;           /* PUBLIC_URL/files/signed/ID?op=&path=&exp=&kid=&sig=
+				(pattern= instead of path= for a pattern: the
+				caller appends path=FILE) */
 	char *path;          /* the normalized path signed */
 	int64_t expires_at;  /* seconds since the epoch */
 };
@@ -54,7 +56,7 @@ int omr_sign_url(const struct omr_config *c, enum omr_sign_op op, const char *id
 /* What a signed request carries (the URL's query), and what it asks. */
 struct omr_sign_claim {
 	const char *op;       /* op= */
-	const char *path;     /* path= (decoded): the signed path or pattern */
+	const char *path;     /* pattern=, else path= (decoded): what was signed */
 	const char *exp;      /* exp= */
 	const char *kid;      /* kid= */
 	const char *sig;      /* sig= (base64url, no padding) */
