@@ -468,6 +468,31 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *req_cls,
 
 /* ---- the answer ---- */
 
+/* The Content-Length of an answer head: >= 0, -1 for none, -2 for a
+ * malformed one. */
+static int64_t content_length(const char *head)
+{
+	const char *l = head;
+	uint64_t n;
+
+	while ((l = strstr(l, "\r\n"))) {
+		l += 2;
+		if (!strncasecmp(l, "content-length:", 15)) {
+			char num[24];
+			size_t k;
+			l += 15;
+			l += strspn(l, " \t");
+			k = strcspn(l, "\r\n \t");
+			if (k == 0 || k >= sizeof(num))
+				return -2;
+			memcpy(num, l, k);
+			num[k] = 0;
+			return omr_parse_u64(num, 0, INT64_MAX, &n, "length", NULL) < 0 ? -2 : (int64_t)n;
+		}
+	}
+	return -1;
+}
+
 static int add_headers(struct MHD_Response *resp, char *head, int upgrade, int64_t *length)
 {
 	char *save = NULL, *line = strtok_r(head, "\r\n", &save);
@@ -537,24 +562,28 @@ static enum MHD_Result preview_answer(struct omr_api_req *r)
 		free(copy);
 		return omr_api_reply_error(r, 502, "bad_gateway", "the guest switched protocols unasked");
 	}
-	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, CHUNK, body_read, p, body_free);
+	/* Known length: MHD sends it and stops there; else the answer ends
+	 * at the guest's EOF (chunked toward HTTP/1.1 clients). */
+	length = content_length(head);
+	if (length == -2) {
+		free(copy);
+		return omr_api_reply_error(r, 502, "bad_gateway", "the guest's Content-Length is malformed");
+	}
+	p->left = length;
+	resp = MHD_create_response_from_callback(length >= 0 ? (uint64_t)length : MHD_SIZE_UNKNOWN,
+						 CHUNK, body_read, p, body_free);
 	if (!resp) {
 		free(copy);
 		return MHD_NO;
 	}
 	if (add_headers(resp, copy, 0, &length) < 0) {
 		free(copy);
+		/* Destroying the response frees p (body_free). */
+		r->ctx = NULL;
 		MHD_destroy_response(resp);
 		return omr_api_reply_error(r, 502, "bad_gateway", "the guest's answer head is malformed");
 	}
 	free(copy);
-	if (length >= 0) {
-		/* Known length: MHD sends it and stops there. */
-		char num[24];
-		p->left = length;
-		snprintf(num, sizeof(num), "%lld", (long long)length);
-		MHD_add_response_header(resp, "Content-Length", num);
-	}
 	/* The response owns p from here (body_free). */
 	r->ctx = NULL;
 	return omr_api_reply_response(r, status, resp);

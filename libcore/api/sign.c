@@ -315,8 +315,8 @@ static char *url_encode(const char *s)
 }
 
 int omr_sign_url(const struct omr_config *c, enum omr_sign_op op, const char *id,
-		 const char *path, int64_t ttl_s, int64_t now, struct omr_signed_url *out,
-		 struct omr_err **err)
+		 const char *path, int64_t ttl_s, int64_t now, const char *base,
+		 struct omr_signed_url *out, struct omr_err **err)
 {
 	_cleanup_close_ int dfd = -1;
 	_cleanup_free_ char *enc = NULL;
@@ -357,7 +357,8 @@ int omr_sign_url(const struct omr_config *c, enum omr_sign_op op, const char *id
 	enc = url_encode(out->path);
 	/* A pattern is "pattern=": the caller adds the file as "path=". */
 	out->url = omr_strdup_printf("%s/files/signed/%s?op=%s&%s=%s&exp=%lld&kid=%s&sig=%s",
-				     c->api_public_url, id, omr_sign_op_name(op),
+				     base ? base : c->api_public_url ? c->api_public_url : "",
+				     id, omr_sign_op_name(op),
 				     is_pattern(out->path) ? "pattern" : "path", enc,
 				     (long long)out->expires_at, kid, sig64);
 	return 0;

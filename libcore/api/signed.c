@@ -4,12 +4,29 @@
  * anything else, and the transfer is then the files routes' own, on
  * behalf of the sandbox's owner. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api-internal.h"
 #include "omnirun/api/sign.h"
 #include "omnirun/base/ids.h"
 #include "omnirun/base/util.h"
+
+/* Where signed URLs point: [api] public_url, else the scheme and Host
+ * this request came with (a Host that is not a plain host[:port] falls
+ * back to a relative URL).  Malloc'ed or NULL. */
+static char *base_url(struct omr_api_req *r)
+{
+	const char *host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
+
+	if (r->api->c->api_public_url)
+		return omr_xstrdup(r->api->c->api_public_url);
+	if (!host || !*host || strlen(host) > 255 ||
+	    strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") !=
+		    strlen(host))
+		return omr_xstrdup("");
+	return omr_strdup_printf("%s://%s", r->api->tls ? "https" : "http", host);
+}
 
 enum MHD_Result omr_api_files_sign(struct omr_api_req *r)
 {
@@ -20,8 +37,8 @@ enum MHD_Result omr_api_files_sign(struct omr_api_req *r)
 	json_t *ttl = json_object_get(r->json, "ttl");
 	struct omr_signed_url u;
 	struct omr_err *err = NULL;
-	char when[32];
-	int op;
+	char when[32], *base;
+	int op, rc;
 	json_t *j;
 
 	if (!id || omr_api_check_fields(r, r->json, fields) < 0)
@@ -33,8 +50,11 @@ enum MHD_Result omr_api_files_sign(struct omr_api_req *r)
 	/* An expiry is mandatory: no ttl is no URL. */
 	if (!ttl || json_integer_value(ttl) < 1)
 		return omr_api_reply_error(r, 400, "bad_request", "ttl (seconds, 1 or more) is required");
-	if (omr_sign_url(r->api->c, (enum omr_sign_op)op, id, path, json_integer_value(ttl),
-			 (int64_t)(omr_wall_ms() / 1000), &u, &err) < 0)
+	base = base_url(r);
+	rc = omr_sign_url(r->api->c, (enum omr_sign_op)op, id, path, json_integer_value(ttl),
+			  (int64_t)(omr_wall_ms() / 1000), base, &u, &err);
+	free(base);
+	if (rc < 0)
 		return omr_api_reply_err(r, &err);
 	omr_format_time(u.expires_at, when);
 	j = json_pack("{s:s, s:s, s:s, s:s, s:I}", "url", u.url, "path", u.path, "op",

@@ -159,7 +159,6 @@ static void set_defaults(struct omr_config *c)
 	c->api_code_ttl_s = 600;
 	c->api_domain = omr_xstrdup("localhost");
 	c->api_url_scheme = omr_xstrdup("http");
-	c->api_public_url = omr_xstrdup("http://127.0.0.1:8080");
 	c->api_sign_ttl_max = 86400;
 }
 
@@ -211,6 +210,8 @@ static int api_check(struct omr_config *c, struct omr_err **err)
 	if (omr_host_normalize(c->api_domain, 0, host, err) < 0)
 		return omr_err_wrap(err, "api.domain");
 	set_str(&c->api_domain, host);
+	if (!c->api_public_url)
+		return 0; /* the shim uses the address it was reached at */
 	if (strncmp(c->api_public_url, "http://", 7) && strncmp(c->api_public_url, "https://", 8))
 		return omr_err_setx(err, OMR_E_USAGE, EINVAL,
 				    "api.public_url must start with http:// or https://, not '%s'",

@@ -95,7 +95,7 @@ static void sign(enum omr_sign_op op, const char *id, const char *path, int64_t 
 {
 	struct omr_err *err = NULL;
 
-	if (omr_sign_url(cfg, op, id, path, ttl, NOW, u, &err) < 0)
+	if (omr_sign_url(cfg, op, id, path, ttl, NOW, NULL, u, &err) < 0)
 		bail_out("sign %s: %s", path, err->msg);
 	parse(u->url, q);
 }
@@ -215,19 +215,19 @@ static void test_sign_verify(void)
 	query_free(&q2);
 
 	/* TTL: mandatory, capped by the config. */
-	ok(omr_sign_url(cfg, OMR_SIGN_READ, SB, "/x", 0, NOW, &u2, &err) < 0 &&
+	ok(omr_sign_url(cfg, OMR_SIGN_READ, SB, "/x", 0, NOW, NULL, &u2, &err) < 0 &&
 		   omr_err_kind(err) == OMR_E_USAGE,
 	   "ttl: 0 refused (an expiry is mandatory)");
 	omr_err_free(&err);
-	ok(omr_sign_url(cfg, OMR_SIGN_READ, SB, "/x", 1000000, NOW, &u2, &err) == 0 &&
+	ok(omr_sign_url(cfg, OMR_SIGN_READ, SB, "/x", 1000000, NOW, NULL, &u2, &err) == 0 &&
 		   u2.expires_at == NOW + 3600,
 	   "ttl: cut to [api] sign_ttl_max (3600 here)");
 	omr_signed_url_free(&u2);
-	ok(omr_sign_url(cfg, OMR_SIGN_READ, "sb_BAD", "/x", 10, NOW, &u2, &err) < 0 &&
+	ok(omr_sign_url(cfg, OMR_SIGN_READ, "sb_BAD", "/x", 10, NOW, NULL, &u2, &err) < 0 &&
 		   omr_err_kind(err) == OMR_E_USAGE,
 	   "sign: a malformed sandbox id refused");
 	omr_err_free(&err);
-	ok(omr_sign_url(cfg, OMR_SIGN_READ, SB, "/a/../x", 10, NOW, &u2, &err) < 0 &&
+	ok(omr_sign_url(cfg, OMR_SIGN_READ, SB, "/a/../x", 10, NOW, NULL, &u2, &err) < 0 &&
 		   omr_err_kind(err) == OMR_E_USAGE,
 	   "sign: a path with '..' refused");
 	omr_err_free(&err);
@@ -276,7 +276,7 @@ int main(void)
 	conf = omr_strdup_printf("%s/omnirun.conf", root);
 	mkdir(state, 0700);
 	FILE *f = fopen(conf, "w");
-	fprintf(f, "[api]\nsign_ttl_max = 3600\n");
+	fprintf(f, "[api]\nsign_ttl_max = 3600\npublic_url = http://127.0.0.1:8080/\n");
 	fclose(f);
 	setenv("OMNIRUN_CONF", conf, 1);
 	setenv("OMNIRUN_STATE_DIR", state, 1);

@@ -47,11 +47,13 @@ struct omr_signed_url {
 void omr_signed_url_free(struct omr_signed_url *u);
 
 /* Signs op on path of sandbox id for ttl_s seconds from now (ttl_s >= 1;
- * more than [api] sign_ttl_max is cut to it).  Makes the first key when
- * there is none.  Returns 0 or < 0. */
+ * more than [api] sign_ttl_max is cut to it).  The URL starts with base
+ * ("http://host:port"; NULL: [api] public_url, else a URL relative to
+ * the server).  Makes the first key when there is none.  Returns 0 or
+ * < 0. */
 int omr_sign_url(const struct omr_config *c, enum omr_sign_op op, const char *id,
-		 const char *path, int64_t ttl_s, int64_t now, struct omr_signed_url *out,
-		 struct omr_err **err);
+		 const char *path, int64_t ttl_s, int64_t now, const char *base,
+		 struct omr_signed_url *out, struct omr_err **err);
 
 /* What a signed request carries (the URL's query), and what it asks. */
 struct omr_sign_claim {

@@ -86,7 +86,8 @@ struct omr_config {
 	char *api_url_scheme;         /* url_scheme: http | https, of
 					 preview URLs (http) */
 	char *api_public_url;         /* public_url: what signed file URLs
-					 start with (http://127.0.0.1:8080) */
+					 start with; NULL: the scheme and
+					 Host the shim was reached at */
 	unsigned api_sign_ttl_max;    /* sign_ttl_max: longest life of a
 					 signed URL, seconds (86400) */
 };
