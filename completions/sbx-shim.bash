@@ -7,9 +7,14 @@ _sbx_shim()
 	case $prev in
 	-l|--listen) return ;;
 	-p|--port-file) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+	--remove-sign-key)
+		mapfile -t COMPREPLY < <(compgen -W "$(sbx-shim --sign-keys 2>/dev/null |
+			sed -n '2,$s/ .*//p')" -- "$cur")
+		return
+		;;
 	esac
-	mapfile -t COMPREPLY < <(compgen -W '-l --listen -p --port-file -h --help
-		-V --version' -- "$cur")
+	mapfile -t COMPREPLY < <(compgen -W '-l --listen -p --port-file --sign-keys
+		--rotate-sign-key --remove-sign-key -h --help -V --version' -- "$cur")
 }
 complete -F _sbx_shim sbx-shim
 

@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "omnirun/api/api.h"
+#include "omnirun/api/sign.h"
 #include "omnirun/base/cleanup.h"
 #include "omnirun/base/exitcodes.h"
 #include "omnirun/base/log.h"
@@ -26,10 +27,15 @@ static void usage(void)
 	       "  -l, --listen ADDR:PORT  where to listen (default: [api] listen,\n"
 	       "                          127.0.0.1:8080); port 0 picks a free one\n"
 	       "  -p, --port-file FILE    write the port listened on to FILE once ready\n"
+	       "      --sign-keys         list the keys of signed file URLs, the one\n"
+	       "                          that signs first, and exit\n"
+	       "      --rotate-sign-key   make a new key sign from now on (the others\n"
+	       "                          still verify), print its id and exit\n"
+	       "      --remove-sign-key KID  remove an old key: its URLs stop working\n"
 	       "  -h, --help              show this help\n"
 	       "  -V, --version           show the version\n\n"
-	       "Exit status: 0 stopped by a signal, 1 failure, 2 usage, 4 the address is\n"
-	       "in use.\n");
+	       "Exit status: 0 stopped by a signal, 1 failure, 2 usage, 3 no such key,\n"
+	       "4 the address is in use, or the key still signs.\n");
 	exit(OMR_EXIT_OK);
 }
 
@@ -47,12 +53,40 @@ static void print_routes(void)
 	exit(OMR_EXIT_OK);
 }
 
+/* --sign-keys, --rotate-sign-key, --remove-sign-key. */
+static int sign_keys(int what, const char *kid)
+{
+	struct omr_config *c = omr_cli_config();
+	struct omr_err *err = NULL;
+	char **kids = NULL, made[OMR_SIGN_KID_LEN + 1];
+	int rc;
+
+	if (what == 'K') {
+		rc = omr_sign_keys(c, &kids, &err);
+		for (size_t i = 0; rc == 0 && kids[i]; i++) {
+			printf("%s%s\n", kids[i], i == 0 ? " (signs)" : "");
+			free(kids[i]);
+		}
+		free(kids);
+	} else if (what == 'O') {
+		if ((rc = omr_sign_rotate(c, made, &err)) == 0)
+			printf("%s\n", made);
+	} else {
+		rc = omr_sign_key_remove(c, kid, &err);
+	}
+	omr_config_free(c);
+	return rc < 0 ? omr_cli_fail(&err) : OMR_EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "port-file", required_argument, NULL, 'p' },
 		{ "print-routes", no_argument, NULL, 'R' },
+		{ "sign-keys", no_argument, NULL, 'K' },
+		{ "rotate-sign-key", no_argument, NULL, 'O' },
+		{ "remove-sign-key", required_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -70,6 +104,9 @@ int main(int argc, char **argv)
 		case 'l': listen = optarg; break;
 		case 'p': port_file = optarg; break;
 		case 'R': print_routes(); break;
+		case 'K':
+		case 'O': return sign_keys(ch, NULL);
+		case 'X': return sign_keys(ch, optarg);
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
 		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);

@@ -283,6 +283,23 @@ teardown() { omr_teardown; }
 	sleep 2.2
 	run curl -sS -m 30 -o /dev/null -w '%{http_code}' "$url"
 	assert_eq "$output" 403
+	# Keys rotate: an old URL works until its key is removed.
+	call "$ALICE" POST "/sandboxes/$ID/files/sign" -d '{"path": "/srv/index.html", "op": "read", "ttl": 60}'
+	url=$(jq -r .url <<<"$BODY")
+	local old=${url#*kid=}
+	old=${old%%&*}
+	run -0 sbx-shim --rotate-sign-key
+	local new=$output
+	[ "$new" != "$old" ] || fail "the same key"
+	run -0 curl -sS -f -m 30 "$url"
+	run sbx-shim --remove-sign-key "$new"
+	assert_eq "$status" 4 "$output"
+	run -0 sbx-shim --remove-sign-key "$old"
+	run curl -sS -m 30 -o /dev/null -w '%{http_code}' "$url"
+	assert_eq "$output" 403
+	call "$ALICE" POST "/sandboxes/$ID/files/sign" -d '{"path": "/srv/index.html", "op": "read", "ttl": 60}'
+	assert_contains "$(jq -r .url <<<"$BODY")" "kid=$new&"
+	run -0 curl -sS -f -m 30 "$(jq -r .url <<<"$BODY")"
 	# The ttl is cut to [api] sign_ttl_max (600 here).
 	call "$ALICE" POST "/sandboxes/$ID/files/sign" -d '{"path": "/x", "op": "read", "ttl": 99999}'
 	assert_eq "$STATUS" 201 "$BODY"
