@@ -178,7 +178,7 @@ static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const cha
 	 * would let it smuggle a request to the guest. */
 	if (!k || !v || strpbrk(k, "\r\n") || strpbrk(v, "\r\n") || hop_by_hop(k) ||
 	    !strcasecmp(k, "x-forwarded-for") || !strcasecmp(k, "x-forwarded-host") ||
-	    !strcasecmp(k, "x-forwarded-proto") ||
+	    !strcasecmp(k, "x-forwarded-proto") || !strcasecmp(k, "expect") ||
 	    (h->strip_auth && !strcasecmp(k, "authorization")))
 		return MHD_YES;
 	head_add(h, "%s: %s\r\n", k, v);
@@ -298,21 +298,23 @@ static int preview_open(struct omr_api_req *r)
 	return 0;
 }
 
-/* Reads the guest's answer head (up to the blank line) into *out; the
- * bytes after it are kept in p->rest.  Returns its length, or -1. */
+/* Reads the guest's answer head (up to the blank line) into *out,
+ * starting with what an earlier head left in p->rest; the bytes after it
+ * are kept in p->rest.  Returns its length, or -1. */
 static ssize_t read_answer_head(struct preview *p, char **out)
 {
 	char *buf = omr_xmalloc(HEAD_MAX + 1), *end;
 	size_t have = 0;
 
+	if (p->rest) {
+		have = p->rest_len - p->rest_off; /* < HEAD_MAX: it came from buf */
+		memcpy(buf, p->rest + p->rest_off, have);
+		free(p->rest);
+		p->rest = NULL;
+		p->rest_len = p->rest_off = 0;
+	}
 	for (;;) {
-		ssize_t n = read(p->fd, buf + have, HEAD_MAX - have);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		have += (size_t)n;
-		buf[have] = 0;
+		ssize_t n;
 		if ((end = memmem(buf, have, "\r\n\r\n", 4))) {
 			size_t hl = (size_t)(end - buf) + 4;
 			p->rest_len = have - hl;
@@ -324,6 +326,12 @@ static ssize_t read_answer_head(struct preview *p, char **out)
 		}
 		if (have == HEAD_MAX)
 			break;
+		n = read(p->fd, buf + have, HEAD_MAX - have);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		have += (size_t)n;
 	}
 	free(buf);
 	return -1;
@@ -532,10 +540,18 @@ static enum MHD_Result preview_answer(struct omr_api_req *r)
 
 	/* The guest's side of the request is complete; HTTP/1.0 needs no
 	 * half-close (and some servers take one for a hang-up). */
-	if (read_answer_head(p, &head) < 0 ||
-	    sscanf(head, "HTTP/1.%*1[01] %3u", &status) != 1 || status < 100 || status > 599)
-		return omr_api_reply_error(r, 502, "bad_gateway",
-					   "the guest's answer is not HTTP (or its head is over 64 KiB)");
+	for (;;) {
+		if (read_answer_head(p, &head) < 0 ||
+		    sscanf(head, "HTTP/1.%*1[01] %3u", &status) != 1 || status < 100 || status > 599)
+			return omr_api_reply_error(r, 502, "bad_gateway", "the guest's answer is not "
+						   "HTTP (or its head is over 64 KiB)");
+		/* Interim answers (100 Continue...) are the guest's business
+		 * with us; the client gets the final one. */
+		if (status >= 200 || status == 101)
+			break;
+		free(head);
+		head = NULL;
+	}
 	copy = omr_xstrdup(head);
 	if (p->upgrade && status == 101) {
 		struct tunnel *t = omr_xcalloc(1, sizeof(*t));

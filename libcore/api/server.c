@@ -482,15 +482,24 @@ int omr_api_authenticate(struct omr_api_req *r)
 
 /* The request target as the client sent it (MHD gives handlers the path
  * without its query): kept per thread, one connection per thread, from
- * MHD's URI callback to the request's first call. */
-static __thread char *raw_uri;
+ * MHD's URI callback to the request's first call; a thread that ends
+ * before that frees it (the key's destructor). */
+static pthread_key_t uri_key;
+static pthread_once_t uri_once = PTHREAD_ONCE_INIT;
+
+static void uri_key_make(void)
+{
+	if (pthread_key_create(&uri_key, free) != 0)
+		abort();
+}
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
 	(void)cls;
 	(void)conn;
-	free(raw_uri);
-	raw_uri = strdup(uri);
+	pthread_once(&uri_once, uri_key_make);
+	free(pthread_getspecific(uri_key));
+	pthread_setspecific(uri_key, strdup(uri));
 	return NULL;
 }
 
@@ -521,8 +530,9 @@ static struct omr_api_req *req_new(struct omr_api *a, struct MHD_Connection *con
 	r->t0 = omr_now_ms();
 	r->sink_fd = -1;
 	r->cs = ci ? ci->socket_context : NULL;
-	r->raw_uri = raw_uri;
-	raw_uri = NULL;
+	pthread_once(&uri_once, uri_key_make);
+	r->raw_uri = pthread_getspecific(uri_key);
+	pthread_setspecific(uri_key, NULL);
 	peer_of(conn, r->client, sizeof(r->client));
 	return r;
 }
