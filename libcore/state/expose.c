@@ -191,12 +191,16 @@ int omr_expose_list(const struct omr_config *c, const char *id, struct omr_expos
 		    size_t *n, struct omr_err **err)
 {
 	_cleanup_close_ int dfd = -1;
+	struct omr_sandbox sb;
 
 	*out = NULL;
 	*n = 0;
 	/* Readers need no lock: the file is replaced whole. */
-	if ((dfd = sandbox_dir(c, id, err)) < 0)
+	if ((dfd = sandbox_dir(c, id, err)) < 0 || omr_sandbox_load(c, id, &sb, err) < 0)
 		return -1;
+	/* Exposures end with their sandbox, however it ended. */
+	if (sb.state == OMR_SB_STOPPED)
+		return 0;
 	return load(dfd, id, out, n, err);
 }
 

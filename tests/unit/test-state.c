@@ -940,6 +940,13 @@ static void test_expose_records(void)
 		   v[0].port == 8001,
 	   "expose: the list keeps the others, oldest first");
 	free(v);
+	sb.state = OMR_SB_STOPPED;
+	save(&sb);
+	ok(omr_expose_list(cfg, sb.id, &v, &n, &err) == 0 && n == 0 &&
+		   omr_expose_find(cfg, sb.id, 8001, &e2, &err) < 0,
+	   "expose: none once the sandbox stopped");
+	omr_err_free(&err);
+	free(v);
 }
 
 int main(void)

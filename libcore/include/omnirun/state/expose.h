@@ -41,7 +41,7 @@ int omr_expose_add(const struct omr_config *c, const char *id, unsigned port, in
 int omr_expose_remove(const struct omr_config *c, const char *id, const char *eid,
 		      struct omr_err **err);
 /* The exposures of sandbox id, oldest first (*out malloc'ed, may be NULL
- * when *n is 0).  Returns 0 or < 0. */
+ * when *n is 0); none once it stopped.  Returns 0 or < 0. */
 int omr_expose_list(const struct omr_config *c, const char *id, struct omr_exposure **out,
 		    size_t *n, struct omr_err **err);
 /* The exposure of port, or a not_found error.  Returns 0 or < 0. */
