@@ -46,6 +46,12 @@ enum MHD_Result omr_api_reply_response(struct omr_api_req *r, unsigned status,
 	if (!resp)
 		return MHD_NO;
 	r->status = (int)status;
+	/* A handler may have run far longer than the idle timeout (a boot,
+	 * a command): MHD would take the connection for idle and drop the
+	 * answer.  Setting the timeout from 0 restarts its clock. */
+	MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+	MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+				  (unsigned)r->api->c->api_conn_timeout_s);
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	rc = MHD_queue_response(r->conn, status, resp);
@@ -173,7 +179,13 @@ int omr_api_check_fields(struct omr_api_req *r, json_t *o, const char *const *fi
 		return 0;
 	}
 	{
-		_cleanup_free_ char *u = json_dumps(unknown, JSON_COMPACT);
+		char u[1024] = "";
+		size_t i;
+		json_t *x;
+
+		json_array_foreach(unknown, i, x)
+			snprintf(u + strlen(u), sizeof(u) - strlen(u), "%s%s", i ? ", " : "",
+				 json_string_value(x));
 		_cleanup_free_ char *w = json_array_size(wrong) ?
 			omr_xstrdup(json_string_value(json_array_get(wrong, 0))) : NULL;
 		_cleanup_free_ char *msg = json_array_size(unknown) ?
@@ -698,6 +710,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		r->route->abort(r);
 	/* Never the URL's query, a header, a body: the route names what was
 	 * asked, the user who asked. */
+	omr_log(OMR_LOG_DEBUG, "request ends: termination code %d, body done %d", (int)toe, r->done);
 	omr_log(OMR_LOG_INFO, "%s %s %d %llu ms user=%lld%s", r->method,
 		r->route ? r->route->path : r->hooked ? "(preview)" : "(none)",
 		r->status, (unsigned long long)(omr_now_ms() - r->t0),
