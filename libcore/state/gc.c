@@ -231,7 +231,10 @@ static void gc_processes(struct gc *g)
 		 * host) is none of ours: its cwd is its sandbox's dir. */
 		if (monitor && !strcmp(exe, monitor) && !cwd_is(pid, g->c, id))
 			continue;
-		if (uid != 0 && (!sb.id[0] || uid != (long)sb.owner))
+		/* A jailed QEMU runs as a uid of the jail's range. */
+		if (uid != 0 && (!sb.id[0] || uid != (long)sb.owner) &&
+		    !(uid >= (long)g->c->jail_uid_base &&
+		      uid - (long)g->c->jail_uid_base < (long)g->c->jail_uid_count))
 			continue;
 		/* Still alive, so all of /proc/PID above was about it. */
 		if (omr_pidfd_signal(pfd, 0) < 0)

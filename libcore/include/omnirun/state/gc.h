@@ -7,8 +7,8 @@
 #include "omnirun/base/err.h"
 
 /* Called for each leftover: kind is "lost_sandbox", "corrupt_record",
- * "stale_run_dir", "orphan_process", "incomplete_create" or
- * "expired_record"; what says what exactly; fixed whether it was cleaned
+ * "stale_run_dir", "orphan_process", "incomplete_create",
+ * "expired_record" or (omr_cgroup_gc) "stale_cgroup"; what says what exactly; fixed whether it was cleaned
  * (never in check mode). */
 typedef void (*omr_gc_found_fn)(void *user, const char *kind, const char *id,
 				const char *what, int fixed);
