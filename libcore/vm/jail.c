@@ -123,6 +123,7 @@ struct plan {
 	const struct sock_fprog *filter;  /* NULL: none */
 	const char *exec_path;
 	char *const *argv;
+	unsigned long arg_start, arg_end;  /* our command line's memory */
 };
 
 static _Noreturn void child_fail(const struct plan *p, int stage, int step)
@@ -270,19 +271,28 @@ static _Noreturn void child_main(struct plan *p)
  * in seccomp strict mode (read, write, exit), and exits when QEMU, which
  * holds the lifeline's other end, is gone.  Its exit ends the namespace,
  * which kills anything QEMU could have left in it. */
-static _Noreturn void init_main(int lifeline, uid_t uid, gid_t gid, int last_cap)
+static _Noreturn void init_main(int lifeline, const struct plan *p)
 {
+	static const char name[] = "omnirun-init";
 	char b;
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (lifeline != 0 && dup2(lifeline, 0) < 0)
 		_exit(127);
 	close_range(1, ~0U, 0);
-	prctl(PR_SET_NAME, "omnirun-init", 0, 0, 0);
+	/* A fork of the monitor, it would show the monitor's command line
+	 * (and look like a second monitor to ps, pgrep and sbx-gc): its own
+	 * name in the same memory, the rest zeroed. */
+	prctl(PR_SET_NAME, name, 0, 0, 0);
+	if (p->arg_end > p->arg_start + sizeof(name)) {
+		memset((void *)p->arg_start, 0, p->arg_end - p->arg_start);
+		memcpy((void *)p->arg_start, name, sizeof(name));
+	}
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-	for (int cap = 0; cap <= last_cap; cap++)
+	for (int cap = 0; cap <= p->last_cap; cap++)
 		prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
-	if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
+	if (setgroups(0, NULL) < 0 || setresgid(p->gid, p->gid, p->gid) < 0 ||
+	    setresuid(p->uid, p->uid, p->uid) < 0)
 		_exit(127);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
@@ -557,6 +567,28 @@ static int plan_root(struct plan *p, struct pool *pl, const struct jail_args *a,
 	return 0;
 }
 
+/* Where our command line is in memory (/proc/self/stat fields 48 and
+ * 49), so that the init can put its own there. */
+static void arg_area(unsigned long *start, unsigned long *end)
+{
+	_cleanup_free_ char *text = NULL;
+	char *p, *save = NULL;
+	int field = 3;
+
+	*start = *end = 0;
+	if (omr_read_file_at(AT_FDCWD, "/proc/self/stat", 4096, &text, NULL, NULL) < 0 ||
+	    !(p = strrchr(text, ')')))
+		return;
+	for (char *w = strtok_r(p + 1, " ", &save); w; w = strtok_r(NULL, " ", &save), field++) {
+		if (field == 48)
+			*start = strtoul(w, NULL, 10);
+		else if (field == 49)
+			*end = strtoul(w, NULL, 10);
+	}
+	if (*end <= *start)
+		*start = *end = 0;
+}
+
 static int last_cap(void)
 {
 	_cleanup_free_ char *text = NULL;
@@ -683,7 +715,7 @@ static pid_t fork_jailed(struct plan *p, struct omr_jail *j, int lifeline[2])
 	j->init_pid = fork();
 	if (j->init_pid == 0) {
 		close(lifeline[1]);
-		init_main(lifeline[0], p->uid, p->gid, p->last_cap);
+		init_main(lifeline[0], p);
 	}
 	if (j->init_pid > 0) {
 		pid = fork();
@@ -742,6 +774,7 @@ static pid_t jail_spawn(const struct omr_config *c, const struct jail_args *a,
 		p->uid = j->uid;
 		p->gid = (gid_t)j->uid;
 		p->last_cap = last_cap();
+		arg_area(&p->arg_start, &p->arg_end);
 		if (strcmp(c->jail_seccomp, "off")) {
 			version = qemu_version(c, qemu);
 			j->list = omr_seccomp_list_for(version, &exact);
