@@ -16,6 +16,7 @@
 #include "omnirun/base/cleanup.h"
 #include "omnirun/client/client.h"
 #include "omnirun/client/sandbox.h"
+#include "omnirun/vm/cgroup.h"
 #include "omnirun/vm/template.h"
 #include "omnirun/vm/vmm.h"
 #include "omnirun/base/util.h"
@@ -494,5 +495,9 @@ int omr_sandbox_kill(const struct omr_config *c, const char *id, const char *rea
 		return -1;
 	if (sb.state == OMR_SB_STOPPED)
 		return 0;
-	return omr_sandbox_reap(c, &sb, reason, err);
+	if (omr_sandbox_reap(c, &sb, reason, err) < 0)
+		return -1;
+	/* The monitor made QEMU's cgroup and did not live to remove it. */
+	omr_cgroup_remove(c, id);
+	return 0;
 }
