@@ -128,7 +128,7 @@ char *omr_cli_json_dumps(const json_t *j, size_t flags)
 
 void omr_cli_print_json(json_t *j)
 {
-	char *s = omr_cli_json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	char *s = omr_cli_json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12));
 
 	if (s) {
 		puts(s);

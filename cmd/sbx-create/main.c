@@ -21,6 +21,7 @@ static void usage(void)
 	       "  -c, --cpus N             virtual CPUs\n"
 	       "  -m, --memory MB          guest memory in MB\n"
 	       "  -d, --disk MB            size of the encrypted writable disk (/data)\n"
+	       "  -P, --processes N        processes all commands in the guest may have\n"
 	       "  -T, --timeout SEC        lifetime; the sandbox is torn down after it\n"
 	       "  -I, --idle-timeout SEC   tear down after SEC without activity (0: never)\n"
 	       "  -a, --allow HOST         let the guest reach HOST (repeatable; *.example.com\n"
@@ -46,6 +47,7 @@ int main(int argc, char **argv)
 		{ "cpus", required_argument, NULL, 'c' },
 		{ "memory", required_argument, NULL, 'm' },
 		{ "disk", required_argument, NULL, 'd' },
+		{ "processes", required_argument, NULL, 'P' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "idle-timeout", required_argument, NULL, 'I' },
 		{ "allow", required_argument, NULL, 'a' },
@@ -70,12 +72,13 @@ int main(int argc, char **argv)
 	uint64_t idle = 0;
 
 	omr_cli_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "t:c:m:d:T:I:a:o:ijhV", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "t:c:m:d:P:T:I:a:o:ijhV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 't': o.template_name = optarg; break;
 		case 'c': o.cpus = (unsigned)omr_cli_number(optarg, 1, 1024, "cpu count"); break;
 		case 'm': o.memory_mb = (unsigned)omr_cli_number(optarg, 1, UINT32_MAX - 1, "memory size"); break;
 		case 'd': o.disk_mb = (unsigned)omr_cli_number(optarg, 1, UINT32_MAX - 1, "disk size"); break;
+		case 'P': o.processes = (unsigned)omr_cli_number(optarg, 1, UINT32_MAX - 1, "process count"); break;
 		case 'T': o.timeout_s = (unsigned)omr_cli_number(optarg, 1, UINT32_MAX - 1, "timeout"); break;
 		case 'I': idle = omr_cli_number(optarg, 0, UINT32_MAX - 1, "idle timeout"); idle_set = 1; break;
 		case 'a':

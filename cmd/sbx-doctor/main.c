@@ -25,7 +25,8 @@ __attribute__((noreturn)) static void usage(void)
 	       "\n"
 	       "Check what this host offers OmniRun: KVM, QEMU/TCG, tun, nftables,\n"
 	       "network namespaces and NAT, the uplink and the address pool, cgroups,\n"
-	       "dm-crypt, musl-gcc, and which accelerator OmniRun will use.\n"
+	       "the VMM jail (boots a test guest in it), dm-crypt, musl-gcc, and which\n"
+	       "accelerator OmniRun will use.\n"
 	       "\n"
 	       "Options:\n"
 	       " -j, --json      print the report as JSON\n"
@@ -74,6 +75,35 @@ static void print_network(json_t *n)
 	printf(": %s\n", e ? e : "IPv4 forwarding on; --internet can NAT out of it");
 }
 
+static void print_jail(json_t *j)
+{
+	json_t *sc = json_object_get(j, "seccomp"), *st = json_object_get(j, "self_test"), *v;
+	size_t i;
+
+	if (!json_is_true(json_object_get(j, "enabled"))) {
+		printf("%-10s off ([jail] enable = false): QEMU runs as root, unconfined\n", "jail");
+		return;
+	}
+	printf("%-10s uids %lld-%lld (%lld free), namespaces:", "jail",
+	       (long long)json_integer_value(json_object_get(j, "uid_base")),
+	       (long long)(json_integer_value(json_object_get(j, "uid_base")) +
+			   json_integer_value(json_object_get(j, "uid_count")) - 1),
+	       (long long)json_integer_value(json_object_get(j, "uids_free")));
+	json_array_foreach(json_object_get(j, "namespaces"), i, v)
+		printf(" %s", json_string_value(v));
+	printf("\n%-10s %s: allow-list for QEMU %s (%lld calls)%s, libseccomp %s\n", "seccomp",
+	       json_string_value(json_object_get(sc, "mode")),
+	       json_string_value(json_object_get(sc, "list")),
+	       (long long)json_integer_value(json_object_get(sc, "calls")),
+	       json_is_true(json_object_get(sc, "exact")) ? "" : " (not made for this QEMU)",
+	       json_string_value(json_object_get(sc, "libseccomp")));
+	if (json_is_true(json_object_get(st, "ok")))
+		printf("%-10s a test guest booted and ended in the jail in %lld ms\n", "self-test",
+		       (long long)json_integer_value(json_object_get(st, "ms")));
+	else
+		printf("%-10s failed: %s\n", "self-test", json_string_value(json_object_get(st, "why")));
+}
+
 static void print_human(json_t *r)
 {
 	json_t *cg = json_object_get(r, "cgroup"), *v;
@@ -102,10 +132,16 @@ static void print_human(json_t *r)
 		printf(" at %s:", s);
 		json_array_foreach(json_object_get(cg, "controllers"), i, v)
 			printf(" %s", json_string_value(v));
+		printf(" (sandboxes under %s/)", json_string_value(json_object_get(cg, "parent")));
 	} else {
-		printf(": sandboxes run without resource limits");
+		printf(": %s; %s", json_string_value(json_object_get(cg, "why")),
+		       flag(r, "cgroup", "allow_unlimited")
+		       ? "sandboxes run without host limits (allow_unlimited)"
+		       : "sandboxes cannot start (allow_unlimited is false)");
 	}
-	printf("\n%-10s %s (guests do their own dm-crypt)\n", "dm-crypt",
+	printf("\n");
+	print_jail(json_object_get(r, "jail"));
+	printf("%-10s %s (guests do their own dm-crypt)\n", "dm-crypt",
 	       flag(r, "dm_crypt", "module") ? "loaded on the host"
 	       : flag(r, "dm_crypt", "device_mapper") ? "device-mapper only on the host"
 	       : "absent on the host");

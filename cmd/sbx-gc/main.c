@@ -6,13 +6,14 @@
 #include "cli.h"
 #include "omnirun/base/exitcodes.h"
 #include "omnirun/state/gc.h"
+#include "omnirun/vm/cgroup.h"
 
 static void usage(void)
 {
 	printf("Usage: sbx-gc [options]\n\n"
 	       "Find what sandboxes left behind (records of dead sandboxes, runtime\n"
-	       "directories, QEMU or monitor processes, half-made sandboxes) and clean\n"
-	       "it up.  With --check, only report.\n\n"
+	       "directories, QEMU or monitor processes, half-made sandboxes, cgroups)\n"
+	       "and clean it up.  With --check, only report.\n\n"
 	       "Options:\n"
 	       "  -n, --check            report only; exit 1 if anything was found\n"
 	       "  -p, --prune-days DAYS  also remove stopped records older than DAYS\n"
@@ -77,6 +78,9 @@ int main(int argc, char **argv)
 	out.check = o.check_only;
 	out.arr = json_array();
 	n = omr_gc_run(c, &o, found, &out, &err);
+	/* After the processes: a cgroup empties once they are gone. */
+	if (n >= 0)
+		n += omr_cgroup_gc(c, o.check_only, found, &out);
 	omr_config_free(c);
 	if (out.json)
 		omr_cli_print_json(out.arr);

@@ -8,6 +8,7 @@
 #include "omnirun/base/exitcodes.h"
 #include "omnirun/state/record.h"
 #include "omnirun/base/util.h"
+#include "omnirun/vm/vmm.h"
 
 static void usage(void)
 {
@@ -21,6 +22,23 @@ static void usage(void)
 	       "  -V, --version  show the version\n\n"
 	       "Exit status: 0 ok, 1 failure, 2 usage, 3 a named sandbox does not exist.\n");
 	exit(OMR_EXIT_OK);
+}
+
+static json_t *or_null(int64_t v)
+{
+	return v >= 0 ? json_integer(v) : json_null();
+}
+
+/* What the sandbox uses on the host now: its cgroup's CPU time and memory,
+ * the blocks its disk takes (null where unknown: not root, not running). */
+static json_t *usage_json(const struct omr_config *c, const struct omr_sandbox *sb)
+{
+	struct omr_vmm_usage u;
+
+	omr_vmm_usage(c, sb, &u);
+	return json_pack("{s:o, s:o, s:o}", "cpu_seconds",
+			 u.cpu_ns >= 0 ? json_real((double)(u.cpu_ns / 1000000) / 1e3) : json_null(),
+			 "memory_bytes", or_null(u.memory_bytes), "disk_bytes", or_null(u.disk_bytes));
 }
 
 static void print_row(const struct omr_config *c, const struct omr_sandbox *sb)
@@ -87,6 +105,8 @@ int main(int argc, char **argv)
 		if (json) {
 			json_t *o = omr_sandbox_json(&v[i]);
 			json_object_set_new(o, "state", json_string(omr_sandbox_shown_state(c, &v[i])));
+			if (v[i].state != OMR_SB_STOPPED)
+				json_object_set_new(o, "usage", usage_json(c, &v[i]));
 			json_array_append_new(arr, o);
 		} else if (quiet) {
 			printf("%s\n", v[i].id);

@@ -122,7 +122,8 @@ static void load_modules(void)
  * OOM killer to act before the global one in a 256 MB guest.  pids.max
  * is 4096 but at most 3/4 of kernel.threads-max (which the kernel sizes
  * by memory: about 1660 in a 256 MB guest), so that a fork bomb leaves
- * the agent able to fork.  Each command gets a child cgroup (cgroup.c);
+ * the agent able to fork; omnirun.pids= (the sandbox's process limit)
+ * lowers it.  Each command gets a child cgroup (cgroup.c);
  * the limits here cap them all together. */
 static void cgroup_setup(void)
 {
@@ -154,6 +155,9 @@ static void cgroup_setup(void)
 	if (omr_read_file_at(AT_FDCWD, "/proc/sys/kernel/threads-max", 64, &tm, NULL, NULL) == 0 &&
 	    sscanf(tm, "%lld", &tmax) == 1 && tmax > 0 && tmax / 4 * 3 < pids)
 		pids = tmax / 4 * 3;
+	/* The sandbox's own limit (sbx-create --processes), if lower. */
+	if ((p = kernel_param("pids")) && sscanf(p, "%lld", &tmax) == 1 && tmax > 0 && tmax < pids)
+		pids = tmax;
 	snprintf(buf, sizeof(buf), "%lld", pids);
 	if (file_write_str(CMDS_CGROUP "/pids.max", buf) < 0)
 		omr_log(OMR_LOG_ERR, "pids.max: %s", strerror(errno));

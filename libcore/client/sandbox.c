@@ -16,7 +16,9 @@
 #include "omnirun/base/cleanup.h"
 #include "omnirun/client/client.h"
 #include "omnirun/client/sandbox.h"
+#include "omnirun/vm/cgroup.h"
 #include "omnirun/vm/template.h"
+#include "omnirun/vm/vmm.h"
 #include "omnirun/base/util.h"
 
 #define READY_FD 3
@@ -40,37 +42,66 @@ static unsigned pick(unsigned a, unsigned b, unsigned c)
 	return a ? a : b ? b : c;
 }
 
-/* Counts the live sandboxes and takes the lowest free /30 of the pool
- * for sb.  Returns the count, or < 0 when the pool is used up. */
+/* What a sandbox may still write to the state filesystem beyond its
+ * disk: its console logs (two capped files) and the rest of its records. */
+static uint64_t log_reserve(const struct omr_config *c)
+{
+	return 2 * c->console_log_max + (1u << 20);
+}
+
+/* Counts the live sandboxes and the bytes they may still take on the
+ * state filesystem (each one's disk size, plus logs, less what its sparse
+ * disk already occupies, which f_bavail counts already), and takes the
+ * lowest free /30 of the pool for sb.  Returns the count, or < 0 when the
+ * pool is used up. */
 static int count_live_and_pick(const struct omr_config *c, struct omr_sandbox *sb,
-			       struct omr_err **err)
+			       uint64_t *promised, struct omr_err **err)
 {
 	struct omr_sandbox *v;
 	size_t n;
 	int live = 0;
 
+	*promised = 0;
 	if (omr_sandbox_list(c, &v, &n, NULL) < 0)
 		v = NULL, n = 0;
-	for (size_t i = 0; i < n; i++)
-		live += v[i].state != OMR_SB_STOPPED;
+	for (size_t i = 0; i < n; i++) {
+		struct omr_vmm_usage u;
+		uint64_t size = ((uint64_t)v[i].disk_mb << 20) + log_reserve(c);
+
+		if (v[i].state == OMR_SB_STOPPED)
+			continue;
+		live++;
+		omr_vmm_usage(c, &v[i], &u);
+		if (u.disk_bytes > 0)
+			size = (uint64_t)u.disk_bytes >= size ? 0 : size - (uint64_t)u.disk_bytes;
+		*promised += size;
+	}
 	if (live < (int)c->max_sandboxes && omr_pool_pick(c, v, n, sb->net_addr, err) < 0)
 		live = -1;
 	free(v);
 	return live;
 }
 
-static int check_space(int root, unsigned disk_mb, struct omr_err **err)
+/* The disk quota that holds: the sum of live sandboxes' disks never
+ * exceeds what the state filesystem has, so one guest filling its disk
+ * cannot give the others I/O errors nor stop records from being written. */
+static int check_space(const struct omr_config *c, int root, uint64_t promised,
+		       unsigned disk_mb, struct omr_err **err)
 {
 	struct statvfs st;
-	uint64_t free_mb;
+	uint64_t avail, need = ((uint64_t)(disk_mb + DISK_MARGIN_MB) << 20) + log_reserve(c);
 
 	if (fstatvfs(root, &st) < 0)
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot check the free space for sandboxes");
-	free_mb = ((uint64_t)st.f_bavail * st.f_frsize) >> 20;
-	if (free_mb < (uint64_t)disk_mb + DISK_MARGIN_MB)
-		return omr_err_setx(err, OMR_E_LIMIT, ENOSPC, "not enough free space for a %u MB disk: "
-				    "%llu MB free, %u MB needed", disk_mb,
-				    (unsigned long long)free_mb, disk_mb + DISK_MARGIN_MB);
+	avail = (uint64_t)st.f_bavail * st.f_frsize;
+	avail = avail > promised ? avail - promised : 0;
+	if (avail < need)
+		return omr_err_setx(err, OMR_E_LIMIT, ENOSPC, "not enough disk space for a %u MB disk: "
+				    "%llu MB free, %llu MB of it promised to live sandboxes, "
+				    "%llu MB needed", disk_mb,
+				    (unsigned long long)(((uint64_t)st.f_bavail * st.f_frsize) >> 20),
+				    (unsigned long long)(promised >> 20),
+				    (unsigned long long)(need >> 20));
 	return 0;
 }
 
@@ -92,18 +123,19 @@ static int claim(const struct omr_config *c, struct omr_sandbox *sb, int *creato
 {
 	_cleanup_close_ int lock = omr_sandbox_create_lock(c, 10000, err);
 	_cleanup_close_ int root = -1;
+	uint64_t promised;
 	int tries, live;
 
 	if (lock < 0)
 		return -1;
-	live = count_live_and_pick(c, sb, err);
+	live = count_live_and_pick(c, sb, &promised, err);
 	if (live < 0)
 		return -1;
 	if (live >= (int)c->max_sandboxes)
 		return omr_err_setx(err, OMR_E_LIMIT, EUSERS, "the host's sandbox limit (%u) is reached",
 				   c->max_sandboxes);
 	root = omr_state_sandboxes_dir(c, 1, err);
-	if (root < 0 || check_space(root, sb->disk_mb, err) < 0)
+	if (root < 0 || check_space(c, root, promised, sb->disk_mb, err) < 0)
 		return -1;
 	for (tries = 0; tries < 8; tries++) {
 		if (omr_id_new(sb->id, err) < 0)
@@ -335,6 +367,7 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
 	sb.cpus = pick(o->cpus, tpl->cpus, c->default_cpus);
 	sb.memory_mb = pick(o->memory_mb, tpl->memory_mb, c->default_memory_mb);
 	sb.disk_mb = pick(o->disk_mb, tpl->disk_mb, c->default_disk_mb);
+	sb.processes = pick(o->processes, c->default_processes, 0);
 	sb.timeout_s = pick(o->timeout_s, c->default_timeout_s, 0);
 	sb.idle_timeout_s = o->idle_timeout_s == UINT32_MAX ? 0
 			    : pick(o->idle_timeout_s, c->idle_timeout_s, 0);
@@ -342,6 +375,7 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
 	if (check_range("cpu count", sb.cpus, 1, c->max_cpus, "", err) < 0 ||
 	    check_range("memory", sb.memory_mb, c->min_memory_mb, c->max_memory_mb, " MB", err) < 0 ||
 	    check_range("disk", sb.disk_mb, 16, c->max_disk_mb, " MB", err) < 0 ||
+	    check_range("process count", sb.processes, 16, c->max_processes, "", err) < 0 ||
 	    check_range("timeout", sb.timeout_s, 1, c->max_timeout_s, " s", err) < 0)
 		return -1;
 	for (size_t i = 0; i < o->nallow; i++)
@@ -461,5 +495,9 @@ int omr_sandbox_kill(const struct omr_config *c, const char *id, const char *rea
 		return -1;
 	if (sb.state == OMR_SB_STOPPED)
 		return 0;
-	return omr_sandbox_reap(c, &sb, reason, err);
+	if (omr_sandbox_reap(c, &sb, reason, err) < 0)
+		return -1;
+	/* The monitor made QEMU's cgroup and did not live to remove it. */
+	omr_cgroup_remove(c, id);
+	return 0;
 }

@@ -114,6 +114,10 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 		.disk_fd = m->disk_fd,
 		.tap_fd = m->net ? omr_net_tap_fd(m->net) : -1,
 		.mac = m->net ? omr_net_mac(m->net) : NULL,
+		/* The jail, as [jail] says (omnirun/vm/jail.h). */
+		.config = m->c,
+		.sandbox_id = m->sb.id,
+		.processes = m->sb.processes,
 	};
 
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -410,6 +414,7 @@ static void teardown(struct mon *m)
 	_cleanup_close_ int lock = -1;
 	struct omr_err *e = NULL;
 	struct omr_sandbox cur;
+	const char *why;
 
 	if (m->vmm.pid > 0) {
 		kill(m->vmm.pid, SIGKILL);
@@ -417,6 +422,11 @@ static void teardown(struct mon *m)
 			;
 		m->vmm.pid = -1;
 	}
+	/* QEMU is reaped: its cgroup can go, its uid be given back.  The jail
+	 * may know why QEMU died (seccomp, oom): more than "vmm_exited". */
+	why = omr_vmm_reaped(&m->vmm, m->vmm_status);
+	if (why && (!m->end_reason || !strcmp(m->end_reason, "vmm_exited")))
+		m->end_reason = why;
 	mon_console_finish(&m->console);
 	mon_net_close(m);
 	if (m->disk_fd >= 0) {

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <stddef.h>
@@ -60,7 +61,43 @@ static const struct num_key num_keys[] = {
 	NUM("api", "connection_timeout", api_conn_timeout_s, 1, 86400),
 	NUM("api", "code_ttl", api_code_ttl_s, 30, 86400),
 	NUM("api", "sign_ttl_max", api_sign_ttl_max, 1, 31536000),
+	NUM("sandbox", "processes", default_processes, 16, 1048576),
+	NUM("sandbox", "max_processes", max_processes, 16, 1048576),
+	/* uid 0 is never a jail's, nor is (uid_t)-1 (checked with the count). */
+	NUM("jail", "uid_base", jail_uid_base, 1, 4294967294u),
+	NUM("jail", "uid_count", jail_uid_count, 1, 1048576),
+	NUM("jail", "memory_overhead_mb", jail_memory_overhead_mb, 0, 1048576),
+	NUM("jail", "cpu_quota_percent", jail_cpu_quota_pct, 1, 1000),
+	NUM("jail", "io_weight", jail_io_weight, 1, 10000),
+	NUM("jail", "vmm_threads", jail_vmm_threads, 1, 256),
 };
+
+struct bool_key {
+	const char *section, *name;
+	size_t off;
+};
+
+#define BOOL(sec, key, field) { sec, key, offsetof(struct omr_config, field) }
+
+static const struct bool_key bool_keys[] = {
+	BOOL("jail", "enable", jail_enable),
+	BOOL("jail", "allow_unlimited", jail_allow_unlimited),
+};
+
+/* true/yes/on/1 and false/no/off/0, as INI files usually spell them. */
+static int parse_bool(const char *v, unsigned *out)
+{
+	static const char *const yes[] = { "true", "yes", "on", "1" };
+	static const char *const no[] = { "false", "no", "off", "0" };
+
+	for (size_t i = 0; i < OMR_ARRAY_SIZE(yes); i++) {
+		if (!strcasecmp(v, yes[i]))
+			return *out = 1, 0;
+		if (!strcasecmp(v, no[i]))
+			return *out = 0, 0;
+	}
+	return -1;
+}
 
 static int on_key(void *user, const char *section, const char *name, const char *value)
 {
@@ -91,6 +128,9 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		{ "api", "domain", &c->api_domain },
 		{ "api", "url_scheme", &c->api_url_scheme },
 		{ "api", "public_url", &c->api_public_url },
+		{ "jail", "cgroup", &c->jail_cgroup },
+		{ "jail", "cgroup_parent", &c->jail_cgroup_parent },
+		{ "jail", "seccomp", &c->jail_seccomp },
 	};
 	for (size_t i = 0; i < OMR_ARRAY_SIZE(strs); i++) {
 		if (!strcmp(section, strs[i].s) && !strcmp(name, strs[i].n)) {
@@ -102,6 +142,17 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		x->rc = omr_parse_u64(value, 4096, 1ull << 30, &c->console_log_max,
 				      "vmm.console_log_max", x->err);
 		return x->rc == 0;
+	}
+	for (size_t i = 0; i < OMR_ARRAY_SIZE(bool_keys); i++) {
+		const struct bool_key *k = &bool_keys[i];
+		if (strcmp(section, k->section) || strcmp(name, k->name))
+			continue;
+		if (parse_bool(value, (unsigned *)((char *)c + k->off)) < 0) {
+			x->rc = omr_err_setx(x->err, OMR_E_USAGE, EINVAL,
+					     "%s.%s must be true or false, not '%s'", section, name, value);
+			return 0;
+		}
+		return 1;
 	}
 	for (size_t i = 0; i < OMR_ARRAY_SIZE(num_keys); i++) {
 		const struct num_key *k = &num_keys[i];
@@ -131,13 +182,18 @@ static void set_defaults(struct omr_config *c)
 	c->boot_timeout_s = 60;
 	c->console_log_max = 1024 * 1024;
 	c->default_template = omr_xstrdup("tiny");
-	c->default_cpus = 1;
-	c->max_cpus = 4;
-	c->default_memory_mb = 256;
+	/* Sizes a template does not set: 2 of at most 8 vCPUs, 4 of at most
+	 * 16 GiB, 10 of at most 50 GiB of disk, 256 of at most 1024
+	 * processes.  Guest memory is host memory only once touched. */
+	c->default_cpus = 2;
+	c->max_cpus = 8;
+	c->default_memory_mb = 4096;
 	c->min_memory_mb = 64;
-	c->max_memory_mb = 4096;
-	c->default_disk_mb = 512;
-	c->max_disk_mb = 65536;
+	c->max_memory_mb = 16384;
+	c->default_disk_mb = 10240;
+	c->max_disk_mb = 51200;
+	c->default_processes = 256;
+	c->max_processes = 1024;
 	c->default_timeout_s = 3600;
 	c->max_timeout_s = 86400;
 	c->idle_timeout_s = 900;
@@ -160,6 +216,19 @@ static void set_defaults(struct omr_config *c)
 	c->api_domain = omr_xstrdup("localhost");
 	c->api_url_scheme = omr_xstrdup("http");
 	c->api_sign_ttl_max = 86400;
+	c->jail_enable = 1;
+	/* Past systemd-nspawn's container range (up to 0x6fffffff) and far
+	 * from Debian's /etc/subuid blocks (100000 + 65536 n): no other
+	 * process on the host should ever run as one of these. */
+	c->jail_uid_base = 0x70000000u;
+	c->jail_uid_count = 65536;
+	c->jail_cgroup = omr_xstrdup("auto");
+	c->jail_cgroup_parent = omr_xstrdup("omnirun");
+	c->jail_memory_overhead_mb = 128;
+	c->jail_cpu_quota_pct = 100;
+	c->jail_io_weight = 100;
+	c->jail_vmm_threads = 8;
+	c->jail_seccomp = omr_xstrdup("kill");
 }
 
 /* [network]: the pool is an IPv4 range that holds at least one /30; the
@@ -188,6 +257,30 @@ static int network_check(struct omr_config *c, struct omr_err **err)
 					    "is not an address range", bad);
 		c->net_nexceptions = n;
 	}
+	return 0;
+}
+
+static int check_jail(const struct omr_config *c, struct omr_err **err)
+{
+	const char *p = c->jail_cgroup_parent;
+
+	if ((uint64_t)c->jail_uid_base + c->jail_uid_count - 1 > 4294967294u)
+		return omr_err_setx(err, OMR_E_USAGE, ERANGE,
+				    "jail.uid_base + jail.uid_count goes past the last uid");
+	if (strcmp(c->jail_cgroup, "auto") && strcmp(c->jail_cgroup, "v2") &&
+	    strcmp(c->jail_cgroup, "v1") && strcmp(c->jail_cgroup, "none"))
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL,
+				    "jail.cgroup must be auto, v2, v1 or none, not '%s'", c->jail_cgroup);
+	/* One relative path of plain names: it is joined under every
+	 * hierarchy's root. */
+	if (!*p || *p == '/' || strstr(p, "..") || p[strlen(p) - 1] == '/' ||
+	    strspn(p, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/") != strlen(p))
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "jail.cgroup_parent is not a relative "
+				    "path of plain names: '%s'", p);
+	if (strcmp(c->jail_seccomp, "kill") && strcmp(c->jail_seccomp, "log") &&
+	    strcmp(c->jail_seccomp, "off"))
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL,
+				    "jail.seccomp must be kill, log or off, not '%s'", c->jail_seccomp);
 	return 0;
 }
 
@@ -262,7 +355,8 @@ int omr_config_load(struct omr_config **out, struct omr_err **err)
 		goto fail;
 	}
 	if (c->default_cpus > c->max_cpus || c->default_memory_mb > c->max_memory_mb ||
-	    c->default_disk_mb > c->max_disk_mb || c->default_timeout_s > c->max_timeout_s) {
+	    c->default_disk_mb > c->max_disk_mb || c->default_timeout_s > c->max_timeout_s ||
+	    c->default_processes > c->max_processes) {
 		x.rc = omr_err_setx(err, OMR_E_USAGE, EINVAL, "a sandbox default exceeds its maximum");
 		goto fail;
 	}
@@ -274,6 +368,8 @@ int omr_config_load(struct omr_config **out, struct omr_err **err)
 		omr_err_wrap(err, "%s", c->conf_path ? c->conf_path : "config");
 		goto fail;
 	}
+	if ((x.rc = check_jail(c, err)) < 0)
+		goto fail;
 	*out = c;
 	return 0;
 fail:
@@ -307,6 +403,9 @@ void omr_config_free(struct omr_config *c)
 	free(c->api_domain);
 	free(c->api_url_scheme);
 	free(c->api_public_url);
+	free(c->jail_cgroup);
+	free(c->jail_cgroup_parent);
+	free(c->jail_seccomp);
 	free(c);
 }
 

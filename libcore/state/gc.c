@@ -5,6 +5,7 @@
 #include <net/if.h>
 #include <sys/socket.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -186,32 +187,92 @@ static int link_delete(unsigned ifindex)
 	return ((struct nlmsgerr *)NLMSG_DATA(h))->error;
 }
 
+/* One link of a dump: its index, name and alias ("" when it has none). */
+struct gc_link {
+	unsigned index;
+	char name[IF_NAMESIZE];
+	char alias[OMR_ID_MAX];
+};
+
+/* Fills l from one RTM_NEWLINK message; returns 0, or -1 to skip it. */
+static int link_parse(const struct nlmsghdr *h, struct gc_link *l)
+{
+	const struct ifinfomsg *ifi = NLMSG_DATA(h);
+	int len = (int)h->nlmsg_len - (int)NLMSG_LENGTH(sizeof(*ifi));
+	const struct rtattr *a = IFLA_RTA(ifi);
+
+	if (h->nlmsg_type != RTM_NEWLINK || len < 0)
+		return -1;
+	memset(l, 0, sizeof(*l));
+	l->index = (unsigned)ifi->ifi_index;
+	for (; RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+		size_t n = RTA_PAYLOAD(a);
+		char *dst = a->rta_type == IFLA_IFNAME ? l->name
+			  : a->rta_type == IFLA_IFALIAS ? l->alias : NULL;
+		size_t cap = a->rta_type == IFLA_IFNAME ? sizeof(l->name) : sizeof(l->alias);
+
+		if (!dst)
+			continue;
+		n = strnlen(RTA_DATA(a), n);
+		if (n >= cap)
+			continue;
+		memcpy(dst, RTA_DATA(a), n);
+		dst[n] = 0;
+	}
+	return l->name[0] ? 0 : -1;
+}
+
 /* Host ends of sandbox veths ("omr..." links whose alias is a sandbox id)
  * whose sandbox is not live.  They go with the sandbox's namespace, so
- * one left means something still holds that namespace. */
+ * one left means something still holds that namespace.  The links are
+ * read with an RTM_GETLINK dump, which answers for the caller's network
+ * namespace (sysfs answers for the one it was mounted in). */
 static void gc_links(struct gc *g)
 {
-	DIR *d = opendir("/sys/class/net");
-	struct dirent *de;
+	struct {
+		struct nlmsghdr nh;
+		struct ifinfomsg ifi;
+	} req = { .nh = { .nlmsg_len = sizeof(req), .nlmsg_type = RTM_GETLINK,
+			  .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP, .nlmsg_seq = 1 },
+		  .ifi = { .ifi_family = AF_UNSPEC } };
+	_cleanup_close_ int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	/* A stale link is deleted after the dump: not while reading it. */
+	struct gc_link stale[64];
+	size_t nstale = 0;
+	char buf[32768];
+	bool done = false;
 
-	while (d && (de = readdir(d))) {
-		_cleanup_free_ char *path = omr_strdup_printf("/sys/class/net/%s/ifalias", de->d_name);
-		_cleanup_free_ char *alias = NULL, *what = NULL;
-		struct omr_sandbox sb;
-		unsigned idx;
+	if (fd < 0 || send(fd, &req, sizeof(req), 0) < 0)
+		return;
+	while (!done) {
+		ssize_t n = recv(fd, buf, sizeof(buf), 0);
+		struct nlmsghdr *h = (struct nlmsghdr *)buf;
+		int len = (int)n;
 
-		if (strncmp(de->d_name, "omr", 3) ||
-		    omr_read_file_at(AT_FDCWD, path, 256, &alias, NULL, NULL) < 0)
-			continue;
-		alias[strcspn(alias, "\n")] = 0;
-		if (!omr_id_valid(alias) || record_live(g, alias, &sb))
-			continue;
-		what = omr_strdup_printf("network link %s of a stopped sandbox", de->d_name);
-		report(g, "stale_link", alias, what,
-		       !g->o->check_only && (idx = if_nametoindex(de->d_name)) && link_delete(idx) == 0);
+		if (n <= 0)
+			break;
+		for (; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+			struct gc_link l;
+			struct omr_sandbox sb;
+
+			if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
+				done = true;
+				break;
+			}
+			if (link_parse(h, &l) < 0 || strncmp(l.name, "omr", 3) ||
+			    !omr_id_valid(l.alias) || record_live(g, l.alias, &sb))
+				continue;
+			if (nstale < sizeof(stale) / sizeof(stale[0]))
+				stale[nstale++] = l;
+		}
 	}
-	if (d)
-		closedir(d);
+	for (size_t i = 0; i < nstale; i++) {
+		_cleanup_free_ char *what =
+			omr_strdup_printf("network link %s of a stopped sandbox", stale[i].name);
+
+		report(g, "stale_link", stale[i].alias, what,
+		       !g->o->check_only && link_delete(stale[i].index) == 0);
+	}
 }
 
 /* The sandbox id a QEMU or monitor command line names, or "". */
@@ -286,7 +347,10 @@ static void gc_processes(struct gc *g)
 		 * host) is none of ours: its cwd is its sandbox's dir. */
 		if (monitor && !strcmp(exe, monitor) && !cwd_is(pid, g->c, id))
 			continue;
-		if (uid != 0 && (!sb.id[0] || uid != (long)sb.owner))
+		/* A jailed QEMU runs as a uid of the jail's range. */
+		if (uid != 0 && (!sb.id[0] || uid != (long)sb.owner) &&
+		    !(uid >= (long)g->c->jail_uid_base &&
+		      uid - (long)g->c->jail_uid_base < (long)g->c->jail_uid_count))
 			continue;
 		/* Still alive, so all of /proc/PID above was about it. */
 		if (omr_pidfd_signal(pfd, 0) < 0)

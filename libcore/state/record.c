@@ -159,6 +159,8 @@ static int on_field(void *user, const char *section, const char *k, const char *
 		sb->memory_mb = to_u(x, v);
 	else if (!strcmp(k, "disk_mb"))
 		sb->disk_mb = to_u(x, v);
+	else if (!strcmp(k, "processes"))
+		sb->processes = to_u(x, v);
 	else if (!strcmp(k, "timeout"))
 		sb->timeout_s = to_u(x, v);
 	else if (!strcmp(k, "idle_timeout"))
@@ -278,13 +280,13 @@ int omr_sandbox_save(const struct omr_config *c, const struct omr_sandbox *sb,
 		"id = %s\ntemplate = %s\nstate = %s\ncreated_at = %lld\n"
 		"expires_at = %lld\nended_at = %lld\nend_reason = %s\ncpus = %u\n"
 		"memory_mb = %u\ndisk_mb = %u\ntimeout = %u\nidle_timeout = %u\n"
-		"monitor_pid = %d\nvmm_pid = %d\naccel = %s\nowner = %u\n"
+		"monitor_pid = %d\nvmm_pid = %d\naccel = %s\nowner = %u\nprocesses = %u\n"
 		"net_addr = %s\nnet_internet = %d\nnet_allow = %s\n",
 		sb->id, sb->template_name, omr_sb_state_name(sb->state),
 		(long long)sb->created_at, (long long)sb->expires_at,
 		(long long)sb->ended_at, sb->end_reason, sb->cpus, sb->memory_mb,
 		sb->disk_mb, sb->timeout_s, sb->idle_timeout_s, (int)sb->monitor_pid,
-		(int)sb->vmm_pid, sb->accel, (unsigned)sb->owner, sb->net_addr,
+		(int)sb->vmm_pid, sb->accel, (unsigned)sb->owner, sb->processes, sb->net_addr,
 		sb->net_internet, sb->net_allow);
 	if (omr_write_file_atomic_at(dfd, RECORD, text, strlen(text), 0600, &e) < 0) {
 		/* A full filesystem must not leave a record that lies: the
@@ -442,6 +444,7 @@ json_t *omr_sandbox_json(const struct omr_sandbox *sb)
 	json_object_set_new(j, "cpus", json_integer(sb->cpus));
 	json_object_set_new(j, "memory_mb", json_integer(sb->memory_mb));
 	json_object_set_new(j, "disk_mb", json_integer(sb->disk_mb));
+	json_object_set_new(j, "processes", json_integer(sb->processes));
 	json_object_set_new(j, "timeout", json_integer(sb->timeout_s));
 	json_object_set_new(j, "idle_timeout", json_integer(sb->idle_timeout_s));
 	json_object_set_new(j, "accel", json_string(sb->accel));

@@ -11,7 +11,9 @@
 
 #include "omnirun/vm/accel.h"
 #include "omnirun/base/cleanup.h"
+#include "omnirun/vm/cgroup.h"
 #include "omnirun/vm/doctor.h"
+#include "omnirun/vm/jail.h"
 #include "omnirun/vm/template.h"
 #include "omnirun/base/util.h"
 
@@ -34,70 +36,6 @@ static char *find_library(const char *name)
 		free(p);
 	}
 	return NULL;
-}
-
-/* The controllers OmniRun limits sandboxes with. */
-static const char *const wanted[] = { "memory", "cpu", "pids" };
-
-/* The wanted controllers a cgroup v2 hierarchy at dir offers us. */
-static json_t *cgroup_v2(const char *dir)
-{
-	_cleanup_free_ char *path = omr_strdup_printf("%s/cgroup.controllers", dir);
-	_cleanup_free_ char *text = NULL;
-	json_t *ctl = json_array();
-
-	if (omr_read_file_at(AT_FDCWD, path, 4096, &text, NULL, NULL) < 0 ||
-	    access(dir, W_OK) < 0)
-		return ctl;
-	for (char *save = NULL, *w = strtok_r(text, " \n", &save); w; w = strtok_r(NULL, " \n", &save))
-		for (size_t i = 0; i < OMR_ARRAY_SIZE(wanted); i++)
-			if (!strcmp(w, wanted[i]))
-				json_array_append_new(ctl, json_string(w));
-	return ctl;
-}
-
-static json_t *cgroup_v1(void)
-{
-	json_t *ctl = json_array();
-
-	for (size_t i = 0; i < OMR_ARRAY_SIZE(wanted); i++) {
-		_cleanup_free_ char *d = omr_strdup_printf("/sys/fs/cgroup/%s", wanted[i]);
-		struct stat st;
-		if (stat(d, &st) == 0 && S_ISDIR(st.st_mode) && access(d, W_OK) == 0)
-			json_array_append_new(ctl, json_string(wanted[i]));
-	}
-	return ctl;
-}
-
-/* v2 first (unified, or the hybrid's /sys/fs/cgroup/unified), v1 when it
- * offers more of the controllers we use, else none. */
-static json_t *check_cgroup(void)
-{
-	static const char *const v2dirs[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
-	json_t *best = NULL, *ctl;
-	const char *ver = "none", *path = NULL;
-
-	for (size_t i = 0; i < OMR_ARRAY_SIZE(v2dirs); i++) {
-		ctl = cgroup_v2(v2dirs[i]);
-		if (!best || json_array_size(ctl) > json_array_size(best)) {
-			json_decref(best);
-			best = ctl;
-			ver = json_array_size(ctl) ? "v2" : "none";
-			path = json_array_size(ctl) ? v2dirs[i] : NULL;
-		} else {
-			json_decref(ctl);
-		}
-	}
-	ctl = cgroup_v1();
-	if (json_array_size(ctl) > json_array_size(best)) {
-		json_decref(best);
-		best = ctl;
-		ver = "v1";
-		path = "/sys/fs/cgroup";
-	} else {
-		json_decref(ctl);
-	}
-	return json_pack("{s:s, s:s?, s:o}", "version", ver, "path", path, "controllers", best);
 }
 
 static int proc_misc_has(const char *name)
@@ -136,14 +74,19 @@ json_t *omr_doctor_report(const struct omr_config *c)
 	if (omr_template_load(c, c->default_template, &t, &err) < 0)
 		terr = omr_xstrdup(err->msg);
 	omr_err_free(&err);
-	ok = qemu && version && accel_ok;
+	json_t *cgroup = omr_cgroup_report(c), *jail = omr_jail_report(c);
+	/* Sandboxes start only with the limits (or leave to run without) and
+	 * in a jail that worked. */
+	ok = qemu && version && accel_ok && json_is_true(json_object_get(cgroup, "ok")) &&
+	     (!c->jail_enable ||
+	      json_is_true(json_object_get(json_object_get(jail, "self_test"), "ok")));
 
 	json_t *j = json_pack(
 		"{s:{s:b, s:b, s:I, s:s?},"
 		" s:{s:s?, s:s?, s:s?},"
 		" s:{s:b, s:s?},"
 		" s:{s:s?, s:s?},"
-		" s:o,"
+		" s:o, s:o,"
 		" s:{s:b, s:b},"
 		" s:s?,"
 		" s:I,"
@@ -155,7 +98,7 @@ json_t *omr_doctor_report(const struct omr_config *c)
 		"tcg", "qemu", qemu, "version", version, "error", qerr,
 		"tun", "ok", tun >= 0, "error", tun_err,
 		"nftables", "nft", nft, "libnftables", libnft,
-		"cgroup", check_cgroup(),
+		"cgroup", cgroup, "jail", jail,
 		"dm_crypt", "module", access("/sys/module/dm_crypt", F_OK) == 0,
 		"device_mapper", proc_misc_has(" device-mapper\n"),
 		"musl_gcc", musl,

@@ -1,5 +1,7 @@
-/* The QEMU backend of omnirun/vm/vmm.h: its command line, its spawning,
- * pause and resume over QMP; and the ops dispatch. */
+/* The QEMU backend of omnirun/vm/vmm.h: its command line, its spawning
+ * (in its jail, omnirun/vm/jail.h), pause and resume over QMP; the ops
+ * dispatch; host usage. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -8,12 +10,16 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "omnirun/base/cleanup.h"
 #include "omnirun/base/proto.h"
 #include "omnirun/base/util.h"
+#include "omnirun/state/record.h"
+#include "omnirun/vm/cgroup.h"
+#include "omnirun/vm/jail.h"
 #include "omnirun/vm/vmm.h"
 
 #define SPAWN_KEEP_MAX 16
@@ -33,11 +39,22 @@ static void add(struct argv_buf *a, const char *s)
 	a->v[a->n] = NULL;
 }
 
+/* Adds opt (unless NULL) and then val, which it frees. */
 static void addf2(struct argv_buf *a, const char *opt, char *val_owned)
 {
-	add(a, opt);
+	if (opt)
+		add(a, opt);
 	add(a, val_owned);
 	free(val_owned);
+}
+
+/* A listening socket chardev: QEMU's own at path, or one handed over as
+ * fd (the jail's QEMU cannot see the host's filesystem). */
+static char *chardev(const char *id, const char *path, int fd)
+{
+	if (fd > 0)
+		return omr_strdup_printf("socket,id=%s,fd=%d,server=on,wait=off", id, fd);
+	return omr_strdup_printf("socket,id=%s,path=%s,server=on,wait=off", id, path);
 }
 
 char **omr_vmm_argv(const struct omr_vmm_spec *s)
@@ -47,8 +64,12 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 	add(&a, s->qemu);
 	/* microvm: no PCI, no firmware ROMs; the legacy PIT/PIC/RTC are
 	 * needed for TSC calibration under TCG (HOSTS.md). */
+	/* dump-guest-core=off: guest memory (keys, page cache) never lands in
+	 * a core file; mem-merge=off: KSM cannot be a side channel between
+	 * sandboxes. */
 	add(&a, "-M");
-	add(&a, "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on");
+	add(&a, "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on,"
+		"dump-guest-core=off,mem-merge=off");
 	if (s->accel == OMR_ACCEL_KVM) {
 		add(&a, "-accel");
 		add(&a, "kvm");
@@ -74,23 +95,32 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 	add(&a, "-initrd");
 	add(&a, s->initrd);
 	add(&a, "-append");
-	add(&a, s->cmdline);
+	if (s->processes)
+		addf2(&a, NULL, omr_strdup_printf("%s omnirun.pids=%u", s->cmdline, s->processes));
+	else
+		add(&a, s->cmdline);
+	if (s->thread_pool_max) {
+		/* QEMU's I/O pool grows to 64 threads by default: bounded so
+		 * that the cgroup's pids limit stays meaningful. */
+		add(&a, "-object");
+		addf2(&a, NULL, omr_strdup_printf("main-loop,id=main-loop,thread-pool-min=0,"
+						  "thread-pool-max=%u", s->thread_pool_max));
+	}
 	add(&a, "-device");
 	add(&a, "virtio-serial-device");
-	addf2(&a, "-chardev",
-	      omr_strdup_printf("socket,id=agent,path=%s,server=on,wait=off", s->agent_sock));
+	addf2(&a, "-chardev", chardev("agent", s->agent_sock, s->agent_fd));
 	add(&a, "-device");
 	add(&a, "virtserialport,chardev=agent,name=" OMR_AGENT_PORT);
-	if (s->bench_sock) {
+	if (s->bench_sock || s->bench_fd > 0) {
 		/* A second port with no protocol: the floor bench/exec
 		 * measures the protocol against. */
-		addf2(&a, "-chardev",
-		      omr_strdup_printf("socket,id=bench,path=%s,server=on,wait=off", s->bench_sock));
+		addf2(&a, "-chardev", chardev("bench", s->bench_sock, s->bench_fd));
 		add(&a, "-device");
 		add(&a, "virtserialport,chardev=bench,name=omnirun.bench");
 	}
+	/* QEMU's getrandom(): no /dev/urandom to open (a jail has no /dev). */
 	add(&a, "-object");
-	add(&a, "rng-random,id=rng0,filename=/dev/urandom");
+	add(&a, "rng-builtin,id=rng0");
 	add(&a, "-device");
 	add(&a, "virtio-rng-device,rng=rng0");
 	if (s->disk_fd >= 0) {
@@ -114,7 +144,13 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 		addf2(&a, "-device", omr_strdup_printf("virtio-net-device,netdev=net0,mac=%s",
 							   s->mac ? s->mac : "52:54:00:12:34:56"));
 	}
-	addf2(&a, "-qmp", omr_strdup_printf("unix:%s,server=on,wait=off", s->qmp_sock));
+	if (s->qmp_fd > 0) {
+		addf2(&a, "-chardev", chardev("qmp", NULL, s->qmp_fd));
+		add(&a, "-mon");
+		add(&a, "chardev=qmp,mode=control");
+	} else {
+		addf2(&a, "-qmp", omr_strdup_printf("unix:%s,server=on,wait=off", s->qmp_sock));
+	}
 	add(&a, "-sandbox");
 	add(&a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
 	return a.v;
@@ -146,9 +182,13 @@ static int qemu_spawn(struct omr_vmm *vm, const struct omr_vmm_spec *s, struct o
 		keep_from[nkeep] = s->tap_fd;
 		keep_to[nkeep++] = OMR_VMM_TAP_FD;
 	}
-	argv = omr_vmm_argv(s);
-	pid = omr_spawn(argv, s->console_fd, keep_from, keep_to, nkeep, err);
-	omr_argv_free(argv);
+	if (s->config) {
+		pid = omr_jail_spawn(s, keep_from, keep_to, nkeep, &vm->jail, err);
+	} else {
+		argv = omr_vmm_argv(s);
+		pid = omr_spawn(argv, s->console_fd, keep_from, keep_to, nkeep, err);
+		omr_argv_free(argv);
+	}
 	if (pid < 0)
 		return -1;
 	vm->pid = pid;
@@ -224,8 +264,14 @@ void omr_vmm_init(struct omr_vmm *vm, const struct omr_vmm_ops *ops)
 	*vm = (struct omr_vmm){ .ops = ops, .pid = -1, .control_timeout_ms = VMM_CONTROL_TIMEOUT_MS };
 }
 
+const char *omr_vmm_reaped(struct omr_vmm *vm, int status)
+{
+	return omr_jail_release(&vm->jail, status);
+}
+
 void omr_vmm_release(struct omr_vmm *vm)
 {
+	omr_jail_release(&vm->jail, 0);
 	free(vm->control);
 	vm->control = NULL;
 }
@@ -253,4 +299,65 @@ int omr_vmm_snapshot(struct omr_vmm *vm, const char *path, struct omr_err **err)
 int omr_vmm_restore(struct omr_vmm *vm, const char *path, struct omr_err **err)
 {
 	return vm->ops->restore(vm, path, err);
+}
+
+/* --- host usage --- */
+
+/* The data disk is the file QEMU holds that has no name (O_TMPFILE or
+ * unlinked); it is open twice (read-write and read-only). */
+static int64_t disk_bytes(pid_t pid)
+{
+	_cleanup_free_ char *dir = omr_strdup_printf("/proc/%d/fd", (int)pid);
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	dev_t dev = 0;
+	ino_t ino = 0;
+	int64_t total = -1;
+
+	while (d && (de = readdir(d))) {
+		struct stat st;
+		if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &st, 0) < 0 ||
+		    !S_ISREG(st.st_mode) || st.st_nlink != 0 || (st.st_dev == dev && st.st_ino == ino))
+			continue;
+		dev = st.st_dev;
+		ino = st.st_ino;
+		total = (total < 0 ? 0 : total) + (int64_t)st.st_blocks * 512;
+	}
+	if (d)
+		closedir(d);
+	return total;
+}
+
+/* Without a cgroup: QEMU's own CPU time and resident memory. */
+static void proc_usage(pid_t pid, struct omr_vmm_usage *u)
+{
+	_cleanup_free_ char *stat = omr_strdup_printf("/proc/%d/stat", (int)pid);
+	_cleanup_free_ char *status = omr_strdup_printf("/proc/%d/status", (int)pid);
+	_cleanup_free_ char *text = NULL;
+	unsigned long long ut, st;
+	long hz = sysconf(_SC_CLK_TCK);
+	char *p;
+
+	if (omr_read_file_at(AT_FDCWD, stat, 4096, &text, NULL, NULL) == 0 &&
+	    (p = strrchr(text, ')')) &&
+	    sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2 &&
+	    hz > 0)
+		u->cpu_ns = (int64_t)((ut + st) * (1000000000ull / (unsigned long long)hz));
+	free(text);
+	text = NULL;
+	if (omr_read_file_at(AT_FDCWD, status, 65536, &text, NULL, NULL) == 0 &&
+	    (p = strstr(text, "\nVmRSS:")))
+		u->memory_bytes = strtoll(p + 7, NULL, 10) * 1024;
+}
+
+void omr_vmm_usage(const struct omr_config *c, const struct omr_sandbox *sb,
+		   struct omr_vmm_usage *u)
+{
+	u->cpu_ns = u->memory_bytes = u->disk_bytes = -1;
+	if (sb->state == OMR_SB_STOPPED)
+		return;
+	if (omr_cgroup_usage(c, sb->id, &u->cpu_ns, &u->memory_bytes) < 0 && sb->vmm_pid > 0)
+		proc_usage(sb->vmm_pid, u);
+	if (sb->vmm_pid > 0)
+		u->disk_bytes = disk_bytes(sb->vmm_pid);
 }

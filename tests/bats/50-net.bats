@@ -6,9 +6,10 @@
 # (tests/fixtures/fake-internet.py: HTTP, TLS for a.test and b.test, UDP
 # echo, DNS), whose log shows what arrived.  Nothing leaves the machine.
 load helpers
+. "$OMNIRUN_SRC/tests/fixtures/fake-net.sh"
 
 # Runs a command in the fake host's namespace (and its /etc/netns files).
-h() { ip netns exec "$H" "$@"; }
+h() { fakenet_host "$@"; }
 # What the fake internet logged since mark_log.
 mark_log() { MARK=$(wc -l <"$ILOG"); }
 new_log() { tail -n +"$((MARK + 1))" "$ILOG"; }

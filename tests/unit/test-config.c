@@ -62,9 +62,13 @@ static void check_defaults(const struct omr_config *c)
 	ok(!strcmp(c->qemu, "qemu-system-x86_64") && !strcmp(c->accel, "auto"),
 	   "default qemu and accel");
 	is_str(c->default_template, "tiny", "default template is tiny");
-	ok(c->default_cpus == 1 && c->default_memory_mb == 256 && c->default_disk_mb == 512 &&
-	   c->max_cpus >= c->default_cpus && c->max_memory_mb >= c->default_memory_mb,
-	   "default sandbox sizes within their maxima");
+	ok(c->default_cpus == 2 && c->max_cpus == 8 && c->default_memory_mb == 4096 &&
+	   c->max_memory_mb == 16384 && c->default_disk_mb == 10240 && c->max_disk_mb == 51200 &&
+	   c->default_processes == 256 && c->max_processes == 1024,
+	   "default sandbox sizes and maxima (2/8 vCPUs, 4/16 GiB, 10/50 GiB, 256/1024)");
+	ok(c->jail_enable && c->jail_uid_base > 0 && c->jail_uid_count > 0 &&
+	   !strcmp(c->jail_cgroup, "auto") && !strcmp(c->jail_seccomp, "kill") &&
+	   !c->jail_allow_unlimited, "the jail is on by default, with cgroups and seccomp");
 	ok(c->libexec_dir && c->libexec_dir[0] == '/' && c->recipes_dir && c->recipes_dir[0] == '/',
 	   "libexec and recipes dirs are absolute");
 }
@@ -188,6 +192,37 @@ int main(void)
 	ok(fails_with("syntax error", NULL), "syntax error rejected");
 	use_conf("[sandbox]\ncpus=8\nmax_cpus=4\n");
 	ok(fails_with("exceeds its maximum", NULL), "default above maximum rejected");
+	use_conf("[jail]\nenable=false\nuid_base=100000\nuid_count=10\ncgroup=v1\n"
+		 "cgroup_parent=a/b.slice\nallow_unlimited=yes\nseccomp=log\n"
+		 "memory_overhead_mb=0\ncpu_quota_percent=50\n"
+		 "[sandbox]\nprocesses=100\nmax_processes=200\n");
+	if (omr_config_load(&c, &err) < 0) {
+		ok(0, "[jail] read: %s", err->msg);
+		omr_err_free(&err);
+	} else {
+		ok(!c->jail_enable && c->jail_uid_base == 100000 && c->jail_uid_count == 10 &&
+		   !strcmp(c->jail_cgroup, "v1") && !strcmp(c->jail_cgroup_parent, "a/b.slice") &&
+		   c->jail_allow_unlimited && !strcmp(c->jail_seccomp, "log") &&
+		   c->jail_memory_overhead_mb == 0 &&
+		   c->jail_cpu_quota_pct == 50 && c->default_processes == 100 &&
+		   c->max_processes == 200, "[jail] read");
+		omr_config_free(c);
+		c = NULL;
+	}
+	use_conf("[jail]\nuid_base=0\n");
+	ok(fails_with("jail.uid_base", "between 1 and"), "uid 0 is never a jail's");
+	use_conf("[jail]\nuid_base=4294967290\nuid_count=100\n");
+	ok(fails_with("past the last uid", NULL), "a range past the last uid rejected");
+	use_conf("[jail]\nenable=maybe\n");
+	ok(fails_with("jail.enable must be true or false", NULL), "a bad boolean rejected");
+	use_conf("[jail]\ncgroup=v3\n");
+	ok(fails_with("jail.cgroup must be", NULL), "a bad cgroup version rejected");
+	use_conf("[jail]\ncgroup_parent=../escape\n");
+	ok(fails_with("cgroup_parent", NULL), "a cgroup parent leaving the hierarchy rejected");
+	use_conf("[jail]\nseccomp=maybe\n");
+	ok(fails_with("jail.seccomp must be", NULL), "a bad seccomp mode rejected");
+	use_conf("[sandbox]\nprocesses=2000\nmax_processes=1000\n");
+	ok(fails_with("exceeds its maximum", NULL), "processes above their maximum rejected");
 	use_conf("[sandbox]\ncpus=lots\n");
 	{
 		const char *path = getenv("OMNIRUN_CONF");

@@ -10,6 +10,7 @@
 struct omr_create_opts {
 	const char *template_name;   /* NULL: the config's default */
 	unsigned cpus, memory_mb, disk_mb;   /* 0: template's, then config's */
+	unsigned processes;          /* in the guest; 0: config default */
 	unsigned timeout_s;          /* 0: config default */
 	unsigned idle_timeout_s;     /* 0: config default; UINT32_MAX: none */
 	int internet;                /* NAT out of the configured uplink */

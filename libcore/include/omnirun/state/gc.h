@@ -8,8 +8,9 @@
 
 /* Called for each leftover: kind is "lost_sandbox", "corrupt_record",
  * "stale_run_dir", "orphan_process", "stale_link" (the host end of a
- * sandbox's veth), "incomplete_create" or "expired_record"; what says
- * what exactly; fixed whether it was cleaned (never in check mode). */
+ * sandbox's veth), "incomplete_create", "expired_record" or (from
+ * omr_cgroup_gc) "stale_cgroup"; what says what exactly; fixed whether
+ * it was cleaned (never in check mode). */
 typedef void (*omr_gc_found_fn)(void *user, const char *kind, const char *id,
 				const char *what, int fixed);
 

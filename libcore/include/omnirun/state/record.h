@@ -33,6 +33,7 @@ struct omr_sandbox {
 	int64_t created_at, expires_at, ended_at;  /* seconds since the epoch */
 	char end_reason[32];     /* killed, timeout, idle, vmm_exited, boot_failed, gc */
 	unsigned cpus, memory_mb, disk_mb;
+	unsigned processes;      /* in the guest, all commands together */
 	unsigned timeout_s, idle_timeout_s;
 	pid_t monitor_pid, vmm_pid;
 	char accel[8];           /* tcg | kvm */

@@ -6,11 +6,16 @@
 #define OMNIRUN_VMM_H
 
 #include <jansson.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "omnirun/vm/accel.h"
 #include "omnirun/base/err.h"
 #include "omnirun/base/spawn.h"
+
+struct omr_config;
+struct omr_sandbox;
+struct omr_jail;
 
 /* What to run.  Paths are the host's; fds are the caller's. */
 struct omr_vmm_spec {
@@ -31,6 +36,24 @@ struct omr_vmm_spec {
 				      always an fd, never a name (the VMM
 				      may live in a namespace of its own) */
 	const char *mac;           /* that NIC's MAC address */
+	/* The jail (omnirun/vm/jail.h) and the sandbox it is for: with a
+	 * config, spawn jails the VMM as [jail] says; NULL runs it bare. */
+	const struct omr_config *config;
+	const char *sandbox_id;
+	unsigned processes;        /* guest-wide process limit for commands
+				      (omnirun.pids=), 0: the agent's own */
+	/* Set by the jail, which listens on the sockets itself and hands
+	 * them over: fd numbers in the child (0: QEMU binds the path). */
+	int agent_fd, qmp_fd, bench_fd;
+	unsigned thread_pool_max;  /* QEMU's I/O worker threads, 0: QEMU's
+				      default (64) */
+};
+
+/* Host usage of a running sandbox; -1 where unknown. */
+struct omr_vmm_usage {
+	int64_t cpu_ns;            /* CPU time of its cgroup (or of QEMU) */
+	int64_t memory_bytes;      /* its cgroup's memory (or QEMU's RSS) */
+	int64_t disk_bytes;        /* host blocks its data disk takes */
 };
 
 struct omr_vmm;
@@ -54,11 +77,12 @@ struct omr_vmm {
 	pid_t pid;                 /* the VMM process once spawned, else -1 */
 	char *control;             /* its control socket (malloc'ed), or NULL */
 	unsigned control_timeout_ms; /* bound on one control command */
+	struct omr_jail *jail;     /* its jail while it runs, or NULL */
 };
 
 /* QEMU: spawn builds the command line below and starts it with the data
  * disk as fds 3 (read-write) and 4 (read-only) and the console on
- * stdout; pause and resume are QMP "stop" and "cont"; snapshot and
+ * stdout, in its jail when the spec names a config; pause and resume are QMP "stop" and "cont"; snapshot and
  * restore answer OMR_E_UNSUPPORTED for now (they will be QMP migrate to
  * a file descriptor, see HOSTS.md). */
 extern const struct omr_vmm_ops omr_vmm_qemu_ops;
@@ -68,6 +92,10 @@ const struct omr_vmm_ops *omr_vmm_ops_find(const char *name);
 
 /* Sets vm up for ops (no process yet). */
 void omr_vmm_init(struct omr_vmm *vm, const struct omr_vmm_ops *ops);
+/* Once the VMM was reaped (status: its wait status, 0 when we killed
+ * it): releases its jail (cgroup, uid) and says why it died when the jail
+ * knows ("seccomp", "oom"; the reason is logged), else NULL. */
+const char *omr_vmm_reaped(struct omr_vmm *vm, int status);
 /* Frees what vm holds (it does not kill the VMM). */
 void omr_vmm_release(struct omr_vmm *vm);
 
@@ -97,5 +125,10 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s);
  * Returns 0 or < 0 with *err. */
 int omr_qmp_command(const char *path, const char *cmd, json_t *args, unsigned timeout_ms,
 		    json_t **ret, struct omr_err **err);
+
+/* Fills *u for a live sandbox (cgroup counters, QEMU's fds in /proc:
+ * needs root or the sandbox's uid).  Never fails: unknowns are -1. */
+void omr_vmm_usage(const struct omr_config *c, const struct omr_sandbox *sb,
+		   struct omr_vmm_usage *u);
 
 #endif
