@@ -503,7 +503,8 @@ static size_t take_raw(struct mon_router *rt, int ci, char *out, size_t max)
 
 	mon_router_flush_client(rt, ci, sink_write, &s);
 	n = s.len < max ? s.len : max;
-	memcpy(out, s.buf, n);
+	if (n)
+		memcpy(out, s.buf, n);
 	free(s.buf);
 	return s.len;
 }
