@@ -60,6 +60,15 @@ static const struct num_key num_keys[] = {
 	NUM("jail", "cpu_quota_percent", jail_cpu_quota_pct, 1, 1000),
 	NUM("jail", "io_weight", jail_io_weight, 1, 10000),
 	NUM("jail", "vmm_threads", jail_vmm_threads, 1, 256),
+	NUM("api", "user_sandboxes", api_user_sandboxes, 0, 100000),
+	NUM("api", "history_days", api_history_days, 1, 36500),
+	NUM("api", "rate", api_rate, 1, 1000000),
+	NUM("api", "rate_burst", api_rate_burst, 1, 1000000),
+	NUM("api", "max_body_kb", api_max_body_kb, 1, 65536),
+	NUM("api", "max_upload_mb", api_max_upload_mb, 1, 1048576),
+	NUM("api", "max_connections", api_threads, 4, 65536),
+	NUM("api", "connection_timeout", api_conn_timeout_s, 1, 86400),
+	NUM("api", "code_ttl", api_code_ttl_s, 30, 86400),
 };
 
 struct bool_key {
@@ -112,6 +121,12 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		{ "jail", "cgroup", &c->jail_cgroup },
 		{ "jail", "cgroup_parent", &c->jail_cgroup_parent },
 		{ "jail", "seccomp", &c->jail_seccomp },
+		{ "api", "listen", &c->api_listen },
+		{ "api", "tls_cert", &c->api_tls_cert },
+		{ "api", "tls_key", &c->api_tls_key },
+		{ "api", "operator", &c->api_operator },
+		{ "api", "mail_command", &c->api_mail_command },
+		{ "api", "mail_outbox", &c->api_mail_outbox },
 	};
 	for (size_t i = 0; i < OMR_ARRAY_SIZE(strs); i++) {
 		if (!strcmp(section, strs[i].s) && !strcmp(name, strs[i].n)) {
@@ -196,6 +211,17 @@ static void set_defaults(struct omr_config *c)
 	c->jail_io_weight = 100;
 	c->jail_vmm_threads = 8;
 	c->jail_seccomp = omr_xstrdup("kill");
+	c->api_listen = omr_xstrdup("127.0.0.1:8080");
+	c->api_operator = omr_xstrdup("operator@localhost");
+	c->api_user_sandboxes = 3;
+	c->api_history_days = 90;
+	c->api_rate = 20;
+	c->api_rate_burst = 100;
+	c->api_max_body_kb = 1024;
+	c->api_max_upload_mb = 4096;
+	c->api_threads = 1024;
+	c->api_conn_timeout_s = 30;
+	c->api_code_ttl_s = 600;
 }
 
 /* [network]: the pool is an IPv4 range that holds at least one /30; the
@@ -336,6 +362,12 @@ void omr_config_free(struct omr_config *c)
 	free(c->jail_cgroup);
 	free(c->jail_cgroup_parent);
 	free(c->jail_seccomp);
+	free(c->api_listen);
+	free(c->api_tls_cert);
+	free(c->api_tls_key);
+	free(c->api_operator);
+	free(c->api_mail_command);
+	free(c->api_mail_outbox);
 	free(c);
 }
 

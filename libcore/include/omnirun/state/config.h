@@ -78,6 +78,29 @@ struct omr_config {
 	unsigned jail_vmm_threads;        /* vmm_threads: QEMU's I/O thread
 					     pool at most */
 	char *jail_seccomp;               /* seccomp: kill | log | off */
+
+	/* [api] (DESIGN.md §7): the shim and the accounts */
+	char *api_listen;             /* listen: ADDR:PORT (127.0.0.1:8080) */
+	char *api_tls_cert;           /* tls_cert, tls_key: PEM files; TLS is */
+	char *api_tls_key;            /* on when both are set */
+	char *api_operator;           /* operator: the account CLI-made
+					 sandboxes belong to by default */
+	unsigned api_user_sandboxes;  /* user_sandboxes: concurrent sandboxes
+					 per user unless overridden (3) */
+	unsigned api_history_days;    /* history_days: history kept (90) */
+	unsigned api_rate;            /* rate: requests per second per token */
+	unsigned api_rate_burst;      /* rate_burst: requests above the rate
+					 a token may make at once */
+	unsigned api_max_body_kb;     /* max_body_kb: a JSON request body */
+	unsigned api_max_upload_mb;   /* max_upload_mb: a file upload */
+	unsigned api_threads;         /* max_connections: concurrent clients */
+	unsigned api_conn_timeout_s;  /* connection_timeout: an idle or slow
+					 client is dropped after this long */
+	char *api_mail_command;       /* mail_command: sendmail-compatible
+					 (reads the message, -t) */
+	char *api_mail_outbox;        /* mail_outbox: a directory mails are
+					 written to instead (development) */
+	unsigned api_code_ttl_s;      /* code_ttl: a login code's lifetime */
 };
 
 /* Loads the configuration (defaults, then the file, then the environment).
