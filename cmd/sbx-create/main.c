@@ -8,6 +8,7 @@
 #include "omnirun/base/exitcodes.h"
 #include "omnirun/base/util.h"
 #include "omnirun/client/sandbox.h"
+#include "omnirun/acct/acct.h"
 
 static void usage(void)
 {
@@ -28,12 +29,14 @@ static void usage(void)
 	       "                           HTTPS through the egress proxy; nothing else\n"
 	       "  -i, --internet           NAT the guest out of the configured uplink\n"
 	       "                           (private and host addresses stay unreachable)\n"
+	       "  -o, --owner EMAIL        the API user the sandbox belongs to (default:\n"
+	       "                           the operator account); counts against their limit\n"
 	       "  -j, --json               print the sandbox as JSON instead of its id\n"
 	       "  -h, --help               show this help\n"
 	       "  -V, --version            show the version\n\n"
 	       "Exit status: 0 created, 1 failure, 2 usage, 3 unknown template or uplink,\n"
-	       "4 forwarding is off on the uplink, 5 limit reached (sandboxes or the\n"
-	       "address pool), 6 the VM failed to boot or its agent did not answer.\n");
+	       "or owner, 4 forwarding is off on the uplink, 5 limit reached (sandboxes,\n"
+	       "the owner's or the address pool), 6 the VM failed to boot or its agent did not answer.\n");
 	exit(OMR_EXIT_OK);
 }
 
@@ -49,6 +52,7 @@ int main(int argc, char **argv)
 		{ "idle-timeout", required_argument, NULL, 'I' },
 		{ "allow", required_argument, NULL, 'a' },
 		{ "internet", no_argument, NULL, 'i' },
+		{ "owner", required_argument, NULL, 'o' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -61,10 +65,14 @@ int main(int argc, char **argv)
 	struct omr_err *err = NULL;
 	struct omr_config *c;
 	int json = 0, ch, idle_set = 0;
+	const char *owner = NULL;
+	struct omr_db *db = NULL;
+	struct omr_user u;
+	int64_t claim;
 	uint64_t idle = 0;
 
 	omr_cli_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "t:c:m:d:P:T:I:a:ijhV", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "t:c:m:d:P:T:I:a:o:ijhV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 't': o.template_name = optarg; break;
 		case 'c': o.cpus = (unsigned)omr_cli_number(optarg, 1, 1024, "cpu count"); break;
@@ -79,6 +87,7 @@ int main(int argc, char **argv)
 			allow[nallow++] = optarg;
 			break;
 		case 'i': o.internet = 1; break;
+		case 'o': owner = optarg; break;
 		case 'j': json = 1; break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
@@ -92,15 +101,32 @@ int main(int argc, char **argv)
 	if (idle_set)
 		o.idle_timeout_s = idle == 0 ? UINT32_MAX : (unsigned)idle;
 	c = omr_cli_config();
+	/* The owner's place is claimed before the boot, as the shim does,
+	 * so that their limit holds whoever creates. */
+	if (omr_db_open(c, NULL, &db, &err) < 0 ||
+	    (owner ? omr_user_get(db, owner, &u, &err)
+		   : omr_user_ensure(db, c->api_operator, 1, OMR_LIMIT_NONE, &u, &err)) < 0 ||
+	    omr_owner_claim(db, c, &u, &claim, &err) < 0)
+		goto fail;
 	omr_cli_progress("booting a %s sandbox...", o.template_name ? o.template_name : c->default_template);
 	if (omr_sandbox_create(c, &o, &sb, &err) < 0) {
-		omr_config_free(c);
-		return omr_cli_fail(&err);
+		omr_owner_release(db, claim);
+		goto fail;
 	}
+	if (omr_owner_bind(db, claim, sb.id, sb.template_name, sb.created_at, &err) < 0 ||
+	    omr_audit(db, u.id, "create", sb.id, "from the CLI", &err) < 0) {
+		omr_sandbox_kill(c, sb.id, "killed", NULL);
+		goto fail;
+	}
+	omr_db_close(db);
 	if (json)
 		omr_cli_print_json(omr_sandbox_json(&sb));
 	else
 		printf("%s\n", sb.id);
 	omr_config_free(c);
 	return OMR_EXIT_OK;
+fail:
+	omr_db_close(db);
+	omr_config_free(c);
+	return omr_cli_fail(&err);
 }
