@@ -1,4 +1,5 @@
 /* sbx-shim: the REST API server (DESIGN.md §7, doc/openapi.yaml). */
+#include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -10,6 +11,7 @@
 
 #include "cli.h"
 #include "omnirun/api/api.h"
+#include "omnirun/base/cleanup.h"
 #include "omnirun/base/exitcodes.h"
 #include "omnirun/base/log.h"
 #include "omnirun/base/util.h"
@@ -94,7 +96,18 @@ int main(int argc, char **argv)
 	if (port_file) {
 		char buf[16];
 		int n = snprintf(buf, sizeof(buf), "%u\n", omr_api_port(a));
-		if (omr_write_file_atomic_at(AT_FDCWD, port_file, buf, (size_t)n, 0644, &err) < 0) {
+		/* Written whole or not at all: a test polls for it. */
+		_cleanup_free_ char *dir = omr_xstrdup(port_file);
+		char *slash = strrchr(dir, '/');
+		const char *base = slash ? slash + 1 : port_file;
+		if (slash)
+			*slash = 0;
+		_cleanup_close_ int dfd = open(slash ? (*dir ? dir : "/") : ".",
+					       O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 ||
+		    omr_write_file_atomic_at(dfd, base, buf, (size_t)n, 0644, &err) < 0) {
+			if (!err)
+				omr_err_set(&err, OMR_E_FAIL, errno, "cannot open %s", dir);
 			omr_api_stop(a);
 			omr_config_free(c);
 			return omr_cli_fail(&err);
