@@ -12,7 +12,7 @@ _sbx_create()
 		mapfile -t COMPREPLY < <(compgen -W "$(ls "$dir" 2>/dev/null)" -- "$cur")
 		return
 		;;
-	-c | --cpus | -m | --memory | -d | --disk | -P | --processes | -T | --timeout | -I | --idle-timeout | -a | --allow)
+	-c | --cpus | -m | --memory | -d | --disk | -P | --processes | -T | --timeout | -I | --idle-timeout | -a | --allow | -o | --owner)
 		# A number or a host name: nothing to offer.
 		COMPREPLY=()
 		return
@@ -25,7 +25,7 @@ _sbx_create()
 
 	mapfile -t COMPREPLY < <(compgen -W '-t --template -c --cpus -m --memory
 		-d --disk -P --processes -T --timeout -I --idle-timeout -a --allow -i --internet
-		-j --json -h --help
+		-o --owner -j --json -h --help
 		-V --version' -- "$cur")
 }
 complete -F _sbx_create sbx-create

@@ -21,6 +21,7 @@ call() {
 	out=$(api "$@") || return
 	STATUS=${out##*$'\n'}
 	BODY=${out%$'\n'*}
+	BODY=${BODY%$'\n'}
 }
 
 start_shim() {
