@@ -18,6 +18,7 @@
 #include "api-internal.h"
 #include "omnirun/base/cleanup.h"
 #include "omnirun/base/ids.h"
+#include "omnirun/base/log.h"
 #include "omnirun/base/spawn.h"
 #include "omnirun/base/util.h"
 #include "omnirun/client/files.h"
@@ -177,6 +178,8 @@ enum MHD_Result omr_api_files_put_end(struct omr_api_req *r)
 {
 	struct xfer *x = r->ctx;
 
+	omr_log(OMR_LOG_DEBUG, "upload to %s complete: %llu bytes", x->id,
+		(unsigned long long)r->sink_bytes);
 	/* EOF: the guest renames its temporary file into place. */
 	shutdown(x->fd[1], SHUT_WR);
 	xfer_join(x);
@@ -195,6 +198,8 @@ void omr_api_files_put_abort(struct omr_api_req *r)
 
 	if (!x)
 		return;
+	omr_log(OMR_LOG_DEBUG, "upload to %s cut after %llu bytes: discarded", x->id,
+		(unsigned long long)r->sink_bytes);
 	/* The client went away mid-upload: the transfer must fail, not
 	 * take the bytes so far for the whole file.  Closing an AF_UNIX
 	 * socket with unread data makes its peer's read fail with

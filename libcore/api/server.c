@@ -664,6 +664,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		r->route->abort(r);
 	/* Never the URL's query, a header, a body: the route names what was
 	 * asked, the user who asked. */
+	omr_log(OMR_LOG_DEBUG, "request ends: termination code %d, body done %d", (int)toe, r->done);
 	omr_log(OMR_LOG_INFO, "%s %s %d %llu ms user=%lld%s", r->method,
 		r->route ? r->route->path : r->hooked ? "(preview)" : "(none)",
 		r->status, (unsigned long long)(omr_now_ms() - r->t0),
