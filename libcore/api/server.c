@@ -173,7 +173,13 @@ int omr_api_check_fields(struct omr_api_req *r, json_t *o, const char *const *fi
 		return 0;
 	}
 	{
-		_cleanup_free_ char *u = json_dumps(unknown, JSON_COMPACT);
+		char u[1024] = "";
+		size_t i;
+		json_t *x;
+
+		json_array_foreach(unknown, i, x)
+			snprintf(u + strlen(u), sizeof(u) - strlen(u), "%s%s", i ? ", " : "",
+				 json_string_value(x));
 		_cleanup_free_ char *w = json_array_size(wrong) ?
 			omr_xstrdup(json_string_value(json_array_get(wrong, 0))) : NULL;
 		_cleanup_free_ char *msg = json_array_size(unknown) ?
