@@ -45,6 +45,7 @@ struct job {
 	struct omr_err *e;
 	/* the event stream */
 	int client_fd;
+	int keepalive_ms;       /* well within the connection's idle timeout */
 	int eof_out, eof_err, ended;
 	char *pend;
 	size_t pend_len, pend_off;
@@ -346,7 +347,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
 			j->ended = 1;
 			break;
 		}
-		job_poll(j, p, KEEPALIVE_MS);
+		job_poll(j, p, j->keepalive_ms);
 		if (j->killed && !p[0].revents && !p[1].revents)
 			continue; /* drain until the job ends */
 		if (!p[0].revents && !p[1].revents) {
@@ -421,6 +422,9 @@ enum MHD_Result omr_api_commands_run(struct omr_api_req *r)
 		return rc;
 	}
 	j->client_fd = omr_api_client_fd(r);
+	j->keepalive_ms = (int)r->api->c->api_conn_timeout_s * 500;
+	if (j->keepalive_ms > KEEPALIVE_MS)
+		j->keepalive_ms = KEEPALIVE_MS;
 	if (job_start(j) < 0) {
 		job_free(j);
 		return omr_api_reply_error(r, 500, "failed", "cannot start the command's thread");

@@ -46,6 +46,12 @@ enum MHD_Result omr_api_reply_response(struct omr_api_req *r, unsigned status,
 	if (!resp)
 		return MHD_NO;
 	r->status = (int)status;
+	/* A handler may have run far longer than the idle timeout (a boot,
+	 * a command): MHD would take the connection for idle and drop the
+	 * answer.  Setting the timeout from 0 restarts its clock. */
+	MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+	MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+				  (unsigned)r->api->c->api_conn_timeout_s);
 	MHD_add_response_header(resp, "Cache-Control", "no-store");
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
 	rc = MHD_queue_response(r->conn, status, resp);

@@ -175,6 +175,13 @@ for p, ops in doc["paths"].items():
 	call "$ALICE" GET "/sandboxes/$ID/commands"
 	assert_eq "$STATUS" 200
 	jq -e 'length >= 2' <<<"$BODY" >/dev/null
+	# Quiet for longer than the connection's idle timeout (3 s here).
+	call "$ALICE" POST "/sandboxes/$ID/commands" -d '{"cmd": "sleep 5; echo late"}'
+	assert_eq "$STATUS" 200
+	assert_eq "$(jq -r .stdout <<<"$BODY")" late
+	run curl -sS -N -m 30 -H "Authorization: Bearer $ALICE" -H 'Accept: text/event-stream' \
+		-d '{"cmd": "sleep 5; echo late"}' "$URL/sandboxes/$ID/commands"
+	assert_contains "$output" 'event: exit'
 }
 
 @test "commands: text/event-stream gives stdout and stderr events, then exit" {
