@@ -214,7 +214,11 @@ static void test_tokens(void)
 	ok(omr_token_create(db, u.id, "ci", &tok2, &id2, &err) == 0, "a second token is made");
 	ok(omr_token_list(db, u.id, &list, &err) == 0 && json_array_size(list) == 2,
 	   "the user's tokens are listed");
-	ok(!strstr(json_dumps(list, 0), tok + 16), "the list shows no secret");
+	{
+		char *d = json_dumps(list, 0);
+		ok(d && !strstr(d, tok + 16), "the list shows no secret");
+		free(d);
+	}
 	json_decref(list);
 	struct omr_user o;
 	omr_user_get(db, "operator@localhost", &o, NULL);
@@ -227,6 +231,8 @@ static void test_tokens(void)
 	ok(omr_token_check(db, tok2, &who, &tid, &err) == 0, "the other token still works");
 	ok(omr_token_revoke(db, id, 0, NULL, &err) < 0, "revoking twice is not found");
 	omr_err_free(&err);
+	free(tok);
+	tok = NULL;
 	ok(omr_token_create(db, u.id, "bad\nname", &tok, &id, &err) < 0 &&
 	   omr_err_kind(err) == OMR_E_USAGE, "a token name with a newline is refused");
 	omr_err_free(&err);
