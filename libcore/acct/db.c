@@ -73,6 +73,9 @@ static const char *const schema[] = {
 	"  client TEXT NOT NULL,"
 	"  at INTEGER NOT NULL);"
 	"CREATE INDEX login_requests_at ON login_requests(at);",
+	/* 2: what the creator attached to a sandbox (API metadata), as
+	 * JSON text, shown with it and gone with its history row. */
+	"ALTER TABLE sandboxes ADD COLUMN metadata TEXT;",
 };
 
 struct omr_db *omr_db_hold(struct omr_db *db)

@@ -189,6 +189,33 @@ int omr_owner_bind(struct omr_db *db, int64_t claim, const char *id, const char 
 	return 0;
 }
 
+int omr_owner_set_metadata(struct omr_db *db, const char *id, const char *json_text,
+			   struct omr_err **err)
+{
+	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	DB_LOCKED(db);
+
+	if (json_text && strlen(json_text) > 16384)
+		return omr_err_setx(err, OMR_E_TOO_LARGE, E2BIG, "metadata over 16 KiB");
+	if (omr_db_prep(db, "UPDATE sandboxes SET metadata = ? WHERE sandbox_id = ?", &st, err) < 0)
+		return -1;
+	sqlite3_bind_text(st, 1, json_text, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+	return sqlite3_step(st) == SQLITE_DONE ? 0 : omr_db_fail(db, err, "sandboxes");
+}
+
+char *omr_owner_metadata(struct omr_db *db, const char *id)
+{
+	_cleanup_stmt_ sqlite3_stmt *st = NULL;
+	DB_LOCKED(db);
+
+	if (omr_db_prep(db, "SELECT metadata FROM sandboxes WHERE sandbox_id = ? AND metadata "
+			"IS NOT NULL", &st, NULL) < 0)
+		return NULL;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	return sqlite3_step(st) == SQLITE_ROW ? omr_xstrdup(omr_db_text(st, 0)) : NULL;
+}
+
 void omr_owner_release(struct omr_db *db, int64_t claim)
 {
 	_cleanup_stmt_ sqlite3_stmt *st = NULL;

@@ -29,6 +29,11 @@ json_t *omr_api_sandbox_json(struct omr_api *a, const struct omr_sandbox *sb)
 		      "publicKey", "network", net, "resources", "cpu", sb->cpus, "memoryMb",
 		      sb->memory_mb, "diskMb", sb->disk_mb, "timeout", sb->timeout_s, "idleTimeout",
 		      sb->idle_timeout_s, "accel", sb->accel);
+	{
+		_cleanup_free_ char *m = omr_owner_metadata(a->db, sb->id);
+		json_t *mj = m ? json_loads(m, 0, NULL) : NULL;
+		json_object_set_new(j, "metadata", mj ? mj : json_object());
+	}
 	if (sb->state == OMR_SB_STOPPED) {
 		omr_format_time(sb->ended_at, ended);
 		json_object_set_new(j, "endedAt", json_string(ended));
@@ -133,11 +138,17 @@ enum MHD_Result omr_api_sandbox_create(struct omr_api_req *r)
 		omr_sandbox_kill(r->api->c, sb.id, "killed", NULL);
 		return omr_api_reply_err(r, &err);
 	}
+	if (json_object_get(r->json, "metadata")) {
+		_cleanup_free_ char *m = json_dumps(json_object_get(r->json, "metadata"),
+						    JSON_COMPACT);
+		if (omr_owner_set_metadata(r->api->db, sb.id, m, &err) < 0) {
+			omr_sandbox_kill(r->api->c, sb.id, "killed", NULL);
+			omr_owner_ended(r->api->db, sb.id, sb.created_at, "killed", -1, NULL);
+			return omr_api_reply_err(r, &err);
+		}
+	}
 	omr_api_audit(r, "create", sb.id, sb.template_name);
-	json_t *j = omr_api_sandbox_json(r->api, &sb);
-	if (json_object_get(r->json, "metadata"))
-		json_object_set(j, "metadata", json_object_get(r->json, "metadata"));
-	return omr_api_reply_json(r, 201, j);
+	return omr_api_reply_json(r, 201, omr_api_sandbox_json(r->api, &sb));
 }
 
 enum MHD_Result omr_api_sandbox_list(struct omr_api_req *r)

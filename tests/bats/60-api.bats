@@ -141,6 +141,7 @@ for p, ops in doc["paths"].items():
 	call "$ALICE" GET "/sandboxes/$ID"
 	assert_eq "$STATUS" 200
 	assert_eq "$(jq -r .resources.memoryMb <<<"$BODY")" "$(sb_field "$ID" memory_mb)"
+	assert_eq "$(jq -c .metadata <<<"$BODY")" '{"k":"v"}'
 }
 
 @test "two users are isolated: another user's sandbox is 404, never 403" {

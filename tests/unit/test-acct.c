@@ -86,7 +86,7 @@ static void test_open(void)
 	struct stat st;
 
 	ok(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "the database is made 0600");
-	is_int(count(db, "PRAGMA user_version"), 1, "the schema is at version 1");
+	is_int(count(db, "PRAGMA user_version"), 2, "the schema is at version 2");
 	{
 		sqlite3 *h;
 		sqlite3_stmt *s;
@@ -109,7 +109,7 @@ static void test_open(void)
 		omr_err_free(&err);
 		sqlite3 *h;
 		sqlite3_open(path, &h);
-		sqlite3_exec(h, "PRAGMA user_version = 1", NULL, NULL, NULL);
+		sqlite3_exec(h, "PRAGMA user_version = 2", NULL, NULL, NULL);
 		sqlite3_close(h);
 	}
 	free(path);
@@ -297,6 +297,14 @@ static void test_owners(void)
 	   "claims are bound to sandboxes");
 	omr_owner_release(db, c3);
 	is_int(omr_owner_of(db, "sb_aaaaaaaa"), u.id, "the owner is found");
+	{
+		char *m = NULL;
+		ok(omr_owner_set_metadata(db, "sb_aaaaaaaa", "{\"k\":1}", &err) == 0 &&
+		   (m = omr_owner_metadata(db, "sb_aaaaaaaa")) && !strcmp(m, "{\"k\":1}"),
+		   "metadata is kept with the sandbox");
+		free(m);
+		ok(!omr_owner_metadata(db, "sb_bbbbbbbb"), "and none when none was given");
+	}
 	is_int(omr_owner_of(db, "sb_cccccccc"), 0, "an unknown sandbox has no owner");
 	ok(omr_owner_live(db, u.id, &ids, &err) == 0 && ids[0] && ids[1] && !ids[2],
 	   "the user's live sandboxes are listed");

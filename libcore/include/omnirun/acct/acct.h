@@ -109,6 +109,11 @@ int omr_owner_claim(struct omr_db *db, const struct omr_config *c, const struct 
 /* Turns a claim into the ownership of sandbox id (template, created). */
 int omr_owner_bind(struct omr_db *db, int64_t claim, const char *id, const char *tmpl,
 		   int64_t created_at, struct omr_err **err);
+/* Attaches metadata (JSON text, at most 16 KiB) to sandbox id, and
+ * reads it back (malloc'ed, or NULL when there is none). */
+int omr_owner_set_metadata(struct omr_db *db, const char *id, const char *json_text,
+			   struct omr_err **err);
+char *omr_owner_metadata(struct omr_db *db, const char *id);
 /* Gives a claim up (the create failed). */
 void omr_owner_release(struct omr_db *db, int64_t claim);
 /* The owner's id of sandbox id, or 0 when it has none. */
