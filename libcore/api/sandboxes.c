@@ -23,11 +23,12 @@ json_t *omr_api_sandbox_json(struct omr_api *a, const struct omr_sandbox *sb)
 	json_object_set_new(net, "sniProxy",
 			    json_boolean(!strcmp(json_string_value(json_object_get(net, "mode")),
 						 "allow-list")));
-	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:n, s:o, s:{s:i, s:i, s:i}, s:i, s:i, s:s}",
+	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:n, s:o, s:{s:i, s:i, s:i, s:i}, s:i, s:i, s:s}",
 		      "sandboxId", sb->id, "template", sb->template_name, "state",
 		      omr_sandbox_shown_state(a->c, sb), "createdAt", created, "expiresAt", expires,
 		      "publicKey", "network", net, "resources", "cpu", sb->cpus, "memoryMb",
-		      sb->memory_mb, "diskMb", sb->disk_mb, "timeout", sb->timeout_s, "idleTimeout",
+		      sb->memory_mb, "diskMb", sb->disk_mb, "processes", sb->processes, "timeout",
+		      sb->timeout_s, "idleTimeout",
 		      sb->idle_timeout_s, "accel", sb->accel);
 	{
 		_cleanup_free_ char *m = omr_owner_metadata(a->db, sb->id);
@@ -75,9 +76,6 @@ static int create_opts(struct omr_api_req *r, json_t *b, struct omr_create_opts 
 	if (json_is_true(json_object_get(b, "persistent")))
 		return omr_api_reply_error(r, 501, "unsupported", "persistent sandboxes are not "
 					   "implemented yet"), -1;
-	if (json_object_get(b, "processes"))
-		return omr_api_reply_error(r, 501, "unsupported", "a processes limit is not "
-					   "implemented yet"), -1;
 	if (json_object_size(json_object_get(b, "env")))
 		return omr_api_reply_error(r, 501, "unsupported", "sandbox-wide env is not "
 					   "implemented yet: pass env with each command"), -1;
@@ -90,6 +88,7 @@ static int create_opts(struct omr_api_req *r, json_t *b, struct omr_create_opts 
 	U32("memoryMb", o->memory_mb);
 	U32("diskMb", o->disk_mb);
 	U32("timeout", o->timeout_s);
+	U32("processes", o->processes);
 	if (json_object_get(b, "idleTimeout")) {
 		unsigned it = 0;
 		U32("idleTimeout", it);

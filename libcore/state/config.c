@@ -51,6 +51,15 @@ static const struct num_key num_keys[] = {
 	NUM("files", "timeout", files_timeout_s, 1, 86400),
 	NUM("files", "max_download_mb", max_download_mb, 1, 1ULL << 30),
 	NUM("files", "host_reserve_mb", host_reserve_mb, 0, 1ULL << 30),
+	NUM("sandbox", "processes", default_processes, 16, 1048576),
+	NUM("sandbox", "max_processes", max_processes, 16, 1048576),
+	/* uid 0 is never a jail's, nor is (uid_t)-1 (checked with the count). */
+	NUM("jail", "uid_base", jail_uid_base, 1, 4294967294u),
+	NUM("jail", "uid_count", jail_uid_count, 1, 1048576),
+	NUM("jail", "memory_overhead_mb", jail_memory_overhead_mb, 0, 1048576),
+	NUM("jail", "cpu_quota_percent", jail_cpu_quota_pct, 1, 1000),
+	NUM("jail", "io_weight", jail_io_weight, 1, 10000),
+	NUM("jail", "vmm_threads", jail_vmm_threads, 1, 256),
 	NUM("api", "user_sandboxes", api_user_sandboxes, 0, 100000),
 	NUM("api", "history_days", api_history_days, 1, 36500),
 	NUM("api", "rate", api_rate, 1, 1000000),
@@ -61,15 +70,6 @@ static const struct num_key num_keys[] = {
 	NUM("api", "connection_timeout", api_conn_timeout_s, 1, 86400),
 	NUM("api", "code_ttl", api_code_ttl_s, 30, 86400),
 	NUM("api", "sign_ttl_max", api_sign_ttl_max, 1, 31536000),
-	NUM("sandbox", "processes", default_processes, 16, 1048576),
-	NUM("sandbox", "max_processes", max_processes, 16, 1048576),
-	/* uid 0 is never a jail's, nor is (uid_t)-1 (checked with the count). */
-	NUM("jail", "uid_base", jail_uid_base, 1, 4294967294u),
-	NUM("jail", "uid_count", jail_uid_count, 1, 1048576),
-	NUM("jail", "memory_overhead_mb", jail_memory_overhead_mb, 0, 1048576),
-	NUM("jail", "cpu_quota_percent", jail_cpu_quota_pct, 1, 1000),
-	NUM("jail", "io_weight", jail_io_weight, 1, 10000),
-	NUM("jail", "vmm_threads", jail_vmm_threads, 1, 256),
 };
 
 struct bool_key {
@@ -119,6 +119,9 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		{ "network", "pool", &c->net_pool_text },
 		{ "network", "uplink", &c->net_uplink },
 		{ "network", "exceptions", &c->net_exceptions_text },
+		{ "jail", "cgroup", &c->jail_cgroup },
+		{ "jail", "cgroup_parent", &c->jail_cgroup_parent },
+		{ "jail", "seccomp", &c->jail_seccomp },
 		{ "api", "listen", &c->api_listen },
 		{ "api", "tls_cert", &c->api_tls_cert },
 		{ "api", "tls_key", &c->api_tls_key },
@@ -128,9 +131,6 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		{ "api", "domain", &c->api_domain },
 		{ "api", "url_scheme", &c->api_url_scheme },
 		{ "api", "public_url", &c->api_public_url },
-		{ "jail", "cgroup", &c->jail_cgroup },
-		{ "jail", "cgroup_parent", &c->jail_cgroup_parent },
-		{ "jail", "seccomp", &c->jail_seccomp },
 	};
 	for (size_t i = 0; i < OMR_ARRAY_SIZE(strs); i++) {
 		if (!strcmp(section, strs[i].s) && !strcmp(name, strs[i].n)) {
@@ -202,6 +202,19 @@ static void set_defaults(struct omr_config *c)
 	c->max_download_mb = 65536;
 	c->host_reserve_mb = 256;
 	c->net_pool_text = omr_xstrdup(OMR_NET_POOL_DEFAULT);
+	c->jail_enable = 1;
+	/* Past systemd-nspawn's container range (up to 0x6fffffff) and far
+	 * from Debian's /etc/subuid blocks (100000 + 65536 n): no other
+	 * process on the host should ever run as one of these. */
+	c->jail_uid_base = 0x70000000u;
+	c->jail_uid_count = 65536;
+	c->jail_cgroup = omr_xstrdup("auto");
+	c->jail_cgroup_parent = omr_xstrdup("omnirun");
+	c->jail_memory_overhead_mb = 128;
+	c->jail_cpu_quota_pct = 100;
+	c->jail_io_weight = 100;
+	c->jail_vmm_threads = 8;
+	c->jail_seccomp = omr_xstrdup("kill");
 	c->api_listen = omr_xstrdup("127.0.0.1:8080");
 	c->api_operator = omr_xstrdup("operator@localhost");
 	c->api_user_sandboxes = 3;
@@ -216,19 +229,6 @@ static void set_defaults(struct omr_config *c)
 	c->api_domain = omr_xstrdup("localhost");
 	c->api_url_scheme = omr_xstrdup("http");
 	c->api_sign_ttl_max = 86400;
-	c->jail_enable = 1;
-	/* Past systemd-nspawn's container range (up to 0x6fffffff) and far
-	 * from Debian's /etc/subuid blocks (100000 + 65536 n): no other
-	 * process on the host should ever run as one of these. */
-	c->jail_uid_base = 0x70000000u;
-	c->jail_uid_count = 65536;
-	c->jail_cgroup = omr_xstrdup("auto");
-	c->jail_cgroup_parent = omr_xstrdup("omnirun");
-	c->jail_memory_overhead_mb = 128;
-	c->jail_cpu_quota_pct = 100;
-	c->jail_io_weight = 100;
-	c->jail_vmm_threads = 8;
-	c->jail_seccomp = omr_xstrdup("kill");
 }
 
 /* [network]: the pool is an IPv4 range that holds at least one /30; the
@@ -394,6 +394,9 @@ void omr_config_free(struct omr_config *c)
 	free(c->net_uplink);
 	free(c->net_exceptions_text);
 	free(c->net_exceptions);
+	free(c->jail_cgroup);
+	free(c->jail_cgroup_parent);
+	free(c->jail_seccomp);
 	free(c->api_listen);
 	free(c->api_tls_cert);
 	free(c->api_tls_key);
@@ -403,9 +406,6 @@ void omr_config_free(struct omr_config *c)
 	free(c->api_domain);
 	free(c->api_url_scheme);
 	free(c->api_public_url);
-	free(c->jail_cgroup);
-	free(c->jail_cgroup_parent);
-	free(c->jail_seccomp);
 	free(c);
 }
 

@@ -62,7 +62,7 @@ setup_file() {
 	start_shim
 	export ALICE_EMAIL=alice-$RANDOM$RANDOM@api.test BOB_EMAIL=bob-$RANDOM$RANDOM@api.test
 	export ALICE=$(sbx-user token "$ALICE_EMAIL") BOB=$(sbx-user token "$BOB_EMAIL")
-	call "$ALICE" POST /sandboxes -d '{"timeout": 900, "metadata": {"k": "v"}}'
+	call "$ALICE" POST /sandboxes -d '{"timeout": 900, "processes": 200, "metadata": {"k": "v"}}'
 	[ "$STATUS" = 201 ] || { echo "create: $STATUS $BODY" >&2; return 1; }
 	export ID=$(jq -r .sandboxId <<<"$BODY") CREATED=$BODY
 	echo "$ID" >>"$OMR_TRACK"
@@ -137,6 +137,7 @@ for p, ops in doc["paths"].items():
 	assert_eq "$(jq -r .state <<<"$CREATED")" running
 	assert_eq "$(jq -r .network.mode <<<"$CREATED")" air-gapped
 	assert_eq "$(jq -r .metadata.k <<<"$CREATED")" v
+	assert_eq "$(jq -r .resources.processes <<<"$CREATED")" 200
 	call "$ALICE" GET /sandboxes
 	assert_eq "$STATUS" 200
 	assert_eq "$(jq -r "map(.sandboxId) | index(\"$ID\") != null" <<<"$BODY")" true

@@ -56,6 +56,28 @@ struct omr_config {
 					 proxy may reach although private */
 	struct omr_cidr *net_exceptions;
 	int net_nexceptions;
+	unsigned default_processes, max_processes;  /* processes, max_processes:
+						       inside the guest */
+
+	/* [jail]: how each VMM is confined (omnirun/vm/jail.h, doc/jail.md) */
+	unsigned jail_enable;             /* enable: uid, namespaces, root,
+					     seccomp (cgroups apply anyway) */
+	unsigned jail_uid_base, jail_uid_count;  /* uid_base, uid_count: one
+						    uid (and gid) per live
+						    sandbox from this range */
+	char *jail_cgroup;                /* cgroup: auto | v2 | v1 | none */
+	char *jail_cgroup_parent;         /* cgroup_parent: under each
+					     hierarchy's root (omnirun) */
+	unsigned jail_allow_unlimited;    /* allow_unlimited: run without
+					     cgroups when none is usable */
+	unsigned jail_memory_overhead_mb; /* memory_overhead_mb: QEMU's own
+					     memory above the guest's */
+	unsigned jail_cpu_quota_pct;      /* cpu_quota_percent of a host core
+					     per vCPU */
+	unsigned jail_io_weight;          /* io_weight (cgroup v2 scale) */
+	unsigned jail_vmm_threads;        /* vmm_threads: QEMU's I/O thread
+					     pool at most */
+	char *jail_seccomp;               /* seccomp: kill | log | off */
 
 	/* [api] (DESIGN.md §7): the shim and the accounts */
 	char *api_listen;             /* listen: ADDR:PORT (127.0.0.1:8080) */
@@ -90,28 +112,6 @@ struct omr_config {
 					 Host the shim was reached at */
 	unsigned api_sign_ttl_max;    /* sign_ttl_max: longest life of a
 					 signed URL, seconds (86400) */
-	unsigned default_processes, max_processes;  /* processes, max_processes:
-						       inside the guest */
-
-	/* [jail]: how each VMM is confined (omnirun/vm/jail.h, doc/jail.md) */
-	unsigned jail_enable;             /* enable: uid, namespaces, root,
-					     seccomp (cgroups apply anyway) */
-	unsigned jail_uid_base, jail_uid_count;  /* uid_base, uid_count: one
-						    uid (and gid) per live
-						    sandbox from this range */
-	char *jail_cgroup;                /* cgroup: auto | v2 | v1 | none */
-	char *jail_cgroup_parent;         /* cgroup_parent: under each
-					     hierarchy's root (omnirun) */
-	unsigned jail_allow_unlimited;    /* allow_unlimited: run without
-					     cgroups when none is usable */
-	unsigned jail_memory_overhead_mb; /* memory_overhead_mb: QEMU's own
-					     memory above the guest's */
-	unsigned jail_cpu_quota_pct;      /* cpu_quota_percent of a host core
-					     per vCPU */
-	unsigned jail_io_weight;          /* io_weight (cgroup v2 scale) */
-	unsigned jail_vmm_threads;        /* vmm_threads: QEMU's I/O thread
-					     pool at most */
-	char *jail_seccomp;               /* seccomp: kill | log | off */
 };
 
 /* Loads the configuration (defaults, then the file, then the environment).
