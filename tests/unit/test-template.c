@@ -84,9 +84,9 @@ static int bad_conf(const char *conf, const char *want)
 
 static void test_names(void)
 {
-	static const char *const good[] = { "tiny", "a", "0", "a-b_c", "python3",
+	static const char *const good[] = { "tiny", "a", "0", "a-b-c", "python3",
 		"abcdefghijklmnopqrstuvwxyz012345" };
-	static const char *const bad[] = { "", "A", "-a", "_a", "a.b", "a/b", "..", ".", "tiny ",
+	static const char *const bad[] = { "", "A", "-a", "_a", "a.b", "a/b", "a_b", "..", ".", "tiny ",
 		"abcdefghijklmnopqrstuvwxyz0123456", "Tiny", "a:b" };
 
 	for (size_t i = 0; i < OMR_ARRAY_SIZE(good); i++)
@@ -222,19 +222,19 @@ static void test_list_remove(void)
 	   !strcmp(v[2]->name, "zeta"), "list is sorted by name");
 	omr_template_list_free(v, n);
 
-	r = omr_template_remove(cfg, "zeta", &err);
+	r = omr_template_remove(cfg, "zeta", 0, &err);
 	is_int(r, 0, "remove zeta%s%s", err ? ": " : "", err ? err->msg : "");
 	omr_err_free(&err);
 	p = tpath("zeta", NULL);
 	ok(access(p, F_OK) < 0 && errno == ENOENT, "zeta's directory is gone");
 	free(p);
-	r = omr_template_remove(cfg, "zeta", &err);
+	r = omr_template_remove(cfg, "zeta", 0, &err);
 	ok(r == -ENOENT && err && err->errnum == ENOENT, "removing it again is ENOENT");
 	omr_err_free(&err);
-	r = omr_template_remove(cfg, "broken", &err);
+	r = omr_template_remove(cfg, "broken", 0, &err);
 	is_int(r, 0, "a broken template can be removed");
 	omr_err_free(&err);
-	r = omr_template_remove(cfg, "../x", &err);
+	r = omr_template_remove(cfg, "../x", 0, &err);
 	is_int(r, -EINVAL, "remove refuses a bad name");
 	omr_err_free(&err);
 	r = omr_template_list(cfg, &v, &n, &err);
