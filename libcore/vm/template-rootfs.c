@@ -147,8 +147,9 @@ static int complete(const struct omr_config *c, struct tpl_build *b, const char 
 static char *write_temp(const char *dir, const char *name, const char *text)
 {
 	char *p = omr_strdup_printf("%s/%s", dir, name);
+	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
-	if (omr_write_file_atomic_at(AT_FDCWD, p, text, strlen(text), 0600, NULL) < 0) {
+	if (dfd < 0 || omr_write_file_atomic_at(dfd, name, text, strlen(text), 0600, NULL) < 0) {
 		free(p);
 		return NULL;
 	}
