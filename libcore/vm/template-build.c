@@ -148,7 +148,7 @@ static int run_captured(char *const argv[], char *const envp[], const char *cwd,
 
 /* ---- building --------------------------------------------------------- */
 
-/* Sum of the regular files' sizes under dfd/name, a few levels deep. */
+/* Disk space of the regular files under dfd/name, a few levels deep. */
 static uint64_t tree_size(int dfd, const char *name, int depth)
 {
 	struct stat st;
@@ -159,8 +159,9 @@ static uint64_t tree_size(int dfd, const char *name, int depth)
 
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0;
+	/* Blocks, not lengths: an image is sparse where its filesystem is free. */
 	if (S_ISREG(st.st_mode))
-		return (uint64_t)st.st_size;
+		return (uint64_t)st.st_blocks * 512;
 	if (!S_ISDIR(st.st_mode) || depth > SIZE_WALK_DEPTH)
 		return 0;
 	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
