@@ -422,6 +422,7 @@ static int build_script(const struct omr_config *c, const char *name, const char
 			struct omr_err **err)
 {
 	_cleanup_free_ char *libexec = NULL, *agent = NULL, *cache = NULL;
+	_cleanup_close_ int bfd = -1;
 	struct tpl_build b;
 	char **env = NULL;
 	int rc;
@@ -444,11 +445,20 @@ static int build_script(const struct omr_config *c, const char *name, const char
 	if (rc < 0)
 		goto fail;
 	say(progress, user, "validating");
-	rc = tpl_build_finish(&b, name, err);
+	bfd = openat(b.tfd, b.tmp_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (bfd < 0) {
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", b.tmp_path);
+		goto fail;
+	}
+	rc = finish_build(b.tfd, bfd, b.tmp_path, name, err);
 	if (rc < 0) {
 		omr_err_wrap(err, "recipe %s produced an invalid template", recipe);
 		goto fail;
 	}
+	say(progress, user, "installing");
+	rc = install_build(b.tfd, b.abs_tdir, b.tmp_name, name, err);
+	if (rc < 0)
+		goto fail;
 	tpl_build_free(&b);
 	return 0;
 fail:
