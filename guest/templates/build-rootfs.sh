@@ -49,6 +49,7 @@ if [ "${1:-}" = customize ]; then
 		trap 'umount "$root/tmp/npm-cache" 2>/dev/null || true' EXIT
 		# shellcheck disable=SC2086
 		chroot "$root" env HOME=/root npm_config_registry="${npm_config_registry:-}" \
+			npm_config_fetch_retries="${npm_config_fetch_retries:-2}" \
 			npm install --global --no-fund --no-audit --no-update-notifier \
 			--cache /tmp/npm-cache --loglevel=error $NPM ||
 			die "npm install failed: $NPM"
@@ -81,8 +82,10 @@ say "installing Debian packages ($SUITE): ${PACKAGES:-none}"
 # The .deb files are kept in the cache between builds (sync-in before
 # the download, sync-out after it); docs, man pages and locales are left
 # out of the image.
-mmdebstrap --mode=root --variant=minbase --format=directory --quiet \
-	--skip=download/empty \
+# Its "I:" lines are noise; apt's and dpkg's errors ("E: Unable to locate
+# package ...") stay for the error message, which shows the last lines.
+mmdebstrap --mode=root --variant=minbase --format=directory \
+	--skip=download/empty --aptopt='APT::Sandbox::User "root"' \
 	--include="ca-certificates ${PACKAGES//,/ }" \
 	--dpkgopt='path-exclude=/usr/share/man/*' \
 	--dpkgopt='path-exclude=/usr/share/locale/*' \
@@ -93,8 +96,9 @@ mmdebstrap --mode=root --variant=minbase --format=directory --quiet \
 	--setup-hook="sync-in $archives /var/cache/apt/archives" \
 	--customize-hook="sync-out /var/cache/apt/archives $archives" \
 	--customize-hook="\"$self\" customize \"\$1\"" \
-	"$SUITE" "$root" "${sources[@]}" ||
-	die "mmdebstrap failed (unknown package or suite, or the archive unreachable?)"
+	"$SUITE" "$root" "${sources[@]}" 2>&1 </dev/null |
+	{ grep --line-buffered -v '^I: ' || true; } ||
+	die "mmdebstrap failed (an unknown package or suite, the archive unreachable, or no space?)"
 
 say "making the ext4 image"
 used=$(du -sxm "$root" | cut -f1)

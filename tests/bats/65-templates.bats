@@ -228,7 +228,8 @@ make_rootdir() {
 	local r
 	r=$(recipe npm '[template]' 'suite = bookworm' 'packages = nodejs npm' 'npm = left-pad@1.3.0')
 	# Debian's packages install; then npm meets a closed port.
-	npm_config_registry=http://127.0.0.1:9/ run -1 sbx-template build halfway --from "$r"
+	npm_config_registry=http://127.0.0.1:9/ npm_config_fetch_retries=0 \
+		run -1 sbx-template build halfway --from "$r"
 	assert_contains "$output" "installing npm packages: left-pad@1.3.0"
 	assert_contains "$output" "npm install failed"
 	assert_untouched halfway
