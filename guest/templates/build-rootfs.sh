@@ -48,8 +48,9 @@ if [ "${1:-}" = customize ]; then
 		mount --bind "$CACHE/npm" "$root/tmp/npm-cache"
 		trap 'umount "$root/tmp/npm-cache" 2>/dev/null || true' EXIT
 		# shellcheck disable=SC2086
-		chroot "$root" env HOME=/root npm_config_registry="${npm_config_registry:-}" \
-			npm_config_fetch_retries="${npm_config_fetch_retries:-2}" \
+		npm_env=(HOME=/root npm_config_fetch_retries="${npm_config_fetch_retries:-2}")
+		[ -n "${npm_config_registry:-}" ] && npm_env+=(npm_config_registry="$npm_config_registry")
+		chroot "$root" env "${npm_env[@]}" \
 			npm install --global --no-fund --no-audit --no-update-notifier \
 			--cache /tmp/npm-cache --loglevel=error $NPM ||
 			die "npm install failed: $NPM"
