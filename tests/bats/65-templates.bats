@@ -188,7 +188,7 @@ make_rootdir() {
 @test "bad names and bad recipes are refused before anything is built" {
 	local r
 	for n in Bad a_b -x .. "$(printf 'a%.0s' {1..33})"; do
-		run -2 sbx-template build "$n"
+		run -2 sbx-template build -- "$n"
 		assert_contains "$output" "invalid template name"
 	done
 	r=$(recipe colour '[template]' 'suite = bookworm' 'packages = jq' 'colour = blue')
