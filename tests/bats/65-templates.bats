@@ -18,9 +18,18 @@ setup_file() {
 		sbx-template build playground >"$BATS_FILE_TMPDIR/playground.log" 2>&1 ||
 			{ cat "$BATS_FILE_TMPDIR/playground.log" >&2; return 1; }
 	fi
-	export PLAY_ID
-	PLAY_ID=$(sbx-create -t playground)
-	echo "$PLAY_ID" >>"$OMR_TRACK"
+}
+
+# One playground sandbox shared by the tests that only run commands,
+# made by the first of them (the build tests boot nothing).
+play_id() {
+	local f=$BATS_FILE_TMPDIR/play-id id
+	if [ ! -s "$f" ]; then
+		id=$(sbx-create -t playground) || return
+		echo "$id" >>"$BATS_FILE_TMPDIR/.sandboxes-file"
+		echo "$id" >"$f"
+	fi
+	cat "$f"
 }
 
 teardown_file() { omr_teardown_file; }
@@ -68,6 +77,8 @@ recipe() {  # recipe FILE LINES...: a recipe file in the test's tmpdir
 }
 
 @test "playground: the recipe's defaults; commands run as user in /workspace, --user root as root" {
+	PLAY_ID=$(play_id)
+	ID=$PLAY_ID
 	assert_eq "$(sb_field "$PLAY_ID" memory_mb)" 1024
 	run -0 sbx-exec "$PLAY_ID" -c 'id -u; id -un; pwd; echo $HOME'
 	assert_eq "$output" "$(printf '1000\nuser\n/workspace\n/workspace')"
@@ -76,6 +87,8 @@ recipe() {  # recipe FILE LINES...: a recipe file in the test's tmpdir
 }
 
 @test "playground: python3, pip install of a wheel, node, git" {
+	PLAY_ID=$(play_id)
+	ID=$PLAY_ID
 	run -0 sbx-exec "$PLAY_ID" -- python3 -c 'import sys; print(sys.version_info[0] * 7)'
 	assert_eq "$output" 21
 	run -0 sbx-files "$PLAY_ID" put "$FIX/omr_hello-1.0-py3-none-any.whl" \
