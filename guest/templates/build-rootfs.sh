@@ -60,7 +60,7 @@ if [ "${1:-}" = customize ]; then
 	fi
 	# Nothing of the build host's identity stays in the image.
 	rm -f "$root/etc/machine-id" "$root/var/lib/dbus/machine-id"
-	rm -rf "$root/root/.npm" "$root/tmp/"* "$root/var/cache/apt/archives/"*.deb
+	rm -rf "$root/root/.npm" "$root/tmp/"*
 	exit 0
 fi
 
@@ -79,14 +79,20 @@ root=$OUT/root
 archives=$CACHE/apt-archives
 mkdir -p "$archives"
 self=$(readlink -f "$0")
+# The .deb files stay in the cache between builds: it is bind-mounted as
+# the chroot's /var/cache/apt/archives from the setup hook until the
+# first customize hook (before mmdebstrap's cleanup would empty it), and
+# the essential packages' files are not unlinked.  One build at a time
+# uses it (apt locks it too, but fails instead of waiting).
+exec 8>"$archives/.omnirun-lock"
+flock -w 1800 8 || die "the package cache $archives stayed locked by another build"
 say "installing Debian packages ($SUITE): ${PACKAGES:-none}"
-# The .deb files are kept in the cache between builds (sync-in before
-# the download, sync-out after it); docs, man pages and locales are left
-# out of the image.
 # Its "I:" lines are noise; apt's and dpkg's errors ("E: Unable to locate
 # package ...") stay for the error message, which shows the last lines.
+# Docs, man pages and locales are left out of the image.
 mmdebstrap --mode=root --variant=minbase --format=directory \
-	--skip=download/empty --aptopt='APT::Sandbox::User "root"' \
+	--skip=download/empty --skip=essential/unlink \
+	--aptopt='APT::Sandbox::User "root"' \
 	--include="ca-certificates ${PACKAGES//,/ }" \
 	--dpkgopt='path-exclude=/usr/share/man/*' \
 	--dpkgopt='path-exclude=/usr/share/locale/*' \
@@ -94,12 +100,14 @@ mmdebstrap --mode=root --variant=minbase --format=directory \
 	--dpkgopt='path-exclude=/usr/share/doc/*' \
 	--dpkgopt='path-include=/usr/share/doc/*/copyright' \
 	--setup-hook='mkdir -p "$1"/var/cache/apt/archives' \
-	--setup-hook="sync-in $archives /var/cache/apt/archives" \
-	--customize-hook="sync-out /var/cache/apt/archives $archives" \
+	--setup-hook="mount --bind \"$archives\" \"\$1/var/cache/apt/archives\"" \
+	--customize-hook='umount "$1"/var/cache/apt/archives' \
 	--customize-hook="\"$self\" customize \"\$1\"" \
 	"$SUITE" "$root" "${sources[@]}" 2>&1 </dev/null |
 	{ grep --line-buffered -v '^I: ' || true; } ||
-	die "mmdebstrap failed (an unknown package or suite, the archive unreachable, or no space?)"
+	{ umount "$root/var/cache/apt/archives" 2>/dev/null
+	  die "mmdebstrap failed (an unknown package or suite, the archive unreachable, or no space?)"; }
+exec 8>&-
 
 say "making the ext4 image"
 used=$(du -sxm "$root" | cut -f1)

@@ -339,12 +339,53 @@ static void unmount_below(const char *dir)
 	}
 }
 
+/* rm -rf that stays on one filesystem: a mount that outlived
+ * unmount_below (busy, or made after it looked) is left, not emptied. */
+static void rm_rf_xdev(int dfd, const char *name, dev_t dev, int depth)
+{
+	struct stat st;
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != dev)
+		return;
+	if (S_ISDIR(st.st_mode) && depth < 64) {
+		fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		d = fd >= 0 ? fdopendir(fd) : NULL;
+		if (!d && fd >= 0)
+			close(fd);
+		while (d && (de = readdir(d)))
+			if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+				rm_rf_xdev(dirfd(d), de->d_name, dev, depth + 1);
+		if (d)
+			closedir(d);
+	}
+	unlinkat(dfd, name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
+}
+
+void tpl_rm_tree(int tfd, const char *name)
+{
+	char link[64], dir[PATH_MAX];
+	struct stat st;
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", tfd);
+	n = readlink(link, dir, sizeof(dir) - 1);
+	if (n > 0) {
+		_cleanup_free_ char *path = NULL;
+		dir[n] = 0;
+		path = omr_strdup_printf("%s/%s", dir, name);
+		unmount_below(path);
+	}
+	if (fstat(tfd, &st) == 0)
+		rm_rf_xdev(tfd, name, st.st_dev, 0);
+}
+
 void tpl_build_abort(struct tpl_build *b)
 {
-	if (b->tfd >= 0 && b->tmp_name) {
-		unmount_below(b->tmp_path);
-		omr_rm_rf_at(b->tfd, b->tmp_name);
-	}
+	if (b->tfd >= 0 && b->tmp_name)
+		tpl_rm_tree(b->tfd, b->tmp_name);
 	tpl_build_free(b);
 }
 

@@ -52,6 +52,9 @@ int tpl_load_dir(int dfd, const char *abs_dir, const char *name, struct tconf *c
 		 struct omr_template **out, struct omr_err **err);
 /* flock of .NAME.lock under tfd; returns the fd or < 0. */
 int tpl_lock(int tfd, const char *name, struct omr_err **err);
+/* Removes tfd/name, first unmounting what a killed build left mounted
+ * below it, and never crossing into another filesystem. */
+void tpl_rm_tree(int tfd, const char *name);
 /* Removes .NAME.build.* and .NAME.old.* under tfd. */
 void tpl_remove_leftovers(int tfd, const char *name);
 

@@ -248,7 +248,7 @@ void tpl_remove_leftovers(int tfd, const char *name)
 	}
 	while ((de = readdir(d)))
 		if (!strncmp(de->d_name, p1, strlen(p1)) || !strncmp(de->d_name, p2, strlen(p2)))
-			omr_rm_rf_at(tfd, de->d_name);
+			tpl_rm_tree(tfd, de->d_name);
 	closedir(d);
 }
 
