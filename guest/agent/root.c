@@ -130,7 +130,7 @@ static void read_guest_conf(void)
 	}
 	free(line);
 	if (env)
-		chmod(agent_cfg.env_file, 0644);
+		chmod(agent_cfg.env_file, 0600); /* env.c reads it only if ours alone */
 }
 
 void root_setup(const char *serial, const char *disk_mnt)

@@ -82,7 +82,7 @@ recipe() {  # recipe FILE LINES...: a recipe file in the test's tmpdir
 	assert_eq "$(sb_field "$PLAY_ID" memory_mb)" 1024
 	run -0 sbx-exec "$PLAY_ID" -c 'id -u; id -un; pwd; echo $HOME'
 	assert_eq "$output" "$(printf '1000\nuser\n/workspace\n/workspace')"
-	run -0 sbx-exec --user root "$PLAY_ID" id -u
+	run -0 sbx-exec --user root "$PLAY_ID" -- id -u
 	assert_eq "$output" 0
 }
 
