@@ -71,8 +71,8 @@ recipe() {  # recipe FILE LINES...: a recipe file in the test's tmpdir
 	run -0 sbx-template ls
 	assert_contains "$output" "playground"
 	assert_contains "$output" "bookworm"
-	# Kernel and initramfs are tiny's, stored once (hard links).
-	assert_eq "$(stat -c %i "$TPL/playground/vmlinuz")" "$(stat -c %i "$TPL/tiny/vmlinuz")"
+	# Kernel and initramfs are tiny's (hard links when built after it).
+	cmp -s "$TPL/playground/vmlinuz" "$TPL/tiny/vmlinuz" || fail "playground's kernel is not tiny's"
 	[ "$(blkid -o value -s TYPE "$TPL/playground/rootfs.img")" = ext4 ]
 }
 
@@ -130,7 +130,7 @@ recipe() {  # recipe FILE LINES...: a recipe file in the test's tmpdir
 	local id
 	run -0 sbx-template build custom --from "$FIX/recipes/custom"
 	# One progress line per step, with the time since the start.
-	assert_contains "$output" "[    0.0 s] installing Debian packages (bookworm): sqlite3"
+	assert_contains "$output" "[   0.0 s] installing Debian packages (bookworm): sqlite3"
 	assert_contains "$output" "making the ext4 image"
 	run -0 sbx-template ls --json
 	jq -e '.[] | select(.name == "custom") | .packages == ["sqlite3"] and .memory_mb == 384' \
