@@ -12,7 +12,7 @@ _sbx_template_recipes()
 		/usr/share/omnirun/templates; do
 		[[ -n $d && -d $d ]] || continue
 		for r in "$d"/*/recipe; do
-			[[ -x $r ]] && r=${r%/recipe} && printf '%s\n' "${r##*/}"
+			[[ -f $r ]] && r=${r%/recipe} && printf '%s\n' "${r##*/}"
 		done
 	done
 }
@@ -31,23 +31,35 @@ _sbx_template()
 		if [[ $cur == -* ]]; then
 			mapfile -t COMPREPLY < <(compgen -W '-h --help -V --version' -- "$cur")
 		else
-			mapfile -t COMPREPLY < <(compgen -W 'build ls rm' -- "$cur")
+			mapfile -t COMPREPLY < <(compgen -W 'build import ls rm' -- "$cur")
 		fi
 		return
 	fi
 	case $cmd in
 	build)
-		if [[ $cur == -* ]]; then
-			mapfile -t COMPREPLY < <(compgen -W '-j --json -q --quiet' -- "$cur")
+		if [[ ${COMP_WORDS[COMP_CWORD - 1]} == @(-f|--from) ]]; then
+			mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+		elif [[ $cur == -* ]]; then
+			mapfile -t COMPREPLY < <(compgen -W '-f --from -j --json -q --quiet' -- "$cur")
 		else
 			mapfile -t COMPREPLY < <(compgen -W "$(_sbx_template_recipes)" -- "$cur")
+		fi
+		;;
+	import)
+		if [[ $cur == -* ]]; then
+			mapfile -t COMPREPLY < <(compgen -W '-j --json -q --quiet' -- "$cur")
+		elif ((COMP_CWORD - i >= 2)); then
+			mapfile -t COMPREPLY < <(compgen -f -- "$cur")
 		fi
 		;;
 	ls | list)
 		mapfile -t COMPREPLY < <(compgen -W '-j --json' -- "$cur")
 		;;
 	rm)
-		[[ $cur == -* ]] && return
+		if [[ $cur == -* ]]; then
+			mapfile -t COMPREPLY < <(compgen -W '--force' -- "$cur")
+			return
+		fi
 		mapfile -t COMPREPLY < <(compgen -W "$(_sbx_template_installed)" -- "$cur")
 		;;
 	esac

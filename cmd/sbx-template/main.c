@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "omnirun/base/cleanup.h"
 #include "omnirun/base/exitcodes.h"
 #include "omnirun/vm/template.h"
 #include "omnirun/base/util.h"
@@ -13,17 +14,21 @@
 __attribute__((noreturn)) static void usage(void)
 {
 	printf("Usage:\n"
-	       " %1$s build NAME [--json] [--quiet]\n"
+	       " %1$s build NAME [--from FILE] [--json] [--quiet]\n"
+	       " %1$s import NAME DIR|IMAGE [--json] [--quiet]\n"
 	       " %1$s ls [--json]\n"
-	       " %1$s rm NAME\n"
+	       " %1$s rm NAME [--force]\n"
 	       "\n"
-	       "Build sandbox templates from their recipes, list and remove them.\n"
+	       "Build sandbox templates from their recipes, import root filesystems,\n"
+	       "list and remove templates.  Names: 1 to 32 of a-z, 0-9 and -.\n"
 	       "\n"
 	       "Options:\n"
-	       " -j, --json      print the result as JSON\n"
-	       " -q, --quiet     build without progress lines or summary\n"
-	       " -h, --help      display this help\n"
-	       " -V, --version   display version\n"
+	       " -f, --from FILE  build from this recipe instead of the shipped one\n"
+	       "     --force      remove even while sandboxes use the template\n"
+	       " -j, --json       print the result as JSON\n"
+	       " -q, --quiet      build without progress lines or summary\n"
+	       " -h, --help       display this help\n"
+	       " -V, --version    display version\n"
 	       "\n"
 	       "See sbx-template(1).\n", omr_cli_prog());
 	exit(OMR_EXIT_OK);
@@ -47,39 +52,63 @@ static void human_size(uint64_t n, char buf[16])
 
 static json_t *template_json(const struct omr_template *t)
 {
+	json_t *pk = json_array();
 	char built[32];
 
 	omr_format_time(t->built_at, built);
-	return json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s, s:s, s:I, s:I, s:I, s:I, s:s}",
+	if (t->packages) {
+		_cleanup_free_ char *copy = omr_xstrdup(t->packages);
+		for (char *w = strtok(copy, " "); w; w = strtok(NULL, " "))
+			json_array_append_new(pk, json_string(w));
+	}
+	return json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s, s:s, s:s?, s:o, s:I, s:I, s:I, s:I, s:s}",
 			 "name", t->name, "dir", t->dir, "kernel", t->kernel,
 			 "initrd", t->initrd, "rootfs", t->rootfs,
 			 "kernel_version", t->kernel_version, "cmdline", t->cmdline,
+			 "base", t->base, "packages", pk,
 			 "cpus", (json_int_t)t->cpus, "memory_mb", (json_int_t)t->memory_mb,
 			 "disk_mb", (json_int_t)t->disk_mb, "size_bytes", (json_int_t)t->size_bytes,
 			 "built_at", built);
 }
 
+struct progress {
+	const char *name;
+	uint64_t t0;
+};
+
 static void on_progress(void *user, const char *what)
 {
-	fprintf(stderr, "%s: %s: %s...\n", omr_cli_prog(), (const char *)user, what);
+	const struct progress *p = user;
+
+	fprintf(stderr, "%s: %s: [%6.1f s] %s\n", omr_cli_prog(), p->name,
+		(double)(omr_now_ms() - p->t0) / 1000, what);
 }
 
-static int cmd_build(struct omr_config *c, const char *name, int json, int quiet)
+/* from: a recipe file (build --from), path: a directory or image (import). */
+static int cmd_build(struct omr_config *c, const char *name, const char *from, const char *path,
+		     int json, int quiet)
 {
+	struct progress p = { name, omr_now_ms() };
 	struct omr_template *t = NULL;
 	struct omr_err *err = NULL;
-	uint64_t t0 = omr_now_ms();
+	omr_progress_fn fn = quiet ? NULL : on_progress;
 	char size[16];
+	int rc;
 
-	if (omr_template_build(c, name, quiet ? NULL : on_progress, (void *)name, &err) < 0 ||
-	    omr_template_load(c, name, &t, &err) < 0)
+	if (path)
+		rc = omr_template_import(c, name, path, fn, &p, &err);
+	else if (from)
+		rc = omr_template_build_from(c, name, from, fn, &p, &err);
+	else
+		rc = omr_template_build(c, name, fn, &p, &err);
+	if (rc < 0 || omr_template_load(c, name, &t, &err) < 0)
 		return omr_cli_fail(&err);
 	if (json) {
 		omr_cli_print_json(template_json(t));
 	} else if (!quiet) {
 		human_size(t->size_bytes, size);
 		printf("%s: kernel %s, %s, built in %.1f s\n", t->name, t->kernel_version, size,
-		       (double)(omr_now_ms() - t0) / 1000);
+		       (double)(omr_now_ms() - p.t0) / 1000);
 	}
 	omr_template_free(t);
 	return OMR_EXIT_OK;
@@ -99,43 +128,53 @@ static int cmd_ls(struct omr_config *c, int json)
 			json_array_append_new(a, template_json(v[i]));
 		omr_cli_print_json(a);
 	} else {
-		printf("%-16s %-24s %8s  %s\n", "NAME", "KERNEL", "SIZE", "BUILT");
+		printf("%-14s %-10s %8s  %-20s  %s\n", "NAME", "BASE", "SIZE", "BUILT", "PACKAGES");
 		for (size_t i = 0; i < n; i++) {
 			char size[16], built[32];
+			const char *pk = v[i]->packages ? v[i]->packages : "-";
 			human_size(v[i]->size_bytes, size);
 			omr_format_time(v[i]->built_at, built);
-			printf("%-16s %-24s %8s  %s\n", v[i]->name, v[i]->kernel_version, size, built);
+			/* The list is long: a terminal line shows its start. */
+			printf("%-14s %-10s %8s  %-20s  %.40s%s\n", v[i]->name,
+			       v[i]->base ? v[i]->base : "initramfs", size, built, pk,
+			       strlen(pk) > 40 ? "..." : "");
 		}
 	}
 	omr_template_list_free(v, n);
 	return OMR_EXIT_OK;
 }
 
-static int cmd_rm(struct omr_config *c, const char *name)
+static int cmd_rm(struct omr_config *c, const char *name, int force)
 {
 	struct omr_err *err = NULL;
 
-	if (omr_template_remove(c, name, &err) < 0)
+	if (omr_template_remove(c, name, force, &err) < 0)
 		return omr_cli_fail(&err);
 	return OMR_EXIT_OK;
 }
 
 int main(int argc, char **argv)
 {
+	enum { OPT_FORCE = 256 };
 	static const struct option opts[] = {
+		{ "from", required_argument, NULL, 'f' },
+		{ "force", no_argument, NULL, OPT_FORCE },
 		{ "json", no_argument, NULL, 'j' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int json = 0, quiet = 0, ch, rc;
+	int json = 0, quiet = 0, force = 0, ch, rc, nargs;
+	const char *from = NULL;
 	struct omr_config *c;
 	const char *cmd;
 
 	omr_cli_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "jqhV", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "f:jqhV", opts, NULL)) != -1) {
 		switch (ch) {
+		case 'f': from = optarg; break;
+		case OPT_FORCE: force = 1; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage();
@@ -144,27 +183,38 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind >= argc)
-		omr_cli_usage_error(OMR_EXIT_USAGE, "no command given (build, ls or rm)");
+		omr_cli_usage_error(OMR_EXIT_USAGE, "no command given (build, import, ls or rm)");
 	cmd = argv[optind++];
+	nargs = argc - optind;
 	if (!strcmp(cmd, "build") || !strcmp(cmd, "rm")) {
-		if (optind != argc - 1)
+		if (nargs != 1)
 			omr_cli_usage_error(OMR_EXIT_USAGE, "%s takes one template name", cmd);
-		if (!strcmp(cmd, "rm") && (json || quiet))
-			omr_cli_usage_error(OMR_EXIT_USAGE, "rm takes no --json or --quiet");
+		if (!strcmp(cmd, "rm") && (json || quiet || from))
+			omr_cli_usage_error(OMR_EXIT_USAGE, "rm takes no --json, --quiet or --from");
+		if (!strcmp(cmd, "build") && force)
+			omr_cli_usage_error(OMR_EXIT_USAGE, "build takes no --force");
+	} else if (!strcmp(cmd, "import")) {
+		if (nargs != 2)
+			omr_cli_usage_error(OMR_EXIT_USAGE, "import takes a template name and a directory "
+					    "or image");
+		if (from || force)
+			omr_cli_usage_error(OMR_EXIT_USAGE, "import takes no --from or --force");
 	} else if (!strcmp(cmd, "ls") || !strcmp(cmd, "list")) {
-		if (optind != argc)
+		if (nargs != 0)
 			omr_cli_usage_error(OMR_EXIT_USAGE, "ls takes no arguments");
-		if (quiet)
-			omr_cli_usage_error(OMR_EXIT_USAGE, "ls takes no --quiet");
+		if (quiet || from || force)
+			omr_cli_usage_error(OMR_EXIT_USAGE, "ls takes no --quiet, --from or --force");
 	} else {
 		omr_cli_usage_error(OMR_EXIT_USAGE, "unknown command '%s'", cmd);
 	}
 
 	c = omr_cli_config();
 	if (!strcmp(cmd, "build"))
-		rc = cmd_build(c, argv[optind], json, quiet);
+		rc = cmd_build(c, argv[optind], from, NULL, json, quiet);
+	else if (!strcmp(cmd, "import"))
+		rc = cmd_build(c, argv[optind], NULL, argv[optind + 1], json, quiet);
 	else if (!strcmp(cmd, "rm"))
-		rc = cmd_rm(c, argv[optind]);
+		rc = cmd_rm(c, argv[optind], force);
 	else
 		rc = cmd_ls(c, json);
 	omr_config_free(c);

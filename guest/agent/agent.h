@@ -38,6 +38,8 @@ struct agent_cfg {
 	const char *cgroup;     /* cgroup v2 dir for commands, or NULL */
 	const char *disk_state; /* "ready", "none" or "failed" */
 	const char *data_dir;   /* where the data disk is mounted */
+	const char *default_user; /* commands and files without a user run
+				     as this one (a template's), else root */
 };
 extern struct agent_cfg agent_cfg;
 /* Reads the omnirun.KEY=VALUE words of /proc/cmdline (PID 1, once). */
@@ -51,6 +53,9 @@ int file_write_str(const char *path, const char *s);
 /* The directory part of an absolute path; dir + "/" + name.  Malloc'ed. */
 char *path_dirname(const char *path);
 char *path_join(const char *dir, const char *name);
+/* "/dev/vdX" of the virtio disk whose serial (QEMU's serial=) is serial,
+ * waiting up to wait_ms for it to appear; NULL if none.  Malloc'ed. */
+char *block_by_serial(const char *serial, unsigned wait_ms);
 
 /* ---- req.c: request field parsing; on failure a message is left in e ---- */
 struct jerr {
@@ -335,6 +340,13 @@ void init_main(void);
 /* Sets agent_cfg.disk_state. */
 void disk_setup(void);
 void net_setup(void);
+/* With omnirun.root=SERIAL: the template's read-only image under an
+ * overlay whose upper half is on the data disk (mounted at mnt, which
+ * must be under /run) becomes the root; returns after the switch, with
+ * the template's guest settings read. */
+void root_setup(const char *serial, const char *mnt);
+/* The template's boot services (root_setup read them), each waited for. */
+void root_services(void);
 /* op "net_config": the host's network settings (net.c). */
 void op_net_config(uint32_t id, json_t *req);
 

@@ -28,6 +28,7 @@
 #define DM_DEVICE "/dev/mapper/" DM_NAME
 #define KEY_BYTES 64 /* AES-256 in XTS mode takes two 256-bit keys */
 #define DISK_WAIT_MS 2000
+#define DATA_SERIAL "omnirun-data"
 
 static void dm_init(struct dm_ioctl *io, size_t size)
 {
@@ -196,7 +197,7 @@ static int disk_prepare(const char *dev)
 		omr_log(OMR_LOG_ERR, "mke2fs %s failed", DM_DEVICE);
 		return rc;
 	}
-	mkdir(agent_cfg.data_dir, 0755);
+	omr_mkdir_p(agent_cfg.data_dir, 0755, NULL);
 	/* The ext4 driver mounts the ext2 that busybox makes. */
 	if (mount(DM_DEVICE, agent_cfg.data_dir, "ext4", MS_NOSUID | MS_NODEV, "") < 0) {
 		omr_log(OMR_LOG_ERR, "mount %s: %s", agent_cfg.data_dir, strerror(errno));
@@ -209,10 +210,15 @@ static int disk_prepare(const char *dev)
 void disk_setup(void)
 {
 	const char *dev = kernel_param("disk");
+	_cleanup_free_ char *by_serial = NULL;
 	struct stat st;
 	uint64_t end = omr_now_ms() + DISK_WAIT_MS;
 
 	agent_cfg.disk_state = "none";
+	/* With a second disk (a template's image) the order of the virtio
+	 * devices is not the order of /dev/vdX: the host names the data disk. */
+	if (!dev && kernel_param("root"))
+		dev = by_serial = block_by_serial(DATA_SERIAL, DISK_WAIT_MS);
 	if (!dev)
 		dev = "/dev/vda";
 	if (!strcmp(dev, "none"))

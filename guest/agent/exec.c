@@ -399,7 +399,13 @@ static int parse_user(json_t *req, struct exec_req *x, struct jerr *e)
 	const char *spec = buf;
 	int rc;
 
+	if ((!u || json_is_null(u)) && agent_cfg.default_user &&
+	    user_lookup(agent_cfg.default_user, &x->user) == 0) {
+		x->have_user = true; /* a template's default user */
+		return 0;
+	}
 	if (!u || json_is_null(u)) {
+		user_info_free(&x->user);
 		user_lookup_uid(geteuid(), &x->user);
 		return 0;
 	}

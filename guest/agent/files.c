@@ -246,6 +246,8 @@ void op_file_write(uint32_t id, json_t *req)
 		send_bad_request(id, &e);
 		return;
 	}
+	if (!user)
+		user = agent_cfg.default_user; /* a template's, or NULL: ours */
 	/* path is normalized: its last component is a name, unless it is
 	 * "/" (or was given as a directory, "/tmp/x/"). */
 	base = strrchr(path, '/') + 1;

@@ -272,7 +272,7 @@ static void supervise(void)
 
 void init_main(void)
 {
-	const char *host;
+	const char *host, *root;
 
 	umask(022);
 	setenv("PATH", AGENT_PATH_DEFAULT, 1);
@@ -288,9 +288,15 @@ void init_main(void)
 	if (file_write_str("/proc/self/oom_score_adj", "-1000") < 0)
 		omr_log(OMR_LOG_ERR, "oom_score_adj: %s", strerror(errno));
 	load_modules();
-	cgroup_setup();
+	root = kernel_param("root");
+	if (root)
+		agent_cfg.data_dir = "/run/omnirun/disk"; /* the overlay's upper half */
 	disk_setup();
+	if (root)
+		root_setup(root, agent_cfg.data_dir);
+	cgroup_setup();
 	net_setup();
+	root_services();
 	omr_log(OMR_LOG_INFO, "%s up (disk %s)", AGENT_VERSION, agent_cfg.disk_state);
 	supervise();
 	for (;;) /* not reached; PID 1 must never return */

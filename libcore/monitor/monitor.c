@@ -112,6 +112,7 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 		.qmp_sock = m->qmp_path,
 		.bench_sock = bench,
 		.disk_fd = m->disk_fd,
+		.rootfs = m->tpl->rootfs,
 		.tap_fd = m->net ? omr_net_tap_fd(m->net) : -1,
 		.mac = m->net ? omr_net_mac(m->net) : NULL,
 		/* The jail, as [jail] says (omnirun/vm/jail.h). */

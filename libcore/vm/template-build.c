@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -147,7 +148,7 @@ static int run_captured(char *const argv[], char *const envp[], const char *cwd,
 
 /* ---- building --------------------------------------------------------- */
 
-/* Sum of the regular files' sizes under dfd/name, a few levels deep. */
+/* Disk space of the regular files under dfd/name, a few levels deep. */
 static uint64_t tree_size(int dfd, const char *name, int depth)
 {
 	struct stat st;
@@ -158,8 +159,9 @@ static uint64_t tree_size(int dfd, const char *name, int depth)
 
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0;
+	/* Blocks, not lengths: an image is sparse where its filesystem is free. */
 	if (S_ISREG(st.st_mode))
-		return (uint64_t)st.st_size;
+		return (uint64_t)st.st_blocks * 512;
 	if (!S_ISDIR(st.st_mode) || depth > SIZE_WALK_DEPTH)
 		return 0;
 	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -298,15 +300,217 @@ static int check_recipe(const char *recipe, const char *name, struct omr_err **e
 	return 0;
 }
 
+/* Unmounts whatever a killed build left mounted below dir (mmdebstrap's
+ * /proc, /dev, /sys in its chroot), deepest first, so that removing the
+ * build cannot reach into the host's filesystems. */
+static void unmount_below(const char *dir)
+{
+	_cleanup_free_ char *mi = NULL;
+	size_t l = strlen(dir);
+	int again = 1;
+
+	for (int round = 0; again && round < 64; round++) {
+		char *best = NULL;
+		size_t best_len = 0;
+
+		again = 0;
+		free(mi);
+		mi = NULL;
+		if (omr_read_file_at(AT_FDCWD, "/proc/self/mountinfo", 1 << 22, &mi, NULL, NULL) < 0)
+			return;
+		for (char *line = strtok(mi, "\n"); line; line = strtok(NULL, "\n")) {
+			char *f = line;
+			/* The fifth field is the mount point (octal escapes aside). */
+			for (int i = 0; i < 4 && f; i++)
+				f = strchr(f, ' ') ? strchr(f, ' ') + 1 : NULL;
+			if (!f)
+				continue;
+			size_t fl = strcspn(f, " ");
+			if (fl > l && !strncmp(f, dir, l) && f[l] == '/' && fl > best_len) {
+				best = f;
+				best_len = fl;
+			}
+		}
+		if (best) {
+			best[best_len] = 0;
+			if (umount2(best, MNT_DETACH) == 0)
+				again = 1;
+		}
+	}
+}
+
+/* rm -rf that stays on one filesystem: a mount that outlived
+ * unmount_below (busy, or made after it looked) is left, not emptied. */
+static void rm_rf_xdev(int dfd, const char *name, dev_t dev, int depth)
+{
+	struct stat st;
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != dev)
+		return;
+	if (S_ISDIR(st.st_mode) && depth < 64) {
+		fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		d = fd >= 0 ? fdopendir(fd) : NULL;
+		if (!d && fd >= 0)
+			close(fd);
+		while (d && (de = readdir(d)))
+			if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+				rm_rf_xdev(dirfd(d), de->d_name, dev, depth + 1);
+		if (d)
+			closedir(d);
+	}
+	unlinkat(dfd, name, S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0);
+}
+
+void tpl_rm_tree(int tfd, const char *name)
+{
+	char link[64], dir[PATH_MAX];
+	struct stat st;
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", tfd);
+	n = readlink(link, dir, sizeof(dir) - 1);
+	if (n > 0) {
+		_cleanup_free_ char *path = NULL;
+		dir[n] = 0;
+		path = omr_strdup_printf("%s/%s", dir, name);
+		unmount_below(path);
+	}
+	if (fstat(tfd, &st) == 0)
+		rm_rf_xdev(tfd, name, st.st_dev, 0);
+}
+
+void tpl_build_abort(struct tpl_build *b)
+{
+	if (b->tfd >= 0 && b->tmp_name)
+		tpl_rm_tree(b->tfd, b->tmp_name);
+	tpl_build_free(b);
+}
+
+void tpl_build_free(struct tpl_build *b)
+{
+	omr_closep(&b->tfd);
+	omr_closep(&b->lock);
+	free(b->abs_tdir);
+	free(b->tmp_path);
+	free(b->tmp_name);
+	memset(b, 0, sizeof(*b));
+	b->tfd = b->lock = -1;
+}
+
+int tpl_build_start(const struct omr_config *c, const char *name, struct tpl_build *b,
+		    struct omr_err **err)
+{
+	_cleanup_free_ char *tdir = tpl_dir(c);
+	int rc;
+
+	memset(b, 0, sizeof(*b));
+	b->tfd = b->lock = -1;
+	/* The templates live in the state dir: both ours alone. */
+	if ((rc = omr_dir_private(c->state_dir, 1, err)) < 0 ||
+	    (close(rc), rc = omr_dir_private(tdir, 1, err)) < 0)
+		return rc;
+	close(rc);
+	b->abs_tdir = realpath(tdir, NULL);
+	if (!b->abs_tdir)
+		return omr_err_set(err, OMR_E_FAIL, errno, "%s", tdir);
+	b->tfd = open(b->abs_tdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (b->tfd < 0) {
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", b->abs_tdir);
+		goto fail;
+	}
+	if ((b->lock = tpl_lock(b->tfd, name, err)) < 0) {
+		rc = b->lock;
+		goto fail;
+	}
+	tpl_remove_leftovers(b->tfd, name);
+	b->tmp_path = omr_strdup_printf("%s/.%s.build.XXXXXX", b->abs_tdir, name);
+	if (!mkdtemp(b->tmp_path)) {
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", b->tmp_path);
+		goto fail;
+	}
+	b->tmp_name = omr_xstrdup(strrchr(b->tmp_path, '/') + 1);
+	return 0;
+fail:
+	tpl_build_free(b);
+	return rc;
+}
+
+int tpl_build_finish(struct tpl_build *b, const char *name, struct omr_err **err)
+{
+	_cleanup_close_ int bfd = -1;
+	int rc;
+
+	bfd = openat(b->tfd, b->tmp_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (bfd < 0)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", b->tmp_path);
+	rc = finish_build(b->tfd, bfd, b->tmp_path, name, err);
+	if (rc < 0)
+		return rc;
+	return install_build(b->tfd, b->abs_tdir, b->tmp_name, name, err);
+}
+
+int tpl_run(char *const argv[], char *const envp[], const char *cwd, omr_progress_fn progress,
+	    void *user, struct omr_err **err)
+{
+	return run_captured(argv, envp, cwd, BUILD_TIMEOUT_S, progress, user, err);
+}
+
+static int build_script(const struct omr_config *c, const char *name, const char *recipe_dir,
+			const char *recipe, omr_progress_fn progress, void *user,
+			struct omr_err **err)
+{
+	_cleanup_free_ char *libexec = NULL, *agent = NULL, *cache = NULL;
+	_cleanup_close_ int bfd = -1;
+	struct tpl_build b;
+	char **env = NULL;
+	int rc;
+
+	if ((rc = check_recipe(recipe, name, err)) < 0)
+		return rc;
+	cache = tpl_abs_path(c->cache_dir);
+	if ((rc = omr_mkdir_p(cache, 0755, err)) < 0)
+		return rc;
+	libexec = tpl_abs_path(c->libexec_dir);
+	agent = omr_strdup_printf("%s/omnirun-agent", libexec);
+	if ((rc = tpl_build_start(c, name, &b, err)) < 0)
+		return rc;
+
+	say(progress, user, "running recipe");
+	env = build_env(b.tmp_path, agent, cache, recipe_dir, name);
+	rc = run_captured((char *[]){ (char *)recipe, NULL }, env, b.tmp_path, BUILD_TIMEOUT_S,
+			  progress, user, err);
+	omr_argv_free(env);
+	if (rc < 0)
+		goto fail;
+	say(progress, user, "validating");
+	bfd = openat(b.tfd, b.tmp_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (bfd < 0) {
+		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", b.tmp_path);
+		goto fail;
+	}
+	rc = finish_build(b.tfd, bfd, b.tmp_path, name, err);
+	if (rc < 0) {
+		omr_err_wrap(err, "recipe %s produced an invalid template", recipe);
+		goto fail;
+	}
+	say(progress, user, "installing");
+	rc = install_build(b.tfd, b.abs_tdir, b.tmp_name, name, err);
+	if (rc < 0)
+		goto fail;
+	tpl_build_free(&b);
+	return 0;
+fail:
+	tpl_build_abort(&b);
+	return rc;
+}
+
 int omr_template_build(const struct omr_config *c, const char *name,
 		       omr_progress_fn progress, void *user, struct omr_err **err)
 {
-	_cleanup_free_ char *tdir = tpl_dir(c);
-	_cleanup_free_ char *abs_tdir = NULL, *recipes = NULL, *recipe_dir = NULL, *recipe = NULL;
-	_cleanup_free_ char *libexec = NULL;
-	_cleanup_free_ char *agent = NULL, *cache = NULL, *tmpl = NULL, *tmp_name = NULL;
-	_cleanup_close_ int tfd = -1, bfd = -1, lock = -1;
-	char **env = NULL;
+	_cleanup_free_ char *recipes = NULL, *recipe_dir = NULL, *recipe = NULL;
 	int rc;
 
 	if ((rc = tpl_check_name(name, err)) < 0)
@@ -314,60 +518,7 @@ int omr_template_build(const struct omr_config *c, const char *name,
 	recipes = tpl_abs_path(c->recipes_dir);
 	recipe_dir = omr_strdup_printf("%s/%s", recipes, name);
 	recipe = omr_strdup_printf("%s/recipe", recipe_dir);
-	if ((rc = check_recipe(recipe, name, err)) < 0)
-		return rc;
-
-	/* The templates live in the state dir: both ours alone. */
-	if ((rc = omr_dir_private(c->state_dir, 1, err)) < 0 ||
-	    (close(rc), rc = omr_dir_private(tdir, 1, err)) < 0)
-		return rc;
-	close(rc);
-	abs_tdir = realpath(tdir, NULL);
-	if (!abs_tdir)
-		return omr_err_set(err, OMR_E_FAIL, errno, "%s", tdir);
-	tfd = open(abs_tdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (tfd < 0)
-		return omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", abs_tdir);
-	if ((lock = tpl_lock(tfd, name, err)) < 0)
-		return lock;
-	tpl_remove_leftovers(tfd, name);
-
-	cache = tpl_abs_path(c->cache_dir);
-	if ((rc = omr_mkdir_p(cache, 0755, err)) < 0)
-		return rc;
-	libexec = tpl_abs_path(c->libexec_dir);
-	agent = omr_strdup_printf("%s/omnirun-agent", libexec);
-
-	tmpl = omr_strdup_printf("%s/.%s.build.XXXXXX", abs_tdir, name);
-	if (!mkdtemp(tmpl))
-		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", tmpl);
-	tmp_name = omr_xstrdup(strrchr(tmpl, '/') + 1);
-
-	say(progress, user, "running recipe");
-	env = build_env(tmpl, agent, cache, recipe_dir, name);
-	rc = run_captured((char *[]){ recipe, NULL }, env, tmpl, BUILD_TIMEOUT_S, progress,
-			  user, err);
-	omr_argv_free(env);
-	if (rc < 0)
-		goto fail;
-
-	say(progress, user, "validating");
-	bfd = openat(tfd, tmp_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (bfd < 0) {
-		rc = omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", tmpl);
-		goto fail;
-	}
-	rc = finish_build(tfd, bfd, tmpl, name, err);
-	if (rc < 0) {
-		omr_err_wrap(err, "recipe %s produced an invalid template", recipe);
-		goto fail;
-	}
-	say(progress, user, "installing");
-	rc = install_build(tfd, abs_tdir, tmp_name, name, err);
-	if (rc < 0)
-		goto fail;
-	return 0;
-fail:
-	omr_rm_rf_at(tfd, tmp_name);
-	return rc;
+	if (access(recipe, F_OK) == 0 && tpl_recipe_is_ini(recipe))
+		return omr_template_build_from(c, name, recipe, progress, user, err);
+	return build_script(c, name, recipe_dir, recipe, progress, user, err);
 }

@@ -32,7 +32,7 @@ int omr_template_name_valid(const char *name)
 		char ch = name[n];
 		if (n > 31)
 			return 0;
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-'))
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-'))
 			return 0;
 	}
 	return 1;
@@ -70,7 +70,7 @@ int tpl_check_name(const char *name, struct omr_err **err)
 	if (omr_template_name_valid(name))
 		return 0;
 	return omr_err_setx(err, OMR_E_USAGE, EINVAL,
-			   "invalid template name '%s' (want [a-z0-9][a-z0-9_-]{0,31})",
+			   "invalid template name '%s' (want 1 to 32 of a-z, 0-9 and -, not starting with -)",
 			   name ? name : "");
 }
 
@@ -103,11 +103,12 @@ void tpl_conf_clear(struct tconf *t)
 	free(t->rootfs);
 	free(t->kernel_version);
 	free(t->cmdline);
+	free(t->base);
 	memset(t, 0, sizeof(*t));
 }
 
 enum { K_NAME, K_KERNEL, K_INITRD, K_ROOTFS, K_KVER, K_CMDLINE, K_CPUS, K_MEM,
-       K_DISK, K_BUILT, K_SIZE };
+       K_DISK, K_BUILT, K_SIZE, K_BASE };
 
 static const struct {
 	const char *key;
@@ -124,6 +125,7 @@ static const struct {
 	[K_DISK] = { "disk_mb", 0, 16777216 },
 	[K_BUILT] = { "built_at", 0, 1ull << 40 },
 	[K_SIZE] = { "size_bytes", 0, 1ull << 50 },
+	[K_BASE] = { "base", 0, 0 },
 };
 
 static int tconf_key(void *user, const char *section, const char *name, const char *value)
@@ -170,6 +172,11 @@ static int tconf_key(void *user, const char *section, const char *name, const ch
 		*dst = omr_xstrdup(value);
 		return 1;
 	}
+	case K_BASE:
+		if (!*value || !printable(value, 64) || strchr(value, ' '))
+			goto bad;
+		t->base = omr_xstrdup(value);
+		return 1;
 	case K_KVER:
 		if (!*value || !printable(value, 64) || strchr(value, ' '))
 			goto bad;
@@ -241,5 +248,10 @@ char *tpl_conf_format(const struct tconf *t)
 			      (unsigned long long)t->memory_mb, (unsigned long long)t->disk_mb,
 			      (unsigned long long)t->built_at, (unsigned long long)t->size_bytes);
 	free(s);
+	if (t->base) {
+		s = omr_strdup_printf("%sbase=%s\n", n, t->base);
+		free(n);
+		n = s;
+	}
 	return n;
 }

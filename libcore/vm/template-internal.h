@@ -27,7 +27,7 @@
 
 /* What template.conf says, file names still relative. */
 struct tconf {
-	char *name, *kernel, *initrd, *rootfs, *kernel_version, *cmdline;
+	char *name, *kernel, *initrd, *rootfs, *kernel_version, *cmdline, *base;
 	uint64_t cpus, memory_mb, disk_mb, built_at, size_bytes;
 	int have_size;
 	unsigned seen;           /* bit per key: duplicates are errors */
@@ -52,7 +52,55 @@ int tpl_load_dir(int dfd, const char *abs_dir, const char *name, struct tconf *c
 		 struct omr_template **out, struct omr_err **err);
 /* flock of .NAME.lock under tfd; returns the fd or < 0. */
 int tpl_lock(int tfd, const char *name, struct omr_err **err);
+/* Removes tfd/name, first unmounting what a killed build left mounted
+ * below it, and never crossing into another filesystem. */
+void tpl_rm_tree(int tfd, const char *name);
 /* Removes .NAME.build.* and .NAME.old.* under tfd. */
 void tpl_remove_leftovers(int tfd, const char *name);
+
+/* An INI recipe (guest/templates/NAME/recipe, or --from FILE):
+ *   [template]  suite, packages (required); npm (NAME@VERSION), cpus,
+ *               memory_mb, disk_mb, workdir (default /workspace),
+ *               description.  packages and npm may span indented lines.
+ *   [env]       NAME = value, for every command
+ *   [files]     /path/in/image = file (relative to the recipe's directory)
+ *   [services]  name = command, run as root at boot, waited for
+ * Anything else is an error. */
+struct recipe {
+	char *description, *suite, *packages, *npm, *workdir;
+	uint64_t cpus, memory_mb, disk_mb;
+	char **env, **services, **files_src, **files_dst;
+	size_t nenv, nservices, nfiles;
+	unsigned seen;
+	const char *base_dir;
+	struct omr_err **err;
+	int rc;
+};
+/* 1 unless path is a script ("#!"): the tiny template's recipe is one. */
+int tpl_recipe_is_ini(const char *path);
+int tpl_recipe_parse(const char *path, struct recipe *r, struct omr_err **err);
+void tpl_recipe_clear(struct recipe *r);
+
+/* A build in progress: the store locked for NAME, and a fresh build dir
+ * (.NAME.build.XXXXXX) that only tpl_build_finish makes visible. */
+struct tpl_build {
+	int tfd, lock;
+	char *abs_tdir, *tmp_path, *tmp_name;
+};
+int tpl_build_start(const struct omr_config *c, const char *name, struct tpl_build *b,
+		    struct omr_err **err);
+/* Validates the build dir, stamps template.conf and renames it into place. */
+int tpl_build_finish(struct tpl_build *b, const char *name, struct omr_err **err);
+/* Removes the build dir (unmounting what a killed build left below it). */
+void tpl_build_abort(struct tpl_build *b);
+void tpl_build_free(struct tpl_build *b);
+/* Runs argv with its output captured (progress: lines to progress), in
+ * its own process group, bounded by BUILD_TIMEOUT_S. */
+int tpl_run(char *const argv[], char *const envp[], const char *cwd, omr_progress_fn progress,
+	    void *user, struct omr_err **err);
+
+/* The filesystem type libblkid finds in the image at path ("ext4",
+ * "erofs", "squashfs"), malloc'ed; anything else is refused. */
+int tpl_probe_image(const char *path, char **type, struct omr_err **err);
 
 #endif

@@ -21,6 +21,7 @@
 #include "template-internal.h"
 #include "omnirun/base/util.h"
 #include "omnirun/vm/vmm.h"
+#include "omnirun/state/record.h"
 
 
 /* ---- loading ---------------------------------------------------------- */
@@ -75,6 +76,16 @@ int tpl_load_dir(int dfd, const char *abs_dir, const char *name, struct tconf *c
 	t->cpus = (unsigned)conf->cpus;
 	t->memory_mb = (unsigned)conf->memory_mb;
 	t->disk_mb = (unsigned)conf->disk_mb;
+	t->base = conf->base ? omr_xstrdup(conf->base) : NULL;
+	t->packages = NULL;
+	if (conf->rootfs) {
+		char *pk = NULL;
+		/* The recipe's package list, beside template.conf (too long for it). */
+		if (omr_read_file_at(dfd, "packages", 65536, &pk, NULL, NULL) == 0) {
+			pk[strcspn(pk, "\n")] = 0;
+			t->packages = pk;
+		}
+	}
 	t->built_at = (int64_t)conf->built_at;
 	t->size_bytes = conf->have_size ? conf->size_bytes : size;
 	*out = t;
@@ -136,6 +147,8 @@ void omr_template_free(struct omr_template *t)
 	free(t->rootfs);
 	free(t->kernel_version);
 	free(t->cmdline);
+	free(t->base);
+	free(t->packages);
 	free(t);
 }
 
@@ -235,12 +248,36 @@ void tpl_remove_leftovers(int tfd, const char *name)
 	}
 	while ((de = readdir(d)))
 		if (!strncmp(de->d_name, p1, strlen(p1)) || !strncmp(de->d_name, p2, strlen(p2)))
-			omr_rm_rf_at(tfd, de->d_name);
+			tpl_rm_tree(tfd, de->d_name);
 	closedir(d);
 }
 
-int omr_template_remove(const struct omr_config *c, const char *name, struct omr_err **err)
+/* Sandboxes not yet stopped that run on name: how many, and the first id. */
+static size_t users_of(const struct omr_config *c, const char *name, char first[64])
 {
+	struct omr_sandbox *v = NULL;
+	struct omr_err *e = NULL;
+	size_t n = 0, users = 0;
+
+	if (omr_sandbox_list(c, &v, &n, &e) < 0) {
+		omr_err_free(&e);
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].state == OMR_SB_STOPPED || strcmp(v[i].template_name, name))
+			continue;
+		if (!users++)
+			omr_strlcpy(first, v[i].id, 64);
+	}
+	free(v);
+	return users;
+}
+
+int omr_template_remove(const struct omr_config *c, const char *name, int force,
+			struct omr_err **err)
+{
+	char first[64] = "";
+	size_t users;
 	_cleanup_free_ char *tdir = tpl_dir(c);
 	_cleanup_free_ char *old = NULL;
 	_cleanup_close_ int tfd = -1, lock = -1;
@@ -258,6 +295,14 @@ int omr_template_remove(const struct omr_config *c, const char *name, struct omr
 		goto unknown;
 	if ((lock = tpl_lock(tfd, name, err)) < 0)
 		return lock;
+	/* A running sandbox keeps its open image either way; what it would
+	 * lose is a restart or a clone of itself. */
+	users = users_of(c, name, first);
+	if (users && !force)
+		return omr_err_setx(err, OMR_E_STATE, EBUSY,
+				    "template '%s' is used by %zu sandbox%s (%s%s); kill %s or use --force",
+				    name, users, users > 1 ? "es" : "", first, users > 1 ? ", ..." : "",
+				    users > 1 ? "them" : "it");
 	tpl_remove_leftovers(tfd, name);
 	/* Out of sight first, so nobody loads a half-deleted template. */
 	old = omr_strdup_printf(".%s.old.%llu", name, (unsigned long long)getpid());

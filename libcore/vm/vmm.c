@@ -135,7 +135,16 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 		add(&a, "if=none,id=data,file=/dev/fdset/1,format=raw,file.locking=off,"
 			"cache=writeback,discard=unmap,werror=report,rerror=report");
 		add(&a, "-device");
-		add(&a, "virtio-blk-device,drive=data");
+		add(&a, "virtio-blk-device,drive=data,serial=omnirun-data");
+	}
+	if (s->rootfs) {
+		/* Shared by every sandbox of the template: read-only. */
+		addf2(&a, "-add-fd", omr_strdup_printf("fd=%d,set=2", OMR_VMM_ROOTFS_FD));
+		add(&a, "-drive");
+		add(&a, "if=none,id=root,file=/dev/fdset/2,format=raw,read-only=on,file.locking=off,"
+			"cache=writeback");
+		add(&a, "-device");
+		add(&a, "virtio-blk-device,drive=root,serial=omnirun-root");
 	}
 	if (s->tap_fd >= 0) {
 		/* The tap arrives as an fd; its offloads (vnet_hdr) are
@@ -160,8 +169,8 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 
 static int qemu_spawn(struct omr_vmm *vm, const struct omr_vmm_spec *s, struct omr_err **err)
 {
-	_cleanup_close_ int ro = -1;
-	int keep_from[3], keep_to[3];
+	_cleanup_close_ int ro = -1, root = -1;
+	int keep_from[4], keep_to[4];
 	size_t nkeep = 0;
 	char **argv;
 	pid_t pid;
@@ -181,6 +190,14 @@ static int qemu_spawn(struct omr_vmm *vm, const struct omr_vmm_spec *s, struct o
 	if (s->tap_fd >= 0) {
 		keep_from[nkeep] = s->tap_fd;
 		keep_to[nkeep++] = OMR_VMM_TAP_FD;
+	}
+	if (s->rootfs) {
+		root = open(s->rootfs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (root < 0)
+			return omr_err_set(err, omr_err_kind_missing(errno), errno, "cannot open %s",
+					   s->rootfs);
+		keep_from[nkeep] = root;
+		keep_to[nkeep++] = OMR_VMM_ROOTFS_FD;
 	}
 	if (s->config) {
 		pid = omr_jail_spawn(s, keep_from, keep_to, nkeep, &vm->jail, err);

@@ -15,6 +15,7 @@
 #include "omnirun/base/util.h"
 
 #include "tap.h"
+#include "../../libcore/vm/template-internal.h"
 
 static char root[] = "/tmp/omr-test-template.XXXXXX";
 static struct omr_config *cfg;
@@ -84,9 +85,9 @@ static int bad_conf(const char *conf, const char *want)
 
 static void test_names(void)
 {
-	static const char *const good[] = { "tiny", "a", "0", "a-b_c", "python3",
+	static const char *const good[] = { "tiny", "a", "0", "a-b-c", "python3",
 		"abcdefghijklmnopqrstuvwxyz012345" };
-	static const char *const bad[] = { "", "A", "-a", "_a", "a.b", "a/b", "..", ".", "tiny ",
+	static const char *const bad[] = { "", "A", "-a", "_a", "a.b", "a/b", "a_b", "..", ".", "tiny ",
 		"abcdefghijklmnopqrstuvwxyz0123456", "Tiny", "a:b" };
 
 	for (size_t i = 0; i < OMR_ARRAY_SIZE(good); i++)
@@ -222,19 +223,19 @@ static void test_list_remove(void)
 	   !strcmp(v[2]->name, "zeta"), "list is sorted by name");
 	omr_template_list_free(v, n);
 
-	r = omr_template_remove(cfg, "zeta", &err);
+	r = omr_template_remove(cfg, "zeta", 0, &err);
 	is_int(r, 0, "remove zeta%s%s", err ? ": " : "", err ? err->msg : "");
 	omr_err_free(&err);
 	p = tpath("zeta", NULL);
 	ok(access(p, F_OK) < 0 && errno == ENOENT, "zeta's directory is gone");
 	free(p);
-	r = omr_template_remove(cfg, "zeta", &err);
+	r = omr_template_remove(cfg, "zeta", 0, &err);
 	ok(r == -ENOENT && err && err->errnum == ENOENT, "removing it again is ENOENT");
 	omr_err_free(&err);
-	r = omr_template_remove(cfg, "broken", &err);
+	r = omr_template_remove(cfg, "broken", 0, &err);
 	is_int(r, 0, "a broken template can be removed");
 	omr_err_free(&err);
-	r = omr_template_remove(cfg, "../x", &err);
+	r = omr_template_remove(cfg, "../x", 0, &err);
 	is_int(r, -EINVAL, "remove refuses a bad name");
 	omr_err_free(&err);
 	r = omr_template_list(cfg, &v, &n, &err);
@@ -469,6 +470,74 @@ static void test_build(void)
 	omr_err_free(&err);
 }
 
+/* INI recipes: parsed whole, each mistake named. */
+static void recipe_fails(const char *text, const char *want)
+{
+	char *p = omr_strdup_printf("%s/r.recipe", root);
+	struct omr_err *err = NULL;
+	struct recipe r;
+
+	write_file(p, text, 0644);
+	is_int(tpl_recipe_parse(p, &r, &err) < 0, 1, "recipe refused: %s", want);
+	ok(err && strstr(err->msg, want) != NULL, "  error names it: %s", err ? err->msg : "(none)");
+	is_int(omr_err_kind(err), OMR_E_USAGE, "  a usage error");
+	omr_err_free(&err);
+	free(p);
+}
+
+static void test_recipes(void)
+{
+	char *p = omr_strdup_printf("%s/r.recipe", root), *f = omr_strdup_printf("%s/x.txt", root);
+	struct omr_err *err = NULL;
+	struct recipe r;
+
+	write_file(f, "x\n", 0644);
+	write_file(p, "# a comment\n[template]\nsuite = bookworm\npackages = python3 git\n"
+		   "    jq\nnpm = tsx@4.19.2 @scope/pkg@1.0.0\ncpus = 2\nmemory_mb = 8192\n"
+		   "[env]\nLANG = C.UTF-8\n[files]\n/etc/x = x.txt\n[services]\ndb = /bin/true\n",
+		   0644);
+	is_int(tpl_recipe_parse(p, &r, &err), 0, "a good recipe parses");
+	is_str(r.suite, "bookworm", "  suite");
+	is_str(r.packages, "python3 git jq", "  packages over two lines");
+	is_str(r.npm, "tsx@4.19.2 @scope/pkg@1.0.0", "  npm");
+	is_int((int)r.cpus, 2, "  cpus");
+	is_int((int)r.memory_mb, 8192, "  memory");
+	is_str(r.workdir, "/workspace", "  workdir defaults to /workspace");
+	is_int((int)r.nenv, 1, "  one env entry");
+	is_str(r.nenv ? r.env[0] : NULL, "LANG=C.UTF-8", "  env");
+	is_str(r.nfiles ? r.files_src[0] : NULL, f, "  file source relative to the recipe");
+	is_str(r.nservices ? r.services[0] : NULL, "/bin/true", "  service");
+	tpl_recipe_clear(&r);
+	ok(tpl_recipe_is_ini(p), "an INI recipe is not a script");
+	write_file(p, "#!/bin/sh\n", 0755);
+	ok(!tpl_recipe_is_ini(p), "a #! recipe is a script");
+
+	recipe_fails("[template]\nsuite = bookworm\npackages = jq\ncolour = blue\n",
+		     "unknown key 'colour' in [template]");
+	recipe_fails("[template]\nsuite = bookworm\n", "[template] needs 'packages'");
+	recipe_fails("[template]\npackages = jq\n", "[template] needs 'suite'");
+	recipe_fails("suite = bookworm\n", "outside a section");
+	recipe_fails("[template]\nsuite = bookworm\npackages = jq\n[other]\na = b\n",
+		     "unknown section [other]");
+	recipe_fails("[template]\nsuite = bookworm\nsuite = trixie\npackages = jq\n",
+		     "key 'suite' given twice");
+	recipe_fails("[template]\nsuite = bookworm\npackages = Bad_Name\n",
+		     "invalid Debian package name 'Bad_Name'");
+	recipe_fails("[template]\nsuite = bookworm\npackages = jq\nnpm = tsx\n",
+		     "must be NAME@VERSION");
+	recipe_fails("[template]\nsuite = bookworm\npackages = jq\ncpus = 0\n", "cpus");
+	recipe_fails("[template]\nsuite = bookworm\npackages = jq\nworkdir = rel\n",
+		     "invalid workdir");
+	recipe_fails("[template]\nsuite = bookworm\npackages = jq\n[files]\n/etc/y = nope.txt\n",
+		     "nope.txt for /etc/y is not a readable file");
+	recipe_fails("[template]\nsuite = bookworm\npackages = jq\n[files]\nrel = x.txt\n",
+		     "must be an absolute path");
+	recipe_fails("[template]\nsuite = bookworm\npackages = jq\n[env]\n1X = y\n",
+		     "invalid environment variable '1X'");
+	free(p);
+	free(f);
+}
+
 int main(void)
 {
 	struct omr_err *err = NULL;
@@ -502,6 +571,7 @@ int main(void)
 	test_bad_templates();
 	test_list_remove();
 	test_build();
+	test_recipes();
 
 	omr_config_free(cfg);
 	omr_rm_rf_at(AT_FDCWD, root);

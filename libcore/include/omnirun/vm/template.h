@@ -16,12 +16,15 @@ struct omr_template {
 	char *rootfs;       /* NULL when the template is initramfs only */
 	char *kernel_version;
 	char *cmdline;      /* extra kernel arguments (may be "") */
+	char *base;         /* what the rootfs came from: a Debian suite,
+			       "import", or NULL (initramfs only) */
+	char *packages;     /* the recipe's packages, space-separated, or NULL */
 	unsigned cpus, memory_mb, disk_mb;  /* defaults (0: use the config's) */
 	int64_t built_at;   /* seconds since the epoch */
 	uint64_t size_bytes;
 };
 
-/* Template names: [a-z0-9][a-z0-9_-]{0,31}.  Returns 1 if valid. */
+/* Template names: [a-z0-9-]{1,32}.  Returns 1 if valid. */
 int omr_template_name_valid(const char *name);
 
 /* Loads and validates NAME (template.conf parsed, files present and
@@ -44,8 +47,21 @@ typedef void (*omr_progress_fn)(void *user, const char *what);
 int omr_template_build(const struct omr_config *c, const char *name,
 		       omr_progress_fn progress, void *user, struct omr_err **err);
 
-/* Removes an installed template. */
-int omr_template_remove(const struct omr_config *c, const char *name,
+/* The same from the INI recipe at recipe_path (sbx-template build --from). */
+int omr_template_build_from(const struct omr_config *c, const char *name,
+			    const char *recipe_path, omr_progress_fn progress, void *user,
+			    struct omr_err **err);
+
+/* Makes NAME from a root filesystem made elsewhere: a directory (made
+ * into an ext4 image) or an ext4, erofs or squashfs image (libblkid
+ * decides; anything else is OMR_E_UNSUPPORTED).  Kernel and initramfs
+ * are tiny's. */
+int omr_template_import(const struct omr_config *c, const char *name, const char *path,
+			omr_progress_fn progress, void *user, struct omr_err **err);
+
+/* Removes an installed template; OMR_E_STATE while a sandbox uses it,
+ * unless force. */
+int omr_template_remove(const struct omr_config *c, const char *name, int force,
 			struct omr_err **err);
 
 #endif

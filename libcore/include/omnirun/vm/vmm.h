@@ -30,6 +30,10 @@ struct omr_vmm_spec {
 	const char *bench_sock;    /* raw port "omnirun.bench" for benchmarks,
 				      or NULL */
 	int disk_fd;               /* the data disk, open read-write, or -1 */
+	const char *rootfs;        /* a template's root image (opened read-only
+				      by spawn; QEMU keeps that fd, so a
+				      rebuilt template does not disturb it),
+				      or NULL */
 	int console_fd;            /* the VMM's stdout and stderr (the guest's
 				      console), or -1 for ours */
 	int tap_fd;                /* the guest NIC's tap, or -1 for no NIC:
@@ -110,12 +114,15 @@ int omr_vmm_restore(struct omr_vmm *vm, const char *path, struct omr_err **err);
 #define OMR_VMM_DISK_FD 3
 #define OMR_VMM_DISK_RO_FD 4
 #define OMR_VMM_TAP_FD 5
+#define OMR_VMM_ROOTFS_FD 6
 
 /* Builds QEMU's argv (NULL-terminated, malloc'ed strings; free with
  * omr_argv_free in omnirun/base/spawn.h) for s: the disk, when
  * s->disk_fd >= 0, is OMR_VMM_DISK_FD and OMR_VMM_DISK_RO_FD in the
  * child, the tap (s->tap_fd >= 0) OMR_VMM_TAP_FD behind a virtio-net
- * device.  No display, no default devices, seccomp sandbox on. */
+ * device, the root image (s->rootfs) OMR_VMM_ROOTFS_FD, read-only.  The
+ * disks carry serials the agent finds them by (omnirun-data,
+ * omnirun-root): with two, /dev/vdX order is not the host's.  No display, no default devices, seccomp sandbox on. */
 char **omr_vmm_argv(const struct omr_vmm_spec *s);
 
 /* QMP, QEMU's control protocol, over the Unix socket at path: connects,
