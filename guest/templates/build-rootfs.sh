@@ -50,6 +50,18 @@ if [ "${1:-}" = customize ]; then
 		# shellcheck disable=SC2086
 		npm_env=(HOME=/root npm_config_fetch_retries="${npm_config_fetch_retries:-2}")
 		[ -n "${npm_config_registry:-}" ] && npm_env+=(npm_config_registry="$npm_config_registry")
+		# The build host's CA bundle, when it names one (a TLS-inspecting
+		# proxy's CA is there, not in the image's ca-certificates); it is
+		# used for this install only and goes with /tmp below.
+		ca=${npm_config_cafile:-${NODE_EXTRA_CA_CERTS:-}}
+		if [ -z "$ca" ] && command -v npm >/dev/null; then
+			ca=$(npm config get cafile 2>/dev/null || true)
+			[ "$ca" = null ] || [ "$ca" = undefined ] && ca=
+		fi
+		if [ -n "$ca" ] && [ -r "$ca" ]; then
+			cp "$ca" "$root/tmp/npm-ca.crt"
+			npm_env+=(npm_config_cafile=/tmp/npm-ca.crt)
+		fi
 		chroot "$root" env "${npm_env[@]}" \
 			npm install --global --no-fund --no-audit --no-update-notifier \
 			--cache /tmp/npm-cache --loglevel=error $NPM ||

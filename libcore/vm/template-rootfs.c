@@ -183,6 +183,7 @@ static char **rootfs_env(const struct omr_config *c, const struct recipe *r, con
 	static const char *const pass[] = {
 		"TMPDIR", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
 		"NO_PROXY", "SOURCE_DATE_EPOCH", "npm_config_registry", "npm_config_fetch_retries",
+		"npm_config_cafile", "NODE_EXTRA_CA_CERTS",
 	};
 	_cleanup_free_ char *cache = tpl_abs_path(c->cache_dir);
 	char **env = omr_xcalloc(OMR_ARRAY_SIZE(pass) + 16, sizeof(char *));
