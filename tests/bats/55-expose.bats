@@ -6,24 +6,10 @@
 # WebSocket echo (tests/fixtures/wsecho.c), all on its loopback; the host
 # reaches them only through forwards (the guest has no route to it).
 load helpers
+load api
 
 bats_require_minimum_version 1.5.0
 
-# curl against the shim: api TOKEN METHOD PATH [curl args...]; the body,
-# then the status on the last line.  call sets STATUS and BODY.
-api() {
-	local tok=$1 method=$2 path=$3
-	shift 3
-	curl -sS -m 60 -X "$method" ${tok:+-H "Authorization: Bearer $tok"} \
-		-w '\n%{http_code}' "$@" "$URL$path"
-}
-call() {
-	local out
-	out=$(api "$@") || return
-	STATUS=${out##*$'\n'}
-	BODY=${out%$'\n'*}
-	BODY=${BODY%$'\n'}
-}
 # A preview URL's host for PORT of the shared sandbox.
 phost() { echo "$1-${ID/_/}.localhost"; }
 

@@ -4,25 +4,9 @@
 # alice's shared by the tests that only look or run commands; tests that
 # count sandboxes use users of their own.
 load helpers
+load api
 
 bats_require_minimum_version 1.5.0
-
-# curl against the shim: api TOKEN METHOD PATH [curl args...]; prints
-# the body and, on the last line, the status.
-api() {
-	local tok=$1 method=$2 path=$3
-	shift 3
-	curl -sS -m 60 -X "$method" ${tok:+-H "Authorization: Bearer $tok"} \
-		-w '\n%{http_code}' "$@" "$URL$path"
-}
-# status and body of the last api call made through call.
-call() {
-	local out
-	out=$(api "$@") || return
-	STATUS=${out##*$'\n'}
-	BODY=${out%$'\n'*}
-	BODY=${BODY%$'\n'}
-}
 
 start_shim() {
 	rm -f "$BATS_FILE_TMPDIR/port"
