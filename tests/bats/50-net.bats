@@ -48,7 +48,7 @@ setup_file() {
 
 teardown_file() {
 	for id in $(sbx-ls -q); do sbx-kill "$id" >/dev/null 2>&1; done
-	kill $(cat "$BATS_FILE_TMPDIR/hostsvc.pid") 2>/dev/null
+	kill $(cat "$BATS_FILE_TMPDIR/hostsvc.pid" 2>/dev/null) 2>/dev/null
 	. "$OMNIRUN_SRC/tests/fixtures/fake-net.sh"
 	fakenet_down
 	export OMNIRUN_CONF=$BASE_CONF
