@@ -128,9 +128,8 @@ static int run_expose(struct omr_config *c, const char *id, const char *cmd, con
 		      int protect, int json)
 {
 	struct omr_err *err = NULL;
-	struct omr_exposure e, *v = NULL;
+	struct omr_exposure e;
 	json_t *out = NULL;
-	size_t n = 0;
 	int rc = 0, fd;
 
 	if (!strcmp(cmd, "forward")) {
@@ -144,12 +143,8 @@ static int run_expose(struct omr_config *c, const char *id, const char *cmd, con
 			out = omr_expose_json(c, id, &e);
 	} else if (!strcmp(cmd, "unexpose")) {
 		rc = omr_expose_remove(c, id, arg, &err);
-	} else if ((rc = omr_expose_list(c, id, &v, &n, &err)) == 0) {
-		out = json_array();
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(out, omr_expose_json(c, id, &v[i]));
-		free(v);
-	}
+	} else if (!(out = omr_expose_list_json(c, id, &err)))
+		rc = -1;
 	omr_config_free(c);
 	if (rc < 0)
 		return omr_cli_fail(&err);

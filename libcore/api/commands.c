@@ -257,6 +257,24 @@ static json_t *exit_json(struct job *j)
 			 j->res.timed_out, "durationMs", (json_int_t)j->res.duration_ms);
 }
 
+/* Reads what stream i (0 stdout, 1 stderr) has ready after job_poll into
+ * tmp (CHUNK bytes): > 0 bytes read, 0 nothing now (an end is marked on
+ * the job). */
+static ssize_t job_read(struct job *j, const struct pollfd *p, int i, char *tmp)
+{
+	ssize_t n;
+
+	if (!p[i].revents)
+		return 0;
+	n = read(p[i].fd, tmp, CHUNK);
+	if (n <= 0) {
+		if (!(n < 0 && errno == EINTR))
+			*(i ? &j->eof_err : &j->eof_out) = 1;
+		return 0;
+	}
+	return n;
+}
+
 static enum MHD_Result run_json(struct omr_api_req *r, struct job *j)
 {
 	char *buf[2] = { NULL, NULL };
@@ -269,17 +287,10 @@ static enum MHD_Result run_json(struct omr_api_req *r, struct job *j)
 		job_poll(j, p, -1);
 		for (int i = 0; i < 2; i++) {
 			char tmp[CHUNK];
-			ssize_t n;
+			ssize_t n = job_read(j, p, i, tmp);
 
-			if (!p[i].revents)
+			if (n == 0)
 				continue;
-			n = read(p[i].fd, tmp, sizeof(tmp));
-			if (n <= 0) {
-				if (n < 0 && errno == EINTR)
-					continue;
-				*(i ? &j->eof_err : &j->eof_out) = 1;
-				continue;
-			}
 			if (len[i] + (size_t)n > RESULT_MAX) {
 				cut[i] = 1;
 				n = (ssize_t)(RESULT_MAX - len[i]);
@@ -360,17 +371,9 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
 		}
 		for (int i = 0; i < 2; i++) {
 			char tmp[CHUNK];
-			ssize_t n;
+			ssize_t n = job_read(j, p, i, tmp);
 
-			if (!p[i].revents)
-				continue;
-			n = read(p[i].fd, tmp, sizeof(tmp));
-			if (n <= 0) {
-				if (!(n < 0 && errno == EINTR))
-					*(i ? &j->eof_err : &j->eof_out) = 1;
-				continue;
-			}
-			if (j->killed)
+			if (n == 0 || j->killed)
 				continue;
 			json_t *d = json_object();
 			set_output(d, "data", tmp, (size_t)n);

@@ -64,19 +64,13 @@ enum MHD_Result omr_api_exposures_create(struct omr_api_req *r)
 enum MHD_Result omr_api_exposures_list(struct omr_api_req *r)
 {
 	const char *id = omr_api_own_sandbox(r);
-	struct omr_exposure *v = NULL;
 	struct omr_err *err = NULL;
 	json_t *a;
-	size_t n;
 
 	if (!id)
 		return MHD_YES;
-	if (omr_expose_list(r->api->c, id, &v, &n, &err) < 0)
+	if (!(a = omr_expose_list_json(r->api->c, id, &err)))
 		return omr_api_reply_err(r, &err);
-	a = json_array();
-	for (size_t i = 0; i < n; i++)
-		json_array_append_new(a, omr_expose_json(r->api->c, id, &v[i]));
-	free(v);
 	return omr_api_reply_json(r, 200, a);
 }
 

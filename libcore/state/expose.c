@@ -244,6 +244,20 @@ json_t *omr_expose_json(const struct omr_config *c, const char *id, const struct
 			 url, "protected", e->protected_, "createdAt", when);
 }
 
+json_t *omr_expose_list_json(const struct omr_config *c, const char *id, struct omr_err **err)
+{
+	_cleanup_free_ struct omr_exposure *v = NULL;
+	json_t *a;
+	size_t n;
+
+	if (omr_expose_list(c, id, &v, &n, err) < 0)
+		return NULL;
+	a = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(a, omr_expose_json(c, id, &v[i]));
+	return a;
+}
+
 int omr_expose_host_parse(const char *host, const char *domain, char id[OMR_ID_MAX],
 			  unsigned *port, struct omr_err **err)
 {

@@ -251,14 +251,34 @@ done:
 	return 0;
 }
 
+/* What a build script may take from the caller's environment: proxies
+ * and the npm registry's settings (a mirror, a CA bundle), nothing else. */
+static const char *const env_pass[] = {
+	"TMPDIR", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+	"NO_PROXY", "SOURCE_DATE_EPOCH", "npm_config_registry", "npm_config_fetch_retries",
+	"npm_config_cafile", "NODE_EXTRA_CA_CERTS",
+};
+
+char **tpl_env_new(size_t own)
+{
+	return omr_xcalloc(OMR_ARRAY_SIZE(env_pass) + own + 1, sizeof(char *));
+}
+
+char **tpl_env_finish(char **env, size_t n)
+{
+	for (size_t i = 0; i < OMR_ARRAY_SIZE(env_pass); i++) {
+		const char *v = getenv(env_pass[i]);
+		if (v)
+			env[n++] = omr_strdup_printf("%s=%s", env_pass[i], v);
+	}
+	env[n] = NULL;
+	return env;
+}
+
 static char **build_env(const char *out, const char *agent, const char *cache,
 			const char *recipe_dir, const char *name)
 {
-	static const char *const pass[] = {
-		"TMPDIR", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY",
-		"HTTPS_PROXY", "NO_PROXY", "SOURCE_DATE_EPOCH",
-	};
-	char **env = omr_xcalloc(OMR_ARRAY_SIZE(pass) + 10, sizeof(char *));
+	char **env = tpl_env_new(9);
 	const char *home = getenv("HOME");
 	size_t n = 0;
 
@@ -270,13 +290,7 @@ static char **build_env(const char *out, const char *agent, const char *cache,
 	env[n++] = omr_strdup_printf("CACHE=%s", cache);
 	env[n++] = omr_strdup_printf("RECIPE_DIR=%s", recipe_dir);
 	env[n++] = omr_strdup_printf("TEMPLATE=%s", name);
-	for (size_t i = 0; i < OMR_ARRAY_SIZE(pass); i++) {
-		const char *v = getenv(pass[i]);
-		if (v)
-			env[n++] = omr_strdup_printf("%s=%s", pass[i], v);
-	}
-	env[n] = NULL;
-	return env;
+	return tpl_env_finish(env, n);
 }
 
 /* The recipe must be an executable regular file only its owner can change:

@@ -96,6 +96,12 @@ void tpl_build_abort(struct tpl_build *b);
 void tpl_build_free(struct tpl_build *b);
 /* Runs argv with its output captured (progress: lines to progress), in
  * its own process group, bounded by BUILD_TIMEOUT_S. */
+/* A build script's environment: tpl_env_new(own) has room for `own`
+ * entries of the caller and the allowed ones of the caller's environment,
+ * which tpl_env_finish(env, n) adds after the n set and ends with NULL. */
+char **tpl_env_new(size_t own);
+char **tpl_env_finish(char **env, size_t n);
+
 int tpl_run(char *const argv[], char *const envp[], const char *cwd, omr_progress_fn progress,
 	    void *user, struct omr_err **err);
 

@@ -180,13 +180,8 @@ static char *files_list(const struct recipe *r)
 static char **rootfs_env(const struct omr_config *c, const struct recipe *r, const char *out,
 			 const char *gconf, const char *files)
 {
-	static const char *const pass[] = {
-		"TMPDIR", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-		"NO_PROXY", "SOURCE_DATE_EPOCH", "npm_config_registry", "npm_config_fetch_retries",
-		"npm_config_cafile", "NODE_EXTRA_CA_CERTS",
-	};
 	_cleanup_free_ char *cache = tpl_abs_path(c->cache_dir);
-	char **env = omr_xcalloc(OMR_ARRAY_SIZE(pass) + 16, sizeof(char *));
+	char **env = tpl_env_new(15);
 	size_t n = 0;
 
 	env[n++] = omr_strdup_printf("PATH=%s", CLEAN_PATH);
@@ -200,13 +195,7 @@ static char **rootfs_env(const struct omr_config *c, const struct recipe *r, con
 	env[n++] = omr_strdup_printf("WORKDIR=%s", r->workdir);
 	env[n++] = omr_strdup_printf("GUEST_CONF=%s", gconf);
 	env[n++] = omr_strdup_printf("FILES=%s", files);
-	for (size_t i = 0; i < OMR_ARRAY_SIZE(pass); i++) {
-		const char *v = getenv(pass[i]);
-		if (v)
-			env[n++] = omr_strdup_printf("%s=%s", pass[i], v);
-	}
-	env[n] = NULL;
-	return env;
+	return tpl_env_finish(env, n);
 }
 
 int omr_template_build_from(const struct omr_config *c, const char *name,

@@ -55,6 +55,11 @@ char *omr_expose_url(const struct omr_config *c, const char *id, unsigned port);
 /* {id, port, url, protected, createdAt}: what the CLI and the API show. */
 json_t *omr_expose_json(const struct omr_config *c, const char *id, const struct omr_exposure *e);
 
+/* The sandbox's exposures as a JSON array of omr_expose_json objects (the
+ * shape sbx-net --json and GET /sandboxes/:id/exposures share), or NULL
+ * and *err. */
+json_t *omr_expose_list_json(const struct omr_config *c, const char *id, struct omr_err **err);
+
 /* Parses a Host header value against domain (normalized, lower case):
  * "PORT-sbXXXX.DOMAIN", case-insensitive, with an optional ":PORT" and
  * trailing dot; the label must be the only one before the domain, PORT
