@@ -27,6 +27,9 @@ static void usage(void)
 	       "  -l, --listen ADDR:PORT  where to listen (default: [api] listen,\n"
 	       "                          127.0.0.1:8080); port 0 picks a free one\n"
 	       "  -p, --port-file FILE    write the port listened on to FILE once ready\n"
+	       "      --e2b-listen ADDR:PORT  serve E2B's API and envd there too (default:\n"
+	       "                          [e2b] listen; off when neither is set)\n"
+	       "      --e2b-port-file FILE  write the E2B listener's port to FILE\n"
 	       "      --sign-keys         list the keys of signed file URLs, the one\n"
 	       "                          that signs first, and exit\n"
 	       "      --rotate-sign-key   make a new key sign from now on (the others\n"
@@ -78,11 +81,31 @@ static int sign_keys(int what, const char *kid)
 	return rc < 0 ? omr_cli_fail(&err) : OMR_EXIT_OK;
 }
 
+/* Writes port to path, whole or not at all: a test polls for it. */
+static int write_port(const char *path, unsigned port, struct omr_err **err)
+{
+	char buf[16];
+	int n = snprintf(buf, sizeof(buf), "%u\n", port);
+	_cleanup_free_ char *dir = omr_xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	const char *base = slash ? slash + 1 : path;
+
+	if (slash)
+		*slash = 0;
+	_cleanup_close_ int dfd = open(slash ? (*dir ? dir : "/") : ".",
+				       O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", slash ? dir : ".");
+	return omr_write_file_atomic_at(dfd, base, buf, (size_t)n, 0644, err);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, 'l' },
 		{ "port-file", required_argument, NULL, 'p' },
+		{ "e2b-listen", required_argument, NULL, 'E' },
+		{ "e2b-port-file", required_argument, NULL, 'P' },
 		{ "print-routes", no_argument, NULL, 'R' },
 		{ "sign-keys", no_argument, NULL, 'K' },
 		{ "rotate-sign-key", no_argument, NULL, 'O' },
@@ -91,10 +114,10 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
-	const char *listen = NULL, *port_file = NULL;
+	const char *listen = NULL, *port_file = NULL, *e2b_listen = NULL, *e2b_port_file = NULL;
 	struct omr_err *err = NULL;
 	struct omr_config *c;
-	struct omr_api *a = NULL;
+	struct omr_api *a = NULL, *e2b = NULL;
 	sigset_t set;
 	int ch, sig;
 
@@ -103,6 +126,8 @@ int main(int argc, char **argv)
 		switch (ch) {
 		case 'l': listen = optarg; break;
 		case 'p': port_file = optarg; break;
+		case 'E': e2b_listen = optarg; break;
+		case 'P': e2b_port_file = optarg; break;
 		case 'R': print_routes(); break;
 		case 'K':
 		case 'O': return sign_keys(ch, NULL);
@@ -124,37 +149,38 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	c = omr_cli_config();
+	if (e2b_port_file && !e2b_listen && !c->e2b_listen) {
+		omr_config_free(c);
+		omr_cli_usage_error(OMR_EXIT_USAGE, "--e2b-port-file needs an E2B listener "
+				    "(--e2b-listen or [e2b] listen)");
+	}
 	if (omr_api_start(c, listen, &a, &err) < 0) {
 		omr_config_free(c);
 		return omr_cli_fail(&err);
 	}
 	omr_log(OMR_LOG_INFO, "listening on %s (port %u)", listen ? listen : c->api_listen,
 		omr_api_port(a));
-	if (port_file) {
-		char buf[16];
-		int n = snprintf(buf, sizeof(buf), "%u\n", omr_api_port(a));
-		/* Written whole or not at all: a test polls for it. */
-		_cleanup_free_ char *dir = omr_xstrdup(port_file);
-		char *slash = strrchr(dir, '/');
-		const char *base = slash ? slash + 1 : port_file;
-		if (slash)
-			*slash = 0;
-		_cleanup_close_ int dfd = open(slash ? (*dir ? dir : "/") : ".",
-					       O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0 ||
-		    omr_write_file_atomic_at(dfd, base, buf, (size_t)n, 0644, &err) < 0) {
-			if (!err)
-				omr_err_set(&err, OMR_E_FAIL, errno, "cannot open %s", dir);
-			omr_api_stop(a);
-			omr_config_free(c);
-			return omr_cli_fail(&err);
-		}
+	if (c->e2b_listen || e2b_listen) {
+		if (omr_api_start_e2b(c, e2b_listen, &e2b, &err) < 0)
+			goto fail;
+		omr_log(OMR_LOG_INFO, "E2B endpoint listening on %s (port %u)",
+			e2b_listen ? e2b_listen : c->e2b_listen, omr_api_port(e2b));
 	}
+	/* The E2B port first: whoever polls for the other finds both. */
+	if ((e2b && e2b_port_file && write_port(e2b_port_file, omr_api_port(e2b), &err) < 0) ||
+	    (port_file && write_port(port_file, omr_api_port(a), &err) < 0))
+		goto fail;
 	do
 		sig = sigwaitinfo(&set, NULL);
 	while (sig == SIGHUP || sig < 0);
 	omr_log(OMR_LOG_INFO, "stopping on signal %d", sig);
+	omr_api_stop(e2b);
 	omr_api_stop(a);
 	omr_config_free(c);
 	return OMR_EXIT_OK;
+fail:
+	omr_api_stop(e2b);
+	omr_api_stop(a);
+	omr_config_free(c);
+	return omr_cli_fail(&err);
 }

@@ -19,6 +19,21 @@ enum omr_api_body {
 	OMR_BODY_NONE = 0,  /* a body is ignored */
 	OMR_BODY_JSON,      /* a JSON object, at most [api] max_body_kb */
 	OMR_BODY_RAW,       /* streamed to the route's sink (files) */
+	/* The E2B listener's envd routes speak the Connect protocol
+	 * (doc/e2b.md): a unary call's body is a JSON object as for
+	 * OMR_BODY_JSON; a server-streaming call's is one enveloped JSON
+	 * message (a flag byte, a 4-byte big-endian length).  Their errors
+	 * are Connect errors, a stream's in its end-of-stream message. */
+	OMR_BODY_CONNECT,
+	OMR_BODY_CONNECT_STREAM,
+};
+
+/* How a request's errors are shaped. */
+enum omr_api_style {
+	OMR_STYLE_OMNIRUN = 0,  /* {"error", "code": "snake_case"} */
+	OMR_STYLE_E2B,          /* E2B's REST: {"code": STATUS, "message"} */
+	OMR_STYLE_CONNECT,      /* {"code": "connect_code", "message"} */
+	OMR_STYLE_CONNECT_STREAM, /* 200 and an end-of-stream message */
 };
 
 struct omr_api_route {
@@ -55,6 +70,12 @@ struct omr_api_conn {
 
 struct omr_api {
 	const struct omr_config *c;
+	/* What this listener serves: OmniRun's API, or E2B's (e2b.c) with
+	 * its own table, tokens in X-API-KEY and X-Access-Token, and
+	 * E2B-shaped errors. */
+	const struct omr_api_route *routes;
+	size_t nroutes;
+	int e2b;
 	struct MHD_Daemon *d;
 	struct omr_db *db;
 	unsigned port;
@@ -104,9 +125,18 @@ struct omr_api_req {
 				   included), for previews */
 	int signed_ok;              /* a signed URL vouched for params[0]
 				   (its owner is r->user) */
+	/* OMR_BODY_RAW: when set, takes the body's bytes instead of sink_fd
+	 * (a multipart upload's parser); < 0 stops taking them. */
+	int (*on_chunk)(struct omr_api_req *r, const char *data, size_t n);
 	void *ctx;                  /* the route's own state */
 	void (*ctx_free)(struct omr_api_req *r);
 };
+
+/* The shape r's errors take (its listener and route). */
+enum omr_api_style omr_api_style(const struct omr_api_req *r);
+/* An error body of that shape (new ref); for status-specific headers. */
+json_t *omr_api_error_body(const struct omr_api_req *r, unsigned status, const char *code,
+			   const char *msg);
 
 /* Replies (each returns what MHD_queue_response returned). */
 enum MHD_Result omr_api_reply_json(struct omr_api_req *r, unsigned status, json_t *body);
@@ -158,6 +188,22 @@ enum MHD_Result omr_api_exposures_delete(struct omr_api_req *r);
 int omr_api_preview_match(struct omr_api *a, const char *host);
 enum MHD_Result omr_api_preview_hook(struct omr_api_req *r, const char *upload_data,
 				     size_t *upload_data_size);
+/* Uploads (files.c), for every route that takes one: a transfer
+ * thread writing what is sent on omr_api_put_fd to path in sandbox id.
+ * start returns NULL with a reply queued; finish (sent: the bytes
+ * written) returns 0, or < 0 with the reply queued. */
+struct omr_api_put;
+struct omr_api_put *omr_api_put_start(struct omr_api_req *r, const char *id, const char *path,
+				      int mode);
+int omr_api_put_fd(struct omr_api_put *p);
+const char *omr_api_put_path(struct omr_api_put *p);
+int omr_api_put_finish(struct omr_api_req *r, struct omr_api_put *p, uint64_t sent);
+void omr_api_put_abort(struct omr_api_put *p);
+void omr_api_put_free(struct omr_api_put *p);
+/* The checked guest path of the path query argument; NULL with a 400
+ * queued. */
+const char *omr_api_req_path(struct omr_api_req *r);
+
 /* Signed file URLs (signed.c). */
 enum MHD_Result omr_api_files_sign(struct omr_api_req *r);
 enum MHD_Result omr_api_signed_get(struct omr_api_req *r);
@@ -184,5 +230,19 @@ enum MHD_Result omr_api_magic_request(struct omr_api_req *r);
 enum MHD_Result omr_api_otp_verify(struct omr_api_req *r);
 enum MHD_Result omr_api_healthz(struct omr_api_req *r);
 enum MHD_Result omr_api_openapi(struct omr_api_req *r);
+
+/* Creates a sandbox for the caller under their limit: claims a place,
+ * boots, binds it to them, attaches metadata (an object, may be NULL)
+ * and audits.  Returns 0 with *sb filled, or < 0 with the reply queued. */
+struct omr_create_opts;
+int omr_api_sandbox_spawn(struct omr_api_req *r, const struct omr_create_opts *o,
+			  json_t *metadata, struct omr_sandbox *sb);
+
+/* The E2B listener (e2b.c, envd.c, doc/e2b.md). */
+extern const struct omr_api_route omr_api_e2b_route_table[];
+extern const size_t omr_api_e2b_route_count;
+/* The sandbox an envd call names in its E2b-Sandbox-Id header, if it is
+ * the caller's (it becomes params[0]); else NULL with a 404 queued. */
+const char *omr_api_e2b_sandbox(struct omr_api_req *r);
 
 #endif

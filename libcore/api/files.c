@@ -78,8 +78,7 @@ static struct xfer *xfer_new(struct omr_api_req *r, const char *id, const char *
 	return x;
 }
 
-/* The guest path of the request, checked; NULL with a 400 queued. */
-static const char *req_path(struct omr_api_req *r)
+const char *omr_api_req_path(struct omr_api_req *r)
 {
 	int nul;
 	const char *p = omr_api_query(r, "path", &nul);
@@ -141,36 +140,93 @@ static void put_ctx_free(struct omr_api_req *r)
 	r->ctx = NULL;
 }
 
+struct omr_api_put *omr_api_put_start(struct omr_api_req *r, const char *id, const char *path,
+				      int mode)
+{
+	struct xfer *x = xfer_new(r, id, path);
+
+	x->mode = mode;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, x->fd) < 0 ||
+	    pthread_create(&x->th, NULL, put_main, x) != 0) {
+		xfer_free(x);
+		omr_api_reply_error(r, 500, "failed", "cannot start the transfer");
+		return NULL;
+	}
+	x->started = 1;
+	return (struct omr_api_put *)x;
+}
+
+int omr_api_put_fd(struct omr_api_put *p)
+{
+	return ((struct xfer *)p)->fd[1];
+}
+
+int omr_api_put_finish(struct omr_api_req *r, struct omr_api_put *p, uint64_t sent)
+{
+	struct xfer *x = (struct xfer *)p;
+
+	/* EOF: the guest renames its temporary file into place. */
+	shutdown(x->fd[1], SHUT_WR);
+	xfer_join(x);
+	if (x->rc < 0)
+		return omr_api_reply_err(r, &x->e), -1;
+	if (x->size != sent)
+		return omr_api_reply_error(r, 500, "failed", "the upload was cut short"), -1;
+	omr_api_audit(r, "file_write", x->id, NULL);
+	return 0;
+}
+
+void omr_api_put_abort(struct omr_api_put *p)
+{
+	struct xfer *x = (struct xfer *)p;
+
+	if (!x)
+		return;
+	/* The client went away mid-upload: the transfer must fail, not
+	 * take the bytes so far for the whole file.  Closing an AF_UNIX
+	 * socket with unread data makes its peer's read fail with
+	 * ECONNRESET (an EOF would commit the file). */
+	(void)!write(x->fd[0], "x", 1);
+	if (x->fd[1] >= 0)
+		close(x->fd[1]);
+	x->fd[1] = -1;
+	xfer_join(x);
+}
+
+void omr_api_put_free(struct omr_api_put *p)
+{
+	xfer_free((struct xfer *)p);
+}
+
+const char *omr_api_put_path(struct omr_api_put *p)
+{
+	return ((struct xfer *)p)->path;
+}
+
 enum MHD_Result omr_api_files_put_begin(struct omr_api_req *r)
 {
 	const char *id = omr_api_own_sandbox(r), *path, *mode;
 	uint64_t m;
-	struct xfer *x;
+	int md = -1;
+	struct omr_api_put *p;
 
-	if (!id || !(path = req_path(r)))
+	if (!id || !(path = omr_api_req_path(r)))
 		return MHD_YES;
-	x = xfer_new(r, id, path);
 	if ((mode = omr_api_query(r, "mode", NULL))) {
 		/* Octal, as chmod takes it. */
 		char *end;
 		errno = 0;
 		m = strtoull(mode, &end, 8);
-		if (!*mode || *end || errno || m > 07777) {
-			xfer_free(x);
+		if (!*mode || *end || errno || m > 07777)
 			return omr_api_reply_error(r, 400, "bad_request", "mode must be octal, at "
 						   "most 7777");
-		}
-		x->mode = (int)m;
+		md = (int)m;
 	}
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, x->fd) < 0 ||
-	    pthread_create(&x->th, NULL, put_main, x) != 0) {
-		xfer_free(x);
-		return omr_api_reply_error(r, 500, "failed", "cannot start the transfer");
-	}
-	x->started = 1;
-	r->ctx = x;
+	if (!(p = omr_api_put_start(r, id, path, md)))
+		return MHD_YES;
+	r->ctx = p;
 	r->ctx_free = put_ctx_free;
-	r->sink_fd = x->fd[1];
+	r->sink_fd = omr_api_put_fd(p);
 	return MHD_YES;
 }
 
@@ -180,14 +236,10 @@ enum MHD_Result omr_api_files_put_end(struct omr_api_req *r)
 
 	omr_log(OMR_LOG_DEBUG, "upload to %s complete: %llu bytes", x->id,
 		(unsigned long long)r->sink_bytes);
-	/* EOF: the guest renames its temporary file into place. */
-	shutdown(x->fd[1], SHUT_WR);
-	xfer_join(x);
-	if (x->rc < 0)
-		return omr_api_reply_err(r, &x->e);
-	if (r->sink_failed || x->size != r->sink_bytes)
+	if (omr_api_put_finish(r, r->ctx, r->sink_bytes) < 0)
+		return MHD_YES;
+	if (r->sink_failed)
 		return omr_api_reply_error(r, 500, "failed", "the upload was cut short");
-	omr_api_audit(r, "file_write", x->id, NULL);
 	return omr_api_reply_json(r, 201, json_pack("{s:s, s:I}", "path", x->path, "size",
 						   (json_int_t)x->size));
 }
@@ -200,15 +252,8 @@ void omr_api_files_put_abort(struct omr_api_req *r)
 		return;
 	omr_log(OMR_LOG_DEBUG, "upload to %s cut after %llu bytes: discarded", x->id,
 		(unsigned long long)r->sink_bytes);
-	/* The client went away mid-upload: the transfer must fail, not
-	 * take the bytes so far for the whole file.  Closing an AF_UNIX
-	 * socket with unread data makes its peer's read fail with
-	 * ECONNRESET (an EOF would commit the file). */
-	(void)!write(x->fd[0], "x", 1);
-	close(x->fd[1]);
-	x->fd[1] = -1;
+	omr_api_put_abort(r->ctx);
 	r->sink_fd = -1;
-	xfer_join(x);
 }
 
 /* ---- download ---- */
@@ -277,7 +322,7 @@ enum MHD_Result omr_api_files_get(struct omr_api_req *r)
 	struct MHD_Response *resp;
 	ssize_t n;
 
-	if (!id || !(path = req_path(r)))
+	if (!id || !(path = omr_api_req_path(r)))
 		return MHD_YES;
 	list = omr_api_query(r, "list", NULL);
 	if (list && strcmp(list, "0"))
@@ -318,7 +363,7 @@ enum MHD_Result omr_api_files_delete(struct omr_api_req *r)
 	const char *id = omr_api_own_sandbox(r), *path, *rec;
 	struct omr_err *err = NULL;
 
-	if (!id || !(path = req_path(r)))
+	if (!id || !(path = omr_api_req_path(r)))
 		return MHD_YES;
 	rec = omr_api_query(r, "recursive", NULL);
 	if (omr_files_remove(r->api->c, id, path, rec && strcmp(rec, "0"), &err) < 0)

@@ -114,39 +114,46 @@ static int create_opts(struct omr_api_req *r, json_t *b, struct omr_create_opts 
 	return 0;
 }
 
+int omr_api_sandbox_spawn(struct omr_api_req *r, const struct omr_create_opts *o,
+			  json_t *metadata, struct omr_sandbox *sb)
+{
+	struct omr_err *err = NULL;
+	int64_t claim;
+
+	/* The place is claimed before the boot, in one transaction: four
+	 * creates at once for a user with three places get one 429. */
+	if (omr_owner_claim(r->api->db, r->api->c, &r->user, &claim, &err) < 0)
+		return omr_api_reply_err(r, &err), -1;
+	if (omr_sandbox_create(r->api->c, o, sb, &err) < 0) {
+		omr_owner_release(r->api->db, claim);
+		return omr_api_reply_err(r, &err), -1;
+	}
+	if (omr_owner_bind(r->api->db, claim, sb->id, sb->template_name, sb->created_at, &err) < 0) {
+		omr_sandbox_kill(r->api->c, sb->id, "killed", NULL);
+		return omr_api_reply_err(r, &err), -1;
+	}
+	if (metadata) {
+		_cleanup_free_ char *m = json_dumps(metadata, JSON_COMPACT);
+		if (omr_owner_set_metadata(r->api->db, sb->id, m, &err) < 0) {
+			omr_sandbox_kill(r->api->c, sb->id, "killed", NULL);
+			omr_owner_ended(r->api->db, sb->id, sb->created_at, "killed", -1, NULL);
+			return omr_api_reply_err(r, &err), -1;
+		}
+	}
+	omr_api_audit(r, "create", sb->id, sb->template_name);
+	return 0;
+}
+
 enum MHD_Result omr_api_sandbox_create(struct omr_api_req *r)
 {
 	struct omr_create_opts o = { 0 };
 	const char *allow[OMR_ALLOW_ENTRIES];
 	size_t nallow = 0;
 	struct omr_sandbox sb;
-	struct omr_err *err = NULL;
-	int64_t claim;
 
-	if (create_opts(r, r->json, &o, allow, &nallow) < 0)
+	if (create_opts(r, r->json, &o, allow, &nallow) < 0 ||
+	    omr_api_sandbox_spawn(r, &o, json_object_get(r->json, "metadata"), &sb) < 0)
 		return MHD_YES;
-	/* The place is claimed before the boot, in one transaction: four
-	 * creates at once for a user with three places get one 429. */
-	if (omr_owner_claim(r->api->db, r->api->c, &r->user, &claim, &err) < 0)
-		return omr_api_reply_err(r, &err);
-	if (omr_sandbox_create(r->api->c, &o, &sb, &err) < 0) {
-		omr_owner_release(r->api->db, claim);
-		return omr_api_reply_err(r, &err);
-	}
-	if (omr_owner_bind(r->api->db, claim, sb.id, sb.template_name, sb.created_at, &err) < 0) {
-		omr_sandbox_kill(r->api->c, sb.id, "killed", NULL);
-		return omr_api_reply_err(r, &err);
-	}
-	if (json_object_get(r->json, "metadata")) {
-		_cleanup_free_ char *m = json_dumps(json_object_get(r->json, "metadata"),
-						    JSON_COMPACT);
-		if (omr_owner_set_metadata(r->api->db, sb.id, m, &err) < 0) {
-			omr_sandbox_kill(r->api->c, sb.id, "killed", NULL);
-			omr_owner_ended(r->api->db, sb.id, sb.created_at, "killed", -1, NULL);
-			return omr_api_reply_err(r, &err);
-		}
-	}
-	omr_api_audit(r, "create", sb.id, sb.template_name);
 	return omr_api_reply_json(r, 201, omr_api_sandbox_json(r->api, &sb));
 }
 

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "api-internal.h"
+#include "envd-internal.h"
 #include "omnirun/base/cleanup.h"
 #include "omnirun/base/json.h"
 #include "omnirun/base/ids.h"
@@ -81,6 +82,85 @@ enum MHD_Result omr_api_reply_json(struct omr_api_req *r, unsigned status, json_
 	return omr_api_reply_response(r, status, resp);
 }
 
+enum omr_api_style omr_api_style(const struct omr_api_req *r)
+{
+	const char *p = r->url ? r->url : "";
+
+	if (!r->api->e2b)
+		return OMR_STYLE_OMNIRUN;
+	if (r->route && r->route->body == OMR_BODY_CONNECT_STREAM)
+		return OMR_STYLE_CONNECT_STREAM;
+	if (r->route && r->route->body == OMR_BODY_CONNECT)
+		return OMR_STYLE_CONNECT;
+	/* An envd method we do not know is still a Connect call. */
+	if (!r->route && (!strncmp(p, "/process.", 9) || !strncmp(p, "/filesystem.", 12)))
+		return OMR_STYLE_CONNECT;
+	return OMR_STYLE_E2B;
+}
+
+/* Connect's code for an error: from our code where it says more than
+ * the status, else from the status (connectrpc.com/docs/protocol). */
+static const char *connect_code(unsigned status, const char *code)
+{
+	static const struct { const char *ours, *theirs; } by_code[] = {
+		{ "not_running", "failed_precondition" }, { "already_exists", "already_exists" },
+		{ "timeout", "deadline_exceeded" }, { "boot_failed", "unavailable" },
+		{ "too_large", "resource_exhausted" }, { "limit_reached", "resource_exhausted" },
+	};
+	for (size_t i = 0; i < OMR_ARRAY_SIZE(by_code); i++)
+		if (code && !strcmp(code, by_code[i].ours))
+			return by_code[i].theirs;
+	switch (status) {
+	case 400: return "invalid_argument";
+	case 401: return "unauthenticated";
+	case 403: return "permission_denied";
+	case 404: return "not_found";
+	case 409: return "aborted";
+	case 429: return "resource_exhausted";
+	case 501: return "unimplemented";
+	case 503: return "unavailable";
+	case 504: return "deadline_exceeded";
+	default: return "internal";
+	}
+}
+
+json_t *omr_api_error_body(const struct omr_api_req *r, unsigned status, const char *code,
+			   const char *msg)
+{
+	switch (omr_api_style(r)) {
+	case OMR_STYLE_E2B:
+		return json_pack("{s:i, s:s}", "code", (int)status, "message", msg);
+	case OMR_STYLE_CONNECT:
+	case OMR_STYLE_CONNECT_STREAM:
+		return json_pack("{s:s, s:s}", "code", connect_code(status, code), "message", msg);
+	default:
+		return json_pack("{s:s, s:s}", "error", msg, "code", code);
+	}
+}
+
+/* A Connect stream that fails before its first message: 200 and the
+ * end-of-stream message carrying the error, as the protocol has it. */
+static enum MHD_Result reply_stream_error(struct omr_api_req *r, json_t *error)
+{
+	json_t *end = json_pack("{s:o}", "error", error);
+	char *text = json_dumps(end, JSON_COMPACT);
+	size_t n = strlen(text);
+	uint8_t *buf = omr_xmalloc(n + 5);
+	struct MHD_Response *resp;
+
+	json_decref(end);
+	omr_connect_envelope(buf, OMR_CONNECT_END_STREAM, n);
+	memcpy(buf + 5, text, n);
+	free(text);
+	resp = MHD_create_response_from_buffer(n + 5, buf, MHD_RESPMEM_MUST_FREE);
+	if (!resp) {
+		free(buf);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/connect+json");
+	return omr_api_reply_response(r, 200, resp);
+}
+
 enum MHD_Result omr_api_reply_error(struct omr_api_req *r, unsigned status, const char *code,
 				    const char *fmt, ...)
 {
@@ -92,8 +172,14 @@ enum MHD_Result omr_api_reply_error(struct omr_api_req *r, unsigned status, cons
 	if (vasprintf(&msg, fmt, ap) < 0)
 		msg = NULL;
 	va_end(ap);
-	j = json_pack("{s:s, s:s}", "error", msg ? msg : "error", "code", code);
+	j = omr_api_error_body(r, status, code, msg ? msg : "error");
 	free(msg);
+	if (omr_api_style(r) == OMR_STYLE_CONNECT_STREAM) {
+		r->status = (int)status; /* for the log: the wire says 200 */
+		enum MHD_Result rc = reply_stream_error(r, j);
+		r->status = (int)status;
+		return rc;
+	}
 	return omr_api_reply_json(r, status, j);
 }
 
@@ -357,8 +443,8 @@ static int route(struct omr_api_req *r)
 	/* One trailing slash is forgiven: /sandboxes/ is /sandboxes. */
 	if (n > 1 && path[n - 1] == '/')
 		path[n - 1] = 0;
-	for (size_t i = 0; i < omr_api_route_count; i++) {
-		const struct omr_api_route *rt = &omr_api_route_table[i];
+	for (size_t i = 0; i < r->api->nroutes; i++) {
+		const struct omr_api_route *rt = &r->api->routes[i];
 
 		if (!match(rt->path, path, NULL))
 			continue;
@@ -372,8 +458,16 @@ static int route(struct omr_api_req *r)
 		r->route = rt;
 		return 0;
 	}
+	/* E2B's SDKs call routes OmniRun does not serve (templates,
+	 * snapshots, volumes...): they are told so plainly. */
+	if (r->api->e2b) {
+		_cleanup_free_ char *q = omr_str_quote_short(path, 80);
+		omr_api_reply_error(r, 501, "unsupported", "%s %s is not supported by OmniRun's "
+				    "E2B endpoint (doc/e2b.md)", r->method, q);
+		return -1;
+	}
 	if (*allow) {
-		json_t *j = json_pack("{s:s, s:s}", "error", "method not allowed", "code", "bad_request");
+		json_t *j = omr_api_error_body(r, 405, "bad_request", "method not allowed");
 		char *text = json_dumps(j, JSON_COMPACT);
 		struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text,
 									    MHD_RESPMEM_MUST_FREE);
@@ -436,8 +530,16 @@ static unsigned rate_take(struct omr_api *a, int64_t token_id)
  * session cookie. */
 static const char *presented_token(struct omr_api_req *r)
 {
-	const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-						    MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *h;
+
+	/* E2B's SDKs send the API key in X-API-KEY and, on envd calls, the
+	 * envdAccessToken the create gave them (the same token) in
+	 * X-Access-Token; their Authorization header names a guest user. */
+	if (r->api->e2b) {
+		h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-API-KEY");
+		return h ? h : MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Access-Token");
+	}
+	h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
 
 	if (h) {
 		if (strncasecmp(h, "Bearer ", 7))
@@ -457,7 +559,9 @@ static int authenticate(struct omr_api_req *r)
 	unsigned wait;
 
 	if (!tok) {
-		omr_api_reply_error(r, 401, "unauthorized", "missing token: send Authorization: Bearer omr_...");
+		omr_api_reply_error(r, 401, "unauthorized", r->api->e2b ?
+				    "missing token: send X-API-KEY: omr_..." :
+				    "missing token: send Authorization: Bearer omr_...");
 		return -1;
 	}
 	if (omr_token_check(r->api->db, tok, &r->user, &r->token_id, &err) < 0) {
@@ -471,7 +575,7 @@ static int authenticate(struct omr_api_req *r)
 	r->authed = 1;
 	wait = rate_take(r->api, r->token_id);
 	if (wait) {
-		json_t *j = json_pack("{s:s, s:s}", "error", "request rate limit reached", "code", "limit_reached");
+		json_t *j = omr_api_error_body(r, 429, "limit_reached", "request rate limit reached");
 		char *text = json_dumps(j, JSON_COMPACT), ra[16];
 		struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text,
 									    MHD_RESPMEM_MUST_FREE);
@@ -583,6 +687,8 @@ static enum MHD_Result on_headers(struct omr_api_req *r)
 		len = 0;
 	switch (r->route->body) {
 	case OMR_BODY_JSON:
+	case OMR_BODY_CONNECT:
+	case OMR_BODY_CONNECT_STREAM:
 		r->body_max = (size_t)r->api->c->api_max_body_kb << 10;
 		if (len > r->body_max)
 			return omr_api_reply_error(r, 413, "too_large", "request body over %u KiB",
@@ -615,6 +721,8 @@ static void on_body(struct omr_api_req *r, const char *data, size_t n)
 	}
 	switch (r->route->body) {
 	case OMR_BODY_JSON:
+	case OMR_BODY_CONNECT:
+	case OMR_BODY_CONNECT_STREAM:
 		if (r->too_large || r->body_len + n > r->body_max) {
 			r->too_large = 1;
 			return;
@@ -630,24 +738,51 @@ static void on_body(struct omr_api_req *r, const char *data, size_t n)
 			r->too_large = 1;
 		/* A sink that stopped (the transfer failed) takes nothing
 		 * more; the rest of the body is read and dropped. */
-		if (r->sink_fd >= 0 && !r->sink_failed && !r->too_large &&
-		    omr_write_all(r->sink_fd, data, n) < 0)
+		if (r->on_chunk && !r->sink_failed && !r->too_large) {
+			if (r->on_chunk(r, data, n) < 0)
+				r->sink_failed = 1;
+		} else if (r->sink_fd >= 0 && !r->sink_failed && !r->too_large &&
+			   omr_write_all(r->sink_fd, data, n) < 0) {
 			r->sink_failed = 1;
+		}
 		return;
 	default:
 		return;
 	}
 }
 
+/* The JSON of a Connect stream request: one message in one envelope,
+ * uncompressed.  Returns 0 (r->body then holds the JSON alone) or < 0
+ * with the reply queued. */
+static int connect_unwrap(struct omr_api_req *r)
+{
+	uint8_t flags;
+	uint32_t len;
+
+	if (omr_connect_envelope_parse((const uint8_t *)r->body, r->body_len, &flags, &len) < 0 ||
+	    flags != 0 || (size_t)len != r->body_len - 5) {
+		omr_api_reply_error(r, 400, "bad_request", "the body is not one uncompressed "
+				    "Connect envelope");
+		return -1;
+	}
+	memmove(r->body, r->body + 5, len);
+	r->body_len = len;
+	r->body[len] = 0;
+	return 0;
+}
+
 static enum MHD_Result on_complete(struct omr_api_req *r)
 {
+	enum omr_api_body kind = r->route->body;
 	json_error_t je;
 
 	r->done = 1;
-	if (r->route->body == OMR_BODY_JSON) {
+	if (kind == OMR_BODY_JSON || kind == OMR_BODY_CONNECT || kind == OMR_BODY_CONNECT_STREAM) {
 		if (r->too_large)
 			return omr_api_reply_error(r, 413, "too_large", "request body over %u KiB",
 						   r->api->c->api_max_body_kb);
+		if (kind == OMR_BODY_CONNECT_STREAM && connect_unwrap(r) < 0)
+			return MHD_YES;
 		if (r->body_len) {
 			r->json = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &je);
 			if (!r->json)
@@ -849,8 +984,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 	omr_log(OMR_LOG_DEBUG, "microhttpd: %s", buf);
 }
 
-int omr_api_start(const struct omr_config *c, const char *listen, struct omr_api **out,
-		  struct omr_err **err)
+static int start(const struct omr_config *c, const char *listen, int e2b, struct omr_api **out,
+		 struct omr_err **err)
 {
 	struct omr_api *a = omr_xcalloc(1, sizeof(*a));
 	struct sockaddr_storage ss;
@@ -858,11 +993,20 @@ int omr_api_start(const struct omr_config *c, const char *listen, struct omr_api
 			 MHD_USE_ERROR_LOG | MHD_USE_POLL | MHD_ALLOW_UPGRADE;
 
 	a->c = c;
+	a->e2b = e2b;
+	a->routes = e2b ? omr_api_e2b_route_table : omr_api_route_table;
+	a->nroutes = e2b ? omr_api_e2b_route_count : omr_api_route_count;
 	pthread_mutex_init(&a->conns_lock, NULL);
 	pthread_mutex_init(&a->rate_lock, NULL);
 	a->nbuckets = 4096;
 	a->buckets = omr_xcalloc(a->nbuckets, sizeof(*a->buckets));
-	if (parse_listen(listen ? listen : c->api_listen, &ss, err) < 0)
+	if (!listen)
+		listen = e2b ? c->e2b_listen : c->api_listen;
+	if (!listen) {
+		omr_err_setx(err, OMR_E_USAGE, EINVAL, "no address to listen on");
+		goto fail;
+	}
+	if (parse_listen(listen, &ss, err) < 0)
 		goto fail;
 	if (ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
@@ -882,8 +1026,11 @@ int omr_api_start(const struct omr_config *c, const char *listen, struct omr_api
 	/* What state says is live is what the shim serves: a restart finds
 	 * every sandbox again, ended ones become history. */
 	omr_owner_sync(a->db, c, 0, NULL);
-	a->host_match = omr_api_preview_match;
-	a->host_hook = omr_api_preview_hook;
+	/* Preview URLs are the OmniRun listener's (DESIGN.md §6). */
+	if (!e2b) {
+		a->host_match = omr_api_preview_match;
+		a->host_hook = omr_api_preview_hook;
+	}
 	a->watchdog_run = 1;
 	if (pthread_create(&a->watchdog, NULL, watchdog, a) != 0) {
 		a->watchdog_run = 0;
@@ -907,7 +1054,7 @@ int omr_api_start(const struct omr_config *c, const char *listen, struct omr_api
 		MHD_OPTION_END);
 	if (!a->d) {
 		omr_err_set(err, errno == EADDRINUSE ? OMR_E_STATE : OMR_E_FAIL, errno,
-			    "cannot listen on %s", listen ? listen : c->api_listen);
+			    "cannot listen on %s", listen);
 		goto fail;
 	}
 	{
@@ -919,6 +1066,18 @@ int omr_api_start(const struct omr_config *c, const char *listen, struct omr_api
 fail:
 	omr_api_stop(a);
 	return -1;
+}
+
+int omr_api_start(const struct omr_config *c, const char *listen, struct omr_api **out,
+		  struct omr_err **err)
+{
+	return start(c, listen, 0, out, err);
+}
+
+int omr_api_start_e2b(const struct omr_config *c, const char *listen, struct omr_api **out,
+		      struct omr_err **err)
+{
+	return start(c, listen, 1, out, err);
 }
 
 unsigned omr_api_port(const struct omr_api *a)

@@ -131,6 +131,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		{ "api", "domain", &c->api_domain },
 		{ "api", "url_scheme", &c->api_url_scheme },
 		{ "api", "public_url", &c->api_public_url },
+		{ "e2b", "listen", &c->e2b_listen },
+		{ "e2b", "templates", &c->e2b_templates },
 	};
 	for (size_t i = 0; i < OMR_ARRAY_SIZE(strs); i++) {
 		if (!strcmp(section, strs[i].s) && !strcmp(name, strs[i].n)) {
@@ -229,6 +231,7 @@ static void set_defaults(struct omr_config *c)
 	c->api_domain = omr_xstrdup("localhost");
 	c->api_url_scheme = omr_xstrdup("http");
 	c->api_sign_ttl_max = 86400;
+	c->e2b_templates = omr_xstrdup("base=playground");
 }
 
 /* [network]: the pool is an IPv4 range that holds at least one /30; the
@@ -289,6 +292,44 @@ static void env_override(char **dst, const char *var)
 	const char *v = getenv(var);
 	if (v && *v)
 		set_str(dst, v);
+}
+
+/* [e2b]: an empty listen is off; templates is a list of NAME=TEMPLATE
+ * pairs of plain names. */
+static int e2b_check(struct omr_config *c, struct omr_err **err)
+{
+	const char *ok = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+
+	if (c->e2b_listen && !*c->e2b_listen) {
+		free(c->e2b_listen);
+		c->e2b_listen = NULL;
+	}
+	for (const char *p = c->e2b_templates; p && *p; ) {
+		size_t n = strcspn(p, ","), a = strspn(p, ok);
+		if (a == 0 || a >= n || p[a] != '=' || a + 1 == n || strspn(p + a + 1, ok) != n - a - 1)
+			return omr_err_setx(err, OMR_E_USAGE, EINVAL, "e2b.templates must be "
+					    "NAME=TEMPLATE pairs separated by commas, not '%s'",
+					    c->e2b_templates);
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return 0;
+}
+
+char *omr_config_e2b_template(const struct omr_config *c, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (const char *p = c->e2b_templates; p && *p; ) {
+		size_t n = strcspn(p, ","), eq = strcspn(p, "=");
+		if (eq == len && !strncmp(p, name, len))
+			return strndup(p + eq + 1, n - eq - 1);
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return NULL;
 }
 
 /* [api]: preview URLs are built from the domain, so it must be a host
@@ -360,7 +401,7 @@ int omr_config_load(struct omr_config **out, struct omr_err **err)
 		x.rc = omr_err_setx(err, OMR_E_USAGE, EINVAL, "a sandbox default exceeds its maximum");
 		goto fail;
 	}
-	if ((x.rc = api_check(c, err)) < 0) {
+	if ((x.rc = api_check(c, err)) < 0 || (x.rc = e2b_check(c, err)) < 0) {
 		omr_err_wrap(err, "%s", c->conf_path ? c->conf_path : "config");
 		goto fail;
 	}
@@ -406,6 +447,8 @@ void omr_config_free(struct omr_config *c)
 	free(c->api_domain);
 	free(c->api_url_scheme);
 	free(c->api_public_url);
+	free(c->e2b_listen);
+	free(c->e2b_templates);
 	free(c);
 }
 

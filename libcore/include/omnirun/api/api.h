@@ -18,6 +18,12 @@ struct omr_api;
  * omr_api_stop.  Returns 0 or < 0. */
 int omr_api_start(const struct omr_config *c, const char *listen, struct omr_api **out,
 		  struct omr_err **err);
+/* Starts the E2B-compatible listener (doc/e2b.md) on listen (NULL: the
+ * config's [e2b] listen, which must then be set): E2B's REST routes and
+ * envd's, mapped onto OmniRun's sandboxes with the same accounts,
+ * limits and audit.  Stop it with omr_api_stop.  Returns 0 or < 0. */
+int omr_api_start_e2b(const struct omr_config *c, const char *listen, struct omr_api **out,
+		      struct omr_err **err);
 /* The port actually bound (for "ADDR:0"). */
 unsigned omr_api_port(const struct omr_api *a);
 /* Stops accepting, finishes nothing more, frees. */

@@ -112,7 +112,17 @@ struct omr_config {
 					 Host the shim was reached at */
 	unsigned api_sign_ttl_max;    /* sign_ttl_max: longest life of a
 					 signed URL, seconds (86400) */
+
+	/* [e2b] (doc/e2b.md): the E2B-compatible listener of sbx-shim */
+	char *e2b_listen;             /* listen: ADDR:PORT; NULL: off */
+	char *e2b_templates;          /* templates: "E2BNAME=TEMPLATE,..."
+					 (base=playground); other names are
+					 taken as OmniRun template names */
 };
+
+/* The OmniRun template an E2B template name maps to through [e2b]
+ * templates (malloc'ed), or NULL when the map does not name it. */
+char *omr_config_e2b_template(const struct omr_config *c, const char *name);
 
 /* Loads the configuration (defaults, then the file, then the environment).
  * A missing file is fine unless OMNIRUN_CONF named it.  Returns 0 or < 0. */

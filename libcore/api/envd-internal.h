@@ -1,0 +1,42 @@
+/* envd's routes on the E2B listener (envd.c, doc/e2b.md): E2B's in-sandbox
+ * daemon, answered by the shim for the sandbox an E2b-Sandbox-Id header
+ * names, over the Connect protocol with JSON messages. */
+#ifndef OMNIRUN_ENVD_INTERNAL_H
+#define OMNIRUN_ENVD_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api-internal.h"
+
+/* The envd version advertised: E2B's SDKs switch features on by it.
+ * 0.5.7 gets stdin closing and octet-stream uploads asked for, and makes
+ * the SDK refuse what needs a later envd (file metadata, watch entries)
+ * before it calls. */
+#define OMR_ENVD_VERSION "0.5.7"
+
+/* A Connect envelope: a flag byte (OMR_CONNECT_END_STREAM on a stream's
+ * last message) and the message's length, 4 bytes big-endian. */
+#define OMR_CONNECT_END_STREAM 0x02
+void omr_connect_envelope(uint8_t hdr[5], uint8_t flags, size_t len);
+/* Reads the header of the envelope at p (n bytes).  Returns 0 or -1 when
+ * there are fewer than 5 bytes. */
+int omr_connect_envelope_parse(const uint8_t *p, size_t n, uint8_t *flags, uint32_t *len);
+
+enum MHD_Result omr_envd_health(struct omr_api_req *r);
+enum MHD_Result omr_envd_files_get(struct omr_api_req *r);
+enum MHD_Result omr_envd_files_put_begin(struct omr_api_req *r);
+enum MHD_Result omr_envd_files_put_end(struct omr_api_req *r);
+void omr_envd_files_put_abort(struct omr_api_req *r);
+enum MHD_Result omr_envd_start(struct omr_api_req *r);
+enum MHD_Result omr_envd_connect(struct omr_api_req *r);
+enum MHD_Result omr_envd_list(struct omr_api_req *r);
+enum MHD_Result omr_envd_signal(struct omr_api_req *r);
+enum MHD_Result omr_envd_no_stdin(struct omr_api_req *r);
+enum MHD_Result omr_envd_stat(struct omr_api_req *r);
+enum MHD_Result omr_envd_listdir(struct omr_api_req *r);
+enum MHD_Result omr_envd_mkdir(struct omr_api_req *r);
+enum MHD_Result omr_envd_move(struct omr_api_req *r);
+enum MHD_Result omr_envd_remove(struct omr_api_req *r);
+
+#endif

@@ -1,0 +1,889 @@
+/* envd on the E2B listener (doc/e2b.md): the calls E2B's SDKs make to
+ * the daemon inside a sandbox, answered by the shim through libcore's
+ * exec and files calls for the sandbox E2b-Sandbox-Id names, with the
+ * caller's token (X-Access-Token) and ownership as on every route.
+ *
+ * Process and filesystem calls are Connect RPCs with JSON messages
+ * (protobuf's JSON mapping: camelCase, bytes in base64, 64-bit numbers
+ * as strings, enums by name).  A command runs as an OmniRun background
+ * command and its stream is an attach to it, so that, as in E2B, a
+ * client that goes away leaves it running and Connect finds it again by
+ * its pid. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "envd-internal.h"
+#include "omnirun/base/cleanup.h"
+#include "omnirun/base/ids.h"
+#include "omnirun/base/json.h"
+#include "omnirun/base/log.h"
+#include "omnirun/base/spawn.h"
+#include "omnirun/base/util.h"
+#include "omnirun/client/exec.h"
+#include "omnirun/client/files.h"
+#include "omnirun/state/record.h"
+
+#define CHUNK 16384
+/* What the SDK asks for (Keepalive-Ping-Interval: 50); a shorter one
+ * when the connection's idle timeout is shorter. */
+#define KEEPALIVE_MS 50000
+#define LIST_ENTRIES_MAX 10000
+#define LIST_DEPTH_MAX 32
+#define PARTS_MAX 64
+
+/* ---- Connect framing ---- */
+
+void omr_connect_envelope(uint8_t hdr[5], uint8_t flags, size_t len)
+{
+	hdr[0] = flags;
+	hdr[1] = (uint8_t)(len >> 24);
+	hdr[2] = (uint8_t)(len >> 16);
+	hdr[3] = (uint8_t)(len >> 8);
+	hdr[4] = (uint8_t)len;
+}
+
+int omr_connect_envelope_parse(const uint8_t *p, size_t n, uint8_t *flags, uint32_t *len)
+{
+	if (n < 5)
+		return -1;
+	*flags = p[0];
+	*len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+	return 0;
+}
+
+/* ---- the sandbox of an envd call ---- */
+
+const char *omr_api_e2b_sandbox(struct omr_api_req *r)
+{
+	const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "E2b-Sandbox-Id");
+
+	free(r->params[0]);
+	r->params[0] = h ? omr_xstrdup(h) : NULL;
+	return omr_api_own_sandbox(r);
+}
+
+/* The guest user an envd call names (Authorization: Basic of "user:"),
+ * or NULL for the sandbox's default; malloc'ed. */
+static char *basic_user(struct omr_api_req *r)
+{
+	const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+						    MHD_HTTP_HEADER_AUTHORIZATION);
+	char *dec = NULL;
+	size_t n;
+
+	if (!h || strncasecmp(h, "Basic ", 6) || omr_b64_decode(h + 6, &dec, &n) < 0)
+		return NULL;
+	dec[strcspn(dec, ":")] = 0;
+	if (!*dec) {
+		free(dec);
+		return NULL;
+	}
+	return dec;
+}
+
+enum MHD_Result omr_envd_health(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r);
+	struct omr_sandbox sb;
+	struct omr_err *err = NULL;
+
+	if (!id)
+		return MHD_YES;
+	if (omr_sandbox_load(r->api->c, id, &sb, &err) < 0)
+		return omr_api_reply_err(r, &err);
+	/* 502 is what E2B's SDKs take for "this sandbox is gone". */
+	if (sb.state == OMR_SB_STOPPED)
+		return omr_api_reply_error(r, 502, "not_running", "sandbox '%s' has ended", id);
+	return omr_api_reply_empty(r, 204);
+}
+
+/* ---- process: streams of events ---- */
+
+struct pstream {
+	const struct omr_config *c;
+	char id[OMR_ID_MAX];
+	int pid;
+	int out[2], err[2], sig[2];
+	pthread_t th;
+	int started, joined, rc;
+	struct omr_exec_result res;
+	struct omr_err *e;
+	int eof_out, eof_err, ended;
+	int keepalive_ms;
+	uint8_t *pend;
+	size_t pend_len, pend_off;
+};
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+static void ps_join(struct pstream *s)
+{
+	if (s->started && !s->joined) {
+		pthread_join(s->th, NULL);
+		s->joined = 1;
+	}
+}
+
+static void ps_free(struct pstream *s)
+{
+	for (int i = 0; i < 2; i++) {
+		close_fd(&s->out[i]);
+		close_fd(&s->err[i]);
+		close_fd(&s->sig[i]);
+	}
+	omr_err_free(&s->e);
+	free(s->pend);
+	free(s);
+}
+
+/* Queues one message (flags 0) or the end of the stream. */
+static void ps_push(struct pstream *s, uint8_t flags, json_t *msg)
+{
+	char *text = json_dumps(msg, JSON_COMPACT);
+	size_t n = strlen(text);
+
+	json_decref(msg);
+	s->pend = omr_xrealloc(s->pend, s->pend_len + 5 + n);
+	omr_connect_envelope(s->pend + s->pend_len, flags, n);
+	memcpy(s->pend + s->pend_len + 5, text, n);
+	s->pend_len += 5 + n;
+	free(text);
+}
+
+static void ps_event(struct pstream *s, json_t *ev)
+{
+	ps_push(s, 0, json_pack("{s:o}", "event", ev));
+}
+
+static void *ps_main(void *p)
+{
+	struct pstream *s = p;
+
+	s->rc = omr_exec_attach(s->c, s->id, s->pid, s->out[1], s->err[1], s->sig[0], &s->res,
+				&s->e);
+	close_fd(&s->out[1]);
+	close_fd(&s->err[1]);
+	return NULL;
+}
+
+/* The end of a command as envd's EndEvent. */
+static json_t *end_event(const struct omr_exec_result *res)
+{
+	char status[48];
+
+	if (res->signal)
+		snprintf(status, sizeof(status), "signal: %s",
+			 res->signal == SIGKILL ? "killed" : strsignal(res->signal));
+	else
+		snprintf(status, sizeof(status), "exit status %d", res->exit_code);
+	return json_pack("{s:{s:i, s:b, s:s}}", "end", "exitCode",
+			 res->signal ? -1 : res->exit_code, "exited", !res->signal, "status", status);
+}
+
+/* The stream's next bytes, as MHD's content reader wants them. */
+static ssize_t ps_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct pstream *s = cls;
+
+	(void)pos;
+	while (s->pend_off == s->pend_len) {
+		struct pollfd p[2];
+
+		s->pend_off = s->pend_len = 0;
+		if (s->ended)
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		if (s->eof_out && s->eof_err) {
+			ps_join(s);
+			if (s->rc < 0) {
+				const struct omr_err_kind_info *k = omr_err_kind_info(omr_err_kind(s->e));
+				ps_push(s, OMR_CONNECT_END_STREAM,
+					json_pack("{s:{s:s, s:s}}", "error", "code",
+						  k->http_status == 404 ? "not_found" : "unavailable",
+						  "message", s->e->msg));
+			} else {
+				ps_event(s, end_event(&s->res));
+				ps_push(s, OMR_CONNECT_END_STREAM, json_object());
+			}
+			s->ended = 1;
+			break;
+		}
+		p[0] = (struct pollfd){ .fd = s->eof_out ? -1 : s->out[0], .events = POLLIN };
+		p[1] = (struct pollfd){ .fd = s->eof_err ? -1 : s->err[0], .events = POLLIN };
+		if (poll(p, 2, s->keepalive_ms) <= 0) {
+			/* Quiet: a keepalive keeps the client and MHD's idle
+			 * timeout from taking the stream for dead. */
+			ps_event(s, json_pack("{s:{}}", "keepalive"));
+			break;
+		}
+		for (int i = 0; i < 2; i++) {
+			char tmp[CHUNK];
+			ssize_t n;
+
+			if (!p[i].revents)
+				continue;
+			n = read(p[i].fd, tmp, sizeof(tmp));
+			if (n <= 0) {
+				if (!(n < 0 && errno == EINTR))
+					*(i ? &s->eof_err : &s->eof_out) = 1;
+				continue;
+			}
+			_cleanup_free_ char *b = omr_b64_encode(tmp, (size_t)n);
+			ps_event(s, json_pack("{s:{s:s}}", "data", i ? "stderr" : "stdout", b));
+		}
+	}
+	size_t n = s->pend_len - s->pend_off < max ? s->pend_len - s->pend_off : max;
+	memcpy(out, s->pend + s->pend_off, n);
+	s->pend_off += n;
+	return (ssize_t)n;
+}
+
+/* The client is done with the stream, whole or not.  A command still
+ * running lives on (E2B's disconnect): the attach is ended by the
+ * stream's "insist" rule, a second signal while the first (SIGCONT,
+ * harmless to a running command) is unanswered. */
+static void ps_done(void *cls)
+{
+	struct pstream *s = cls;
+	struct signalfd_siginfo si = { .ssi_signo = SIGCONT };
+
+	if (!s->joined && !(s->eof_out && s->eof_err)) {
+		(void)!write(s->sig[1], &si, sizeof(si));
+		(void)!write(s->sig[1], &si, sizeof(si));
+	}
+	close_fd(&s->out[0]);
+	close_fd(&s->err[0]);
+	ps_join(s);
+	ps_free(s);
+}
+
+/* Answers r with the events of command pid: start, its output from the
+ * start of its buffer, its end. */
+static enum MHD_Result ps_reply(struct omr_api_req *r, const char *id, int pid)
+{
+	struct pstream *s = omr_xcalloc(1, sizeof(*s));
+	struct MHD_Response *resp;
+
+	s->c = r->api->c;
+	omr_strlcpy(s->id, id, sizeof(s->id));
+	s->pid = pid;
+	for (int i = 0; i < 2; i++)
+		s->out[i] = s->err[i] = s->sig[i] = -1;
+	s->keepalive_ms = (int)r->api->c->api_conn_timeout_s * 500;
+	if (s->keepalive_ms > KEEPALIVE_MS)
+		s->keepalive_ms = KEEPALIVE_MS;
+	if (pipe2(s->out, O_CLOEXEC) < 0 || pipe2(s->err, O_CLOEXEC) < 0 ||
+	    pipe2(s->sig, O_CLOEXEC | O_NONBLOCK) < 0 ||
+	    pthread_create(&s->th, NULL, ps_main, s) != 0) {
+		ps_free(s);
+		return omr_api_reply_error(r, 500, "failed", "cannot follow the command");
+	}
+	s->started = 1;
+	ps_event(s, json_pack("{s:{s:i}}", "start", "pid", pid));
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, CHUNK * 4, ps_read, s, ps_done);
+	if (!resp) {
+		ps_done(s);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/connect+json");
+	return omr_api_reply_response(r, 200, resp);
+}
+
+/* process.envs: {K: V} as "K=V" strings (NULL-terminated), or NULL. */
+static int envs_of(json_t *o, char ***out)
+{
+	char **env = omr_xcalloc(json_object_size(o) + 1, sizeof(*env));
+	const char *k;
+	json_t *v;
+	size_t i = 0;
+
+	json_object_foreach(o, k, v) {
+		if (!json_is_string(v) || !*k || strchr(k, '=')) {
+			omr_argv_free(env);
+			return -1;
+		}
+		env[i++] = omr_strdup_printf("%s=%s", k, json_string_value(v));
+	}
+	*out = env;
+	return 0;
+}
+
+/* E2B's SDKs run every command as /bin/bash -l -c CMD; a template with
+ * no bash (tiny is busybox) runs it with /bin/sh, which takes the same
+ * flags. */
+static const char *shell_of(struct omr_api_req *r, const char *id, const char *cmd)
+{
+	json_t *st = NULL;
+	struct omr_err *err = NULL;
+
+	if (strcmp(cmd, "/bin/bash"))
+		return cmd;
+	if (omr_files_stat(r->api->c, id, "/bin/bash", &st, &err) == 0) {
+		json_decref(st);
+		return cmd;
+	}
+	omr_err_free(&err);
+	return "/bin/sh";
+}
+
+enum MHD_Result omr_envd_start(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r), *cmd, *cwd;
+	json_t *proc = json_object_get(r->json, "process"), *args, *v;
+	_cleanup_free_ char *user = NULL;
+	char **argv = NULL, **env = NULL;
+	struct omr_exec_opts o = { 0 };
+	struct omr_exec_result res = { 0 };
+	struct omr_err *err = NULL;
+	size_t i, n;
+	int rc;
+
+	if (!id)
+		return MHD_YES;
+	if (json_object_get(r->json, "pty"))
+		return omr_api_reply_error(r, 501, "unsupported", "terminals (pty) are not supported "
+					   "through the E2B endpoint: use sbx-exec -t");
+	if (json_is_true(json_object_get(r->json, "stdin")))
+		return omr_api_reply_error(r, 501, "unsupported", "stdin for a command is not "
+					   "supported through the E2B endpoint (doc/e2b.md)");
+	if (!json_is_object(proc) || !(cmd = json_string_value(json_object_get(proc, "cmd"))) ||
+	    !*cmd)
+		return omr_api_reply_error(r, 400, "bad_request", "process.cmd is missing");
+	args = json_object_get(proc, "args");
+	if (args && !json_is_array(args))
+		return omr_api_reply_error(r, 400, "bad_request", "process.args must be an array");
+	if ((v = json_object_get(proc, "envs")) && !json_is_null(v) &&
+	    (!json_is_object(v) || envs_of(v, &env) < 0))
+		return omr_api_reply_error(r, 400, "bad_request", "process.envs must map names to "
+					   "strings");
+	n = json_array_size(args);
+	argv = omr_xcalloc(n + 2, sizeof(*argv));
+	argv[0] = omr_xstrdup(shell_of(r, id, cmd));
+	json_array_foreach(args, i, v) {
+		if (!json_is_string(v)) {
+			omr_argv_free(argv);
+			omr_argv_free(env);
+			return omr_api_reply_error(r, 400, "bad_request", "process.args holds strings");
+		}
+		argv[i + 1] = omr_xstrdup(json_string_value(v));
+	}
+	cwd = json_string_value(json_object_get(proc, "cwd"));
+	user = basic_user(r);
+	o.argv = argv;
+	o.env = env;
+	o.cwd = cwd && *cwd ? cwd : NULL;
+	o.user = user;
+	o.background = 1;
+	o.in_fd = o.out_fd = o.err_fd = o.sig_fd = o.tty_fd = -1;
+	rc = omr_exec_validate(&o, &err);
+	if (rc == 0)
+		rc = omr_exec_run(r->api->c, id, &o, &res, &err);
+	omr_argv_free(argv);
+	omr_argv_free(env);
+	if (rc < 0)
+		return omr_api_reply_err(r, &err);
+	omr_api_audit(r, "exec", id, "e2b");
+	return ps_reply(r, id, res.pid);
+}
+
+/* process.pid of a selector, or < 0 with a reply queued. */
+static int selector_pid(struct omr_api_req *r)
+{
+	json_t *sel = json_object_get(r->json, "process"), *pid = json_object_get(sel, "pid");
+
+	if (json_is_integer(pid) && json_integer_value(pid) > 0 &&
+	    json_integer_value(pid) <= INT32_MAX)
+		return (int)json_integer_value(pid);
+	if (json_object_get(sel, "tag"))
+		omr_api_reply_error(r, 404, "not_found", "no command has that tag: OmniRun's "
+				    "commands have pids only");
+	else
+		omr_api_reply_error(r, 400, "bad_request", "process.pid is missing");
+	return -1;
+}
+
+/* The command pid of sandbox id as ps shows it (new ref), or NULL. */
+static json_t *ps_entry(struct omr_api_req *r, const char *id, int pid, struct omr_err **err)
+{
+	json_t *procs = NULL, *p, *found = NULL;
+	size_t i;
+
+	if (omr_exec_ps(r->api->c, id, &procs, err) < 0)
+		return NULL;
+	json_array_foreach(procs, i, p)
+		if (json_integer_value(json_object_get(p, "pid")) == pid)
+			found = json_incref(p);
+	json_decref(procs);
+	if (!found)
+		omr_err_setx(err, OMR_E_NOT_FOUND, ESRCH, "no command with pid %d", pid);
+	return found;
+}
+
+enum MHD_Result omr_envd_connect(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r);
+	struct omr_err *err = NULL;
+	json_t *p;
+	int pid;
+
+	if (!id || (pid = selector_pid(r)) < 0)
+		return MHD_YES;
+	if (!(p = ps_entry(r, id, pid, &err)))
+		return omr_api_reply_err(r, &err);
+	json_decref(p);
+	return ps_reply(r, id, pid);
+}
+
+enum MHD_Result omr_envd_list(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r);
+	struct omr_err *err = NULL;
+	json_t *procs = NULL, *out, *p;
+	size_t i;
+
+	if (!id)
+		return MHD_YES;
+	if (omr_exec_ps(r->api->c, id, &procs, &err) < 0)
+		return omr_api_reply_err(r, &err);
+	out = json_array();
+	json_array_foreach(procs, i, p) {
+		json_t *argv = json_object_get(p, "argv"), *cfg;
+		const char *cmd = json_string_value(json_object_get(p, "cmd"));
+
+		if (!json_is_true(json_object_get(p, "running")))
+			continue;
+		if (json_array_size(argv)) {
+			json_t *args = json_array();
+			for (size_t k = 1; k < json_array_size(argv); k++)
+				json_array_append(args, json_array_get(argv, k));
+			cfg = json_pack("{s:O, s:o, s:{}}", "cmd", json_array_get(argv, 0), "args",
+					args, "envs");
+		} else {
+			cfg = json_pack("{s:s, s:[s, s], s:{}}", "cmd", "/bin/sh", "args", "-c",
+					cmd ? cmd : "", "envs");
+		}
+		json_array_append_new(out, json_pack("{s:o, s:O}", "config", cfg, "pid",
+						     json_object_get(p, "pid")));
+	}
+	json_decref(procs);
+	return omr_api_reply_json(r, 200, json_pack("{s:o}", "processes", out));
+}
+
+enum MHD_Result omr_envd_signal(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r), *name;
+	json_t *sv = json_object_get(r->json, "signal");
+	struct omr_err *err = NULL;
+	int pid, sig = 0;
+
+	if (!id || (pid = selector_pid(r)) < 0)
+		return MHD_YES;
+	name = json_string_value(sv);
+	if ((name && !strcmp(name, "SIGNAL_SIGKILL")) || json_integer_value(sv) == SIGKILL)
+		sig = SIGKILL;
+	else if ((name && !strcmp(name, "SIGNAL_SIGTERM")) || json_integer_value(sv) == SIGTERM)
+		sig = SIGTERM;
+	else
+		return omr_api_reply_error(r, 400, "bad_request", "signal must be SIGNAL_SIGKILL or "
+					   "SIGNAL_SIGTERM");
+	if (omr_exec_kill(r->api->c, id, pid, sig, &err) < 0) {
+		/* One that has exited is no more found than one that never
+		 * was, for E2B (kill() then answers false). */
+		if (omr_err_kind(err) == OMR_E_STATE) {
+			omr_err_free(&err);
+			return omr_api_reply_error(r, 404, "not_found", "command %d has exited", pid);
+		}
+		return omr_api_reply_err(r, &err);
+	}
+	omr_api_audit(r, "signal", id, sig == SIGKILL ? "SIGKILL" : "SIGTERM");
+	return omr_api_reply_json(r, 200, json_object());
+}
+
+/* OmniRun gives stdin to a command only while its starter streams it;
+ * E2B's commands are background ones here, with /dev/null as stdin. */
+enum MHD_Result omr_envd_no_stdin(struct omr_api_req *r)
+{
+	return omr_api_reply_error(r, 501, "unsupported", "stdin for a command is not supported "
+				   "through the E2B endpoint (doc/e2b.md)");
+}
+
+/* ---- filesystem ---- */
+
+/* A path of a filesystem call: absolute (E2B's relative paths are the
+ * guest user's home's, which the shim does not know). */
+static const char *fs_path(struct omr_api_req *r, const char *key)
+{
+	const char *p = json_string_value(json_object_get(r->json, key));
+	struct omr_err *err = NULL;
+
+	if (!p || !*p) {
+		omr_api_reply_error(r, 400, "bad_request", "%s is missing", key);
+		return NULL;
+	}
+	if (p[0] != '/') {
+		omr_api_reply_error(r, 400, "bad_request", "%s must be absolute", key);
+		return NULL;
+	}
+	if (omr_files_path_check(p, &err) < 0) {
+		omr_api_reply_err(r, &err);
+		return NULL;
+	}
+	return p;
+}
+
+static void perm_string(const char *type, unsigned mode, char out[11])
+{
+	static const char rwx[] = "rwxrwxrwx";
+
+	out[0] = !strcmp(type, "dir") ? 'd' : !strcmp(type, "symlink") ? 'l' :
+		 !strcmp(type, "file") ? '-' : '?';
+	for (int i = 0; i < 9; i++)
+		out[i + 1] = mode & (1u << (8 - i)) ? rwx[i] : '-';
+	out[10] = 0;
+}
+
+/* An OmniRun stat or list entry as envd's EntryInfo; path is the
+ * entry's own. */
+static json_t *entry_info(json_t *e, const char *path)
+{
+	const char *type = json_string_value(json_object_get(e, "type"));
+	unsigned mode = (unsigned)json_integer_value(json_object_get(e, "mode")) & 07777;
+	char size[24], perms[11], mtime[32], owner[16], group[16];
+	const char *slash = strrchr(path, '/');
+	json_t *o;
+
+	type = type ? type : "other";
+	snprintf(size, sizeof(size), "%lld", (long long)json_integer_value(json_object_get(e, "size")));
+	perm_string(type, mode, perms);
+	omr_format_time((int64_t)json_integer_value(json_object_get(e, "mtime")), mtime);
+	o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s}", "name",
+		      slash && slash[1] ? slash + 1 : path, "type",
+		      !strcmp(type, "file") ? "FILE_TYPE_FILE" : !strcmp(type, "dir") ?
+		      "FILE_TYPE_DIRECTORY" : !strcmp(type, "symlink") ? "FILE_TYPE_SYMLINK" :
+		      "FILE_TYPE_UNSPECIFIED", "path", path, "size", size, "mode", (int)mode,
+		      "permissions", perms, "modifiedTime", mtime);
+	if (json_object_get(e, "uid")) {
+		snprintf(owner, sizeof(owner), "%lld", (long long)json_integer_value(json_object_get(e, "uid")));
+		snprintf(group, sizeof(group), "%lld", (long long)json_integer_value(json_object_get(e, "gid")));
+		json_object_set_new(o, "owner", json_string(!strcmp(owner, "0") ? "root" : owner));
+		json_object_set_new(o, "group", json_string(!strcmp(group, "0") ? "root" : group));
+	}
+	if (json_is_string(json_object_get(e, "target")))
+		json_object_set(o, "symlinkTarget", json_object_get(e, "target"));
+	return o;
+}
+
+/* {"entry": EntryInfo} of path (new ref), or NULL with *err. */
+static json_t *stat_entry(struct omr_api_req *r, const char *id, const char *path,
+			  struct omr_err **err)
+{
+	json_t *st = NULL, *o;
+
+	if (omr_files_stat(r->api->c, id, path, &st, err) < 0)
+		return NULL;
+	o = json_pack("{s:o}", "entry", entry_info(st, path));
+	json_decref(st);
+	return o;
+}
+
+enum MHD_Result omr_envd_stat(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r), *path;
+	struct omr_err *err = NULL;
+	json_t *o;
+
+	if (!id || !(path = fs_path(r, "path")))
+		return MHD_YES;
+	if (!(o = stat_entry(r, id, path, &err)))
+		return omr_api_reply_err(r, &err);
+	return omr_api_reply_json(r, 200, o);
+}
+
+static char *join_path(const char *dir, const char *name)
+{
+	return omr_strdup_printf("%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", name);
+}
+
+/* Appends the entries of dir, and of its directories down to depth
+ * levels, to out.  Returns 0 or < 0. */
+static int list_into(struct omr_api_req *r, const char *id, const char *dir, unsigned depth,
+		     json_t *out, struct omr_err **err)
+{
+	json_t *l = NULL, *e;
+	size_t i;
+
+	if (omr_files_list(r->api->c, id, dir, &l, err) < 0)
+		return -1;
+	json_array_foreach(l, i, e) {
+		const char *name = json_string_value(json_object_get(e, "name"));
+		_cleanup_free_ char *p = NULL;
+
+		if (!name || json_array_size(out) >= LIST_ENTRIES_MAX)
+			continue;
+		p = join_path(dir, name);
+		json_array_append_new(out, entry_info(e, p));
+		if (depth > 1 && !strcmp(json_string_value(json_object_get(e, "type")) ?: "", "dir") &&
+		    list_into(r, id, p, depth - 1, out, err) < 0) {
+			json_decref(l);
+			return -1;
+		}
+	}
+	json_decref(l);
+	return 0;
+}
+
+enum MHD_Result omr_envd_listdir(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r), *path;
+	json_t *dv = json_object_get(r->json, "depth"), *out;
+	struct omr_err *err = NULL;
+	json_int_t depth = json_integer_value(dv);
+
+	if (!id || !(path = fs_path(r, "path")))
+		return MHD_YES;
+	if (depth < 1)
+		depth = 1;
+	if (depth > LIST_DEPTH_MAX)
+		return omr_api_reply_error(r, 400, "bad_request", "depth is at most %d", LIST_DEPTH_MAX);
+	out = json_array();
+	if (list_into(r, id, path, (unsigned)depth, out, &err) < 0) {
+		json_decref(out);
+		return omr_api_reply_err(r, &err);
+	}
+	return omr_api_reply_json(r, 200, json_pack("{s:o}", "entries", out));
+}
+
+enum MHD_Result omr_envd_mkdir(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r), *path;
+	struct omr_err *err = NULL;
+	json_t *o;
+
+	if (!id || !(path = fs_path(r, "path")))
+		return MHD_YES;
+	/* envd tells an existing directory apart (makeDir() answers false). */
+	if ((o = stat_entry(r, id, path, &err))) {
+		json_decref(o);
+		return omr_api_reply_error(r, 409, "already_exists", "'%s' exists", path);
+	}
+	omr_err_free(&err);
+	if (omr_files_mkdir(r->api->c, id, path, 1, &err) < 0 ||
+	    !(o = stat_entry(r, id, path, &err)))
+		return omr_api_reply_err(r, &err);
+	omr_api_audit(r, "file_mkdir", id, NULL);
+	return omr_api_reply_json(r, 200, o);
+}
+
+enum MHD_Result omr_envd_move(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r), *from, *to;
+	struct omr_err *err = NULL;
+	json_t *o;
+
+	if (!id || !(from = fs_path(r, "source")) || !(to = fs_path(r, "destination")))
+		return MHD_YES;
+	if (omr_files_rename(r->api->c, id, from, to, &err) < 0 ||
+	    !(o = stat_entry(r, id, to, &err)))
+		return omr_api_reply_err(r, &err);
+	omr_api_audit(r, "file_rename", id, NULL);
+	return omr_api_reply_json(r, 200, o);
+}
+
+enum MHD_Result omr_envd_remove(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r), *path;
+	struct omr_err *err = NULL;
+
+	if (!id || !(path = fs_path(r, "path")))
+		return MHD_YES;
+	if (omr_files_remove(r->api->c, id, path, 1, &err) < 0)
+		return omr_api_reply_err(r, &err);
+	omr_api_audit(r, "file_remove", id, NULL);
+	return omr_api_reply_json(r, 200, json_object());
+}
+
+/* ---- GET and POST /files ---- */
+
+enum MHD_Result omr_envd_files_get(struct omr_api_req *r)
+{
+	if (!omr_api_e2b_sandbox(r))
+		return MHD_YES;
+	return omr_api_files_get(r);
+}
+
+/* An upload: one raw body (application/octet-stream), or the "file"
+ * parts of a multipart form, each streamed to a transfer of its own. */
+struct upload {
+	char id[OMR_ID_MAX];
+	char *qpath;                    /* the path query argument, or NULL */
+	struct MHD_PostProcessor *pp;
+	struct omr_api_put *parts[PARTS_MAX];
+	uint64_t sent[PARTS_MAX];
+	size_t nparts;
+	struct omr_api_req *r;
+	char *error;                    /* a bad part: said at the end */
+};
+
+static void upload_free(struct omr_api_req *r)
+{
+	struct upload *u = r->ctx;
+
+	if (!u)
+		return;
+	if (u->pp)
+		MHD_destroy_post_processor(u->pp);
+	for (size_t i = 0; i < u->nparts; i++) {
+		if (r->sink_fd == omr_api_put_fd(u->parts[i]))
+			r->sink_fd = -1; /* the part's, closed by it */
+		omr_api_put_free(u->parts[i]);
+	}
+	free(u->qpath);
+	free(u->error);
+	free(u);
+	r->ctx = NULL;
+}
+
+/* A path the client named for a part (its file name), checked as the
+ * query argument is. */
+static int part_path_ok(const char *p)
+{
+	struct omr_err *err = NULL;
+
+	if (!p || p[0] != '/' || strstr(p, "/../") || !strcmp(p + strlen(p) - (strlen(p) > 2 ? 3 : 0), "/..") ||
+	    omr_files_path_check(p, &err) < 0) {
+		omr_err_free(&err);
+		return 0;
+	}
+	return 1;
+}
+
+static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *key,
+			       const char *filename, const char *content_type,
+			       const char *transfer_encoding, const char *data, uint64_t off,
+			       size_t size)
+{
+	struct upload *u = cls;
+	struct omr_api_put *p;
+
+	(void)kind;
+	(void)content_type;
+	(void)transfer_encoding;
+	if (u->error || !key || strcmp(key, "file"))
+		return MHD_YES;
+	if (off == 0) {
+		const char *path = u->qpath ? u->qpath : filename;
+
+		if (u->nparts == PARTS_MAX) {
+			u->error = omr_strdup_printf("at most %d files at once", PARTS_MAX);
+			return MHD_YES;
+		}
+		if (!part_path_ok(path)) {
+			u->error = omr_xstrdup("each file needs an absolute path (the path query "
+					       "argument or the part's file name)");
+			return MHD_YES;
+		}
+		/* Errors of the start are queued on r: there is one. */
+		if (!(p = omr_api_put_start(u->r, u->id, path, -1)))
+			return MHD_NO;
+		u->parts[u->nparts++] = p;
+	}
+	if (!u->nparts)
+		return MHD_YES;
+	if (size && omr_write_all(omr_api_put_fd(u->parts[u->nparts - 1]), data, size) < 0)
+		return MHD_NO;
+	u->sent[u->nparts - 1] += size;
+	return MHD_YES;
+}
+
+static int upload_chunk(struct omr_api_req *r, const char *data, size_t n)
+{
+	struct upload *u = r->ctx;
+
+	return MHD_post_process(u->pp, data, n) == MHD_YES ? 0 : -1;
+}
+
+enum MHD_Result omr_envd_files_put_begin(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r), *path;
+	const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+						     MHD_HTTP_HEADER_CONTENT_TYPE);
+	const char *ce = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+						     MHD_HTTP_HEADER_CONTENT_ENCODING);
+	struct upload *u;
+
+	if (!id)
+		return MHD_YES;
+	if (ce && strcasecmp(ce, "identity"))
+		return omr_api_reply_error(r, 501, "unsupported", "compressed uploads are not "
+					   "supported");
+	u = omr_xcalloc(1, sizeof(*u));
+	omr_strlcpy(u->id, id, sizeof(u->id));
+	u->r = r;
+	r->ctx = u;
+	r->ctx_free = upload_free;
+	if (ct && !strncasecmp(ct, "multipart/form-data", 19)) {
+		if ((path = omr_api_query(r, "path", NULL)) && !(path = omr_api_req_path(r)))
+			return MHD_YES;
+		u->qpath = path ? omr_xstrdup(path) : NULL;
+		u->pp = MHD_create_post_processor(r->conn, 65536, on_part, u);
+		if (!u->pp)
+			return omr_api_reply_error(r, 400, "bad_request", "a multipart body without "
+						   "a boundary");
+		r->on_chunk = upload_chunk;
+		return MHD_YES;
+	}
+	if (!(path = omr_api_req_path(r)))
+		return MHD_YES;
+	if (!(u->parts[0] = omr_api_put_start(r, id, path, -1)))
+		return MHD_YES;
+	u->nparts = 1;
+	r->sink_fd = omr_api_put_fd(u->parts[0]);
+	return MHD_YES;
+}
+
+enum MHD_Result omr_envd_files_put_end(struct omr_api_req *r)
+{
+	struct upload *u = r->ctx;
+	json_t *out;
+
+	if (!u->pp)
+		u->sent[0] = r->sink_bytes;
+	for (size_t i = 0; i < u->nparts; i++)
+		if (omr_api_put_finish(r, u->parts[i], u->sent[i]) < 0)
+			return MHD_YES;
+	if (u->error)
+		return omr_api_reply_error(r, 400, "bad_request", "%s", u->error);
+	if (r->sink_failed)
+		return omr_api_reply_error(r, 500, "failed", "the upload was cut short");
+	if (!u->nparts)
+		return omr_api_reply_error(r, 400, "bad_request", "no file in the upload");
+	out = json_array();
+	for (size_t i = 0; i < u->nparts; i++) {
+		const char *p = omr_api_put_path(u->parts[i]), *slash = strrchr(p, '/');
+		json_array_append_new(out, json_pack("{s:s, s:s, s:s}", "name", slash ? slash + 1 : p,
+						     "type", "file", "path", p));
+	}
+	return omr_api_reply_json(r, 200, out);
+}
+
+void omr_envd_files_put_abort(struct omr_api_req *r)
+{
+	struct upload *u = r->ctx;
+
+	if (!u)
+		return;
+	for (size_t i = 0; i < u->nparts; i++)
+		omr_api_put_abort(u->parts[i]);
+	r->sink_fd = -1;
+}

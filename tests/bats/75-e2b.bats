@@ -1,0 +1,170 @@
+#!/usr/bin/env bats
+# Issue 14: sbx-shim's E2B-compatible endpoint (doc/e2b.md), driven by the
+# real E2B SDK from the npm registry (pinned: tests/e2b/package-lock.json)
+# and by curl, against tiny sandboxes, on loopback.  E2B's "base" template
+# maps to tiny here ([e2b] templates).
+load helpers
+load api
+
+bats_require_minimum_version 1.5.0
+
+setup_file() {
+	omr_setup_file
+	local conf=$BATS_FILE_TMPDIR/omnirun.conf
+	{ cat "$OMNIRUN_CONF" 2>/dev/null
+	  printf '[api]\nconnection_timeout = 5\nmax_body_kb = 64\nrate = 200\nrate_burst = 400\n'
+	  printf '[e2b]\ntemplates = base=tiny\n'
+	} >"$conf"
+	export OMNIRUN_CONF=$conf OMNIRUN_DEBUG=1 SHIM_LOG=$BATS_FILE_TMPDIR/shim.log
+	E2B_MODULE=$("$OMNIRUN_SRC/tests/e2b/install") || return 1
+	export E2B_MODULE
+	sbx-shim -l 127.0.0.1:0 -p "$BATS_FILE_TMPDIR/port" --e2b-listen 127.0.0.1:0 \
+		--e2b-port-file "$BATS_FILE_TMPDIR/e2b-port" 2>>"$SHIM_LOG" &
+	echo $! >"$BATS_FILE_TMPDIR/shim.pid"
+	disown
+	for _ in $(seq 100); do
+		[ -s "$BATS_FILE_TMPDIR/port" ] && break
+		sleep 0.05
+	done
+	export URL=http://127.0.0.1:$(cat "$BATS_FILE_TMPDIR/e2b-port")
+	export E2B_API_URL=$URL E2B_SANDBOX_URL=$URL
+	export ALICE_EMAIL=alice-$RANDOM$RANDOM@e2b.test
+	export ALICE=$(sbx-user token "$ALICE_EMAIL") BOB=$(sbx-user token "bob-$RANDOM$RANDOM@e2b.test")
+	export E2B_API_KEY=$ALICE RUN_TAG=run$RANDOM$RANDOM
+	# The SDK's own sandboxes are killed by it; these are for curl.
+	call_e2b "$ALICE" POST /sandboxes -d '{"templateID": "base", "timeout": 900}'
+	[ "$STATUS" = 201 ] || { echo "create: $STATUS $BODY" >&2; return 1; }
+	export ID=$(jq -r .sandboxID <<<"$BODY")
+	echo "$ID" >>"$OMR_TRACK"
+}
+
+teardown_file() {
+	kill "$(cat "$BATS_FILE_TMPDIR/shim.pid")" 2>/dev/null
+	omr_teardown_file
+}
+setup() { omr_setup; }
+teardown() { omr_teardown; }
+
+# call_e2b KEY METHOD PATH [curl args...]: as call, with the key in X-API-KEY.
+call_e2b() {
+	local key=$1
+	shift
+	call "" "$@" ${key:+-H "X-API-KEY: $key"} -H 'Content-Type: application/json'
+}
+
+sdk() {
+	run --separate-stderr timeout 240 node "$OMNIRUN_SRC/tests/e2b/sdk.mjs" "$@"
+	echo "$output"
+	[ -z "$stderr" ] || echo "stderr: $stderr"
+	[ "$status" -eq 0 ] || fail "sdk.mjs $* failed (status $status)"
+	! grep -q '^FAIL' <<<"$output" || fail "sdk.mjs $*: $(grep '^FAIL' <<<"$output")"
+}
+
+@test "SDK: create, getInfo, list with X-Next-Token and metadata, connect, kill" {
+	sdk lifecycle
+	# The same accounts, history and audit as OmniRun's API.
+	sbx-user audit "$ALICE_EMAIL" --json | jq -e '[.[].action] | index("create") and index("destroy")' >/dev/null ||
+		fail "no create/destroy in the audit log"
+}
+
+@test "SDK: commands.run streams output and exit codes; background, list, connect by pid, kill" {
+	sdk commands
+}
+
+@test "SDK: files write (multipart, several at once), read, list, makeDir, rename, getInfo, remove" {
+	sdk files
+}
+
+@test "SDK: bad key, unknown id, setTimeout (501) and the sandbox limit (429) as the SDK reports them" {
+	local email=lim-$RANDOM$RANDOM@e2b.test
+	LIMITED_KEY=$(sbx-user token "$email")
+	sbx-user limit "$email" 1
+	LIMITED_KEY=$LIMITED_KEY sdk errors
+}
+
+@test "curl: an unknown route is 501 with a JSON error; an unknown envd method a Connect error" {
+	call_e2b "$ALICE" GET /templates
+	assert_eq "$STATUS" 501
+	assert_eq "$(jq -r .code <<<"$BODY")" 501
+	assert_contains "$(jq -r .message <<<"$BODY")" "not supported"
+	call_e2b "$ALICE" POST /process.Process/StreamInput -d '{}'
+	assert_eq "$STATUS" 501
+	assert_eq "$(jq -r .code <<<"$BODY")" unimplemented
+	# The OmniRun listener does not serve E2B's routes, nor this one OmniRun's.
+	call_e2b "$ALICE" POST "/sandboxes/$ID/commands" -d '{"cmd": "true"}'
+	assert_eq "$STATUS" 501
+}
+
+@test "curl: no key or a bad one is 401; another user's sandbox is 404, on REST and envd routes" {
+	call_e2b "" GET /v2/sandboxes
+	assert_eq "$STATUS" 401
+	assert_eq "$(jq -r .code <<<"$BODY")" 401
+	call_e2b omr_bad GET "/sandboxes/$ID"
+	assert_eq "$STATUS" 401
+	call_e2b "$ALICE" GET "/sandboxes/$ID"
+	assert_eq "$STATUS" 200
+	assert_eq "$(jq -r .sandboxID <<<"$BODY")" "$ID"
+	call_e2b "$BOB" GET "/sandboxes/$ID"
+	assert_eq "$STATUS" 404
+	assert_eq "$(jq -r .code <<<"$BODY")" 404
+	call_e2b "$BOB" DELETE "/sandboxes/$ID"
+	assert_eq "$STATUS" 404
+	call "" POST /filesystem.Filesystem/Stat -H "X-Access-Token: $BOB" -H "E2b-Sandbox-Id: $ID" \
+		-H 'Content-Type: application/json' -d '{"path": "/"}'
+	assert_eq "$STATUS" 404
+	assert_eq "$(jq -r .code <<<"$BODY")" not_found
+	call "" GET "/files?path=/etc/passwd" -H "X-Access-Token: $BOB" -H "E2b-Sandbox-Id: $ID"
+	assert_eq "$STATUS" 404
+	# Alice's own token reaches it.
+	call "" POST /filesystem.Filesystem/Stat -H "X-Access-Token: $ALICE" -H "E2b-Sandbox-Id: $ID" \
+		-H 'Content-Type: application/json' -d '{"path": "/"}'
+	assert_eq "$STATUS" 200
+	assert_eq "$(jq -r .entry.type <<<"$BODY")" FILE_TYPE_DIRECTORY
+}
+
+@test "curl: a body over [api] max_body_kb is 413; bad input is 400" {
+	head -c 70000 /dev/zero | tr '\0' ' ' >"$BATS_TEST_TMPDIR/big"
+	call_e2b "$ALICE" POST /v2/sandboxes --data-binary @"$BATS_TEST_TMPDIR/big"
+	assert_eq "$STATUS" 413
+	assert_eq "$(jq -r .code <<<"$BODY")" 413
+	call_e2b "$ALICE" POST /v2/sandboxes -d '{"templateID": 5}'
+	assert_eq "$STATUS" 400
+	call_e2b "$ALICE" POST /v2/sandboxes -d '{"templateID": "base", "envVars": {"A": "1"}}'
+	assert_eq "$STATUS" 501
+	# A Connect stream whose body is no envelope.
+	call "" POST /process.Process/Start -H "X-Access-Token: $ALICE" -H "E2b-Sandbox-Id: $ID" \
+		-H 'Content-Type: application/connect+json' -d '{"process": {"cmd": "true"}}'
+	assert_eq "$STATUS" 200
+	assert_contains "$BODY" '"invalid_argument"'
+}
+
+@test "curl: Process/Start answers Connect envelopes: start, base64 data, end, end of stream" {
+	local msg='{"process":{"cmd":"/bin/sh","args":["-c","echo hi; exit 4"]}}'
+	python3 -c 'import sys, struct; m = sys.argv[1].encode(); sys.stdout.buffer.write(b"\0" + struct.pack(">I", len(m)) + m)' \
+		"$msg" >"$BATS_TEST_TMPDIR/req"
+	curl -sS -m 60 -o "$BATS_TEST_TMPDIR/resp" -H "X-Access-Token: $ALICE" -H "E2b-Sandbox-Id: $ID" \
+		-H 'Content-Type: application/connect+json' --data-binary @"$BATS_TEST_TMPDIR/req" \
+		"$URL/process.Process/Start"
+	# Split the envelopes: flag byte, 4-byte length, JSON.
+	python3 - "$BATS_TEST_TMPDIR/resp" >"$BATS_TEST_TMPDIR/msgs" <<'EOF'
+import sys, struct
+b = open(sys.argv[1], 'rb').read()
+while b:
+    flags, n = b[0], struct.unpack('>I', b[1:5])[0]
+    print(flags, b[5:5 + n].decode())
+    b = b[5 + n:]
+EOF
+	cat "$BATS_TEST_TMPDIR/msgs"
+	grep -v '"keepalive"' "$BATS_TEST_TMPDIR/msgs" >"$BATS_TEST_TMPDIR/m"
+	head -n1 "$BATS_TEST_TMPDIR/m" | grep -q '^0 {"event":{"start":{"pid":[0-9]*}}}$' || fail "no start first"
+	assert_eq "$(sed -n 2p "$BATS_TEST_TMPDIR/m")" "0 {\"event\":{\"data\":{\"stdout\":\"$(printf 'hi\n' | base64)\"}}}"
+	sed -n 3p "$BATS_TEST_TMPDIR/m" | grep -q '"end":{"exitCode":4,"exited":true,"status":"exit status 4"}' ||
+		fail "no end with exit code 4"
+	assert_eq "$(tail -n1 "$BATS_TEST_TMPDIR/m")" "2 {}"
+}
+
+@test "the E2B listener is off unless asked for" {
+	run sbx-shim -l 127.0.0.1:0 --e2b-port-file "$BATS_TEST_TMPDIR/x"
+	assert_eq "$status" 2
+	assert_contains "$output" "needs an E2B listener"
+}
