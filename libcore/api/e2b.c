@@ -195,6 +195,17 @@ static enum MHD_Result e2b_connect(struct omr_api_req *r)
 	return omr_api_reply_json(r, 200, e2b_created_json(r, &sb));
 }
 
+/* E2B's kill of a sandbox that has ended is a 404 (kill() then answers
+ * false); OmniRun's own DELETE takes it as done. */
+static enum MHD_Result e2b_delete(struct omr_api_req *r)
+{
+	struct omr_sandbox sb;
+
+	if (live_sandbox(r, &sb) < 0)
+		return MHD_YES;
+	return omr_api_sandbox_delete(r);
+}
+
 /* ---- list ---- */
 
 static int hexval(char c)
@@ -336,7 +347,7 @@ const struct omr_api_route omr_api_e2b_route_table[] = {
 	ROW("GET", "/sandboxes", e2b_list, OMR_BODY_NONE),
 	ROW("GET", "/v2/sandboxes", e2b_list_v2, OMR_BODY_NONE),
 	ROW("GET", "/sandboxes/:id", e2b_get, OMR_BODY_NONE),
-	ROW("DELETE", "/sandboxes/:id", omr_api_sandbox_delete, OMR_BODY_NONE),
+	ROW("DELETE", "/sandboxes/:id", e2b_delete, OMR_BODY_NONE),
 	ROW("POST", "/sandboxes/:id/timeout", e2b_timeout, OMR_BODY_JSON),
 	ROW("POST", "/sandboxes/:id/connect", e2b_connect, OMR_BODY_JSON),
 	ROW("POST", "/v2/sandboxes/:id/connect", e2b_connect, OMR_BODY_JSON),

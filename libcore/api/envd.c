@@ -117,6 +117,7 @@ struct pstream {
 	struct omr_err *e;
 	int eof_out, eof_err, ended;
 	int keepalive_ms;
+	int client_fd;                  /* to see the client go at once */
 	uint8_t *pend;
 	size_t pend_len, pend_off;
 };
@@ -199,7 +200,7 @@ static ssize_t ps_read(void *cls, uint64_t pos, char *out, size_t max)
 
 	(void)pos;
 	while (s->pend_off == s->pend_len) {
-		struct pollfd p[2];
+		struct pollfd p[3];
 
 		s->pend_off = s->pend_len = 0;
 		if (s->ended)
@@ -221,7 +222,13 @@ static ssize_t ps_read(void *cls, uint64_t pos, char *out, size_t max)
 		}
 		p[0] = (struct pollfd){ .fd = s->eof_out ? -1 : s->out[0], .events = POLLIN };
 		p[1] = (struct pollfd){ .fd = s->eof_err ? -1 : s->err[0], .events = POLLIN };
-		if (poll(p, 2, s->keepalive_ms) <= 0) {
+		p[2] = (struct pollfd){ .fd = s->client_fd, .events = POLLRDHUP };
+		int k = poll(p, 3, s->keepalive_ms);
+		/* A client that went (disconnect(), or its timeout) lets go
+		 * of the command now, not at the next keepalive. */
+		if (k > 0 && (p[2].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		if (k <= 0 || !(p[0].revents | p[1].revents)) {
 			/* Quiet: a keepalive keeps the client and MHD's idle
 			 * timeout from taking the stream for dead. */
 			ps_event(s, json_pack("{s:{}}", "keepalive"));
@@ -280,6 +287,7 @@ static enum MHD_Result ps_reply(struct omr_api_req *r, const char *id, int pid)
 	s->pid = pid;
 	for (int i = 0; i < 2; i++)
 		s->out[i] = s->err[i] = s->sig[i] = -1;
+	s->client_fd = omr_api_client_fd(r);
 	s->keepalive_ms = (int)r->api->c->api_conn_timeout_s * 500;
 	if (s->keepalive_ms > KEEPALIVE_MS)
 		s->keepalive_ms = KEEPALIVE_MS;

@@ -16,7 +16,8 @@ setup_file() {
 	  printf '[e2b]\ntemplates = base=tiny\n'
 	} >"$conf"
 	export OMNIRUN_CONF=$conf OMNIRUN_DEBUG=1 SHIM_LOG=$BATS_FILE_TMPDIR/shim.log
-	E2B_MODULE=$("$OMNIRUN_SRC/tests/e2b/install") || return 1
+	# make check-e2b-latest: the newest SDK instead of the pinned one.
+	E2B_MODULE=$("$OMNIRUN_SRC/tests/e2b/install" ${E2B_LATEST:+--latest}) || return 1
 	export E2B_MODULE
 	sbx-shim -l 127.0.0.1:0 -p "$BATS_FILE_TMPDIR/port" --e2b-listen 127.0.0.1:0 \
 		--e2b-port-file "$BATS_FILE_TMPDIR/e2b-port" 2>>"$SHIM_LOG" &
@@ -34,7 +35,7 @@ setup_file() {
 	# The SDK's own sandboxes are killed by it; these are for curl.
 	call_e2b "$ALICE" POST /sandboxes -d '{"templateID": "base", "timeout": 900}'
 	[ "$STATUS" = 201 ] || { echo "create: $STATUS $BODY" >&2; return 1; }
-	export ID=$(jq -r .sandboxID <<<"$BODY")
+	export ID=$(jq -r .sandboxID <<<"$BODY") SHARED_ID=$(jq -r .sandboxID <<<"$BODY")
 	echo "$ID" >>"$OMR_TRACK"
 }
 
