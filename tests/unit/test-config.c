@@ -223,6 +223,37 @@ int main(void)
 	ok(fails_with("jail.seccomp must be", NULL), "a bad seccomp mode rejected");
 	use_conf("[sandbox]\nprocesses=2000\nmax_processes=1000\n");
 	ok(fails_with("exceeds its maximum", NULL), "processes above their maximum rejected");
+	/* [e2b]: off by default, base -> playground; the map is read and
+	 * checked. */
+	use_conf("");
+	if (omr_config_load(&c, &err) == 0) {
+		char *t = omr_config_e2b_template(c, "base");
+		ok(!c->e2b_listen && t && !strcmp(t, "playground") &&
+		   !omr_config_e2b_template(c, "tiny"), "[e2b] is off, base is playground by default");
+		free(t);
+	} else {
+		ok(0, "[e2b] defaults: %s", err->msg);
+	}
+	omr_config_free(c);
+	c = NULL;
+	omr_err_free(&err);
+	use_conf("[e2b]\nlisten=127.0.0.1:3000\ntemplates=base=tiny,code-interpreter-v1=python\n");
+	if (omr_config_load(&c, &err) == 0) {
+		char *a = omr_config_e2b_template(c, "base"), *b = omr_config_e2b_template(c, "code-interpreter-v1");
+		ok(!strcmp(c->e2b_listen, "127.0.0.1:3000") && a && !strcmp(a, "tiny") && b &&
+		   !strcmp(b, "python") && !omr_config_e2b_template(c, "bas"), "[e2b] listen and templates read");
+		free(a);
+		free(b);
+	} else {
+		ok(0, "[e2b] read: %s", err->msg);
+	}
+	omr_config_free(c);
+	c = NULL;
+	omr_err_free(&err);
+	use_conf("[e2b]\ntemplates=base:tiny\n");
+	ok(fails_with("e2b.templates must be", NULL), "an [e2b] templates without NAME=TEMPLATE rejected");
+	use_conf("[e2b]\ntemplates=base=tiny,=x\n");
+	ok(fails_with("e2b.templates must be", NULL), "an [e2b] template without a name rejected");
 	use_conf("[sandbox]\ncpus=lots\n");
 	{
 		const char *path = getenv("OMNIRUN_CONF");
