@@ -223,16 +223,21 @@ int omr_db_open(const struct omr_config *c, const char *path, struct omr_db **ou
 	db = omr_xcalloc(1, sizeof(*db));
 	db->path = path ? omr_xstrdup(path) : omr_db_path(c);
 	pthread_mutex_init(&db->lock, NULL);
-	/* Made here so that it is 0600 from its first byte; SQLite gives the
-	 * -wal and -shm files the mode of the database. */
-	fd = open(db->path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
+	/* Made here when missing, so that it is 0600 from its first byte;
+	 * SQLite gives the -wal and -shm files the mode of the database.
+	 * An existing one is never opened here: closing any fd of the file
+	 * drops every POSIX lock this process holds on it, the WAL locks of
+	 * another connection of ours included (sbx-shim's two listeners),
+	 * and that connection then reads stale pages or corrupts the file. */
+	fd = open(db->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0 && errno != EEXIST) {
 		omr_err_set(err, OMR_E_FAIL, errno, "cannot open %s", db->path);
 		goto fail;
 	}
-	close(fd);
-	if (sqlite3_open_v2(db->path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
-			    NULL) != SQLITE_OK) {
+	if (fd >= 0)
+		close(fd);
+	if (sqlite3_open_v2(db->path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX |
+			    SQLITE_OPEN_NOFOLLOW, NULL) != SQLITE_OK) {
 		omr_err_setx(err, OMR_E_FAIL, EIO, "cannot open %s: %s", db->path,
 			     db->h ? sqlite3_errmsg(db->h) : "out of memory");
 		goto fail;

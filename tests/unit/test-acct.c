@@ -552,9 +552,64 @@ static void test_crash(void)
 	omr_db_close(db);
 }
 
-int main(void)
+/* Two connections in one process (sbx-shim's two listeners): opening
+ * the second must not take the first's locks away, and both see what
+ * another process writes after. */
+static void test_two_connections(void)
+{
+	struct omr_db *a = open_db(), *b;
+	struct omr_user u, got;
+	struct omr_err *err = NULL;
+	int64_t seen;
+	int okb = 1;
+
+	omr_user_ensure(a, "two@example.com", 0, OMR_LIMIT_DEFAULT, &u, NULL);
+	omr_token_check(a, "omr_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", &got, &seen, NULL);
+	b = open_db();
+	for (int round = 0; round < 5; round++) {
+		char buf[OMR_TOKEN_LEN + 2] = "";
+		/* A process of its own (exec'ed, not forked: a fork would
+		 * share this one's idea of its locks), as sbx-user is: its
+		 * close checkpoints and removes the WAL when it finds itself
+		 * the last connection. */
+		char *cmd = omr_strdup_printf("/proc/%d/exe --make-token %lld", (int)getpid(),
+					      (long long)u.id);
+		FILE *f = popen(cmd, "r");
+
+		free(cmd);
+		if (!f || !fgets(buf, sizeof(buf), f) || pclose(f) != 0)
+			bail_out("no token from the child");
+		buf[strcspn(buf, "\n")] = 0;
+		if (omr_token_check(a, buf, &got, &seen, &err) < 0 ||
+		    omr_token_check(b, buf, &got, &seen, &err) < 0) {
+			diag("round %d: %s", round, err ? err->msg : "?");
+			omr_err_free(&err);
+			okb = 0;
+		}
+	}
+	ok(okb, "two connections of one process both see tokens another process makes");
+	omr_db_close(b);
+	omr_db_close(a);
+}
+
+int main(int argc, char **argv)
 {
 	struct omr_err *err = NULL;
+
+	/* test_two_connections' other process: prints a new token of user
+	 * argv[2] (the environment is the parent's). */
+	if (argc == 3 && !strcmp(argv[1], "--make-token")) {
+		char *tok = NULL;
+		int64_t tid;
+		if (omr_config_load(&cfg, &err) < 0)
+			return 1;
+		struct omr_db *c = open_db();
+		if (omr_token_create(c, strtoll(argv[2], NULL, 10), "other", &tok, &tid, &err) < 0)
+			return 1;
+		printf("%s\n", tok);
+		omr_db_close(c);
+		return 0;
+	}
 
 	if (!mkdtemp(root))
 		bail_out("mkdtemp");
@@ -574,6 +629,7 @@ int main(void)
 	test_audit_and_rm();
 	test_login();
 	test_crash();
+	test_two_connections();
 	omr_config_free(cfg);
 	return done_testing();
 }
