@@ -574,7 +574,11 @@ static json_t *entry_info(json_t *e, const char *path)
 	type = type ? type : "other";
 	snprintf(size, sizeof(size), "%lld", (long long)json_integer_value(json_object_get(e, "size")));
 	perm_string(type, mode, perms);
+	/* A Timestamp must parse: the epoch stands for "none" (and for the
+	 * files of an initramfs, which carry it). */
 	omr_format_time((int64_t)json_integer_value(json_object_get(e, "mtime")), mtime);
+	if (!strcmp(mtime, "-"))
+		strcpy(mtime, "1970-01-01T00:00:00Z");
 	o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:s}", "name",
 		      slash && slash[1] ? slash + 1 : path, "type",
 		      !strcmp(type, "file") ? "FILE_TYPE_FILE" : !strcmp(type, "dir") ?
@@ -789,7 +793,11 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
 	(void)transfer_encoding;
 	if (u->error || !key || strcmp(key, "file"))
 		return MHD_YES;
-	if (off == 0) {
+	/* A part begins at offset 0; MHD may call more than once there
+	 * (its headers, then its first bytes). */
+	if (off == 0 && (!u->nparts || u->sent[u->nparts - 1] ||
+			 strcmp(omr_api_put_path(u->parts[u->nparts - 1]),
+				u->qpath ? u->qpath : filename ? filename : ""))) {
 		const char *path = u->qpath ? u->qpath : filename;
 
 		if (u->nparts == PARTS_MAX) {
