@@ -120,7 +120,79 @@ struct pstream {
 	int client_fd;                  /* to see the client go at once */
 	uint8_t *pend;
 	size_t pend_len, pend_off;
+	/* A command with stdin runs in the foreground on this stream
+	 * (fg_main): its options, its stdin's read end, the pid's pipe. */
+	int fg;
+	struct omr_exec_opts o;
+	char **argv, **env;
+	char *cwd, *user;
+	int in_r, pidp[2];
 };
+
+/* The stdin of each command started with stdin: true, by sandbox and
+ * pid, for SendInput and CloseStdin (OmniRun gives a command stdin only
+ * while the stream that started it is open). */
+struct stdin_ent {
+	struct stdin_ent *next;
+	char id[OMR_ID_MAX];
+	int pid;
+	int fd;                         /* the write end, -1 once closed */
+};
+static pthread_mutex_t stdins_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct stdin_ent *stdins;
+
+static void stdin_add(const char *id, int pid, int fd)
+{
+	struct stdin_ent *e = omr_xcalloc(1, sizeof(*e));
+
+	omr_strlcpy(e->id, id, sizeof(e->id));
+	e->pid = pid;
+	e->fd = fd;
+	pthread_mutex_lock(&stdins_lock);
+	e->next = stdins;
+	stdins = e;
+	pthread_mutex_unlock(&stdins_lock);
+}
+
+/* Unlinks (remove) or just closes the stdin of id's pid.  Returns 0, or
+ * -1 when there is none. */
+static int stdin_close(const char *id, int pid, int remove)
+{
+	struct stdin_ent **pp, *e = NULL;
+
+	pthread_mutex_lock(&stdins_lock);
+	for (pp = &stdins; *pp; pp = &(*pp)->next) {
+		if ((*pp)->pid == pid && !strcmp((*pp)->id, id)) {
+			e = *pp;
+			break;
+		}
+	}
+	if (e) {
+		if (e->fd >= 0)
+			close(e->fd);
+		e->fd = -1;
+		if (remove) {
+			*pp = e->next;
+			free(e);
+		}
+	}
+	pthread_mutex_unlock(&stdins_lock);
+	return e ? 0 : -1;
+}
+
+/* A copy of the stdin of id's pid (the write may block: not under the
+ * lock), or -1. */
+static int stdin_dup(const char *id, int pid)
+{
+	int fd = -1;
+
+	pthread_mutex_lock(&stdins_lock);
+	for (struct stdin_ent *e = stdins; e; e = e->next)
+		if (e->pid == pid && !strcmp(e->id, id) && e->fd >= 0)
+			fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 3);
+	pthread_mutex_unlock(&stdins_lock);
+	return fd;
+}
 
 static void close_fd(int *fd)
 {
@@ -143,7 +215,13 @@ static void ps_free(struct pstream *s)
 		close_fd(&s->out[i]);
 		close_fd(&s->err[i]);
 		close_fd(&s->sig[i]);
+		close_fd(&s->pidp[i]);
 	}
+	close_fd(&s->in_r);
+	omr_argv_free(s->argv);
+	omr_argv_free(s->env);
+	free(s->cwd);
+	free(s->user);
 	omr_err_free(&s->e);
 	free(s->pend);
 	free(s);
@@ -166,6 +244,25 @@ static void ps_push(struct pstream *s, uint8_t flags, json_t *msg)
 static void ps_event(struct pstream *s, json_t *ev)
 {
 	ps_push(s, 0, json_pack("{s:o}", "event", ev));
+}
+
+static void on_fg_pid(void *user, int pid)
+{
+	struct pstream *s = user;
+
+	(void)!write(s->pidp[1], &pid, sizeof(pid));
+}
+
+/* A command with stdin, in the foreground. */
+static void *fg_main(void *p)
+{
+	struct pstream *s = p;
+
+	s->rc = omr_exec_run(s->c, s->id, &s->o, &s->res, &s->e);
+	close_fd(&s->out[1]);
+	close_fd(&s->err[1]);
+	close_fd(&s->pidp[1]);
+	return NULL;
 }
 
 static void *ps_main(void *p)
@@ -263,8 +360,13 @@ static ssize_t ps_read(void *cls, uint64_t pos, char *out, size_t max)
 static void ps_done(void *cls)
 {
 	struct pstream *s = cls;
-	struct signalfd_siginfo si = { .ssi_signo = SIGCONT };
+	/* A foreground command (one with stdin) cannot outlive its stream
+	 * in OmniRun: it is killed, as a foreground command of the OmniRun
+	 * API whose client goes. */
+	struct signalfd_siginfo si = { .ssi_signo = s->fg ? SIGKILL : SIGCONT };
 
+	if (s->fg)
+		stdin_close(s->id, s->pid, 1);
 	if (!s->joined && !(s->eof_out && s->eof_err)) {
 		(void)!write(s->sig[1], &si, sizeof(si));
 		(void)!write(s->sig[1], &si, sizeof(si));
@@ -275,30 +377,33 @@ static void ps_done(void *cls)
 	ps_free(s);
 }
 
-/* Answers r with the events of command pid: start, its output from the
- * start of its buffer, its end. */
-static enum MHD_Result ps_reply(struct omr_api_req *r, const char *id, int pid)
+static struct pstream *ps_new(struct omr_api_req *r, const char *id)
 {
 	struct pstream *s = omr_xcalloc(1, sizeof(*s));
-	struct MHD_Response *resp;
 
 	s->c = r->api->c;
 	omr_strlcpy(s->id, id, sizeof(s->id));
-	s->pid = pid;
 	for (int i = 0; i < 2; i++)
-		s->out[i] = s->err[i] = s->sig[i] = -1;
+		s->out[i] = s->err[i] = s->sig[i] = s->pidp[i] = -1;
+	s->in_r = -1;
 	s->client_fd = omr_api_client_fd(r);
 	s->keepalive_ms = (int)r->api->c->api_conn_timeout_s * 500;
 	if (s->keepalive_ms > KEEPALIVE_MS)
 		s->keepalive_ms = KEEPALIVE_MS;
 	if (pipe2(s->out, O_CLOEXEC) < 0 || pipe2(s->err, O_CLOEXEC) < 0 ||
-	    pipe2(s->sig, O_CLOEXEC | O_NONBLOCK) < 0 ||
-	    pthread_create(&s->th, NULL, ps_main, s) != 0) {
+	    pipe2(s->sig, O_CLOEXEC | O_NONBLOCK) < 0) {
 		ps_free(s);
-		return omr_api_reply_error(r, 500, "failed", "cannot follow the command");
+		return NULL;
 	}
-	s->started = 1;
-	ps_event(s, json_pack("{s:{s:i}}", "start", "pid", pid));
+	return s;
+}
+
+/* The stream's response, its start event queued first. */
+static enum MHD_Result ps_respond(struct omr_api_req *r, struct pstream *s)
+{
+	struct MHD_Response *resp;
+
+	ps_event(s, json_pack("{s:{s:i}}", "start", "pid", s->pid));
 	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, CHUNK * 4, ps_read, s, ps_done);
 	if (!resp) {
 		ps_done(s);
@@ -306,6 +411,67 @@ static enum MHD_Result ps_reply(struct omr_api_req *r, const char *id, int pid)
 	}
 	MHD_add_response_header(resp, "Content-Type", "application/connect+json");
 	return omr_api_reply_response(r, 200, resp);
+}
+
+/* Answers r with the events of background command pid: start, its
+ * output from the start of its buffer, its end. */
+static enum MHD_Result ps_reply(struct omr_api_req *r, const char *id, int pid)
+{
+	struct pstream *s = ps_new(r, id);
+
+	if (!s)
+		return omr_api_reply_error(r, 500, "failed", "cannot follow the command");
+	s->pid = pid;
+	if (pthread_create(&s->th, NULL, ps_main, s) != 0) {
+		ps_free(s);
+		return omr_api_reply_error(r, 500, "failed", "cannot follow the command");
+	}
+	s->started = 1;
+	return ps_respond(r, s);
+}
+
+/* Runs s's command in the foreground with stdin from SendInput: the
+ * pid first (its stdin is then registered), then the stream. */
+static enum MHD_Result fg_reply(struct omr_api_req *r, struct pstream *s)
+{
+	int in[2], pid = 0;
+	ssize_t n;
+
+	if (pipe2(in, O_CLOEXEC) < 0) {
+		ps_free(s);
+		return omr_api_reply_error(r, 500, "failed", "cannot start the command");
+	}
+	s->in_r = in[0];
+	s->o.in_fd = in[0];
+	s->o.out_fd = s->out[1];
+	s->o.err_fd = s->err[1];
+	s->o.sig_fd = s->sig[0];
+	s->o.on_pid = on_fg_pid;
+	s->o.on_pid_user = s;
+	s->fg = 1;
+	if (pipe2(s->pidp, O_CLOEXEC) < 0 || pthread_create(&s->th, NULL, fg_main, s) != 0) {
+		close(in[1]);
+		ps_free(s);
+		return omr_api_reply_error(r, 500, "failed", "cannot start the command");
+	}
+	s->started = 1;
+	do
+		n = read(s->pidp[0], &pid, sizeof(pid));
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(pid)) {
+		/* It ended without starting: its error says why. */
+		close(in[1]);
+		close_fd(&s->out[0]);
+		close_fd(&s->err[0]);
+		ps_join(s);
+		enum MHD_Result rc = s->rc < 0 ? omr_api_reply_err(r, &s->e) :
+			omr_api_reply_error(r, 500, "failed", "the command gave no pid");
+		ps_free(s);
+		return rc;
+	}
+	s->pid = pid;
+	stdin_add(s->id, pid, in[1]);
+	return ps_respond(r, s);
 }
 
 /* process.envs: {K: V} as "K=V" strings (NULL-terminated), or NULL. */
@@ -362,9 +528,6 @@ enum MHD_Result omr_envd_start(struct omr_api_req *r)
 	if (json_object_get(r->json, "pty"))
 		return omr_api_reply_error(r, 501, "unsupported", "terminals (pty) are not supported "
 					   "through the E2B endpoint: use sbx-exec -t");
-	if (json_is_true(json_object_get(r->json, "stdin")))
-		return omr_api_reply_error(r, 501, "unsupported", "stdin for a command is not "
-					   "supported through the E2B endpoint (doc/e2b.md)");
 	if (!json_is_object(proc) || !(cmd = json_string_value(json_object_get(proc, "cmd"))) ||
 	    !*cmd)
 		return omr_api_reply_error(r, 400, "bad_request", "process.cmd is missing");
@@ -392,11 +555,33 @@ enum MHD_Result omr_envd_start(struct omr_api_req *r)
 	o.env = env;
 	o.cwd = cwd && *cwd ? cwd : NULL;
 	o.user = user;
-	o.background = 1;
 	o.in_fd = o.out_fd = o.err_fd = o.sig_fd = o.tty_fd = -1;
-	rc = omr_exec_validate(&o, &err);
-	if (rc == 0)
-		rc = omr_exec_run(r->api->c, id, &o, &res, &err);
+	if (omr_exec_validate(&o, &err) < 0) {
+		omr_argv_free(argv);
+		omr_argv_free(env);
+		return omr_api_reply_err(r, &err);
+	}
+	if (json_is_true(json_object_get(r->json, "stdin"))) {
+		struct pstream *s = ps_new(r, id);
+
+		if (!s) {
+			omr_argv_free(argv);
+			omr_argv_free(env);
+			return omr_api_reply_error(r, 500, "failed", "cannot start the command");
+		}
+		/* The stream's own copies: the command outlives this call. */
+		s->argv = argv;
+		s->env = env;
+		s->cwd = o.cwd ? omr_xstrdup(o.cwd) : NULL;
+		s->user = user ? omr_xstrdup(user) : NULL;
+		s->o = o;
+		s->o.cwd = s->cwd;
+		s->o.user = s->user;
+		omr_api_audit(r, "exec", id, "e2b stdin");
+		return fg_reply(r, s);
+	}
+	o.background = 1;
+	rc = omr_exec_run(r->api->c, id, &o, &res, &err);
 	omr_argv_free(argv);
 	omr_argv_free(env);
 	if (rc < 0)
@@ -518,12 +703,41 @@ enum MHD_Result omr_envd_signal(struct omr_api_req *r)
 	return omr_api_reply_json(r, 200, json_object());
 }
 
-/* OmniRun gives stdin to a command only while its starter streams it;
- * E2B's commands are background ones here, with /dev/null as stdin. */
-enum MHD_Result omr_envd_no_stdin(struct omr_api_req *r)
+enum MHD_Result omr_envd_send_input(struct omr_api_req *r)
 {
-	return omr_api_reply_error(r, 501, "unsupported", "stdin for a command is not supported "
-				   "through the E2B endpoint (doc/e2b.md)");
+	const char *id = omr_api_e2b_sandbox(r);
+	json_t *in = json_object_get(r->json, "input");
+	const char *b64 = json_string_value(json_object_get(in, "stdin"));
+	_cleanup_free_ char *data = NULL;
+	_cleanup_close_ int fd = -1;
+	size_t n = 0;
+	int pid;
+
+	if (!id || (pid = selector_pid(r)) < 0)
+		return MHD_YES;
+	if (json_object_get(in, "pty"))
+		return omr_api_reply_error(r, 501, "unsupported", "terminals (pty) are not supported "
+					   "through the E2B endpoint");
+	if (!b64 || omr_b64_decode(b64, &data, &n) < 0)
+		return omr_api_reply_error(r, 400, "bad_request", "input.stdin must be base64");
+	if ((fd = stdin_dup(id, pid)) < 0)
+		return omr_api_reply_error(r, 404, "not_found", "command %d takes no stdin (start it "
+					   "with stdin: true; its stream must be open)", pid);
+	if (omr_write_all(fd, data, n) < 0)
+		return omr_api_reply_error(r, 404, "not_found", "command %d takes no more stdin", pid);
+	return omr_api_reply_json(r, 200, json_object());
+}
+
+enum MHD_Result omr_envd_close_stdin(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r);
+	int pid;
+
+	if (!id || (pid = selector_pid(r)) < 0)
+		return MHD_YES;
+	if (stdin_close(id, pid, 0) < 0)
+		return omr_api_reply_error(r, 404, "not_found", "command %d takes no stdin", pid);
+	return omr_api_reply_json(r, 200, json_object());
 }
 
 /* ---- filesystem ---- */

@@ -101,13 +101,21 @@ static void result_from(json_t *end, struct omr_exec_result *r)
 	r->duration_ms = (uint64_t)json_integer_value(json_object_get(end, "duration_ms"));
 }
 
+struct started {
+	struct omr_exec_result *r;
+	const struct omr_exec_opts *o;
+};
+
 static int on_started(void *user, json_t *reply)
 {
-	struct omr_exec_result *r = user;
+	struct started *st = user;
 	json_t *pid = json_object_get(reply, "pid");
 
-	if (json_is_integer(pid))
-		r->pid = (int)json_integer_value(pid);
+	if (json_is_integer(pid)) {
+		st->r->pid = (int)json_integer_value(pid);
+		if (st->o->on_pid)
+			st->o->on_pid(st->o->on_pid_user, st->r->pid);
+	}
 	return 0;
 }
 
@@ -130,9 +138,11 @@ int omr_exec_run(const struct omr_config *c, const char *id, const struct omr_ex
 	s.out_fd[OMR_CH_STDERR] = o->err_fd;
 	s.sig_fd = o->sig_fd;
 	s.tty_fd = o->pty ? o->tty_fd : -1;
+	struct started st = { r, o };
+
 	memset(r, 0, sizeof(*r));
 	s.on_reply = on_started;
-	s.user = r;
+	s.user = &st;
 	req = exec_request(o);
 	rc = omr_stream_run(&s, req, err);
 	json_decref(req);

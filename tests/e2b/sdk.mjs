@@ -99,6 +99,14 @@ const scenarios = {
 		const k = await rejection(again.wait(), 'waiting for a killed command');
 		eq(k.exitCode, -1, 'a killed command ends with exit code -1');
 		eq(await sbx.commands.kill(h.pid), false, 'killing it again answers false');
+		const c = await sbx.commands.run('cat; echo done', { background: true, stdin: true });
+		await c.sendStdin('hello ');
+		await c.sendStdin('stdin\n');
+		await c.closeStdin();
+		eq((await c.wait()).stdout, 'hello stdin\ndone\n',
+			'sendStdin and closeStdin reach a command started with stdin');
+		const si = await rejection(sbx.commands.sendStdin(h.pid, 'x'), 'stdin to a command without');
+		eq(si.name, 'NotFoundError', 'stdin to a command started without it is not found');
 		const nf = await rejection(sbx.commands.connect(999999), 'connect to no command');
 		eq(nf.name, 'NotFoundError', 'connect to an unknown pid is not found');
 	},

@@ -22,6 +22,11 @@ struct omr_exec_opts {
 	int pty;                /* run on a pseudo-terminal */
 	int tty_fd;             /* local terminal for the window size, or -1 */
 	int background;         /* start and return at once with the pid */
+	/* Called (may be NULL) once the command has started, with its pid,
+	 * before any of its output: what a caller that streams stdin to it
+	 * names it by to others. */
+	void (*on_pid)(void *user, int pid);
+	void *on_pid_user;
 };
 
 struct omr_exec_result {
