@@ -368,7 +368,7 @@ const struct omr_api_route omr_api_e2b_route_table[] = {
 	ROW("POST", "/filesystem.Filesystem/MakeDir", omr_envd_mkdir, OMR_BODY_CONNECT),
 	ROW("POST", "/filesystem.Filesystem/Move", omr_envd_move, OMR_BODY_CONNECT),
 	ROW("POST", "/filesystem.Filesystem/Remove", omr_envd_remove, OMR_BODY_CONNECT),
-	ROW("POST", "/filesystem.Filesystem/WatchDir", NI, OMR_BODY_CONNECT_STREAM),
+	ROW("POST", "/filesystem.Filesystem/WatchDir", omr_envd_watch, OMR_BODY_CONNECT_STREAM),
 	ROW("POST", "/filesystem.Filesystem/CreateWatcher", NI, OMR_BODY_CONNECT),
 	ROW("POST", "/filesystem.Filesystem/GetWatcherEvents", NI, OMR_BODY_CONNECT),
 	ROW("POST", "/filesystem.Filesystem/RemoveWatcher", NI, OMR_BODY_CONNECT),

@@ -39,5 +39,6 @@ enum MHD_Result omr_envd_listdir(struct omr_api_req *r);
 enum MHD_Result omr_envd_mkdir(struct omr_api_req *r);
 enum MHD_Result omr_envd_move(struct omr_api_req *r);
 enum MHD_Result omr_envd_remove(struct omr_api_req *r);
+enum MHD_Result omr_envd_watch(struct omr_api_req *r);
 
 #endif

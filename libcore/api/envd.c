@@ -228,17 +228,22 @@ static void ps_free(struct pstream *s)
 }
 
 /* Queues one message (flags 0) or the end of the stream. */
-static void ps_push(struct pstream *s, uint8_t flags, json_t *msg)
+static void envelope_push(uint8_t **pend, size_t *len, uint8_t flags, json_t *msg)
 {
 	char *text = json_dumps(msg, JSON_COMPACT);
 	size_t n = strlen(text);
 
 	json_decref(msg);
-	s->pend = omr_xrealloc(s->pend, s->pend_len + 5 + n);
-	omr_connect_envelope(s->pend + s->pend_len, flags, n);
-	memcpy(s->pend + s->pend_len + 5, text, n);
-	s->pend_len += 5 + n;
+	*pend = omr_xrealloc(*pend, *len + 5 + n);
+	omr_connect_envelope(*pend + *len, flags, n);
+	memcpy(*pend + *len + 5, text, n);
+	*len += 5 + n;
 	free(text);
+}
+
+static void ps_push(struct pstream *s, uint8_t flags, json_t *msg)
+{
+	envelope_push(&s->pend, &s->pend_len, flags, msg);
 }
 
 static void ps_event(struct pstream *s, json_t *ev)
@@ -937,6 +942,212 @@ enum MHD_Result omr_envd_remove(struct omr_api_req *r)
 		return omr_api_reply_err(r, &err);
 	omr_api_audit(r, "file_remove", id, NULL);
 	return omr_api_reply_json(r, 200, json_object());
+}
+
+/* ---- WatchDir: a stream of inotify events ---- */
+
+struct wstream {
+	const struct omr_config *c;
+	char id[OMR_ID_MAX];
+	char *path;
+	int recursive;
+	int fd[2];                      /* events, one JSON text a line */
+	int sig[2];                     /* ends the watch */
+	pthread_t th;
+	int started, joined, rc;
+	struct omr_err *e;
+	int eof, ended, keepalive_ms, client_fd;
+	uint8_t *pend;
+	size_t pend_len, pend_off;
+	char line[16384];
+	size_t line_len;
+};
+
+/* An agent watch event as a WatchDirResponse (new ref), or NULL for one
+ * envd does not report.  Types as envd's (fsnotify's): a file moved in
+ * is a create, one moved out a rename. */
+static json_t *watch_msg(struct wstream *w, json_t *ev)
+{
+	static const struct { const char *ours, *theirs; } types[] = {
+		{ "create", "EVENT_TYPE_CREATE" }, { "rename_to", "EVENT_TYPE_CREATE" },
+		{ "modify", "EVENT_TYPE_WRITE" }, { "delete", "EVENT_TYPE_REMOVE" },
+		{ "delete_self", "EVENT_TYPE_REMOVE" }, { "rename_from", "EVENT_TYPE_RENAME" },
+		{ "move_self", "EVENT_TYPE_RENAME" }, { "attrib", "EVENT_TYPE_CHMOD" },
+	};
+	const char *name = json_string_value(json_object_get(ev, "event"));
+	const char *path = json_string_value(json_object_get(ev, "path")), *rel;
+	size_t pl = strlen(w->path);
+
+	if (name && !strcmp(name, "ready"))
+		return json_pack("{s:{}}", "start");
+	for (size_t i = 0; name && path && i < OMR_ARRAY_SIZE(types); i++) {
+		if (strcmp(name, types[i].ours))
+			continue;
+		rel = path;
+		if (!strncmp(path, w->path, pl) && (path[pl] == '/' || !path[pl]))
+			rel = path[pl] ? path + pl + 1 : path + pl;
+		else if (pl == 1 && path[0] == '/')
+			rel = path + 1;
+		return json_pack("{s:{s:s, s:s}}", "filesystem", "name", rel, "type", types[i].theirs);
+	}
+	return NULL;
+}
+
+static int wd_event(void *user, json_t *ev)
+{
+	struct wstream *w = user;
+	json_t *m = watch_msg(w, ev);
+	char *text;
+	int rc;
+
+	if (!m)
+		return 0;
+	text = json_dumps(m, JSON_COMPACT);
+	json_decref(m);
+	text = omr_xrealloc(text, strlen(text) + 2);
+	strcat(text, "\n");
+	/* The reader is gone: the watch ends. */
+	rc = omr_write_all(w->fd[1], text, strlen(text)) < 0 ? -1 : 0;
+	free(text);
+	return rc;
+}
+
+static void *wd_main(void *p)
+{
+	struct wstream *w = p;
+
+	w->rc = omr_files_watch(w->c, w->id, w->path, w->recursive, w->sig[0], wd_event, w, &w->e);
+	close_fd(&w->fd[1]);
+	return NULL;
+}
+
+static void wd_free(struct wstream *w)
+{
+	for (int i = 0; i < 2; i++) {
+		close_fd(&w->fd[i]);
+		close_fd(&w->sig[i]);
+	}
+	free(w->path);
+	omr_err_free(&w->e);
+	free(w->pend);
+	free(w);
+}
+
+static ssize_t wd_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+	struct wstream *w = cls;
+
+	(void)pos;
+	while (w->pend_off == w->pend_len) {
+		struct pollfd p[2];
+		ssize_t n;
+		char *nl;
+
+		w->pend_off = w->pend_len = 0;
+		if (w->ended)
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		if (w->eof) {
+			if (w->started && !w->joined) {
+				pthread_join(w->th, NULL);
+				w->joined = 1;
+			}
+			envelope_push(&w->pend, &w->pend_len, OMR_CONNECT_END_STREAM, w->rc < 0 ?
+				      json_pack("{s:{s:s, s:s}}", "error", "code",
+						omr_err_kind(w->e) == OMR_E_NOT_FOUND ? "not_found" :
+						"unavailable", "message", w->e->msg) : json_object());
+			w->ended = 1;
+			break;
+		}
+		p[0] = (struct pollfd){ .fd = w->fd[0], .events = POLLIN };
+		p[1] = (struct pollfd){ .fd = w->client_fd, .events = POLLRDHUP };
+		int k = poll(p, 2, w->keepalive_ms);
+		if (k > 0 && (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		if (k <= 0 || !p[0].revents) {
+			envelope_push(&w->pend, &w->pend_len, 0, json_pack("{s:{}}", "keepalive"));
+			break;
+		}
+		n = read(w->fd[0], w->line + w->line_len, sizeof(w->line) - 1 - w->line_len);
+		if (n <= 0) {
+			if (!(n < 0 && errno == EINTR))
+				w->eof = 1;
+			continue;
+		}
+		w->line_len += (size_t)n;
+		w->line[w->line_len] = 0;
+		while ((nl = strchr(w->line, '\n'))) {
+			json_t *m;
+
+			*nl = 0;
+			if ((m = json_loads(w->line, 0, NULL)))
+				envelope_push(&w->pend, &w->pend_len, 0, m);
+			w->line_len -= (size_t)(nl + 1 - w->line);
+			memmove(w->line, nl + 1, w->line_len + 1);
+		}
+		/* A line longer than the buffer (no path is) is dropped. */
+		if (w->line_len == sizeof(w->line) - 1)
+			w->line_len = 0;
+	}
+	size_t n = w->pend_len - w->pend_off < max ? w->pend_len - w->pend_off : max;
+	memcpy(out, w->pend + w->pend_off, n);
+	w->pend_off += n;
+	return (ssize_t)n;
+}
+
+/* The client is gone or the watch ended: a signal ends the agent's
+ * watch (a second one, unanswered, the stream at once). */
+static void wd_done(void *cls)
+{
+	struct wstream *w = cls;
+	struct signalfd_siginfo si = { .ssi_signo = SIGINT };
+
+	if (w->started && !w->joined) {
+		(void)!write(w->sig[1], &si, sizeof(si));
+		close_fd(&w->fd[0]);
+		pthread_join(w->th, NULL);
+		w->joined = 1;
+	}
+	wd_free(w);
+}
+
+enum MHD_Result omr_envd_watch(struct omr_api_req *r)
+{
+	const char *id = omr_api_e2b_sandbox(r), *path;
+	struct MHD_Response *resp;
+	struct wstream *w;
+
+	if (!id || !(path = fs_path(r, "path")))
+		return MHD_YES;
+	if (json_is_true(json_object_get(r->json, "includeEntry")))
+		return omr_api_reply_error(r, 501, "unsupported", "entries in watch events are not "
+					   "supported");
+	w = omr_xcalloc(1, sizeof(*w));
+	w->c = r->api->c;
+	omr_strlcpy(w->id, id, sizeof(w->id));
+	w->path = omr_xstrdup(path);
+	/* Events name paths below the watched one: no trailing slash. */
+	for (size_t n = strlen(w->path); n > 1 && w->path[n - 1] == '/'; n--)
+		w->path[n - 1] = 0;
+	w->recursive = json_is_true(json_object_get(r->json, "recursive"));
+	w->fd[0] = w->fd[1] = w->sig[0] = w->sig[1] = -1;
+	w->client_fd = omr_api_client_fd(r);
+	w->keepalive_ms = (int)r->api->c->api_conn_timeout_s * 500;
+	if (w->keepalive_ms > KEEPALIVE_MS)
+		w->keepalive_ms = KEEPALIVE_MS;
+	if (pipe2(w->fd, O_CLOEXEC) < 0 || pipe2(w->sig, O_CLOEXEC | O_NONBLOCK) < 0 ||
+	    pthread_create(&w->th, NULL, wd_main, w) != 0) {
+		wd_free(w);
+		return omr_api_reply_error(r, 500, "failed", "cannot start the watch");
+	}
+	w->started = 1;
+	omr_api_audit(r, "file_watch", id, NULL);
+	resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, CHUNK, wd_read, w, wd_done);
+	if (!resp) {
+		wd_done(w);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, "Content-Type", "application/connect+json");
+	return omr_api_reply_response(r, 200, resp);
 }
 
 /* ---- GET and POST /files ---- */

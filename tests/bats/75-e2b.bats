@@ -72,7 +72,7 @@ sdk() {
 	sdk commands
 }
 
-@test "SDK: files write (multipart, several at once), read, list, makeDir, rename, getInfo, remove" {
+@test "SDK: files write (multipart, several at once), read, list, makeDir, rename, getInfo, remove, watchDir" {
 	sdk files
 }
 

@@ -111,7 +111,7 @@ const scenarios = {
 		eq(nf.name, 'NotFoundError', 'connect to an unknown pid is not found');
 	},
 
-	// Every file operation of files.
+	// Every file operation of files, and watchDir.
 	async files() {
 		const sbx = await create();
 		const w = await sbx.files.write('/tmp/e2b/a.txt', 'hello files\n');
@@ -142,6 +142,16 @@ const scenarios = {
 		eq([info.type, info.size, info.permissions.length], ['file', 12, 10], 'getInfo of a file');
 		await sbx.files.remove('/tmp/e2b/d');
 		eq(await sbx.files.exists('/tmp/e2b/d'), false, 'remove takes a directory with its contents');
+		const events = [];
+		const wh = await sbx.files.watchDir('/tmp/e2b', (e) => events.push(e));
+		await sbx.files.write('/tmp/e2b/w.txt', 'watched');
+		await sbx.commands.run('rm /tmp/e2b/w.txt');
+		const seen = (type) => events.some((e) => e.name === 'w.txt' && e.type === type);
+		for (let i = 0; i < 100 && !(seen('create') && seen('remove')); i++)
+			await new Promise((res) => setTimeout(res, 100));
+		await wh.stop();
+		check(seen('create') && seen('remove'),
+			`watchDir reports a file made and removed (${JSON.stringify(events)})`);
 		const r = await rejection(sbx.files.read('/tmp/e2b/nothing'), 'reading a missing file');
 		eq(r.name, 'FileNotFoundError', 'reading a missing file is FileNotFoundError');
 	},
