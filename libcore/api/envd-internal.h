@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "api-internal.h"
 
@@ -22,6 +23,19 @@ void omr_connect_envelope(uint8_t hdr[5], uint8_t flags, size_t len);
 /* Reads the header of the envelope at p (n bytes).  Returns 0 or -1 when
  * there are fewer than 5 bytes. */
 int omr_connect_envelope_parse(const uint8_t *p, size_t n, uint8_t *flags, uint32_t *len);
+
+/* Appends msg (stolen) in an envelope to the buffer *pend of *len bytes. */
+void omr_connect_push(uint8_t **pend, size_t *len, uint8_t flags, json_t *msg);
+/* How often a quiet stream sends a keepalive: what the SDK asks for
+ * (50 s), sooner when the connection's idle timeout is shorter. */
+int omr_envd_keepalive_ms(struct omr_api_req *r);
+
+static inline void omr_envd_close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
 
 enum MHD_Result omr_envd_health(struct omr_api_req *r);
 enum MHD_Result omr_envd_files_get(struct omr_api_req *r);
