@@ -25,7 +25,7 @@ _sbx_create()
 
 	mapfile -t COMPREPLY < <(compgen -W '-t --template -c --cpus -m --memory
 		-d --disk -P --processes -T --timeout -I --idle-timeout -a --allow -i --internet
-		-o --owner -j --json -h --help
+		-o --owner -j --json -v --verbose -h --help
 		-V --version' -- "$cur")
 }
 complete -F _sbx_create sbx-create

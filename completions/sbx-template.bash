@@ -31,7 +31,7 @@ _sbx_template()
 		if [[ $cur == -* ]]; then
 			mapfile -t COMPREPLY < <(compgen -W '-h --help -V --version' -- "$cur")
 		else
-			mapfile -t COMPREPLY < <(compgen -W 'build import ls rm' -- "$cur")
+			mapfile -t COMPREPLY < <(compgen -W 'build import snapshot ls rm' -- "$cur")
 		fi
 		return
 	fi
@@ -40,7 +40,7 @@ _sbx_template()
 		if [[ ${COMP_WORDS[COMP_CWORD - 1]} == @(-f|--from) ]]; then
 			mapfile -t COMPREPLY < <(compgen -f -- "$cur")
 		elif [[ $cur == -* ]]; then
-			mapfile -t COMPREPLY < <(compgen -W '-f --from -j --json -q --quiet' -- "$cur")
+			mapfile -t COMPREPLY < <(compgen -W '-f --from -j --json -q --quiet -s --snapshot' -- "$cur")
 		else
 			mapfile -t COMPREPLY < <(compgen -W "$(_sbx_template_recipes)" -- "$cur")
 		fi
@@ -50,6 +50,13 @@ _sbx_template()
 			mapfile -t COMPREPLY < <(compgen -W '-j --json -q --quiet' -- "$cur")
 		elif ((COMP_CWORD - i >= 2)); then
 			mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+		fi
+		;;
+	snapshot)
+		if [[ $cur == -* ]]; then
+			mapfile -t COMPREPLY < <(compgen -W '-j --json -q --quiet' -- "$cur")
+		else
+			mapfile -t COMPREPLY < <(compgen -W "$(_sbx_template_installed)" -- "$cur")
 		fi
 		;;
 	ls | list)

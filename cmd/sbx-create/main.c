@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include "cli.h"
@@ -32,6 +33,8 @@ static void usage(void)
 	       "  -o, --owner EMAIL        the API user the sandbox belongs to (default:\n"
 	       "                           the operator account); counts against their limit\n"
 	       "  -j, --json               print the sandbox as JSON instead of its id\n"
+	       "  -v, --verbose            say on stderr whether it was restored from the\n"
+	       "                           template's snapshot or booted cold, and why\n"
 	       "  -h, --help               show this help\n"
 	       "  -V, --version            show the version\n\n"
 	       "Exit status: 0 created, 1 failure, 2 usage, 3 unknown template or uplink,\n"
@@ -54,6 +57,7 @@ int main(int argc, char **argv)
 		{ "internet", no_argument, NULL, 'i' },
 		{ "owner", required_argument, NULL, 'o' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -64,7 +68,7 @@ int main(int argc, char **argv)
 	struct omr_sandbox sb;
 	struct omr_err *err = NULL;
 	struct omr_config *c;
-	int json = 0, ch, idle_set = 0;
+	int json = 0, verbose = 0, ch, idle_set = 0;
 	const char *owner = NULL;
 	struct omr_db *db = NULL;
 	struct omr_user u;
@@ -72,7 +76,7 @@ int main(int argc, char **argv)
 	uint64_t idle = 0;
 
 	omr_cli_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "t:c:m:d:P:T:I:a:o:ijhV", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "t:c:m:d:P:T:I:a:o:ijvhV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 't': o.template_name = optarg; break;
 		case 'c': o.cpus = (unsigned)omr_cli_number(optarg, 1, 1024, "cpu count"); break;
@@ -89,6 +93,7 @@ int main(int argc, char **argv)
 		case 'i': o.internet = 1; break;
 		case 'o': owner = optarg; break;
 		case 'j': json = 1; break;
+		case 'v': verbose = 1; break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
 		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
@@ -119,6 +124,12 @@ int main(int argc, char **argv)
 		goto fail;
 	}
 	omr_db_close(db);
+	if (verbose && !strcmp(sb.boot, "restore"))
+		fprintf(stderr, "%s: %s: restored from the snapshot of template %s\n",
+			omr_cli_prog(), sb.id, sb.template_name);
+	else if (verbose)
+		fprintf(stderr, "%s: %s: cold boot: %s\n", omr_cli_prog(), sb.id,
+			sb.boot_why[0] ? sb.boot_why : "no snapshot");
 	if (json)
 		omr_cli_print_json(omr_sandbox_json(&sb));
 	else

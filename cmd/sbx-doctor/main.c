@@ -149,6 +149,7 @@ static void print_human(json_t *r)
 	printf("%-10s %s\n", "musl-gcc", s ? s : "not found (needed to build the guest agent)");
 	printf("%-10s %lld kHz (tsc_early_khz for TCG guests)\n", "TSC",
 	       (long long)json_integer_value(json_object_get(r, "tsc_khz")));
+	printf("%-10s %s\n", "snapshots", str(r, "snapshots", "why"));
 	if (flag(r, "template", "ok"))
 		printf("%-10s %s: kernel %s\n", "template", str(r, "template", "name"),
 		       str(r, "template", "kernel_version"));

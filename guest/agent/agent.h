@@ -339,6 +339,9 @@ void op_forward(uint32_t id, json_t *req);
 void init_main(void);
 /* Sets agent_cfg.disk_state. */
 void disk_setup(void);
+/* The same for dev (NULL: /dev/vda, "none": no disk); after a restore the
+ * identity op calls it, once the RNG is reseeded. */
+void disk_setup_dev(const char *dev);
 void net_setup(void);
 /* With omnirun.root=SERIAL: the template's read-only image under an
  * overlay whose upper half is on the data disk (mounted at mnt, which

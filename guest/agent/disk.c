@@ -209,7 +209,11 @@ static int disk_prepare(const char *dev)
 
 void disk_setup(void)
 {
-	const char *dev = kernel_param("disk");
+	disk_setup_dev(kernel_param("disk"));
+}
+
+void disk_setup_dev(const char *dev)
+{
 	_cleanup_free_ char *by_serial = NULL;
 	struct stat st;
 	uint64_t end = omr_now_ms() + DISK_WAIT_MS;

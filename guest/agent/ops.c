@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/random.h>
+#include <sys/ioctl.h>
 #include <sys/statvfs.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -84,6 +86,78 @@ static void op_info(uint32_t id, json_t *req)
 	send_json(OMR_F_END, id, o);
 }
 
+/* After a restore from a snapshot every clone holds the template's
+ * memory: the same hostname, clock, RNG state.  This op makes it
+ * itself before the sandbox is reported ready, in this order: host
+ * entropy into the RNG and a reseed (RNDADDENTROPY + RNDRESEEDCRNG,
+ * microvm has no vmgenid), the hostname, the clock, and only then the
+ * encrypted data disk, whose key is drawn after the reseed. */
+static void op_identity(uint32_t id, json_t *req)
+{
+	const char *host = json_string_value(json_object_get(req, "hostname"));
+	const char *ent = json_string_value(json_object_get(req, "entropy"));
+	const char *disk = json_string_value(json_object_get(req, "disk"));
+	json_t *tns = json_object_get(req, "time_ns");
+	_cleanup_free_ char *raw = NULL;
+	size_t n = 0;
+
+	if (!host || !ent || !json_is_integer(tns) || omr_b64_decode(ent, &raw, &n) < 0 ||
+	    n < 32 || n > 512) {
+		send_error(id, EINVAL, NULL, "identity needs hostname, entropy (32-512 bytes "
+			   "in base64) and time_ns");
+		return;
+	}
+	{
+		struct {
+			int entropy_count, buf_size;
+			unsigned char buf[512];
+		} pool = { .entropy_count = (int)n * 8, .buf_size = (int)n };
+		_cleanup_close_ int fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+
+		memcpy(pool.buf, raw, n);
+		explicit_bzero(raw, n);
+		if (fd < 0 || ioctl(fd, RNDADDENTROPY, &pool) < 0 ||
+		    ioctl(fd, RNDRESEEDCRNG) < 0) {
+			int e = errno;
+			explicit_bzero(&pool, sizeof(pool));
+			send_error(id, e, NULL, "cannot reseed the RNG: %s", strerror(e));
+			return;
+		}
+		explicit_bzero(&pool, sizeof(pool));
+	}
+	if (sethostname(host, strlen(host)) < 0) {
+		send_error(id, errno, NULL, "hostname: %s", strerror(errno));
+		return;
+	}
+	{
+		json_int_t ns = json_integer_value(tns);
+		struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000),
+				       .tv_nsec = (long)(ns % 1000000000) };
+		if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
+			send_error(id, errno, NULL, "clock: %s", strerror(errno));
+			return;
+		}
+	}
+	/* The sandbox's process limit was on its kernel command line in a
+	 * cold boot; a clone's command line is the template's. */
+	if (json_is_integer(json_object_get(req, "pids")) && agent_cfg.cgroup) {
+		json_int_t want = json_integer_value(json_object_get(req, "pids"));
+		_cleanup_free_ char *cur = NULL;
+		char buf[32];
+		if (omr_read_file_at(AT_FDCWD, "/sys/fs/cgroup/omnirun-cmds/pids.max", 64, &cur, NULL, NULL) == 0 &&
+		    want > 0 && (!strncmp(cur, "max", 3) || want < atoll(cur))) {
+			snprintf(buf, sizeof(buf), "%lld", (long long)want);
+			if (file_write_str("/sys/fs/cgroup/omnirun-cmds/pids.max", buf) < 0) {
+				send_error(id, errno, NULL, "pids.max: %s", strerror(errno));
+				return;
+			}
+		}
+	}
+	if (disk)
+		disk_setup_dev(disk);
+	send_json(OMR_F_END, id, json_pack("{s:s}", "disk", agent_cfg.disk_state));
+}
+
 static void op_shutdown(uint32_t id, json_t *req)
 {
 	(void)req;
@@ -101,6 +175,7 @@ static const struct op {
 	{ "hello", op_hello },
 	{ "info", op_info },
 	{ "shutdown", op_shutdown },
+	{ "identity", op_identity },
 	{ "exec", op_exec },
 	{ "ps", op_ps },
 	{ "attach", op_attach },

@@ -12,6 +12,7 @@
 #include "omnirun/state/config.h"
 #include "omnirun/state/record.h"
 #include "omnirun/vm/accel.h"
+#include "omnirun/vm/snapshot.h"
 #include "omnirun/vm/template.h"
 #include "omnirun/vm/vmm.h"
 #include "router-internal.h"
@@ -46,6 +47,11 @@ struct mon {
 	int events_fd;            /* events.jsonl */
 	int net_config_done;      /* the agent answered net_config: 1 ok, -1 not */
 	char *net_config_error;
+	/* a restore from the template's snapshot (vm/snapshot.h) */
+	struct omr_snapshot *snap;  /* the one that fits, or NULL: cold boot */
+	int incoming_fd;            /* its device state, until QEMU has it */
+	int identity_done;          /* the agent answered identity: 1 ok, -1 not */
+	char *identity_error;
 };
 
 /* net-hooks.c: the sandbox's network */

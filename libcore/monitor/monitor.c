@@ -12,7 +12,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/random.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "monitor-internal.h"
@@ -21,6 +23,7 @@
 #include "omnirun/base/util.h"
 #include "omnirun/monitor/monitor.h"
 #include "omnirun/net/net.h"
+#include "omnirun/vm/snapshot.h"
 
 #define HISTORY_MAX (4u << 20)
 
@@ -77,25 +80,11 @@ static int listen_unix(const char *path, struct omr_err **err)
 	return omr_steal_fd(fd);
 }
 
-static char *kernel_cmdline(struct mon *m)
-{
-	unsigned khz = m->accel == OMR_ACCEL_TCG ? omr_tcg_tsc_khz(m->c) : 0;
-	_cleanup_free_ char *tsc = khz ? omr_strdup_printf("tsc_early_khz=%u ", khz)
-				       : omr_xstrdup("");
-
-	/* quiet + panic=-1 + reboot=t: a guest crash ends QEMU (-no-reboot)
-	 * instead of hanging; init_on_alloc=0 keeps untouched memory free. */
-	return omr_strdup_printf("console=ttyS0 quiet panic=-1 reboot=t tsc=reliable "
-				 "init_on_alloc=0 %srdinit=/init omnirun.id=%s "
-				 "omnirun.hostname=%s %s",
-				 tsc, m->sb.id, m->sb.id, m->tpl->cmdline ? m->tpl->cmdline : "");
-}
-
 /* Starts the VMM with the console on a pipe to us.  The one place a VMM
  * is spawned: a jail wraps this call. */
 static int spawn_vmm(struct mon *m, struct omr_err **err)
 {
-	_cleanup_free_ char *cmdline = kernel_cmdline(m);
+	_cleanup_free_ char *cmdline = omr_vm_kernel_cmdline(m->c, m->tpl, m->accel, m->sb.id, 1);
 	_cleanup_free_ char *bench = m->c->bench_channel
 		? omr_sandbox_run_path(m->c, m->sb.id, "bench.sock") : NULL;
 	int pipefd[2], rc;
@@ -119,6 +108,9 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 		.config = m->c,
 		.sandbox_id = m->sb.id,
 		.processes = m->sb.processes,
+		.mem_path = m->snap ? m->snap->ram : NULL,
+		.mem_shared = 0,
+		.incoming_fd = m->snap ? m->incoming_fd : -1,
 	};
 
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -126,6 +118,10 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 	spec.console_fd = pipefd[1];
 	rc = omr_vmm_spawn(&m->vmm, &spec, err);
 	close(pipefd[1]);
+	if (m->incoming_fd >= 0) {
+		close(m->incoming_fd); /* QEMU reads it now */
+		m->incoming_fd = -1;
+	}
 	/* The VMM holds the tap now: when it goes, the tap goes. */
 	if (m->net)
 		omr_net_drop_tap(m->net);
@@ -133,7 +129,9 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 		close(pipefd[0]);
 		return -1;
 	}
-	return mon_console_start(&m->console, m->loop, pipefd[0], err);
+	if (mon_console_start(&m->console, m->loop, pipefd[0], err) < 0)
+		return -1;
+	return m->snap ? omr_vmm_restore(&m->vmm, m->snap->state, err) : 0;
 }
 
 /* --- signals --- */
@@ -231,12 +229,40 @@ static void history_hook(void *user, const char *line, size_t len)
 			n < 0 ? strerror(errno) : "short write");
 }
 
+#define OWN_HELLO_GSID (MON_OWN_GSID_MIN + 2)
+#define OWN_IDENTITY_GSID (MON_OWN_GSID_MIN + 3)
+/* A restored guest formats its data disk in this time (about 1 s for
+ * 512 MB under TCG). */
+#define IDENTITY_TIMEOUT_MS 30000
+
+static void own_end_hook(void *user, uint32_t gsid, const uint8_t *p, size_t len)
+{
+	struct mon *m = user;
+	json_t *j, *e;
+
+	if (gsid == OWN_HELLO_GSID)
+		return; /* its HELLO frame is what boot waits for */
+	if (gsid != OWN_IDENTITY_GSID) {
+		mon_net_own_end(user, gsid, p, len);
+		return;
+	}
+	if (m->identity_done)
+		return;
+	j = json_loadb((const char *)p, len, 0, NULL);
+	e = json_object_get(j, "error");
+	m->identity_done = e ? -1 : 1;
+	if (e)
+		m->identity_error = omr_xstrdup(json_is_string(e) ? json_string_value(e) : "?");
+	json_decref(j);
+	omr_loop_quit(m->loop, 0);
+}
+
 static const struct mon_router_ops router_ops = {
 	.status = status_hook,
 	.destroy = destroy_hook,
 	.history = history_hook,
 	.request = mon_net_request,
-	.own_end = mon_net_own_end,
+	.own_end = own_end_hook,
 };
 
 /* --- the agent channel --- */
@@ -310,6 +336,12 @@ static int wait_agent(struct mon *m, struct omr_err **err)
 	int rc;
 
 	m->booting = 1;
+	/* A restored agent is past its HELLO: ask for one (queued until the
+	 * channel is up). */
+	if (m->snap) {
+		static const char hello[] = "{\"op\":\"hello\"}";
+		mon_router_own_request(m->router, OWN_HELLO_GSID, hello, sizeof(hello) - 1);
+	}
 	connect_agent(m);
 	rc = omr_loop_run(m->loop);
 	m->booting = 0;
@@ -330,6 +362,79 @@ static int wait_agent(struct mon *m, struct omr_err **err)
 		return omr_err_setx(err, OMR_E_BOOT, ETIMEDOUT,
 				    "the guest agent did not answer within %u s", m->c->boot_timeout_s);
 	return 0;
+}
+
+static void identity_timeout(void *user)
+{
+	omr_loop_quit(((struct mon *)user)->loop, 1);
+}
+
+/* A clone holds the template's memory: before it is reported ready it
+ * gets host entropy and a reseed, its own hostname and the host's clock,
+ * and then sets up its encrypted disk under a key drawn after the
+ * reseed (the disk was never touched in the template). */
+static int give_identity(struct mon *m, struct omr_err **err)
+{
+	unsigned char seed[64];
+	_cleanup_free_ char *b64 = NULL, *s = NULL;
+	struct timespec now;
+	uint64_t timer;
+	json_t *req;
+	int rc;
+
+	if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot draw entropy for the guest");
+	b64 = omr_b64_encode(seed, sizeof(seed));
+	explicit_bzero(seed, sizeof(seed));
+	clock_gettime(CLOCK_REALTIME, &now);
+	req = json_pack("{s:s, s:s, s:s, s:I, s:s?, s:I}", "op", "identity", "hostname", m->sb.id,
+			"entropy", b64, "time_ns",
+			(json_int_t)now.tv_sec * 1000000000 + now.tv_nsec, "disk",
+			m->disk_fd >= 0 ? "/dev/vda" : NULL, "pids", (json_int_t)m->sb.processes);
+	s = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	if (!s)
+		abort();
+	mon_router_own_request(m->router, OWN_IDENTITY_GSID, s, strlen(s));
+	explicit_bzero(s, strlen(s));
+	explicit_bzero(b64, strlen(b64));
+	mon_conns_kick(&m->conns);
+	timer = omr_loop_add_timer(m->loop, IDENTITY_TIMEOUT_MS, identity_timeout, m);
+	rc = omr_loop_run(m->loop);
+	omr_loop_cancel_timer(m->loop, timer);
+	if (rc < 0)
+		return omr_err_set(err, OMR_E_FAIL, -rc, "cannot wait for events");
+	if (m->identity_done < 0)
+		return omr_err_setx(err, OMR_E_BOOT, 0, "the restored guest could not take its "
+				    "identity: %s", m->identity_error);
+	if (m->identity_done == 0)
+		return omr_err_setx(err, OMR_E_BOOT, ETIMEDOUT, "the restored guest did not take "
+				    "its identity in time");
+	return 0;
+}
+
+/* Picks the template's snapshot when it fits this sandbox, else says in
+ * the record why the sandbox boots cold. */
+static void choose_boot(struct mon *m)
+{
+	_cleanup_free_ char *why = NULL;
+
+	omr_strlcpy(m->sb.boot, "cold", sizeof(m->sb.boot));
+	if (omr_snapshot_find(m->c, m->tpl, m->sb.accel, m->sb.cpus, m->sb.memory_mb,
+			      m->sb.disk_mb, &m->snap, &why) <= 0) {
+		omr_strlcpy(m->sb.boot_why, why ? why : "no snapshot", sizeof(m->sb.boot_why));
+		return;
+	}
+	/* Deleted since it was checked: boot cold. */
+	m->incoming_fd = open(m->snap->state, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (m->incoming_fd < 0) {
+		omr_strlcpy(m->sb.boot_why, "the snapshot went away", sizeof(m->sb.boot_why));
+		omr_snapshot_free(m->snap);
+		m->snap = NULL;
+		return;
+	}
+	omr_strlcpy(m->sb.boot, "restore", sizeof(m->sb.boot));
+	m->sb.boot_why[0] = 0;
 }
 
 /* --- lifetime --- */
@@ -496,6 +601,10 @@ static void mon_free(struct mon *m)
 	omr_loop_free(m->loop);
 	omr_vmm_release(&m->vmm);
 	omr_template_free(m->tpl);
+	omr_snapshot_free(m->snap);
+	if (m->incoming_fd >= 0)
+		close(m->incoming_fd);
+	free(m->identity_error);
 	free(m->run_path);
 	free(m->agent_path);
 	free(m->qmp_path);
@@ -535,9 +644,12 @@ static int boot(struct mon *m, struct omr_err **err)
 		return -1;
 	m->router = mon_router_new(&router_ops, m, omr_now_ms());
 	mon_conns_init(&m->conns, m->loop, m->router, m->sb.owner, &conns_ops, m);
+	choose_boot(m);
 	if (signals_setup(m, err) < 0 || mon_net_open(m, err) < 0 || spawn_vmm(m, err) < 0)
 		return -1;
 	if (wait_agent(m, err) < 0)
+		return omr_err_wrap(err, "%s", m->snap ? "restore from the snapshot" : "boot");
+	if (m->snap && give_identity(m, err) < 0)
 		return -1;
 	return mon_net_start(m, err);
 }
@@ -584,7 +696,7 @@ int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 {
 	struct mon m = { .c = c, .state_fd = -1, .disk_fd = -1, .listen_fd = -1,
 			 .history_fd = -1, .console = { .log_fd = -1, .pipe_fd = -1 },
-			 .events_fd = -1 };
+			 .events_fd = -1, .incoming_fd = -1 };
 	struct omr_err *e = NULL; /* the report needs it even when err is NULL */
 
 	omr_vmm_init(&m.vmm, omr_vmm_ops_find("qemu"));
@@ -614,7 +726,8 @@ int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 		if (rfd >= 0)
 			omr_write_file_atomic_at(rfd, "pid", pid, strlen(pid), 0600, NULL);
 	}
-	omr_log(OMR_LOG_INFO, "sandbox %s running (vmm pid %d, %s)", id, (int)m.vmm.pid, m.sb.accel);
+	omr_log(OMR_LOG_INFO, "sandbox %s running (vmm pid %d, %s, %s%s%s)", id, (int)m.vmm.pid,
+		m.sb.accel, m.sb.boot, m.sb.boot_why[0] ? ": " : "", m.sb.boot_why);
 	/* If sbx-create was interrupted, nobody will ever learn this id:
 	 * a sandbox nobody can name is torn down rather than leaked. */
 	if (ready_report(ready_fd, json_pack("{s:b, s:i, s:s}", "ok", 1, "vmm_pid",

@@ -14,6 +14,7 @@
 #include "omnirun/vm/cgroup.h"
 #include "omnirun/vm/doctor.h"
 #include "omnirun/vm/jail.h"
+#include "omnirun/vm/snapshot.h"
 #include "omnirun/vm/template.h"
 #include "omnirun/base/util.h"
 
@@ -108,6 +109,14 @@ json_t *omr_doctor_report(const struct omr_config *c)
 		"accel", "config", c->accel, "use", accel_ok ? (accel == OMR_ACCEL_KVM ? "kvm" : "tcg") : NULL,
 		"why", accel_ok ? why : aerr,
 		"ok", ok);
+	/* Snapshots need a QEMU that maps a read-only RAM file privately
+	 * (8.2+); with an older one every sandbox boots cold. */
+	json_object_set_new(j, "snapshots",
+			    json_pack("{s:b, s:s}", "supported", omr_snapshot_qemu_ok(version),
+				      "why", omr_snapshot_qemu_ok(version)
+				      ? "sandboxes restore from template snapshots"
+				      : "QEMU older than 8.2 (or none): cold boots only; "
+					"contrib/install-deps installs 10.0 from bookworm-backports"));
 	omr_template_free(t);
 	return j;
 }

@@ -545,6 +545,12 @@ static int plan_root(struct plan *p, struct pool *pl, const struct jail_args *a,
 	if (add_bind(p, pl, "/usr", "/usr", MS_NODEV, err) < 0 || add_lib_links(p, pl, err) < 0)
 		return -1;
 	*strrchr(qdir, '/') = 0;
+	/* A QEMU outside /usr (an /opt install, a build tree) finds its
+	 * firmware relative to its binary (../share/qemu): bind the whole
+	 * prefix, not just bin/. */
+	if (strncmp(qdir, "/usr/", 5) && strrchr(qdir, '/') != qdir &&
+	    !strcmp(strrchr(qdir, '/'), "/bin"))
+		*strrchr(qdir, '/') = 0;
 	if (strncmp(qdir, "/usr/", 5) && add_bind(p, pl, qdir, qdir, MS_NODEV, err) < 0)
 		return -1;
 	js->kernel = keep(pl, omr_strdup_printf("%s/kernel", a->dir));
@@ -552,6 +558,17 @@ static int plan_root(struct plan *p, struct pool *pl, const struct jail_args *a,
 	if (add_bind(p, pl, spec->kernel, js->kernel, MS_NODEV | MS_NOEXEC, err) < 0 ||
 	    add_bind(p, pl, spec->initrd, js->initrd, MS_NODEV | MS_NOEXEC, err) < 0)
 		return -1;
+	/* A clone's view of its template's RAM file: a bind mount that is
+	 * read-only like every bind here, so that even a QEMU that asked
+	 * for write access could not change what other clones map. */
+	if (spec->mem_path) {
+		if (spec->mem_shared)
+			return omr_err_setx(err, OMR_E_USAGE, EINVAL, "jail: a shared RAM file "
+					    "(a template being saved) is never jailed");
+		js->mem_path = keep(pl, omr_strdup_printf("%s/ram", a->dir));
+		if (add_bind(p, pl, spec->mem_path, js->mem_path, MS_NODEV | MS_NOEXEC, err) < 0)
+			return -1;
+	}
 	if (a->accel == OMR_ACCEL_KVM) {
 		/* A device node: no nodev on this one mount. */
 		if (add_bind(p, pl, "/dev/kvm", "/dev/kvm", MS_NOEXEC, err) < 0 ||

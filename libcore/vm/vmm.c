@@ -66,10 +66,10 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 	 * needed for TSC calibration under TCG (HOSTS.md). */
 	/* dump-guest-core=off: guest memory (keys, page cache) never lands in
 	 * a core file; mem-merge=off: KSM cannot be a side channel between
-	 * sandboxes. */
-	add(&a, "-M");
-	add(&a, "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on,"
-		"dump-guest-core=off,mem-merge=off");
+	 * sandboxes.  memory-backend: RAM in a file (snapshots). */
+	addf2(&a, "-M", omr_strdup_printf("microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,"
+					   "pic=on,dump-guest-core=off,mem-merge=off%s",
+					   s->mem_path ? ",memory-backend=mem" : ""));
 	if (s->accel == OMR_ACCEL_KVM) {
 		add(&a, "-accel");
 		add(&a, "kvm");
@@ -82,6 +82,16 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 	}
 	addf2(&a, "-smp", omr_strdup_printf("%u", s->cpus));
 	addf2(&a, "-m", omr_strdup_printf("%u", s->memory_mb));
+	if (s->mem_path) {
+		/* A clone opens the template's RAM read-only and maps it
+		 * private: its writes are copy-on-write in its own memory,
+		 * and a compromised QEMU cannot change what other clones
+		 * read (QEMU >= 8.2; 7.2's readonly=on hangs the guest). */
+		addf2(&a, "-object",
+		      omr_strdup_printf("memory-backend-file,id=mem,size=%uM,mem-path=%s,%s",
+					s->memory_mb, s->mem_path,
+					s->mem_shared ? "share=on" : "readonly=on,rom=off,share=off"));
+	}
 	add(&a, "-nodefaults");
 	add(&a, "-no-user-config");
 	add(&a, "-display");
@@ -90,15 +100,27 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 	/* The console goes to QEMU's stdout, which the monitor caps. */
 	add(&a, "-serial");
 	add(&a, "stdio");
-	add(&a, "-kernel");
-	add(&a, s->kernel);
-	add(&a, "-initrd");
-	add(&a, s->initrd);
-	add(&a, "-append");
-	if (s->processes)
-		addf2(&a, NULL, omr_strdup_printf("%s omnirun.pids=%u", s->cmdline, s->processes));
-	else
-		add(&a, s->cmdline);
+	if (s->incoming_fd < 0) {
+		add(&a, "-kernel");
+		add(&a, s->kernel);
+		add(&a, "-initrd");
+		add(&a, s->initrd);
+		add(&a, "-append");
+		if (s->processes)
+			addf2(&a, NULL, omr_strdup_printf("%s omnirun.pids=%u", s->cmdline,
+							  s->processes));
+		else
+			add(&a, s->cmdline);
+	} else {
+		/* The guest's memory is the template's, its devices' state in
+		 * the fd: no kernel to load (it would cost 14 MiB per VM).
+		 * Deferred: the capability that leaves shared RAM out must be
+		 * set first (restore, below); without -S the guest runs as
+		 * soon as the state is in.  (Its process limit is in the
+		 * template's memory: a clone's is the template's.) */
+		add(&a, "-incoming");
+		add(&a, "defer");
+	}
 	if (s->thread_pool_max) {
 		/* QEMU's I/O pool grows to 64 threads by default: bounded so
 		 * that the cgroup's pids limit stays meaningful. */
@@ -136,6 +158,12 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 			"cache=writeback,discard=unmap,werror=report,rerror=report");
 		add(&a, "-device");
 		add(&a, "virtio-blk-device,drive=data,serial=omnirun-data");
+	} else if (s->disk_placeholder_mb) {
+		addf2(&a, "-blockdev", omr_strdup_printf("driver=null-co,node-name=data,size=%llu,"
+							 "read-zeroes=on",
+							 (unsigned long long)s->disk_placeholder_mb << 20));
+		add(&a, "-device");
+		add(&a, "virtio-blk-device,drive=data,serial=omnirun-data");
 	}
 	if (s->rootfs) {
 		/* Shared by every sandbox of the template: read-only. */
@@ -152,6 +180,9 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 		addf2(&a, "-netdev", omr_strdup_printf("tap,id=net0,fd=%d", OMR_VMM_TAP_FD));
 		addf2(&a, "-device", omr_strdup_printf("virtio-net-device,netdev=net0,mac=%s",
 							   s->mac ? s->mac : "52:54:00:12:34:56"));
+	} else if (s->nic_placeholder) {
+		add(&a, "-device");
+		add(&a, "virtio-net-device,mac=52:54:00:00:00:01");
 	}
 	if (s->qmp_fd > 0) {
 		addf2(&a, "-chardev", chardev("qmp", NULL, s->qmp_fd));
@@ -170,7 +201,7 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 static int qemu_spawn(struct omr_vmm *vm, const struct omr_vmm_spec *s, struct omr_err **err)
 {
 	_cleanup_close_ int ro = -1, root = -1;
-	int keep_from[4], keep_to[4];
+	int keep_from[5], keep_to[5];
 	size_t nkeep = 0;
 	char **argv;
 	pid_t pid;
@@ -198,6 +229,10 @@ static int qemu_spawn(struct omr_vmm *vm, const struct omr_vmm_spec *s, struct o
 					   s->rootfs);
 		keep_from[nkeep] = root;
 		keep_to[nkeep++] = OMR_VMM_ROOTFS_FD;
+	}
+	if (s->incoming_fd >= 0) {
+		keep_from[nkeep] = s->incoming_fd;
+		keep_to[nkeep++] = OMR_VMM_INCOMING_FD;
 	}
 	if (s->config) {
 		pid = omr_jail_spawn(s, keep_from, keep_to, nkeep, &vm->jail, err);
@@ -233,23 +268,93 @@ static int qemu_resume(struct omr_vmm *vm, struct omr_err **err)
 	return qemu_qmp(vm, "cont", "resume", err);
 }
 
-/* Not yet: a snapshot is QMP "migrate" to an fd passed with "getfd" (QEMU
- * 7.2 has no file: URI, and -sandbox denies exec:), a restore starts QEMU
- * with -incoming defer (HOSTS.md).  Until then both say so. */
+/* Snapshots of a whole VM are sbx-template's (vm/snapshot.c); this
+ * backend saves none on its own yet. */
 static int qemu_snapshot(struct omr_vmm *vm, const char *path, struct omr_err **err)
 {
 	(void)vm;
 	(void)path;
 	return omr_err_setx(err, OMR_E_UNSUPPORTED, ENOTSUP,
-			    "snapshots are not supported by the qemu backend yet");
+			    "snapshots of a running sandbox are not supported by the qemu backend yet");
 }
 
+/* QEMU makes its QMP socket as it starts: wait for it (bounded). */
+static int qmp_wait(const char *path, unsigned ms, struct omr_err **err)
+{
+	uint64_t end = omr_now_ms() + ms;
+
+	for (;;) {
+		struct omr_err *e = NULL;
+		if (omr_qmp_command(path, "query-status", NULL, ms, NULL, &e) == 0)
+			return 0;
+		if (omr_now_ms() >= end) {
+			if (err && !*err)
+				*err = e;
+			else
+				omr_err_free(&e);
+			return omr_err_wrap(err, "QEMU's control socket never answered");
+		}
+		omr_err_free(&e);
+		usleep(2000);
+	}
+}
+
+int omr_vmm_qemu_set_ignore_shared(const char *qmp, unsigned ms, struct omr_err **err)
+{
+	return omr_qmp_command(qmp, "migrate-set-capabilities",
+			       json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
+					 "x-ignore-shared", "state", 1), ms, NULL, err);
+}
+
+/* The saved guest was stopped, so the restored one stays paused once its
+ * state is in (no autostart): wait for that, bounded, then run it. */
+static int qemu_wait_paused_cont(struct omr_vmm *vm, struct omr_err **err)
+{
+	uint64_t end = omr_now_ms() + vm->control_timeout_ms;
+
+	for (;;) {
+		json_t *ret = NULL;
+		const char *st;
+		int paused, running;
+
+		if (omr_qmp_command(vm->control, "query-status", NULL, vm->control_timeout_ms, &ret,
+				    err) < 0)
+			return omr_err_wrap(err, "cannot restore the snapshot");
+		st = json_string_value(json_object_get(ret, "status"));
+		paused = st && (!strcmp(st, "paused") || !strcmp(st, "postmigrate"));
+		running = st && !strcmp(st, "running");
+		if (!paused && !running && st && strcmp(st, "inmigrate")) {
+			omr_err_setx(err, OMR_E_BOOT, EIO, "restoring the snapshot left the VM %s", st);
+			json_decref(ret);
+			return -1;
+		}
+		json_decref(ret);
+		if (running)
+			return 0;
+		if (paused)
+			return qemu_qmp(vm, "cont", "start the restored", err);
+		if (omr_now_ms() > end)
+			return omr_err_setx(err, OMR_E_TIMEOUT, ETIMEDOUT,
+					    "the snapshot's state did not load in time");
+		usleep(1000);
+	}
+}
+
+/* The VMM was spawned with incoming_fd (-incoming defer): shared RAM
+ * stays out of the stream, then the device state comes from the fd;
+ * the guest runs once it is in.  path is unused: the fd is the state. */
 static int qemu_restore(struct omr_vmm *vm, const char *path, struct omr_err **err)
 {
-	(void)vm;
 	(void)path;
-	return omr_err_setx(err, OMR_E_UNSUPPORTED, ENOTSUP,
-			    "restoring a snapshot is not supported by the qemu backend yet");
+	if (vm->pid <= 0 || !vm->control)
+		return omr_err_setx(err, OMR_E_STATE, ESRCH, "cannot restore: the VM is not running");
+	if (qmp_wait(vm->control, vm->control_timeout_ms, err) < 0 ||
+	    omr_vmm_qemu_set_ignore_shared(vm->control, vm->control_timeout_ms, err) < 0 ||
+	    omr_qmp_command(vm->control, "migrate-incoming",
+			    json_pack("{s:s}", "uri", "fd:" OMR_STR(OMR_VMM_INCOMING_FD)),
+			    vm->control_timeout_ms, NULL, err) < 0)
+		return omr_err_wrap(err, "cannot restore the snapshot");
+	return qemu_wait_paused_cont(vm, err);
 }
 
 const struct omr_vmm_ops omr_vmm_qemu_ops = {

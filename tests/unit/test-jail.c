@@ -68,7 +68,12 @@ static void test_lists(void)
 	l = omr_seccomp_list_for("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)", &exact);
 	ok(!strcmp(l->qemu, "7.2") && exact, "QEMU 7.2.22 gets the 7.2 list");
 	l = omr_seccomp_list_for("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-1~bpo12+1)", &exact);
-	ok(!strcmp(l->qemu, "7.2") && !exact, "QEMU 10.0 gets the newest older list, not exact");
+	ok(!strcmp(l->qemu, "10.0") && exact, "QEMU 10.0 gets the 10.0 list");
+	l = omr_seccomp_list_for("QEMU emulator version 9.2.0", &exact);
+	ok(!strcmp(l->qemu, "7.2") && !exact, "QEMU 9.2 gets the newest older list, not exact");
+	ok(omr_seccomp_listed(omr_seccomp_list_for("10.0", &exact), "fstatfs") &&
+		   !omr_seccomp_listed(omr_seccomp_list_for("7.2", &exact), "fstatfs"),
+	   "10.0's list has what a restore needs (fstatfs, msync); 7.2's does not");
 	l = omr_seccomp_list_for(NULL, &exact);
 	ok(l && !exact, "an unknown version gets a list, not exact");
 	ok(omr_seccomp_listed(l, "ppoll") && omr_seccomp_listed(l, "execve"), "ppoll, execve listed");

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "omnirun/state/config.h"
+#include "omnirun/vm/snapshot.h"
 #include "omnirun/vm/template.h"
 #include "omnirun/base/util.h"
 
@@ -538,6 +539,130 @@ static void test_recipes(void)
 	free(f);
 }
 
+static char *identity(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return omr_xstrdup("");
+	return omr_strdup_printf("%llu:%llu:%lld:%lld%09ld", (unsigned long long)st.st_dev,
+				 (unsigned long long)st.st_ino, (long long)st.st_size,
+				 (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+/* 1 when t's snapshot fits (cpus 2, 256 MB, disk 512), else 0 with the
+ * reason checked against want. */
+static int fits(const struct omr_template *t, unsigned cpus, const char *want)
+{
+	struct omr_snapshot *s = NULL;
+	char *why = NULL;
+	int r = omr_snapshot_find(cfg, t, "tcg", cpus, 256, 512, &s, &why);
+	int good = want ? (r == 0 && why && strstr(why, want)) : (r == 1 && s);
+
+	if (!good)
+		fprintf(stderr, "# snapshot: r=%d why=%s\n", r, why ? why : "(none)");
+	omr_snapshot_free(s);
+	free(why);
+	return good;
+}
+
+/* A hand-made snapshot: a RAM file of the right size, a state and its
+ * SHA-256, identities of a fake QEMU and the template's files. */
+static void test_snapshot_fit(void)
+{
+	struct omr_template *t = NULL;
+	struct omr_err *err = NULL;
+	char *dir, *p, *qemu, *conf, *qid, *kid, *iid;
+	FILE *f;
+
+	make_template("snap", good_conf);
+	if (omr_template_load(cfg, "snap", &t, &err) < 0) {
+		fprintf(stderr, "%s\n", err->msg);
+		exit(99);
+	}
+	qemu = omr_strdup_printf("%s/qemu-system-x86_64", root);
+	write_file(qemu, "#!/bin/sh\n", 0755);
+	free(cfg->qemu);
+	cfg->qemu = omr_xstrdup(qemu);
+	ok(fits(t, 2, "has no snapshot"), "snapshot: none is said");
+	dir = tpath("snap", "snapshot");
+	mkdir(dir, 0755);
+	p = omr_strdup_printf("%s/ram", dir);
+	f = fopen(p, "w");
+	fclose(f);
+	truncate(p, 256 << 20);
+	free(p);
+	p = omr_strdup_printf("%s/state", dir);
+	write_file(p, "device state\n", 0644);
+	free(p);
+	qid = identity(qemu);
+	kid = identity(t->kernel);
+	iid = identity(t->initrd);
+	/* The real checksum, computed as sbx-template does. */
+	{
+		char *cmd = omr_strdup_printf("sha256sum %s/state", dir), line[128] = "";
+		FILE *pp = popen(cmd, "r");
+		if (!pp || !fgets(line, sizeof(line), pp))
+			exit(99);
+		pclose(pp);
+		line[64] = 0;
+		free(cmd);
+		conf = omr_strdup_printf("qemu=%s\nqemu_id=%s\nqemu_version=QEMU emulator version 10.0.2\n"
+					 "kernel_id=%s\ninitrd_id=%s\naccel=tcg\ncpus=2\nmemory_mb=256\n"
+					 "disk_mb=512\nstate_size=13\nstate_sha256=%s\nmade_ms=12\nargs=x\n",
+					 qemu, qid, kid, iid, line);
+	}
+	p = omr_strdup_printf("%s/snapshot.conf", dir);
+	write_file(p, conf, 0644);
+	ok(fits(t, 2, NULL), "snapshot: a whole one that matches fits");
+	ok(fits(t, 1, "the snapshot has 2 vCPUs, 256 MB memory and a 512 MB disk"),
+	   "snapshot: another vCPU count boots cold, and says the snapshot's shape");
+	/* Corrupt state: same size, one byte changed. */
+	{
+		char *sp = omr_strdup_printf("%s/state", dir);
+		write_file(sp, "device stat3\n", 0644);
+		ok(fits(t, 2, "truncated or corrupt"), "snapshot: a corrupt state is refused");
+		write_file(sp, "device\n", 0644);
+		ok(fits(t, 2, "truncated or corrupt"), "snapshot: a truncated state is refused");
+		write_file(sp, "device state\n", 0644);
+		free(sp);
+	}
+	ok(fits(t, 2, NULL), "snapshot: put back, it fits again");
+	{
+		char *rp = omr_strdup_printf("%s/ram", dir);
+		truncate(rp, 1 << 20);
+		ok(fits(t, 2, "RAM file is missing or truncated"), "snapshot: a truncated RAM file is refused");
+		truncate(rp, 256 << 20);
+		free(rp);
+	}
+	/* Another initrd (a rebuilt agent), then another QEMU (an upgrade). */
+	{
+		char *ip = omr_xstrdup(t->initrd);
+		rename(ip, "/tmp/omr-initrd-aside") == 0 ? (void)0 : (void)0;
+		write_file(ip, "initrd v2\n", 0644);
+		ok(fits(t, 2, "another initrd"), "snapshot: another initrd's is refused");
+		rename("/tmp/omr-initrd-aside", ip);
+		free(ip);
+	}
+	ok(fits(t, 2, NULL), "snapshot: the initrd back, it fits again");
+	write_file(qemu, "#!/bin/sh\n# upgraded\n", 0755);
+	ok(fits(t, 2, "another QEMU binary"), "snapshot: another QEMU's is refused");
+	ok(omr_snapshot_qemu_ok("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)") &&
+		   omr_snapshot_qemu_ok("QEMU emulator version 8.2.0") &&
+		   !omr_snapshot_qemu_ok("QEMU emulator version 8.1.5") &&
+		   !omr_snapshot_qemu_ok("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7)") &&
+		   !omr_snapshot_qemu_ok(NULL),
+	   "snapshot: QEMU 8.2 and later clone, 7.2 does not");
+	free(p);
+	free(conf);
+	free(qid);
+	free(kid);
+	free(iid);
+	free(dir);
+	free(qemu);
+	omr_template_free(t);
+}
+
 int main(void)
 {
 	struct omr_err *err = NULL;
@@ -572,6 +697,7 @@ int main(void)
 	test_list_remove();
 	test_build();
 	test_recipes();
+	test_snapshot_fit();
 
 	omr_config_free(cfg);
 	omr_rm_rf_at(AT_FDCWD, root);

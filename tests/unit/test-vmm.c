@@ -74,8 +74,8 @@ static void test_ops(void)
 	ok(omr_vmm_snapshot(&vm, "/tmp/x", &err) < 0 && omr_err_kind(err) == OMR_E_UNSUPPORTED,
 	   "qemu: snapshot is unsupported for now");
 	omr_err_free(&err);
-	ok(omr_vmm_restore(&vm, "/tmp/x", &err) < 0 && omr_err_kind(err) == OMR_E_UNSUPPORTED,
-	   "qemu: restore is unsupported for now");
+	ok(omr_vmm_restore(&vm, "/tmp/x", &err) < 0 && omr_err_kind(err) == OMR_E_STATE,
+	   "qemu: restoring into a VM that does not run is a state error");
 	omr_err_free(&err);
 	ok(omr_vmm_pause(&vm, &err) < 0 && omr_err_kind(err) == OMR_E_STATE,
 	   "qemu: pausing a VM that does not run is a state error");
@@ -85,7 +85,7 @@ static void test_ops(void)
 
 static void test_argv(void)
 {
-	struct omr_vmm_spec s = { .qemu = "qemu", .accel = OMR_ACCEL_TCG, .tb_size_mb = 32, .cpus = 1,
+	struct omr_vmm_spec s = { .incoming_fd = -1, .qemu = "qemu", .accel = OMR_ACCEL_TCG, .tb_size_mb = 32, .cpus = 1,
 				  .memory_mb = 256, .kernel = "k", .initrd = "i", .cmdline = "c",
 				  .agent_sock = "/a", .qmp_sock = "/q", .disk_fd = 17, .console_fd = -1,
 				  .tap_fd = 9, .mac = "52:54:00:01:02:03" };
@@ -109,6 +109,45 @@ static void test_argv(void)
 	for (char **a = argv; *a; a++)
 		nic |= !strcmp(*a, "-netdev");
 	ok(!nic, "argv: no tap, no network device");
+	omr_argv_free(argv);
+
+	/* A clone: the template's RAM read-only and private, no kernel,
+	 * the state through -incoming defer (then migrate-incoming fd:7). */
+	s.mem_path = "/t/ram";
+	s.incoming_fd = 8;
+	argv = omr_vmm_argv(&s);
+	{
+		int ram = 0, kernel = 0, defer = 0, backend = 0;
+		for (char **a = argv; *a; a++) {
+			ram |= !strcmp(*a, "memory-backend-file,id=mem,size=256M,mem-path=/t/ram,"
+					   "readonly=on,rom=off,share=off");
+			kernel |= !strcmp(*a, "-kernel") || !strcmp(*a, "-append");
+			defer |= !strcmp(*a, "defer");
+			backend |= strstr(*a, "microvm,") && strstr(*a, ",memory-backend=mem");
+		}
+		ok(ram && backend && defer && !kernel,
+		   "argv: a clone maps the RAM file read-only, private, and loads no kernel");
+	}
+	omr_argv_free(argv);
+	/* The template being saved: shared RAM, a placeholder disk and NIC
+	 * so that a clone's devices are a cold boot's. */
+	s.mem_shared = 1;
+	s.incoming_fd = -1;
+	s.disk_fd = -1;
+	s.disk_placeholder_mb = 512;
+	s.nic_placeholder = 1;
+	argv = omr_vmm_argv(&s);
+	{
+		int ram = 0, disk = 0, nic2 = 0, kernel = 0;
+		for (char **a = argv; *a; a++) {
+			ram |= strstr(*a, "mem-path=/t/ram,share=on") != NULL;
+			disk |= !strcmp(*a, "driver=null-co,node-name=data,size=536870912,read-zeroes=on");
+			nic2 |= !strncmp(*a, "virtio-net-device,mac=", 22);
+			kernel |= !strcmp(*a, "-kernel");
+		}
+		ok(ram && disk && nic2 && kernel,
+		   "argv: the template maps its RAM shared, with a placeholder disk and NIC");
+	}
 	omr_argv_free(argv);
 }
 

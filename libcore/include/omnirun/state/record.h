@@ -37,6 +37,10 @@ struct omr_sandbox {
 	unsigned timeout_s, idle_timeout_s;
 	pid_t monitor_pid, vmm_pid;
 	char accel[8];           /* tcg | kvm */
+	/* How it started: "cold" (booted its kernel) or "restore" (a clone
+	 * of its template's snapshot), and why not restored ("" if it was). */
+	char boot[8];
+	char boot_why[128];
 	uid_t owner;
 	/* Network (DESIGN.md §6): the guest's address in its /30 (gateway
 	 * .1, guest .2), "" for none; the policy, changed at run time by

@@ -51,6 +51,20 @@ struct omr_vmm_spec {
 	int agent_fd, qmp_fd, bench_fd;
 	unsigned thread_pool_max;  /* QEMU's I/O worker threads, 0: QEMU's
 				      default (64) */
+	/* Snapshots (vm/snapshot.h).  mem_path: guest RAM in this file
+	 * instead of anonymous memory; mem_shared 1 maps it shared (the
+	 * template being saved writes into it), 0 read-only and private
+	 * (a clone: copy-on-write, the file is never written). */
+	const char *mem_path;
+	int mem_shared;
+	/* >= 0: start from this device state (QEMU: -incoming fd), without
+	 * kernel, initrd or command line. */
+	int incoming_fd;
+	/* The template being saved: a data disk device with no backing of
+	 * its own (zeroes) of this size, and a NIC with no peer, so that a
+	 * clone's device layout is a cold boot's. */
+	unsigned disk_placeholder_mb;
+	int nic_placeholder;
 };
 
 /* Host usage of a running sandbox; -1 where unknown. */
@@ -115,6 +129,12 @@ int omr_vmm_restore(struct omr_vmm *vm, const char *path, struct omr_err **err);
 #define OMR_VMM_DISK_RO_FD 4
 #define OMR_VMM_TAP_FD 5
 #define OMR_VMM_ROOTFS_FD 6
+#define OMR_VMM_INCOMING_FD 7
+#define OMR_STR_(x) #x
+#define OMR_STR(x) OMR_STR_(x)
+
+/* QMP: leave shared RAM out of migration streams (both sides must). */
+int omr_vmm_qemu_set_ignore_shared(const char *qmp, unsigned ms, struct omr_err **err);
 
 /* Builds QEMU's argv (NULL-terminated, malloc'ed strings; free with
  * omr_argv_free in omnirun/base/spawn.h) for s: the disk, when
