@@ -352,5 +352,8 @@ void root_setup(const char *serial, const char *mnt);
 void root_services(void);
 /* op "net_config": the host's network settings (net.c). */
 void op_net_config(uint32_t id, json_t *req);
+/* A restored guest's NIC has the template's MAC (was): it takes the
+ * sandbox's.  Returns 0 or -errno. */
+int net_set_mac(const char *was, const char *mac);
 
 #endif

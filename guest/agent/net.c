@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <net/route.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -212,6 +213,30 @@ static int iface_by_mac(const char *mac, char *out, size_t n)
 		usleep(20 * 1000);
 	} while (omr_now_ms() < end);
 	return -ENODEV;
+}
+
+int net_set_mac(const char *was, const char *mac)
+{
+	_cleanup_close_ int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	unsigned int b[6];
+	struct ifreq ifr;
+	char iface[IFNAMSIZ];
+	int rc;
+
+	if (sscanf(mac, "%2x:%2x:%2x:%2x:%2x:%2x", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5]) != 6 ||
+	    strlen(mac) != 17)
+		return -EINVAL;
+	if (s < 0)
+		return -errno;
+	if ((rc = iface_by_mac(was, iface, sizeof(iface))) < 0)
+		return rc;
+	if (ifreq_for(&ifr, iface) < 0)
+		return -ENAMETOOLONG;
+	ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+	for (int i = 0; i < 6; i++)
+		ifr.ifr_hwaddr.sa_data[i] = (char)b[i];
+	/* virtio-net tells QEMU (its MAC filter) through the control queue. */
+	return ioctl(s, SIOCSIFHWADDR, &ifr) < 0 ? -errno : 0;
 }
 
 void op_net_config(uint32_t id, json_t *req)

@@ -90,8 +90,8 @@ static void op_info(uint32_t id, json_t *req)
  * memory: the same hostname, clock, RNG state.  This op makes it
  * itself before the sandbox is reported ready, in this order: host
  * entropy into the RNG and a reseed (RNDADDENTROPY + RNDRESEEDCRNG,
- * microvm has no vmgenid), the hostname, the clock, and only then the
- * encrypted data disk, whose key is drawn after the reseed. */
+ * microvm has no vmgenid), the hostname, the clock, the NIC's MAC, and
+ * only then the encrypted data disk, whose key is drawn after the reseed. */
 static void op_identity(uint32_t id, json_t *req)
 {
 	const char *host = json_string_value(json_object_get(req, "hostname"));
@@ -151,6 +151,16 @@ static void op_identity(uint32_t id, json_t *req)
 				send_error(id, errno, NULL, "pids.max: %s", strerror(errno));
 				return;
 			}
+		}
+	}
+	{
+		const char *mac = json_string_value(json_object_get(req, "mac"));
+		const char *was = json_string_value(json_object_get(req, "mac_was"));
+		int rc;
+		if (mac && was && (rc = net_set_mac(was, mac)) < 0) {
+			send_error(id, -rc, NULL, "cannot give the NIC its MAC %.32s: %s", mac,
+				   strerror(-rc));
+			return;
 		}
 	}
 	if (disk)

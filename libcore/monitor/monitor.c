@@ -318,8 +318,17 @@ static void connect_agent(void *user)
 	struct mon *m = user;
 
 	m->connect_timer = 0;
-	if (!mon_conns_has_agent(&m->conns) && try_connect_agent(m) < 0)
+	if (mon_conns_has_agent(&m->conns))
+		return;
+	if (try_connect_agent(m) < 0) {
 		m->connect_timer = omr_loop_add_timer(m->loop, MON_AGENT_RETRY_MS, connect_agent, m);
+		return;
+	}
+	/* What was queued before the channel existed (a restored guest's
+	 * hello) goes out now: the loop writes only after an event, and a
+	 * restored agent that still sees its host connected (QEMU accepted
+	 * us before the guest ran) says nothing until asked. */
+	mon_conns_kick(&m->conns);
 }
 
 static void boot_timeout(void *user)
@@ -387,10 +396,11 @@ static int give_identity(struct mon *m, struct omr_err **err)
 	b64 = omr_b64_encode(seed, sizeof(seed));
 	explicit_bzero(seed, sizeof(seed));
 	clock_gettime(CLOCK_REALTIME, &now);
-	req = json_pack("{s:s, s:s, s:s, s:I, s:s?, s:I}", "op", "identity", "hostname", m->sb.id,
-			"entropy", b64, "time_ns",
+	req = json_pack("{s:s, s:s, s:s, s:I, s:s?, s:I, s:s?, s:s}", "op", "identity", "hostname",
+			m->sb.id, "entropy", b64, "time_ns",
 			(json_int_t)now.tv_sec * 1000000000 + now.tv_nsec, "disk",
-			m->disk_fd >= 0 ? "/dev/vda" : NULL, "pids", (json_int_t)m->sb.processes);
+			m->disk_fd >= 0 ? "/dev/vda" : NULL, "pids", (json_int_t)m->sb.processes,
+			"mac", m->net ? omr_net_mac(m->net) : NULL, "mac_was", OMR_VMM_TEMPLATE_MAC);
 	s = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
 	if (!s)

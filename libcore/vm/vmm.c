@@ -182,7 +182,7 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 							   s->mac ? s->mac : "52:54:00:12:34:56"));
 	} else if (s->nic_placeholder) {
 		add(&a, "-device");
-		add(&a, "virtio-net-device,mac=52:54:00:00:00:01");
+		add(&a, "virtio-net-device,mac=" OMR_VMM_TEMPLATE_MAC);
 	}
 	if (s->qmp_fd > 0) {
 		addf2(&a, "-chardev", chardev("qmp", NULL, s->qmp_fd));

@@ -130,6 +130,9 @@ int omr_vmm_restore(struct omr_vmm *vm, const char *path, struct omr_err **err);
 #define OMR_VMM_TAP_FD 5
 #define OMR_VMM_ROOTFS_FD 6
 #define OMR_VMM_INCOMING_FD 7
+/* The NIC of a template being snapshotted (no peer); a clone's guest
+ * gives its NIC the sandbox's own MAC (the identity op). */
+#define OMR_VMM_TEMPLATE_MAC "52:54:00:00:00:01"
 #define OMR_STR_(x) #x
 #define OMR_STR(x) OMR_STR_(x)
 
