@@ -40,7 +40,7 @@ _sbx_template()
 		if [[ ${COMP_WORDS[COMP_CWORD - 1]} == @(-f|--from) ]]; then
 			mapfile -t COMPREPLY < <(compgen -f -- "$cur")
 		elif [[ $cur == -* ]]; then
-			mapfile -t COMPREPLY < <(compgen -W '-f --from -j --json -q --quiet -s --snapshot' -- "$cur")
+			mapfile -t COMPREPLY < <(compgen -W '-f --from -j --json -q --quiet --no-snapshot' -- "$cur")
 		else
 			mapfile -t COMPREPLY < <(compgen -W "$(_sbx_template_recipes)" -- "$cur")
 		fi

@@ -15,7 +15,7 @@
 __attribute__((noreturn)) static void usage(void)
 {
 	printf("Usage:\n"
-	       " %1$s build NAME [--from FILE] [--snapshot] [--json] [--quiet]\n"
+	       " %1$s build NAME [--from FILE] [--no-snapshot] [--json] [--quiet]\n"
 	       " %1$s import NAME DIR|IMAGE [--json] [--quiet]\n"
 	       " %1$s snapshot NAME [--json] [--quiet]\n"
 	       " %1$s ls [--json]\n"
@@ -26,13 +26,13 @@ __attribute__((noreturn)) static void usage(void)
 	       "milliseconds), list and remove templates.  Names: 1 to 32 of a-z, 0-9 and -.\n"
 	       "\n"
 	       "Options:\n"
-	       " -f, --from FILE  build from this recipe instead of the shipped one\n"
-	       "     --force      remove even while sandboxes use the template\n"
-	       " -s, --snapshot   build, then make a snapshot (as the snapshot command)\n"
-	       " -j, --json       print the result as JSON\n"
-	       " -q, --quiet      build without progress lines or summary\n"
-	       " -h, --help       display this help\n"
-	       " -V, --version    display version\n"
+	       " -f, --from FILE    build from this recipe instead of the shipped one\n"
+	       "     --force        remove even while sandboxes use the template\n"
+	       "     --no-snapshot  build without the snapshot build makes by default\n"
+	       " -j, --json         print the result as JSON\n"
+	       " -q, --quiet        build without progress lines or summary\n"
+	       " -h, --help         display this help\n"
+	       " -V, --version      display version\n"
 	       "\n"
 	       "See sbx-template(1).\n", omr_cli_prog());
 	exit(OMR_EXIT_OK);
@@ -137,7 +137,7 @@ static int cmd_build(struct omr_config *c, const char *name, const char *from, c
 		return omr_cli_fail(&err);
 	/* A template without a snapshot still works (cold boots): a QEMU
 	 * that cannot make one, or a failed boot, is said, not fatal. */
-	if (snap && omr_snapshot_make(c, name, fn, &p, &err) < 0) {
+	if (snap && !t->rootfs && omr_snapshot_make(c, name, fn, &p, &err) < 0) {
 		if (!quiet)
 			fprintf(stderr, "%s: %s: no snapshot: %s\n", omr_cli_prog(), name, err->msg);
 		omr_err_free(&err);
@@ -216,30 +216,30 @@ static int cmd_rm(struct omr_config *c, const char *name, int force)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_FORCE = 256 };
+	enum { OPT_FORCE = 256, OPT_NO_SNAPSHOT };
 	static const struct option opts[] = {
 		{ "from", required_argument, NULL, 'f' },
 		{ "force", no_argument, NULL, OPT_FORCE },
 		{ "json", no_argument, NULL, 'j' },
 		{ "quiet", no_argument, NULL, 'q' },
-		{ "snapshot", no_argument, NULL, 's' },
+		{ "no-snapshot", no_argument, NULL, OPT_NO_SNAPSHOT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int json = 0, quiet = 0, force = 0, snap = 0, ch, rc, nargs;
+	int json = 0, quiet = 0, force = 0, snap = 1, ch, rc, nargs;
 	const char *from = NULL;
 	struct omr_config *c;
 	const char *cmd;
 
 	omr_cli_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "f:jqshV", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "f:jqhV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'f': from = optarg; break;
 		case OPT_FORCE: force = 1; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
-		case 's': snap = 1; break;
+		case OPT_NO_SNAPSHOT: snap = 0; break;
 		case 'h': usage();
 		case 'V': omr_cli_version();
 		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
@@ -249,8 +249,8 @@ int main(int argc, char **argv)
 		omr_cli_usage_error(OMR_EXIT_USAGE, "no command given (build, import, snapshot, ls or rm)");
 	cmd = argv[optind++];
 	nargs = argc - optind;
-	if (snap && strcmp(cmd, "build"))
-		omr_cli_usage_error(OMR_EXIT_USAGE, "only build takes --snapshot");
+	if (!snap && strcmp(cmd, "build"))
+		omr_cli_usage_error(OMR_EXIT_USAGE, "only build takes --no-snapshot");
 	if (!strcmp(cmd, "snapshot") && (from || force))
 		omr_cli_usage_error(OMR_EXIT_USAGE, "snapshot takes no --from or --force");
 	if (!strcmp(cmd, "build") || !strcmp(cmd, "rm") || !strcmp(cmd, "snapshot")) {

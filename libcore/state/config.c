@@ -180,7 +180,7 @@ static void set_defaults(struct omr_config *c)
 	c->recipes_dir = omr_xstrdup(OMR_RECIPES_DIR);
 	c->qemu = omr_xstrdup("qemu-system-x86_64");
 	c->accel = omr_xstrdup("auto");
-	c->tb_size_mb = 64;
+	c->tb_size_mb = 32; /* HOSTS.md: cold boots 1.007x of 64, 14 MiB less per VM */
 	c->boot_timeout_s = 60;
 	c->console_log_max = 1024 * 1024;
 	c->default_template = omr_xstrdup("tiny");

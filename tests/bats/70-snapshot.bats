@@ -25,12 +25,6 @@ teardown_file() { omr_teardown_file; }
 setup() { omr_setup; }
 teardown() { omr_teardown; }
 
-# A restored sandbox does not answer its agent yet (QEMU 10.0, TCG: the
-# create times out; doc/snapshots.md).  The checks that need one run only
-# with OMNIRUN_TEST_RESTORE=1 until that is fixed.
-restores() { [ "${OMNIRUN_TEST_RESTORE:-0}" = 1 ]; }
-NO_RESTORE="restored sandboxes do not answer yet (doc/snapshots.md); OMNIRUN_TEST_RESTORE=1 runs this"
-
 # Puts the snapshot back as sbx-template makes it, if a test broke it.
 remake() { sbx-template snapshot -q tiny; }
 
@@ -47,7 +41,6 @@ remake() { sbx-template snapshot -q tiny; }
 
 @test "ls and --json show the snapshot; restored sandboxes answer with their own identity" {
 	qemu_clones || skip "QEMU older than 8.2: cold boots only (see the test above)"
-	restores || skip "$NO_RESTORE"
 	run sbx-template ls
 	assert_eq "$status" 0
 	[[ "$output" == *"tiny "*" yes"* ]] || fail "ls: $output"
@@ -162,16 +155,13 @@ cold_because() {
 	remake
 	run sbx-template ls --json
 	assert_eq "$(jq -r '.[] | select(.name == "tiny") | .snapshot.usable' <<<"$output")" true
-	if restores; then
-		run --separate-stderr sbx-create --verbose --timeout 60
-		assert_contains "$stderr" "restored"
-		sbx-kill "$output"
-	fi
+	run --separate-stderr sbx-create --verbose --timeout 60
+	assert_contains "$stderr" "restored"
+	sbx-kill "$output"
 }
 
 @test "fault: the snapshot deleted while clones use it: they run on, new ones boot cold" {
 	qemu_clones || skip "QEMU older than 8.2: cold boots only"
-	restores || skip "$NO_RESTORE"
 	a=$(new_sandbox --timeout 120)
 	assert_eq "$(sb_field "$a" boot)" restore
 	rm -rf "$(SNAP)"
