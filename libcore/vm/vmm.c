@@ -100,7 +100,7 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 	/* The console goes to QEMU's stdout, which the monitor caps. */
 	add(&a, "-serial");
 	add(&a, "stdio");
-	if (s->incoming_fd < 0) {
+	if (s->incoming_fd <= 0) {
 		add(&a, "-kernel");
 		add(&a, s->kernel);
 		add(&a, "-initrd");
@@ -230,7 +230,7 @@ static int qemu_spawn(struct omr_vmm *vm, const struct omr_vmm_spec *s, struct o
 		keep_from[nkeep] = root;
 		keep_to[nkeep++] = OMR_VMM_ROOTFS_FD;
 	}
-	if (s->incoming_fd >= 0) {
+	if (s->incoming_fd > 0) {
 		keep_from[nkeep] = s->incoming_fd;
 		keep_to[nkeep++] = OMR_VMM_INCOMING_FD;
 	}

@@ -111,6 +111,21 @@ static void test_argv(void)
 	ok(!nic, "argv: no tap, no network device");
 	omr_argv_free(argv);
 
+	/* A spec that names no state (incoming_fd left 0, as the jail's
+	 * self-test did) boots its kernel: it must not wait for a state. */
+	s.incoming_fd = 0;
+	argv = omr_vmm_argv(&s);
+	{
+		int kernel = 0, defer = 0;
+		for (char **a = argv; *a; a++) {
+			kernel |= !strcmp(*a, "-kernel");
+			defer |= !strcmp(*a, "-incoming");
+		}
+		ok(kernel && !defer, "argv: incoming_fd 0 is a cold boot, not -incoming");
+	}
+	omr_argv_free(argv);
+	s.incoming_fd = -1;
+
 	/* A clone: the template's RAM read-only and private, no kernel,
 	 * the state through -incoming defer (then migrate-incoming fd:7). */
 	s.mem_path = "/t/ram";

@@ -57,8 +57,9 @@ struct omr_vmm_spec {
 	 * (a clone: copy-on-write, the file is never written). */
 	const char *mem_path;
 	int mem_shared;
-	/* >= 0: start from this device state (QEMU: -incoming fd), without
-	 * kernel, initrd or command line. */
+	/* > 0: start from this device state (QEMU: -incoming fd), without
+	 * kernel, initrd or command line.  0 or -1: boot the kernel (fd 0 is
+	 * never a state file, so a spec that does not name one boots). */
 	int incoming_fd;
 	/* The template being saved: a data disk device with no backing of
 	 * its own (zeroes) of this size, and a NIC with no peer, so that a
