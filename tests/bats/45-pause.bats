@@ -19,8 +19,16 @@ teardown() { omr_teardown; }
 
 # Clock ticks (user + system) QEMU $1 used so far.
 ticks() { awk '{ print $14 + $15 }' /proc/"$1"/stat; }
-# The guest's busy loop counter.
-counter() { sbx-exec "$ID" -- cat /tmp/count; }
+# The guest's busy loop counter (a read may fall between the loop's
+# truncation of the file and its write: read again).
+counter() {
+	local v
+	for _ in $(seq 20); do
+		v=$(sbx-exec "$ID" -- cat /tmp/count)
+		[ -n "$v" ] && { echo "$v"; return; }
+	done
+	fail "the counter stays empty"
+}
 # Waits (up to $3 tenths of a second) until sandbox $1 is in state $2.
 wait_state() {
 	local i st
