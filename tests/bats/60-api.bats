@@ -288,6 +288,11 @@ PY
 	assert_eq "$STATUS" 413
 	call "$ALICE" POST /sandboxes -d '{"vaultInject": ["OPENAI"]}'
 	assert_eq "$STATUS" 501
+	call "$ALICE" POST /sandboxes -d '{"idleAction": "persist"}'
+	assert_eq "$STATUS" 501
+	assert_contains "$(jq -r .error <<<"$BODY")" "not supported yet"
+	call "$ALICE" POST /sandboxes -d '{"idleAction": "nap"}'
+	assert_eq "$STATUS" 400
 	call "$ALICE" POST "/sandboxes/$ID/fork" -d '{}'
 	assert_eq "$STATUS" 501
 	jq -e .error <<<"$BODY" >/dev/null
