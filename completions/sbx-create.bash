@@ -17,6 +17,10 @@ _sbx_create()
 		COMPREPLY=()
 		return
 		;;
+	--idle-action)
+		mapfile -t COMPREPLY < <(compgen -W 'kill pause' -- "$cur")
+		return
+		;;
 	-h | --help | -V | --version)
 		COMPREPLY=()
 		return
@@ -24,7 +28,7 @@ _sbx_create()
 	esac
 
 	mapfile -t COMPREPLY < <(compgen -W '-t --template -c --cpus -m --memory
-		-d --disk -P --processes -T --timeout -I --idle-timeout -a --allow -i --internet
+		-d --disk -P --processes -T --timeout -I --idle-timeout --idle-action -a --allow -i --internet
 		-o --owner -j --json -v --verbose -h --help
 		-V --version' -- "$cur")
 }

@@ -24,7 +24,11 @@ static void usage(void)
 	       "  -d, --disk MB            size of the encrypted writable disk (/data)\n"
 	       "  -P, --processes N        processes all commands in the guest may have\n"
 	       "  -T, --timeout SEC        lifetime; the sandbox is torn down after it\n"
-	       "  -I, --idle-timeout SEC   tear down after SEC without activity (0: never)\n"
+	       "  -I, --idle-timeout SEC   after SEC without activity, do the idle action\n"
+	       "                           (0: never)\n"
+	       "      --idle-action ACTION kill (tear down) or pause (as sbx-pause) when\n"
+	       "                           idle (default: config, kill); persist is not\n"
+	       "                           supported yet\n"
 	       "  -a, --allow HOST         let the guest reach HOST (repeatable; *.example.com\n"
 	       "                           for every name below example.com) over HTTP and\n"
 	       "                           HTTPS through the egress proxy; nothing else\n"
@@ -37,9 +41,10 @@ static void usage(void)
 	       "                           template's snapshot or booted cold, and why\n"
 	       "  -h, --help               show this help\n"
 	       "  -V, --version            show the version\n\n"
-	       "Exit status: 0 created, 1 failure, 2 usage, 3 unknown template or uplink,\n"
-	       "or owner, 4 forwarding is off on the uplink, 5 limit reached (sandboxes,\n"
-	       "the owner's or the address pool), 6 the VM failed to boot or its agent did not answer.\n");
+	       "Exit status: 0 created, 1 failure (also an idle action not supported\n"
+	       "yet), 2 usage, 3 unknown template or uplink, or owner, 4 forwarding is\n"
+	       "off on the uplink, 5 limit reached (sandboxes, the owner's or the address\n"
+	       "pool), 6 the VM failed to boot or its agent did not answer.\n");
 	exit(OMR_EXIT_OK);
 }
 
@@ -53,6 +58,7 @@ int main(int argc, char **argv)
 		{ "processes", required_argument, NULL, 'P' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "idle-timeout", required_argument, NULL, 'I' },
+		{ "idle-action", required_argument, NULL, 'A' },
 		{ "allow", required_argument, NULL, 'a' },
 		{ "internet", no_argument, NULL, 'i' },
 		{ "owner", required_argument, NULL, 'o' },
@@ -84,6 +90,7 @@ int main(int argc, char **argv)
 		case 'd': o.disk_mb = (unsigned)omr_cli_number(optarg, 1, UINT32_MAX - 1, "disk size"); break;
 		case 'P': o.processes = (unsigned)omr_cli_number(optarg, 1, UINT32_MAX - 1, "process count"); break;
 		case 'T': o.timeout_s = (unsigned)omr_cli_number(optarg, 1, UINT32_MAX - 1, "timeout"); break;
+		case 'A': o.idle_action = optarg; break;
 		case 'I': idle = omr_cli_number(optarg, 0, UINT32_MAX - 1, "idle timeout"); idle_set = 1; break;
 		case 'a':
 			if (nallow == OMR_ARRAY_SIZE(allow))

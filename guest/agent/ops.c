@@ -168,6 +168,33 @@ static void op_identity(uint32_t id, json_t *req)
 	send_json(OMR_F_END, id, json_pack("{s:s}", "disk", agent_cfg.disk_state));
 }
 
+/* {"unix_ms": N}: the guest's wall clock becomes the host's.  A paused
+ * VM's clock stood still while its CPUs did (under TCG the guest's TSC
+ * is QEMU's virtual clock), so the monitor sends this on every resume.
+ * Only as the guest's init: the host build must not set the host's. */
+static void op_clock_set(uint32_t id, json_t *req)
+{
+	struct jerr e = { { 0 } };
+	struct timespec ts;
+	int64_t ms;
+
+	if (jget_int(req, "unix_ms", 1, INT64_C(1) << 50, 0, &ms, &e) < 0) {
+		send_error(id, EINVAL, NULL, "%s", e.msg);
+		return;
+	}
+	if (!agent_cfg.pid1) {
+		send_error(id, EPERM, NULL, "the clock is set only by the guest's init");
+		return;
+	}
+	ts.tv_sec = (time_t)(ms / 1000);
+	ts.tv_nsec = (long)(ms % 1000) * 1000000;
+	if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
+		send_error(id, errno, NULL, "cannot set the clock: %s", strerror(errno));
+		return;
+	}
+	send_json(OMR_F_END, id, json_pack("{s:I}", "unix_ms", (json_int_t)ms));
+}
+
 static void op_shutdown(uint32_t id, json_t *req)
 {
 	(void)req;
@@ -186,6 +213,7 @@ static const struct op {
 	{ "info", op_info },
 	{ "shutdown", op_shutdown },
 	{ "identity", op_identity },
+	{ "clock_set", op_clock_set },
 	{ "exec", op_exec },
 	{ "ps", op_ps },
 	{ "attach", op_attach },

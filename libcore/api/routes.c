@@ -29,11 +29,11 @@ const struct omr_api_route omr_api_route_table[] = {
 	{ "GET", "/sandboxes/:id/exposures", omr_api_exposures_list, OMR_BODY_NONE, 0, NULL, NULL },
 	{ "DELETE", "/sandboxes/:id/exposures/:eid", omr_api_exposures_delete, OMR_BODY_NONE, 0,
 	  NULL, NULL },
-	/* Issue 9 (pause, resume, fork, timeout) has not landed. */
-	{ "POST", "/sandboxes/:id/pause", NI, OMR_BODY_JSON, 0, NULL, NULL },
-	{ "POST", "/sandboxes/:id/resume", NI, OMR_BODY_JSON, 0, NULL, NULL },
+	{ "POST", "/sandboxes/:id/pause", omr_api_sandbox_pause, OMR_BODY_JSON, 0, NULL, NULL },
+	{ "POST", "/sandboxes/:id/resume", omr_api_sandbox_resume, OMR_BODY_JSON, 0, NULL, NULL },
+	{ "POST", "/sandboxes/:id/timeout", omr_api_sandbox_timeout, OMR_BODY_JSON, 0, NULL, NULL },
+	/* Fork (issue 9, with snapshots) has not landed. */
 	{ "POST", "/sandboxes/:id/fork", NI, OMR_BODY_JSON, 0, NULL, NULL },
-	{ "POST", "/sandboxes/:id/timeout", NI, OMR_BODY_JSON, 0, NULL, NULL },
 	/* The vault, secrets and the LLM proxy come with their own issues. */
 	{ "POST", "/sandboxes/:id/secrets", NI, OMR_BODY_JSON, 0, NULL, NULL },
 	{ "POST", "/vault/init", NI, OMR_BODY_JSON, 0, NULL, NULL },

@@ -35,6 +35,8 @@ json_t *omr_api_sandbox_json(struct omr_api *a, const struct omr_sandbox *sb)
 		json_t *mj = m ? json_loads(m, 0, NULL) : NULL;
 		json_object_set_new(j, "metadata", mj ? mj : json_object());
 	}
+	json_object_set_new(j, "idleAction",
+			    json_string(sb->idle_action[0] ? sb->idle_action : "kill"));
 	if (sb->state == OMR_SB_STOPPED) {
 		omr_format_time(sb->ended_at, ended);
 		json_object_set_new(j, "endedAt", json_string(ended));
@@ -66,13 +68,13 @@ static int create_opts(struct omr_api_req *r, json_t *b, struct omr_create_opts 
 	if ((v = json_object_get(b, "vaultInject")) && !json_is_null(v) && !json_is_false(v) &&
 	    !(json_is_array(v) && !json_array_size(v)))
 		return omr_api_not_implemented(r), -1;
-	if (action && strcmp(action, "kill"))
-		return omr_api_reply_error(r, strcmp(action, "pause") && strcmp(action, "persist")
-					   ? 400 : 501, strcmp(action, "pause") &&
-					   strcmp(action, "persist") ? "bad_request" : "unsupported",
-					   "idleAction '%s' is %s", action,
-					   strcmp(action, "pause") && strcmp(action, "persist")
-					   ? "not kill, pause or persist" : "not implemented yet"), -1;
+	if (action) {
+		struct omr_err *e = NULL;
+		/* kill and pause pass; persist is 501, anything else 400. */
+		if (omr_idle_action_check(action, &e) < 0)
+			return omr_api_reply_err(r, &e), -1;
+		o->idle_action = action;
+	}
 	if (json_is_true(json_object_get(b, "persistent")))
 		return omr_api_reply_error(r, 501, "unsupported", "persistent sandboxes are not "
 					   "implemented yet"), -1;
@@ -222,4 +224,79 @@ enum MHD_Result omr_api_sandbox_history(struct omr_api_req *r)
 	    omr_history_list(r->api->db, r->user.id, &h, &err) < 0)
 		return omr_api_reply_err(r, &err);
 	return omr_api_reply_json(r, 200, h);
+}
+
+/* --- pause, resume, timeout (issue 9): what sbx-pause, sbx-resume and
+ * sbx-timeout do, for the caller's own sandboxes --- */
+
+/* Answers with the sandbox as it is now (200), once op succeeded. */
+static enum MHD_Result lifecycle_reply(struct omr_api_req *r, const char *id, int rc,
+				       struct omr_err **err, const char *action, const char *detail)
+{
+	struct omr_sandbox sb;
+
+	if (rc < 0)
+		return omr_api_reply_err(r, err);
+	omr_api_audit(r, action, id, detail);
+	if (omr_sandbox_load(r->api->c, id, &sb, err) < 0)
+		return omr_api_reply_err(r, err);
+	return omr_api_reply_json(r, 200, omr_api_sandbox_json(r->api, &sb));
+}
+
+enum MHD_Result omr_api_sandbox_pause(struct omr_api_req *r)
+{
+	static const char *const fields[] = { "persist:b", NULL };
+	const char *id = omr_api_own_sandbox(r);
+	struct omr_err *err = NULL;
+	json_t *out = NULL;
+	int rc;
+
+	if (!id || omr_api_check_fields(r, r->json, fields) < 0)
+		return MHD_YES;
+	/* Freezing to disk is issue 9's persist, which has not landed. */
+	if (json_is_true(json_object_get(r->json, "persist")))
+		return omr_api_reply_error(r, 501, "unsupported", "pause with persist is not "
+					   "supported yet: pause in memory ({} or persist false)");
+	rc = omr_sandbox_pause(r->api->c, id, &out, &err);
+	json_decref(out);
+	return lifecycle_reply(r, id, rc, &err, "pause", NULL);
+}
+
+enum MHD_Result omr_api_sandbox_resume(struct omr_api_req *r)
+{
+	static const char *const fields[] = { NULL };
+	const char *id = omr_api_own_sandbox(r);
+	struct omr_err *err = NULL;
+	json_t *out = NULL;
+	int rc;
+
+	if (!id || omr_api_check_fields(r, r->json, fields) < 0)
+		return MHD_YES;
+	rc = omr_sandbox_resume(r->api->c, id, &out, &err);
+	if (rc == 0 && json_object_get(out, "clock_error"))
+		omr_log(OMR_LOG_WARN, "resume %s: guest clock not set: %s", id,
+			json_string_value(json_object_get(out, "clock_error")));
+	json_decref(out);
+	return lifecycle_reply(r, id, rc, &err, "resume", NULL);
+}
+
+enum MHD_Result omr_api_sandbox_timeout(struct omr_api_req *r)
+{
+	static const char *const fields[] = { "timeout:i", NULL };
+	const char *id = omr_api_own_sandbox(r);
+	json_t *v = r->json ? json_object_get(r->json, "timeout") : NULL;
+	_cleanup_free_ char *detail = NULL;
+	struct omr_err *err = NULL;
+	json_t *out = NULL;
+	int rc;
+
+	if (!id || omr_api_check_fields(r, r->json, fields) < 0)
+		return MHD_YES;
+	if (!v)
+		return omr_api_reply_error(r, 400, "bad_request", "timeout (seconds from now) is "
+					   "required");
+	rc = omr_sandbox_set_timeout(r->api->c, id, (uint64_t)json_integer_value(v), &out, &err);
+	json_decref(out);
+	detail = omr_strdup_printf("%lld s", (long long)json_integer_value(v));
+	return lifecycle_reply(r, id, rc, &err, "timeout", detail);
 }

@@ -372,6 +372,10 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
 	sb.idle_timeout_s = o->idle_timeout_s == UINT32_MAX ? 0
 			    : pick(o->idle_timeout_s, c->idle_timeout_s, 0);
 	omr_template_free(tpl);
+	omr_strlcpy(sb.idle_action, o->idle_action ? o->idle_action : c->idle_action,
+		    sizeof(sb.idle_action));
+	if (omr_idle_action_check(o->idle_action ? o->idle_action : c->idle_action, err) < 0)
+		return -1;
 	if (check_range("cpu count", sb.cpus, 1, c->max_cpus, "", err) < 0 ||
 	    check_range("memory", sb.memory_mb, c->min_memory_mb, c->max_memory_mb, " MB", err) < 0 ||
 	    check_range("disk", sb.disk_mb, 16, c->max_disk_mb, " MB", err) < 0 ||

@@ -23,6 +23,13 @@
 #define MON_AGENT_RETRY_MS 20
 /* The lifetime and orphans are checked at least this often. */
 #define MON_TICK_MS 1000
+/* Bounds on QEMU's answer to stop / cont, and on the agent's to the
+ * clock_set that follows a resume. */
+#define MON_QMP_TIMEOUT_MS 5000
+#define MON_CLOCK_TIMEOUT_MS 3000
+
+/* The VMM's CPUs, as the monitor drives them (lifecycle.c). */
+enum mon_run { MON_RUN_RUNNING = 0, MON_RUN_PAUSING, MON_RUN_PAUSED, MON_RUN_RESUMING };
 
 struct mon {
 	const struct omr_config *c;
@@ -42,6 +49,13 @@ struct mon {
 	uint64_t boot_deadline;
 	uint64_t connect_timer, tick_timer;
 	const char *end_reason;   /* set: tear down */
+	/* pause and resume (lifecycle.c) */
+	enum mon_run run;
+	struct omr_qmp_call *qmp;  /* the stop or cont in flight */
+	int waiting;               /* a client waits for it: waiter */
+	struct mon_ticket waiter;
+	uint64_t clock_timer;      /* the clock_set after a resume */
+	char *clock_error;         /* why the guest clock was not set */
 	/* the network (net-hooks.c) */
 	struct omr_net *net;
 	int events_fd;            /* events.jsonl */
@@ -53,6 +67,18 @@ struct mon {
 	int identity_done;          /* the agent answered identity: 1 ok, -1 not */
 	char *identity_error;
 };
+
+/* lifecycle.c: pause, resume, the lifetime; the router's request and
+ * own_end hooks (the network's ops pass through them) */
+json_t *mon_request(void *user, const char *op, json_t *req, const struct mon_ticket *t);
+void mon_own_end(void *user, uint32_t gsid, const uint8_t *p, size_t len);
+/* Stops / restarts the VMM's CPUs; t: the client to answer, or NULL.
+ * Return what to answer now: json_null() when the answer comes later. */
+json_t *mon_pause(struct mon *m, const struct mon_ticket *t);
+json_t *mon_resume(struct mon *m, const struct mon_ticket *t);
+void mon_lifecycle_close(struct mon *m);
+/* monitor.c: checks the lifetime now and sets the next check. */
+void mon_lifetime_reschedule(struct mon *m);
 
 /* net-hooks.c: the sandbox's network */
 int mon_net_open(struct mon *m, struct omr_err **err);   /* before the VMM */

@@ -229,6 +229,8 @@ static void history_hook(void *user, const char *line, size_t len)
 			n < 0 ? strerror(errno) : "short write");
 }
 
+/* The monitor's own requests to the agent: +1 the network (net-hooks.c),
+ * +2 the hello, +3 the identity, +4 the clock (lifecycle.c). */
 #define OWN_HELLO_GSID (MON_OWN_GSID_MIN + 2)
 #define OWN_IDENTITY_GSID (MON_OWN_GSID_MIN + 3)
 /* A restored guest formats its data disk in this time (about 1 s for
@@ -243,7 +245,7 @@ static void own_end_hook(void *user, uint32_t gsid, const uint8_t *p, size_t len
 	if (gsid == OWN_HELLO_GSID)
 		return; /* its HELLO frame is what boot waits for */
 	if (gsid != OWN_IDENTITY_GSID) {
-		mon_net_own_end(user, gsid, p, len);
+		mon_own_end(user, gsid, p, len); /* the clock's, the network's */
 		return;
 	}
 	if (m->identity_done)
@@ -261,7 +263,7 @@ static const struct mon_router_ops router_ops = {
 	.status = status_hook,
 	.destroy = destroy_hook,
 	.history = history_hook,
-	.request = mon_net_request,
+	.request = mon_request,
 	.own_end = own_end_hook,
 };
 
@@ -471,17 +473,29 @@ static void lifetime_check(void *user)
 		if ((uint64_t)left < next)
 			next = (uint64_t)left;
 	}
-	if (m->sb.idle_timeout_s > 0) {
+	/* A paused sandbox is idle by choice: its idle time starts again on
+	 * resume.  Its lifetime runs on (issue 9: the pause counts). */
+	if (m->sb.idle_timeout_s > 0 && m->run == MON_RUN_RUNNING) {
 		uint64_t idle = now - mon_router_last_activity(m->router, now);
 		uint64_t max = (uint64_t)m->sb.idle_timeout_s * 1000;
-		if (idle >= max) {
+		if (idle >= max && strcmp(m->sb.idle_action, "pause")) {
 			mon_end(m, "idle");
 			return;
 		}
-		if (max - idle < next)
+		if (idle >= max)
+			json_decref(mon_pause(m, NULL)); /* a failure is logged */
+		else if (max - idle < next)
 			next = max - idle;
 	}
 	m->tick_timer = omr_loop_add_timer(m->loop, next, lifetime_check, m);
+}
+
+void mon_lifetime_reschedule(struct mon *m)
+{
+	if (m->tick_timer)
+		omr_loop_cancel_timer(m->loop, m->tick_timer);
+	m->tick_timer = 0;
+	lifetime_check(m);
 }
 
 /* Serves clients until the sandbox ends. */
@@ -543,6 +557,7 @@ static void teardown(struct mon *m)
 	why = omr_vmm_reaped(&m->vmm, m->vmm_status);
 	if (why && (!m->end_reason || !strcmp(m->end_reason, "vmm_exited")))
 		m->end_reason = why;
+	mon_lifecycle_close(m);
 	mon_console_finish(&m->console);
 	mon_net_close(m);
 	if (m->disk_fd >= 0) {
@@ -567,6 +582,7 @@ static void teardown(struct mon *m)
 	m->sb.ended_at = (int64_t)(omr_wall_ms() / 1000);
 	m->sb.vmm_pid = 0;
 	m->sb.monitor_pid = 0;
+	m->sb.paused_at = 0;
 	omr_strlcpy(m->sb.end_reason, m->end_reason ? m->end_reason : "vmm_exited",
 		    sizeof(m->sb.end_reason));
 	/* sbx-kill or sbx-gc may have reaped the record while we booted:
@@ -598,6 +614,7 @@ static void mon_free(struct mon *m)
 {
 	if (m->router)
 		mon_conns_close_all(&m->conns);
+	mon_lifecycle_close(m);
 	mon_console_close(&m->console);
 	if (m->disk_fd >= 0)
 		close(m->disk_fd);

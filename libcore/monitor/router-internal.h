@@ -42,6 +42,14 @@
 
 struct mon_router;
 
+/* Who asked: a client's request the monitor answers later.  The serial
+ * tells a client from the next one given the same number. */
+struct mon_ticket {
+	int ci;
+	uint32_t csid;
+	uint64_t serial;
+};
+
 /* Stream ids on the agent channel from here up are the monitor's own
  * requests (mon_router_own_request); client routes never get them. */
 #define MON_OWN_GSID_MIN 0x7fff0000u
@@ -54,10 +62,11 @@ struct mon_router_ops {
 	void (*destroy)(void *user);
 	/* One line of the command history (no newline). */
 	void (*history)(void *user, const char *line, size_t len);
-	/* An op the monitor answers itself (the network's): its END (a new
-	 * object), or NULL when it is not one (it goes to the agent).  May
-	 * be NULL. */
-	json_t *(*request)(void *user, const char *op, json_t *req);
+	/* An op the monitor answers itself (the network's, pause...): its
+	 * END (a new object); json_null() when it answers later, through
+	 * mon_router_answer(t) (t is valid during the call only: copy it);
+	 * or NULL when it is not one (it goes to the agent).  May be NULL. */
+	json_t *(*request)(void *user, const char *op, json_t *req, const struct mon_ticket *t);
 	/* The END of one of the monitor's own requests (gsid >=
 	 * MON_OWN_GSID_MIN).  May be NULL. */
 	void (*own_end)(void *user, uint32_t gsid, const uint8_t *p, size_t len);
@@ -110,6 +119,10 @@ const json_t *mon_router_hello(const struct mon_router *rt);
 /* Queues a request of the monitor's own to the agent on gsid (>=
  * MON_OWN_GSID_MIN); its END goes to ops->own_end. */
 void mon_router_own_request(struct mon_router *rt, uint32_t gsid, const void *p, size_t len);
+
+/* Queues the END j (released) for the request of ticket t, unless its
+ * client has left.  Returns 0, or -1 when nobody waits for it. */
+int mon_router_answer(struct mon_router *rt, const struct mon_ticket *t, json_t *j);
 
 /* Queues the answer to the client that asked for destroy.  Returns that
  * client's number, or -1 if none is waiting (or it left). */

@@ -19,6 +19,7 @@ enum raw_state { RAW_NONE, RAW_OPENING, RAW_ON };
 
 struct client {
 	uid_t uid;
+	uint64_t serial;      /* tells it from a later client at its index */
 	struct outq out;
 	size_t own_queued;    /* ACCT_OWN bytes in out */
 	unsigned nstreams;
@@ -56,6 +57,7 @@ struct mon_router {
 	size_t nroutes, routes_cap;
 	uint32_t next_gsid;
 	uint64_t last_activity;
+	uint64_t next_serial;
 	int destroy_client;       /* client that asked for destroy, or -1 */
 	uint32_t destroy_csid;
 };
@@ -414,7 +416,10 @@ static void client_req(struct mon_router *rt, int ci, uint32_t csid, const uint8
 		goto out;
 	}
 	if (rt->ops->request) {
-		json_t *answer = rt->ops->request(rt->user, op, req);
+		struct mon_ticket t = { ci, csid, rt->clients[ci]->serial };
+		json_t *answer = rt->ops->request(rt->user, op, req, &t);
+		if (json_is_null(answer))
+			goto out; /* answered later (mon_router_answer) */
 		if (answer) {
 			client_answer(rt, ci, csid, answer);
 			goto out;
@@ -503,6 +508,7 @@ int mon_router_accept(struct mon_router *rt, uid_t uid)
 		return -1;
 	rt->clients[ci] = omr_xcalloc(1, sizeof(struct client));
 	rt->clients[ci]->uid = uid;
+	rt->clients[ci]->serial = ++rt->next_serial;
 	rt->nclients++;
 	return ci;
 }
@@ -663,6 +669,18 @@ const json_t *mon_router_hello(const struct mon_router *rt)
 void mon_router_own_request(struct mon_router *rt, uint32_t gsid, const void *p, size_t len)
 {
 	mon_outq_push(&rt->agent_out, OMR_F_REQ, 0, gsid, p, len);
+}
+
+int mon_router_answer(struct mon_router *rt, const struct mon_ticket *t, json_t *j)
+{
+	struct client *cl = t->ci >= 0 && t->ci < MON_MAX_CLIENTS ? rt->clients[t->ci] : NULL;
+
+	if (!cl || cl->serial != t->serial) {
+		json_decref(j);
+		return -1;
+	}
+	client_answer(rt, t->ci, t->csid, j);
+	return 0;
 }
 
 int mon_router_answer_destroy(struct mon_router *rt)

@@ -11,6 +11,7 @@
 
 #include "omnirun/base/cleanup.h"
 #include "omnirun/state/config.h"
+#include "omnirun/state/record.h"
 #include "omnirun/base/util.h"
 
 struct load_ctx {
@@ -116,6 +117,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		{ "vmm", "qemu", &c->qemu },
 		{ "vmm", "accel", &c->accel },
 		{ "sandbox", "template", &c->default_template },
+		{ "sandbox", "idle_action", &c->idle_action },
 		{ "network", "pool", &c->net_pool_text },
 		{ "network", "uplink", &c->net_uplink },
 		{ "network", "exceptions", &c->net_exceptions_text },
@@ -199,6 +201,7 @@ static void set_defaults(struct omr_config *c)
 	c->default_timeout_s = 3600;
 	c->max_timeout_s = 86400;
 	c->idle_timeout_s = 900;
+	c->idle_action = omr_xstrdup("kill");
 	c->max_sandboxes = 64;
 	c->files_timeout_s = 30;
 	c->max_download_mb = 65536;
@@ -401,6 +404,10 @@ int omr_config_load(struct omr_config **out, struct omr_err **err)
 		x.rc = omr_err_setx(err, OMR_E_USAGE, EINVAL, "a sandbox default exceeds its maximum");
 		goto fail;
 	}
+	if ((x.rc = omr_idle_action_check(c->idle_action, err)) < 0) {
+		omr_err_wrap(err, "sandbox.idle_action");
+		goto fail;
+	}
 	if ((x.rc = api_check(c, err)) < 0 || (x.rc = e2b_check(c, err)) < 0) {
 		omr_err_wrap(err, "%s", c->conf_path ? c->conf_path : "config");
 		goto fail;
@@ -431,6 +438,7 @@ void omr_config_free(struct omr_config *c)
 	free(c->qemu);
 	free(c->accel);
 	free(c->default_template);
+	free(c->idle_action);
 	free(c->net_pool_text);
 	free(c->net_uplink);
 	free(c->net_exceptions_text);

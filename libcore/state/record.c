@@ -27,6 +27,7 @@ static const char *const state_names[] = {
 	[OMR_SB_RUNNING] = "running",
 	[OMR_SB_STOPPING] = "stopping",
 	[OMR_SB_STOPPED] = "stopped",
+	[OMR_SB_PAUSED] = "paused",
 	[OMR_SB_CORRUPT] = "corrupt",
 };
 
@@ -36,6 +37,22 @@ static const char *const state_names[] = {
 const char *omr_sb_state_name(enum omr_sb_state s)
 {
 	return (unsigned)s < OMR_ARRAY_SIZE(state_names) ? state_names[s] : "unknown";
+}
+
+int omr_idle_action_valid(const char *s)
+{
+	return !*s || !strcmp(s, "kill") || !strcmp(s, "pause");
+}
+
+int omr_idle_action_check(const char *s, struct omr_err **err)
+{
+	if (*s && omr_idle_action_valid(s))
+		return 0;
+	/* Freezing to disk is issue 9's persist, which has not landed. */
+	if (!strcmp(s, "persist"))
+		return omr_err_setx(err, OMR_E_UNSUPPORTED, ENOTSUP,
+				    "idle action 'persist' is not supported yet (kill or pause)");
+	return omr_err_setx(err, OMR_E_USAGE, EINVAL, "invalid idle action '%s': kill or pause", s);
 }
 
 char *omr_sandbox_state_path(const struct omr_config *c, const char *id, const char *file)
@@ -165,6 +182,11 @@ static int on_field(void *user, const char *section, const char *k, const char *
 		sb->timeout_s = to_u(x, v);
 	else if (!strcmp(k, "idle_timeout"))
 		sb->idle_timeout_s = to_u(x, v);
+	else if (!strcmp(k, "idle_action")) {
+		x->bad |= omr_strlcpy(sb->idle_action, v, sizeof(sb->idle_action)) < 0;
+		x->bad |= !omr_idle_action_valid(sb->idle_action);
+	} else if (!strcmp(k, "paused_at"))
+		sb->paused_at = to_i64(x, v);
 	else if (!strcmp(k, "monitor_pid"))
 		sb->monitor_pid = (pid_t)to_u(x, v);
 	else if (!strcmp(k, "vmm_pid"))
@@ -285,13 +307,15 @@ int omr_sandbox_save(const struct omr_config *c, const struct omr_sandbox *sb,
 		"expires_at = %lld\nended_at = %lld\nend_reason = %s\ncpus = %u\n"
 		"memory_mb = %u\ndisk_mb = %u\ntimeout = %u\nidle_timeout = %u\n"
 		"monitor_pid = %d\nvmm_pid = %d\naccel = %s\nowner = %u\nprocesses = %u\n"
-		"net_addr = %s\nnet_internet = %d\nnet_allow = %s\nboot = %s\nboot_why = %s\n",
+		"net_addr = %s\nnet_internet = %d\nidle_action = %s\npaused_at = %lld\n"
+		"net_allow = %s\nboot = %s\nboot_why = %s\n",
 		sb->id, sb->template_name, omr_sb_state_name(sb->state),
 		(long long)sb->created_at, (long long)sb->expires_at,
 		(long long)sb->ended_at, sb->end_reason, sb->cpus, sb->memory_mb,
 		sb->disk_mb, sb->timeout_s, sb->idle_timeout_s, (int)sb->monitor_pid,
 		(int)sb->vmm_pid, sb->accel, (unsigned)sb->owner, sb->processes, sb->net_addr,
-		sb->net_internet, sb->net_allow, sb->boot, sb->boot_why);
+		sb->net_internet, sb->idle_action[0] ? sb->idle_action : "kill",
+		(long long)sb->paused_at, sb->net_allow, sb->boot, sb->boot_why);
 	if (omr_write_file_atomic_at(dfd, RECORD, text, strlen(text), 0600, &e) < 0) {
 		/* A full filesystem must not leave a record that lies: the
 		 * reserve gives back what this write needs. */
@@ -451,6 +475,10 @@ json_t *omr_sandbox_json(const struct omr_sandbox *sb)
 	json_object_set_new(j, "processes", json_integer(sb->processes));
 	json_object_set_new(j, "timeout", json_integer(sb->timeout_s));
 	json_object_set_new(j, "idle_timeout", json_integer(sb->idle_timeout_s));
+	json_object_set_new(j, "idle_action",
+			    json_string(sb->idle_action[0] ? sb->idle_action : "kill"));
+	if (sb->state == OMR_SB_PAUSED)
+		json_object_set_new(j, "paused_at", time_json(sb->paused_at));
 	json_object_set_new(j, "accel", json_string(sb->accel));
 	json_object_set_new(j, "boot", sb->boot[0] ? json_string(sb->boot) : json_null());
 	if (sb->boot_why[0])

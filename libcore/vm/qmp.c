@@ -6,12 +6,14 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "omnirun/base/cleanup.h"
 #include "omnirun/base/io.h"
+#include "omnirun/base/loop.h"
 #include "omnirun/base/util.h"
 #include "omnirun/vm/vmm.h"
 
@@ -170,4 +172,204 @@ out:
 	free(q.buf);
 	close(q.fd);
 	return rc;
+}
+
+/* --- one command on an event loop (omr_qmp_call_start) --- */
+
+enum call_phase { CALL_GREETING, CALL_CAPS, CALL_CMD };
+
+struct omr_qmp_call {
+	struct omr_loop *loop;
+	struct qmp q;
+	enum call_phase phase;
+	char *cmd;
+	json_t *args;
+	uint64_t timer;
+	omr_qmp_done_fn done;
+	void *user;
+};
+
+static void call_free(struct omr_qmp_call *k)
+{
+	if (k->q.fd >= 0) {
+		omr_loop_remove_fd(k->loop, k->q.fd);
+		close(k->q.fd);
+	}
+	if (k->timer)
+		omr_loop_cancel_timer(k->loop, k->timer);
+	free(k->q.buf);
+	free(k->cmd);
+	json_decref(k->args);
+	free(k);
+}
+
+/* Calls done once and frees the call. */
+static void call_finish(struct omr_qmp_call *k, json_t *ret, struct omr_err *e)
+{
+	omr_qmp_done_fn done = k->done;
+	void *user = k->user;
+
+	call_free(k);
+	done(user, ret, e);
+	json_decref(ret);
+	omr_err_free(&e);
+}
+
+/* A command line is a few hundred bytes on a fresh socket: it fits in
+ * the socket's buffer at once, so a short write is a broken peer. */
+static int call_send(struct omr_qmp_call *k, const char *cmd, json_t *args, struct omr_err **err)
+{
+	json_t *req = json_pack("{s:s}", "execute", cmd);
+	char *s;
+	ssize_t n;
+	size_t len;
+
+	if (args)
+		json_object_set(req, "arguments", args);
+	s = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	if (!s)
+		return omr_err_setx(err, OMR_E_FAIL, ENOMEM, "QMP: cannot encode %s", cmd);
+	len = strlen(s);
+	s = omr_xrealloc(s, len + 2);
+	s[len++] = '\n';
+	n = send(k->q.fd, s, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	free(s);
+	if (n != (ssize_t)len)
+		return omr_err_set(err, OMR_E_FAIL, n < 0 ? errno : EAGAIN, "QMP: cannot send %s", cmd);
+	return 0;
+}
+
+/* One message arrived: moves the call on.  Returns 1 when finished
+ * (*ret or *err set), 0 to wait for more, < 0 with *err. */
+static int call_step(struct omr_qmp_call *k, json_t *msg, json_t **ret, struct omr_err **err)
+{
+	json_t *e;
+
+	if (json_object_get(msg, "event"))
+		return 0;
+	switch (k->phase) {
+	case CALL_GREETING:
+		if (!json_object_get(msg, "QMP"))
+			return omr_err_setx(err, OMR_E_FAIL, EPROTO, "QMP: no greeting");
+		k->phase = CALL_CAPS;
+		return call_send(k, "qmp_capabilities", NULL, err);
+	case CALL_CAPS:
+		if (!json_object_get(msg, "return"))
+			return omr_err_setx(err, OMR_E_FAIL, EPROTO, "QMP: qmp_capabilities refused");
+		k->phase = CALL_CMD;
+		return call_send(k, k->cmd, k->args, err);
+	case CALL_CMD:
+		if ((e = json_object_get(msg, "error"))) {
+			const char *desc = json_string_value(json_object_get(e, "desc"));
+			return omr_err_setx(err, OMR_E_FAIL, EIO, "QMP %s: %s", k->cmd,
+					    desc ? desc : "failed");
+		}
+		if (!json_object_get(msg, "return"))
+			return omr_err_setx(err, OMR_E_FAIL, EPROTO, "QMP %s: neither return nor error",
+					    k->cmd);
+		*ret = json_incref(json_object_get(msg, "return"));
+		return 1;
+	}
+	return 0;
+}
+
+static void call_readable(void *user, int fd, uint32_t events)
+{
+	struct omr_qmp_call *k = user;
+	struct omr_err *e = NULL;
+	json_t *ret = NULL;
+	ssize_t r;
+	char *nl;
+
+	(void)events;
+	if (k->q.cap - k->q.len < 4096) {
+		k->q.cap = k->q.cap ? k->q.cap * 2 : 8192;
+		k->q.buf = omr_xrealloc(k->q.buf, k->q.cap);
+	}
+	r = read(fd, k->q.buf + k->q.len, k->q.cap - k->q.len - 1);
+	if (r < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (r <= 0) {
+		omr_err_set(&e, OMR_E_FAIL, r < 0 ? errno : ECONNRESET,
+			    "QMP %s: the VMM closed the connection", k->cmd);
+		call_finish(k, NULL, e);
+		return;
+	}
+	k->q.len += (size_t)r;
+	while ((nl = memchr(k->q.buf, '\n', k->q.len))) {
+		size_t n = (size_t)(nl - k->q.buf);
+		json_t *msg = json_loadb(k->q.buf, n, 0, NULL);
+		int rc;
+
+		qmp_consume(&k->q, n);
+		rc = json_is_object(msg) ? call_step(k, msg, &ret, &e)
+			: omr_err_setx(&e, OMR_E_FAIL, EPROTO, "QMP: an answer that is not an object");
+		json_decref(msg);
+		if (rc != 0) {
+			call_finish(k, ret, e);
+			return;
+		}
+	}
+	if (k->q.len >= QMP_LINE_MAX) {
+		omr_err_setx(&e, OMR_E_FAIL, EPROTO, "QMP: a line over %u bytes", QMP_LINE_MAX);
+		call_finish(k, NULL, e);
+	}
+}
+
+static void call_timeout(void *user)
+{
+	struct omr_qmp_call *k = user;
+	struct omr_err *e = NULL;
+
+	k->timer = 0;
+	omr_err_setx(&e, OMR_E_TIMEOUT, ETIMEDOUT, "QMP %s: no answer in time", k->cmd);
+	call_finish(k, NULL, e);
+}
+
+struct omr_qmp_call *omr_qmp_call_start(struct omr_loop *l, const char *path, const char *cmd,
+					json_t *args, unsigned timeout_ms, omr_qmp_done_fn done,
+					void *user, struct omr_err **err)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct omr_qmp_call *k;
+
+	if (omr_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) < 0) {
+		omr_err_setx(err, OMR_E_USAGE, ENAMETOOLONG, "QMP socket path too long: %s", path);
+		return NULL;
+	}
+	k = omr_xcalloc(1, sizeof(*k));
+	k->loop = l;
+	k->cmd = omr_xstrdup(cmd);
+	k->args = json_incref(args);
+	k->done = done;
+	k->user = user;
+	k->q.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (k->q.fd < 0) {
+		omr_err_set(err, OMR_E_FAIL, errno, "QMP: cannot create a socket");
+		goto fail;
+	}
+	/* A Unix socket connects at once or fails: EAGAIN is a full backlog
+	 * (someone else holds QEMU's one QMP connection). */
+	if (connect(k->q.fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		omr_err_set(err, errno == ENOENT || errno == ECONNREFUSED ? OMR_E_STATE : OMR_E_FAIL,
+			    errno, "QMP: cannot connect to %s", path);
+		goto fail;
+	}
+	if (omr_loop_add_fd(l, k->q.fd, EPOLLIN, call_readable, k, err) < 0) {
+		close(k->q.fd);
+		k->q.fd = -1;
+		goto fail;
+	}
+	k->timer = omr_loop_add_timer(l, timeout_ms, call_timeout, k);
+	return k;
+fail:
+	call_free(k);
+	return NULL;
+}
+
+void omr_qmp_call_cancel(struct omr_qmp_call *k)
+{
+	if (k)
+		call_free(k);
 }

@@ -288,11 +288,14 @@ PY
 	assert_eq "$STATUS" 413
 	call "$ALICE" POST /sandboxes -d '{"vaultInject": ["OPENAI"]}'
 	assert_eq "$STATUS" 501
-	for r in pause resume fork timeout; do
-		call "$ALICE" POST "/sandboxes/$ID/$r" -d '{}'
-		assert_eq "$STATUS" 501 "$r"
-		jq -e .error <<<"$BODY" >/dev/null
-	done
+	call "$ALICE" POST /sandboxes -d '{"idleAction": "persist"}'
+	assert_eq "$STATUS" 501
+	assert_contains "$(jq -r .error <<<"$BODY")" "not supported yet"
+	call "$ALICE" POST /sandboxes -d '{"idleAction": "nap"}'
+	assert_eq "$STATUS" 400
+	call "$ALICE" POST "/sandboxes/$ID/fork" -d '{}'
+	assert_eq "$STATUS" 501
+	jq -e .error <<<"$BODY" >/dev/null
 	call "$ALICE" GET /vault/credentials
 	assert_eq "$STATUS" 501
 	call "$ALICE" PATCH /sandboxes
@@ -431,6 +434,49 @@ PY
 	assert_eq "$(jq -r "map(.sandboxId) | index(\"$ID\") != null" <<<"$BODY")" true
 	call "$ALICE" POST "/sandboxes/$ID/commands" -d '{"cmd": "echo alive"}'
 	assert_eq "$(jq -r .stdout <<<"$BODY")" alive
+}
+
+@test "pause, resume, timeout do what the programs do; another user's id is 404; audited" {
+	for r in pause resume timeout; do
+		call "$BOB" POST "/sandboxes/$ID/$r" -d '{"timeout": 60}'
+		assert_eq "$STATUS" 404 "bob: $r"
+		call "$ALICE" POST "/sandboxes/sb_aaaaaaaaaa/$r" -d '{"timeout": 60}'
+		assert_eq "$STATUS" 404 "unknown id: $r"
+	done
+	call "$ALICE" POST "/sandboxes/$ID/pause" -d '{"persist": true}'
+	assert_eq "$STATUS" 501
+	call "$ALICE" POST "/sandboxes/$ID/pause"
+	assert_eq "$STATUS" 200
+	assert_eq "$(jq -r .state <<<"$BODY")" paused
+	assert_eq "$(sb_field "$ID" state)" paused
+	call "$ALICE" GET "/sandboxes/$ID"
+	assert_eq "$(jq -r .state <<<"$BODY")" paused
+	call "$ALICE" POST "/sandboxes/$ID/commands" -d '{"cmd": "true"}'
+	assert_eq "$STATUS" 409
+	assert_contains "$(jq -r .error <<<"$BODY")" "is paused"
+	call "$ALICE" POST "/sandboxes/$ID/pause" -d '{}'
+	assert_eq "$STATUS" 409
+	call "$ALICE" POST "/sandboxes/$ID/resume" -d '{}'
+	assert_eq "$STATUS" 200
+	assert_eq "$(jq -r .state <<<"$BODY")" running
+	call "$ALICE" POST "/sandboxes/$ID/resume" -d '{}'
+	assert_eq "$STATUS" 409
+	call "$ALICE" POST "/sandboxes/$ID/commands" -d '{"cmd": "echo back"}'
+	assert_eq "$(jq -r .stdout <<<"$BODY")" back
+	now=$(date +%s)
+	call "$ALICE" POST "/sandboxes/$ID/timeout" -d '{"timeout": 1200}'
+	assert_eq "$STATUS" 200
+	exp=$(date -d "$(jq -r .expiresAt <<<"$BODY")" +%s)
+	[ "$exp" -ge $((now + 1199)) ] && [ "$exp" -le $((now + 1203)) ] ||
+		fail "expiresAt $exp, asked $now + 1200"
+	for bad in '{"timeout": 0}' '{}' '{"timeout": "x"}' '{"timeout": 99999999}' '{"timeout": -1}'; do
+		call "$ALICE" POST "/sandboxes/$ID/timeout" -d "$bad"
+		assert_eq "$STATUS" 400 "$bad"
+	done
+	audit=$(sbx-user audit "$ALICE_EMAIL")
+	for a in pause resume timeout; do
+		grep -q " $a $ID" <<<"$audit" || fail "no audit entry for $a: $audit"
+	done
 }
 
 @test "DELETE tears the sandbox down; it leaves the list for the history" {

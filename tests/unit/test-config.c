@@ -116,7 +116,7 @@ int main(void)
 		 "boot_timeout=30\nconsole_log_max=65536\n"
 		 "[sandbox]\ntemplate=python\ncpus=2\nmax_cpus=8\nmemory_mb=512\n"
 		 "max_memory_mb=8192\ndisk_mb=1024\nmax_disk_mb=4096\ntimeout=600\n"
-		 "max_timeout=7200\nidle_timeout=0\nmax_sandboxes=10\n");
+		 "max_timeout=7200\nidle_timeout=0\nmax_sandboxes=10\nidle_action=pause\n");
 	r = omr_config_load(&c, &err);
 	ok(r == 0 && c, "full file loads%s%s", err ? ": " : "", err ? err->msg : "");
 	if (c) {
@@ -130,7 +130,8 @@ int main(void)
 		   c->default_memory_mb == 512 && c->max_memory_mb == 8192 &&
 		   c->default_disk_mb == 1024 && c->max_disk_mb == 4096 &&
 		   c->default_timeout_s == 600 && c->max_timeout_s == 7200 &&
-		   c->idle_timeout_s == 0 && c->max_sandboxes == 10, "[sandbox] read");
+		   c->idle_timeout_s == 0 && c->max_sandboxes == 10 &&
+		   !strcmp(c->idle_action, "pause"), "[sandbox] read");
 	}
 	omr_config_free(c);
 	c = NULL;
@@ -182,6 +183,10 @@ int main(void)
 	ok(fails_with("vmm.console_log_max", NULL), "console_log_max below its minimum rejected");
 	use_conf("[vmm]\naccel=fast\n");
 	ok(fails_with("vmm.accel must be auto, kvm or tcg", "fast"), "bad accel rejected");
+	use_conf("[sandbox]\nidle_action=persist\n");
+	ok(fails_with("sandbox.idle_action", "not supported yet"), "idle_action persist refused");
+	use_conf("[sandbox]\nidle_action=nap\n");
+	ok(fails_with("invalid idle action 'nap'", NULL), "an unknown idle_action refused");
 	use_conf("[vmm]\nturbo=1\n");
 	ok(fails_with("unknown setting [vmm] turbo", NULL), "unknown key rejected");
 	use_conf("[nosuch]\nstate_dir=/x\n");

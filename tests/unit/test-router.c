@@ -455,10 +455,16 @@ static void test_backpressure(void)
 static uint32_t own_gsid;
 static char own_payload[64];
 
-static json_t *net_request(void *user, const char *op, json_t *r)
+static struct mon_ticket later;
+
+static json_t *net_request(void *user, const char *op, json_t *r, const struct mon_ticket *t)
 {
 	(void)user;
 	(void)r;
+	if (!strcmp(op, "pause")) {
+		later = *t;
+		return json_null();
+	}
 	return strcmp(op, "net_stats") ? NULL : json_pack("{s:i}", "answered", 1);
 }
 
@@ -492,6 +498,21 @@ static void test_monitor_ops(void)
 	ok(own_gsid == MON_OWN_GSID_MIN + 1 && strstr(own_payload, "eth0"),
 	   "its END goes to the monitor");
 	is_int(take(rt, ci, f, 4), 0, "and to no client");
+
+	/* An op answered later: nothing now, its END when the monitor has
+	 * it, and nothing for a client that left (nor for the next one at
+	 * its number). */
+	req(rt, ci, 5, "{\"op\":\"pause\"}", 1);
+	is_int(take(rt, ci, f, 4) + take(rt, -1, f, 4), 0, "a deferred op is not answered at once");
+	ok(mon_router_answer(rt, &later, json_pack("{s:s}", "state", "paused")) == 0, "answer later");
+	n = take(rt, ci, f, 4);
+	ok(n == 1 && f[0].type == OMR_F_END && f[0].stream == 5 && strstr(f[0].payload, "paused"),
+	   "the deferred END reaches the client on its stream");
+	req(rt, ci, 6, "{\"op\":\"pause\"}", 1);
+	mon_router_client_gone(rt, ci, 4);
+	ci = mon_router_accept(rt, 0);
+	ok(ci == later.ci && mon_router_answer(rt, &later, json_object()) < 0 &&
+	   take(rt, ci, f, 4) == 0, "a deferred answer to a client that left goes nowhere");
 	mon_router_free(rt);
 }
 

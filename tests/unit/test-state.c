@@ -292,9 +292,11 @@ static void test_record_round_trip(void)
 	struct stat st;
 	char *rec, *tmp;
 
-	make_record(&sb, OMR_SB_RUNNING);
+	make_record(&sb, OMR_SB_PAUSED);
 	sb.created_at = 1700000000;
 	sb.expires_at = 1700000300;
+	sb.paused_at = 1700000100;
+	omr_strlcpy(sb.idle_action, "pause", sizeof(sb.idle_action));
 	sb.cpus = 2;
 	sb.memory_mb = 384;
 	sb.disk_mb = 1024;

@@ -14,6 +14,7 @@
 
 #include "omnirun/base/spawn.h"
 #include "omnirun/base/util.h"
+#include "omnirun/base/loop.h"
 #include "omnirun/vm/vmm.h"
 
 #include "tap.h"
@@ -209,6 +210,100 @@ static void test_qmp_fake(void)
 	free(path);
 }
 
+/* omr_qmp_call_start: the same exchanges on an event loop. */
+struct async_result {
+	struct omr_loop *loop;
+	int calls;
+	char *status;          /* "status" of the return, or NULL */
+	enum omr_err_kind kind;
+	char *msg;
+};
+
+static void async_done(void *user, json_t *ret, struct omr_err *e)
+{
+	struct async_result *r = user;
+
+	r->calls++;
+	if (ret)
+		r->status = omr_xstrdup(json_string_value(json_object_get(ret, "status")) ?: "");
+	if (e) {
+		r->kind = omr_err_kind(e);
+		r->msg = omr_xstrdup(e->msg);
+	}
+	omr_loop_quit(r->loop, 0);
+}
+
+static void async_guard(void *user)
+{
+	omr_loop_quit(user, 1);
+}
+
+/* Runs one call against the fake QMP (answers, or none listening) and
+ * fills *r; returns 0 when done was called before a 3 s guard. */
+static int async_call(const char *path, const char *const *answers, unsigned timeout_ms,
+		      struct async_result *r)
+{
+	struct omr_err *err = NULL;
+	struct omr_qmp_call *k;
+	pid_t pid = answers ? fake_qmp(path, answers) : -1;
+	uint64_t guard;
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	r->loop = omr_loop_new(NULL);
+	k = omr_qmp_call_start(r->loop, path, "stop", NULL, timeout_ms, async_done, r, &err);
+	if (!k) {
+		r->kind = omr_err_kind(err);
+		r->msg = omr_xstrdup(err->msg);
+		omr_err_free(&err);
+		rc = -1;
+	} else {
+		guard = omr_loop_add_timer(r->loop, 3000, async_guard, r->loop);
+		rc = omr_loop_run(r->loop);
+		omr_loop_cancel_timer(r->loop, guard);
+	}
+	omr_loop_free(r->loop);
+	if (pid > 0)
+		reap(pid);
+	return rc;
+}
+
+static void async_free(struct async_result *r)
+{
+	free(r->status);
+	free(r->msg);
+}
+
+static void test_qmp_async(void)
+{
+	static const char *const good[] = { "{\"return\": {}}", "{\"return\": {\"status\": \"paused\"}}",
+					    NULL };
+	static const char *const bad[] = { "{\"return\": {}}",
+					   "{\"error\": {\"class\": \"GenericError\", \"desc\": \"nope\"}}",
+					   NULL };
+	static const char *const silent[] = { "{\"return\": {}}", NULL };
+	char *path = omr_strdup_printf("%s/qmp.sock", dir);
+	struct async_result r;
+	uint64_t t0;
+
+	ok(async_call(path, good, 2000, &r) == 0 && r.calls == 1 && r.status &&
+	   !strcmp(r.status, "paused") && !r.msg,
+	   "qmp on a loop: greeting, capabilities, command, its return");
+	async_free(&r);
+	ok(async_call(path, bad, 2000, &r) == 0 && r.calls == 1 && !r.status && r.msg &&
+	   strstr(r.msg, "nope") && r.kind == OMR_E_FAIL,
+	   "qmp on a loop: an error answer is an error with its description");
+	async_free(&r);
+	t0 = omr_now_ms();
+	ok(async_call(path, silent, 300, &r) == 0 && r.calls == 1 && r.kind == OMR_E_TIMEOUT &&
+	   omr_now_ms() - t0 < 2000, "qmp on a loop: a silent VMM is a timeout within the bound");
+	async_free(&r);
+	ok(async_call(path, NULL, 300, &r) < 0 && r.calls == 0 && r.kind == OMR_E_STATE,
+	   "qmp on a loop: nobody listening fails at once, done is never called");
+	async_free(&r);
+	free(path);
+}
+
 static const char *qmp_status(const char *path, json_t **hold)
 {
 	*hold = NULL;
@@ -270,6 +365,7 @@ int main(void)
 	test_ops();
 	test_argv();
 	test_qmp_fake();
+	test_qmp_async();
 	test_qemu_pause_resume();
 	omr_rm_rf_at(AT_FDCWD, dir);
 	return done_testing();

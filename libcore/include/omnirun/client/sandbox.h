@@ -3,6 +3,9 @@
 #ifndef OMNIRUN_CLIENT_SANDBOX_H
 #define OMNIRUN_CLIENT_SANDBOX_H
 
+#include <jansson.h>
+#include <stdint.h>
+
 #include "omnirun/state/record.h"
 
 /* --- lifecycle (sandbox.c) --- */
@@ -14,6 +17,7 @@ struct omr_create_opts {
 	unsigned timeout_s;          /* 0: config default */
 	unsigned idle_timeout_s;     /* 0: config default; UINT32_MAX: none */
 	int internet;                /* NAT out of the configured uplink */
+	const char *idle_action;     /* kill | pause; NULL: the config's */
 	const char *const *allow;    /* host names ("*.x" too) the egress
 					proxy lets through; nallow of them */
 	size_t nallow;
@@ -31,5 +35,23 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
  * already stopped. */
 int omr_sandbox_kill(const struct omr_config *c, const char *id, const char *reason,
 		     struct omr_err **err);
+
+/* --- a live sandbox's lifecycle (lifecycle.c): asked of its monitor --- */
+
+/* Stops the VM's CPUs (it keeps its memory; state "paused"), or restarts
+ * them and sets the guest's clock to the host's.  *out (if not NULL)
+ * gets the record as sbx-ls --json shows it, with "clock_error" when the
+ * guest clock could not be set.  Errors: not_found for an unknown or
+ * stopped sandbox, state for pausing a paused one or resuming a running
+ * one.  Returns 0 or < 0. */
+int omr_sandbox_pause(const struct omr_config *c, const char *id, json_t **out,
+		      struct omr_err **err);
+int omr_sandbox_resume(const struct omr_config *c, const char *id, json_t **out,
+		       struct omr_err **err);
+/* The sandbox ends seconds from now (1 to the config's max_timeout:
+ * longer or shorter than before), paused or not; end reason "timeout".
+ * *out as above.  Returns 0 or < 0. */
+int omr_sandbox_set_timeout(const struct omr_config *c, const char *id, uint64_t seconds,
+			    json_t **out, struct omr_err **err);
 
 #endif

@@ -37,6 +37,7 @@ struct omr_config {
 	unsigned default_disk_mb, max_disk_mb;      /* disk_mb, max_disk_mb */
 	unsigned default_timeout_s, max_timeout_s;  /* timeout, max_timeout */
 	unsigned idle_timeout_s;                    /* idle_timeout (0: none) */
+	char *idle_action;                          /* idle_action: kill | pause */
 	unsigned max_sandboxes;                     /* max_sandboxes per host */
 
 	unsigned files_timeout_s;    /* [files] timeout: a file call or a

@@ -157,6 +157,22 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s);
 int omr_qmp_command(const char *path, const char *cmd, json_t *args, unsigned timeout_ms,
 		    json_t **ret, struct omr_err **err);
 
+/* The same on an event loop, without blocking it (the monitor pauses and
+ * resumes its VMM while it serves): connects at once, then the greeting,
+ * negotiation, cmd and its answer come as the loop turns.  done is called
+ * exactly once (unless the call is cancelled first): with the "return"
+ * value (borrowed) and NULL, or NULL and the error (borrowed; kind
+ * timeout after timeout_ms).  Returns the call, or NULL with *err when
+ * it could not even connect (done is then never called). */
+struct omr_loop;
+struct omr_qmp_call;
+typedef void (*omr_qmp_done_fn)(void *user, json_t *ret, struct omr_err *err);
+struct omr_qmp_call *omr_qmp_call_start(struct omr_loop *l, const char *path, const char *cmd,
+					json_t *args, unsigned timeout_ms, omr_qmp_done_fn done,
+					void *user, struct omr_err **err);
+/* Drops a call that has not finished: done is not called. */
+void omr_qmp_call_cancel(struct omr_qmp_call *call);
+
 /* Fills *u for a live sandbox (cgroup counters, QEMU's fds in /proc:
  * needs root or the sandbox's uid).  Never fails: unknowns are -1. */
 void omr_vmm_usage(const struct omr_config *c, const struct omr_sandbox *sb,

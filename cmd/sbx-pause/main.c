@@ -1,0 +1,62 @@
+/* sbx-pause: stop a sandbox's CPUs, keeping it in memory. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "omnirun/base/exitcodes.h"
+#include "omnirun/client/sandbox.h"
+
+static void usage(void)
+{
+	printf("Usage: sbx-pause [options] ID\n\n"
+	       "Pause a sandbox in memory: its VM's CPUs stop (it uses no CPU), its\n"
+	       "memory, processes and files stay.  Commands and file transfers are\n"
+	       "refused until sbx-resume.  The paused time counts against its lifetime;\n"
+	       "its idle timeout does not run while it is paused.\n\n"
+	       "Options:\n"
+	       "  -j, --json     print the sandbox as JSON (state \"paused\")\n"
+	       "  -h, --help     show this help\n"
+	       "  -V, --version  show the version\n\n"
+	       "Exit status: 0 paused, 1 failure, 2 usage, 3 no such live sandbox,\n"
+	       "4 it is paused already (or being paused or resumed).\n");
+	exit(OMR_EXIT_OK);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	struct omr_err *err = NULL;
+	struct omr_config *c;
+	json_t *out = NULL;
+	int ch, json = 0, rc;
+
+	omr_cli_init(argv[0]);
+	while ((ch = getopt_long(argc, argv, "jhV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'j': json = 1; break;
+		case 'h': usage(); break;
+		case 'V': omr_cli_version(); break;
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
+		}
+	}
+	if (optind == argc)
+		omr_cli_usage_error(OMR_EXIT_USAGE, "no sandbox id given");
+	if (argc - optind > 1)
+		omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind + 1]);
+	c = omr_cli_config();
+	rc = omr_sandbox_pause(c, argv[optind], &out, &err);
+	omr_config_free(c);
+	if (rc < 0)
+		return omr_cli_fail(&err);
+	if (json)
+		omr_cli_print_json(out);
+	else
+		json_decref(out);
+	return OMR_EXIT_OK;
+}

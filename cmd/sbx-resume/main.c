@@ -1,0 +1,66 @@
+/* sbx-resume: restart a paused sandbox's CPUs and set its clock. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "omnirun/base/exitcodes.h"
+#include "omnirun/client/sandbox.h"
+
+static void usage(void)
+{
+	printf("Usage: sbx-resume [options] ID\n\n"
+	       "Resume a sandbox paused with sbx-pause (or by its idle action): its VM's\n"
+	       "CPUs run again, and the guest's clock, which stood still while it was\n"
+	       "paused, is set to the host's before sbx-resume returns.\n\n"
+	       "Options:\n"
+	       "  -j, --json     print the sandbox as JSON (state \"running\")\n"
+	       "  -h, --help     show this help\n"
+	       "  -V, --version  show the version\n\n"
+	       "Exit status: 0 resumed, 1 failure, 2 usage, 3 no such live sandbox,\n"
+	       "4 it is not paused (or being paused or resumed).\n");
+	exit(OMR_EXIT_OK);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	struct omr_err *err = NULL;
+	struct omr_config *c;
+	json_t *out = NULL;
+	const char *clock;
+	int ch, json = 0, rc;
+
+	omr_cli_init(argv[0]);
+	while ((ch = getopt_long(argc, argv, "jhV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'j': json = 1; break;
+		case 'h': usage(); break;
+		case 'V': omr_cli_version(); break;
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
+		}
+	}
+	if (optind == argc)
+		omr_cli_usage_error(OMR_EXIT_USAGE, "no sandbox id given");
+	if (argc - optind > 1)
+		omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind + 1]);
+	c = omr_cli_config();
+	rc = omr_sandbox_resume(c, argv[optind], &out, &err);
+	omr_config_free(c);
+	if (rc < 0)
+		return omr_cli_fail(&err);
+	/* Resumed all the same: the clock is a warning, not a failure. */
+	clock = json_string_value(json_object_get(out, "clock_error"));
+	if (clock)
+		fprintf(stderr, "%s: warning: the guest clock was not set: %s\n", omr_cli_prog(), clock);
+	if (json)
+		omr_cli_print_json(out);
+	else
+		json_decref(out);
+	return OMR_EXIT_OK;
+}
