@@ -35,7 +35,8 @@ static json_t *e2b_sandbox_json(struct omr_api *a, const struct omr_sandbox *sb)
 			 "omnirun", "startedAt", started, "endAt", end, "cpuCount", sb->cpus,
 			 "memoryMB", sb->memory_mb, "diskSizeMB", sb->disk_mb, "metadata",
 			 json_is_object(meta) ? meta : (json_decref(meta), json_object()),
-			 "state", "running", "envdVersion", OMR_ENVD_VERSION);
+			 "state", sb->state == OMR_SB_PAUSED ? "paused" : "running", "envdVersion",
+			 OMR_ENVD_VERSION);
 }
 
 /* What create and connect answer: the sandbox, and the token envd
@@ -139,12 +140,15 @@ static enum MHD_Result e2b_get(struct omr_api_req *r)
 /* The lifetime of a running sandbox cannot be changed in libcore yet
  * (issue 9 brings it as sbx-timeout): this is the one place to call it
  * from once it exists.  Until then the answer is a 501 that says so. */
+/* E2B's timeout is the sandbox's remaining lifetime from now, as
+ * sbx-timeout sets it (bounded by [sandbox] max_timeout). */
 static int set_lifetime(struct omr_api_req *r, const struct omr_sandbox *sb, unsigned timeout_s)
 {
-	(void)timeout_s;
-	omr_api_reply_error(r, 501, "unsupported", "changing the timeout of running sandbox '%s' is "
-			    "not supported yet: give the timeout when creating it", sb->id);
-	return -1;
+	struct omr_err *err = NULL;
+
+	if (omr_sandbox_set_timeout(r->api->c, sb->id, timeout_s, NULL, &err) < 0)
+		return omr_api_reply_err(r, &err), -1;
+	return 0;
 }
 
 /* The timeout member of r's body: 1 with *out, 0 when absent, < 0 with
@@ -180,16 +184,25 @@ static enum MHD_Result e2b_timeout(struct omr_api_req *r)
 	return omr_api_reply_empty(r, 204);
 }
 
-/* Connect: OmniRun never pauses a sandbox behind the caller's back, so
- * there is nothing to resume; a live sandbox is simply handed back. */
+/* Connect hands a live sandbox back, resuming it first when it was
+ * paused (sbx-pause, the API's pause or an idle action of pause), as
+ * E2B's connect does. */
 static enum MHD_Result e2b_connect(struct omr_api_req *r)
 {
 	struct omr_sandbox sb;
+	struct omr_err *err = NULL;
 	unsigned t = 0;
 	int has;
 
 	if (live_sandbox(r, &sb) < 0 || (has = body_timeout(r, &t)) < 0)
 		return MHD_YES;
+	if (sb.state == OMR_SB_PAUSED) {
+		if (omr_sandbox_resume(r->api->c, sb.id, NULL, &err) < 0 &&
+		    omr_err_kind(err) != OMR_E_STATE) /* resumed meanwhile */
+			return omr_api_reply_err(r, &err);
+		omr_err_free(&err);
+		omr_api_audit(r, "resume", sb.id, NULL);
+	}
 	if (has && set_lifetime(r, &sb, t) < 0)
 		return MHD_YES;
 	return omr_api_reply_json(r, 200, e2b_created_json(r, &sb));
@@ -292,8 +305,8 @@ static enum MHD_Result list(struct omr_api_req *r, int v2)
 	for (cap = 0; ids[cap]; cap++)
 		;
 	sbs = omr_xcalloc(cap + 1, sizeof(*sbs));
-	/* Paused ones would be listed too; OmniRun's are all running. */
-	for (size_t i = 0; ids[i] && (!state || strstr(state, "running")); i++) {
+	/* state: "running", "paused" or both, comma-separated. */
+	for (size_t i = 0; ids[i]; i++) {
 		struct omr_err *e = NULL;
 
 		if (omr_sandbox_load(r->api->c, ids[i], &sbs[n], &e) < 0) {
@@ -301,6 +314,8 @@ static enum MHD_Result list(struct omr_api_req *r, int v2)
 			continue;
 		}
 		if (sbs[n].state == OMR_SB_STOPPED || (meta && !metadata_matches(r->api, ids[i], meta)))
+			continue;
+		if (state && !strstr(state, sbs[n].state == OMR_SB_PAUSED ? "paused" : "running"))
 			continue;
 		n++;
 	}

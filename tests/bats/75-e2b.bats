@@ -76,7 +76,7 @@ sdk() {
 	sdk files
 }
 
-@test "SDK: bad key, unknown id, setTimeout (501) and the sandbox limit (429) as the SDK reports them" {
+@test "SDK: bad key, unknown id, setTimeout (the lifetime from now) and the sandbox limit (429) as the SDK reports them" {
 	local email=lim-$RANDOM$RANDOM@e2b.test
 	LIMITED_KEY=$(sbx-user token "$email")
 	sbx-user limit "$email" 1
@@ -162,6 +162,30 @@ EOF
 	sed -n 3p "$BATS_TEST_TMPDIR/m" | grep -q '"end":{"exitCode":4,"exited":true,"status":"exit status 4"}' ||
 		fail "no end with exit code 4"
 	assert_eq "$(tail -n1 "$BATS_TEST_TMPDIR/m")" "2 {}"
+}
+
+@test "curl: connect resumes a paused sandbox; list filters by state; timeout sets the lifetime" {
+	run -0 sbx-pause "$SHARED_ID"
+	call_e2b "$ALICE" GET "/v2/sandboxes?state=paused"
+	[ "$STATUS" = 200 ]
+	run -0 jq -r --arg id "$SHARED_ID" '[.[] | select(.sandboxID == $id) | .state] | join(",")' <<<"$BODY"
+	[ "$output" = paused ]
+	call_e2b "$ALICE" GET "/v2/sandboxes?state=running"
+	run -0 jq --arg id "$SHARED_ID" '[.[] | select(.sandboxID == $id)] | length' <<<"$BODY"
+	[ "$output" = 0 ]
+	call_e2b "$ALICE" POST "/sandboxes/$SHARED_ID/connect" -d '{"timeout": 700}'
+	[ "$STATUS" = 200 ] || fail "connect: $STATUS $BODY"
+	run -0 sbx-ls --json "$SHARED_ID"
+	[ "$(jq -r 'if type == "array" then .[0].state else .state end' <<<"$output")" = running ]
+	run -0 sbx-exec "$SHARED_ID" -- echo awake
+	[ "$output" = awake ]
+	call_e2b "$ALICE" POST "/sandboxes/$SHARED_ID/timeout" -d '{"timeout": 300}'
+	[ "$STATUS" = 204 ] || fail "timeout: $STATUS $BODY"
+	call_e2b "$ALICE" GET "/sandboxes/$SHARED_ID"
+	local left=$(( $(date -d "$(jq -r .endAt <<<"$BODY")" +%s) - $(date +%s) ))
+	[ "$left" -gt 290 ] && [ "$left" -le 301 ] || fail "endAt is $left s away, not 300"
+	call_e2b "$BOB" POST "/sandboxes/$SHARED_ID/timeout" -d '{"timeout": 30}'
+	[ "$STATUS" = 404 ]
 }
 
 @test "the E2B listener is off unless asked for" {
