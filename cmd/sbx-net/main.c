@@ -117,8 +117,14 @@ static int port_arg(const char *s)
 
 static void print_exposure(json_t *e)
 {
-	printf("%-16s %5lld  %-9s  %s\n", json_string_value(json_object_get(e, "id")),
-	       num(e, "port", NULL),
+	char port[8];
+
+	/* Port 0: every port (a sandbox created through the E2B endpoint). */
+	if (num(e, "port", NULL) == 0)
+		snprintf(port, sizeof(port), "*");
+	else
+		snprintf(port, sizeof(port), "%lld", num(e, "port", NULL));
+	printf("%-16s %5s  %-9s  %s\n", json_string_value(json_object_get(e, "id")), port,
 	       json_is_true(json_object_get(e, "protected")) ? "protected" : "public",
 	       json_string_value(json_object_get(e, "url")));
 }

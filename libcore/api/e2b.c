@@ -15,6 +15,7 @@
 #include "omnirun/base/log.h"
 #include "omnirun/base/util.h"
 #include "omnirun/client/sandbox.h"
+#include "omnirun/state/expose.h"
 #include "omnirun/state/record.h"
 
 #define LIST_MAX 100
@@ -30,28 +31,65 @@ static json_t *e2b_sandbox_json(struct omr_api *a, const struct omr_sandbox *sb)
 
 	omr_format_time(sb->created_at, started);
 	omr_format_time(sb->expires_at, end);
-	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:o, s:s, s:s}",
+	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:i, s:i, s:o, s:s, s:s, s:s}",
 			 "templateID", sb->template_name, "sandboxID", sb->id, "clientID",
 			 "omnirun", "startedAt", started, "endAt", end, "cpuCount", sb->cpus,
 			 "memoryMB", sb->memory_mb, "diskSizeMB", sb->disk_mb, "metadata",
 			 json_is_object(meta) ? meta : (json_decref(meta), json_object()),
 			 "state", sb->state == OMR_SB_PAUSED ? "paused" : "running", "envdVersion",
-			 OMR_ENVD_VERSION);
+			 OMR_ENVD_VERSION, "domain", a->c->api_domain);
 }
 
-/* What create and connect answer: the sandbox, and the token envd
- * calls are to carry (the caller's own: they hold it already, and it
- * is what every envd call is authenticated and owned by). */
+/* What create and connect answer: the sandbox, the token envd calls
+ * are to carry (the caller's own: they hold it already, and it is what
+ * every envd call is authenticated and owned by), and the domain of
+ * getHost(port): OmniRun's preview URLs'.  When its ports are protected
+ * the same token is the trafficAccessToken a request to one of them
+ * carries. */
 static json_t *e2b_created_json(struct omr_api_req *r, const struct omr_sandbox *sb)
 {
 	const char *tok = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-API-KEY");
+	struct omr_exposure e;
+	json_t *j;
 
-	return json_pack("{s:s, s:s, s:s, s:s, s:s}", "templateID", sb->template_name,
-			 "sandboxID", sb->id, "clientID", "omnirun", "envdVersion",
-			 OMR_ENVD_VERSION, "envdAccessToken", tok ? tok : "");
+	j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "templateID", sb->template_name,
+		      "sandboxID", sb->id, "clientID", "omnirun", "envdVersion", OMR_ENVD_VERSION,
+		      "envdAccessToken", tok ? tok : "", "domain", r->api->c->api_domain);
+	if (omr_expose_find(r->api->c, sb->id, OMR_EXPOSE_ALL, &e, NULL) == 0 &&
+	    e.port == OMR_EXPOSE_ALL && e.protected_)
+		json_object_set_new(j, "trafficAccessToken", json_string(tok ? tok : ""));
+	return j;
 }
 
 /* ---- create ---- */
+
+/* network: OmniRun takes allowPublicTraffic alone (*protect: 1 when
+ * false); egress rules are E2B's firewall, which OmniRun does not
+ * have.  Returns 0, or < 0 with the reply queued. */
+static int network_opts(struct omr_api_req *r, json_t *b, int *protect)
+{
+	json_t *n = json_object_get(b, "network"), *pub;
+
+	*protect = 0;
+	if (!n || json_is_null(n))
+		return 0;
+	if (!json_is_object(n)) {
+		omr_api_reply_error(r, 400, "bad_request", "network must be an object");
+		return -1;
+	}
+	pub = json_object_get(n, "allowPublicTraffic");
+	if (json_object_size(n) > (pub ? 1u : 0u)) {
+		omr_api_reply_error(r, 501, "unsupported", "network rules other than "
+				    "allowPublicTraffic are not supported by OmniRun");
+		return -1;
+	}
+	if (pub && !json_is_boolean(pub)) {
+		omr_api_reply_error(r, 400, "bad_request", "allowPublicTraffic must be a boolean");
+		return -1;
+	}
+	*protect = json_is_false(pub);
+	return 0;
+}
 
 /* A member E2B sends that OmniRun cannot honour: refused with a 501
  * rather than ignored.  "Empty" values (null, false, {}, []) are fine. */
@@ -73,7 +111,10 @@ static enum MHD_Result e2b_create(struct omr_api_req *r)
 	_cleanup_free_ char *mapped = NULL;
 	struct omr_create_opts o = { 0 };
 	struct omr_sandbox sb;
+	struct omr_exposure e;
+	struct omr_err *err = NULL;
 	const char *k;
+	int protect;
 
 	if (!name)
 		return omr_api_reply_error(r, 400, "bad_request", "templateID must be a string");
@@ -82,7 +123,7 @@ static enum MHD_Result e2b_create(struct omr_api_req *r)
 	    refuse_if_set(r, b, "autoResume", "resuming on traffic") < 0 ||
 	    refuse_if_set(r, b, "mcp", "the MCP gateway") < 0 ||
 	    refuse_if_set(r, b, "volumeMounts", "volumes") < 0 ||
-	    refuse_if_set(r, b, "network", "network rules") < 0 ||
+	    network_opts(r, b, &protect) < 0 ||
 	    refuse_if_set(r, b, "iam", "workload identity") < 0)
 		return MHD_YES;
 	if (meta && !json_is_object(meta))
@@ -104,6 +145,16 @@ static enum MHD_Result e2b_create(struct omr_api_req *r)
 	o.template_name = mapped ? mapped : name;
 	if (omr_api_sandbox_spawn(r, &o, meta, &sb) < 0)
 		return MHD_YES;
+	/* E2B offers every port of a sandbox at getHost(port), to anyone
+	 * unless allowPublicTraffic is false: that is the owner's choice
+	 * made at create, kept as an exposure of every port, which they see
+	 * and may remove as any other (sbx-net, the exposures routes). */
+	if (omr_expose_add(r->api->c, sb.id, OMR_EXPOSE_ALL, protect, &e, &err) < 0) {
+		omr_sandbox_kill(r->api->c, sb.id, "killed", NULL);
+		omr_owner_ended(r->api->db, sb.id, sb.created_at, "killed", -1, NULL);
+		return omr_api_reply_err(r, &err);
+	}
+	omr_api_audit(r, "expose", sb.id, e.id);
 	return omr_api_reply_json(r, 201, e2b_created_json(r, &sb));
 }
 

@@ -11,7 +11,10 @@
  * sends it.  A WebSocket handshake goes as HTTP/1.1 with its Upgrade
  * headers; when the guest answers 101, the client's connection is handed
  * over (MHD_create_response_for_upgrade) and a thread splices it with the
- * forward until either side closes. */
+ * forward until either side closes.
+ *
+ * Both listeners route preview hosts: the E2B one for getHost(port)
+ * (doc/e2b.md), whose sandboxes have an exposure of every port. */
 #include <errno.h>
 #include <stdarg.h>
 #include <poll.h>
@@ -173,7 +176,9 @@ static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const cha
 	if (!k || !v || strpbrk(k, "\r\n") || strpbrk(v, "\r\n") || hop_by_hop(k) ||
 	    !strcasecmp(k, "x-forwarded-for") || !strcasecmp(k, "x-forwarded-host") ||
 	    !strcasecmp(k, "x-forwarded-proto") || !strcasecmp(k, "expect") ||
-	    (h->strip_auth && !strcasecmp(k, "authorization")))
+	    (h->strip_auth && (!strcasecmp(k, "authorization") || !strcasecmp(k, "x-api-key") ||
+			       !strcasecmp(k, "x-access-token") ||
+			       !strcasecmp(k, "e2b-traffic-access-token"))))
 		return MHD_YES;
 	head_add(h, "%s: %s\r\n", k, v);
 	return MHD_YES;

@@ -93,7 +93,8 @@ enum omr_api_style omr_api_style(const struct omr_api_req *r)
 	if (r->route && r->route->body == OMR_BODY_CONNECT)
 		return OMR_STYLE_CONNECT;
 	/* An envd method we do not know is still a Connect call. */
-	if (!r->route && (!strncmp(p, "/process.", 9) || !strncmp(p, "/filesystem.", 12)))
+	if (!r->route && !r->hooked &&
+	    (!strncmp(p, "/process.", 9) || !strncmp(p, "/filesystem.", 12)))
 		return OMR_STYLE_CONNECT;
 	return OMR_STYLE_E2B;
 }
@@ -537,7 +538,14 @@ static const char *presented_token(struct omr_api_req *r)
 	 * X-Access-Token; their Authorization header names a guest user. */
 	if (r->api->e2b) {
 		h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-API-KEY");
-		return h ? h : MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Access-Token");
+		if (!h)
+			h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Access-Token");
+		/* A request to a protected port (getHost) carries the
+		 * trafficAccessToken the create answered. */
+		if (!h && r->hooked)
+			h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+							"e2b-traffic-access-token");
+		return h;
 	}
 	h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
 
@@ -1026,11 +1034,10 @@ static int start(const struct omr_config *c, const char *listen, int e2b, struct
 	/* What state says is live is what the shim serves: a restart finds
 	 * every sandbox again, ended ones become history. */
 	omr_owner_sync(a->db, c, 0, NULL);
-	/* Preview URLs are the OmniRun listener's (DESIGN.md §6). */
-	if (!e2b) {
-		a->host_match = omr_api_preview_match;
-		a->host_hook = omr_api_preview_hook;
-	}
+	/* Preview URLs (DESIGN.md §6), on both listeners: E2B's getHost()
+	 * names the E2B one (E2B_SANDBOX_URL), OmniRun's its own. */
+	a->host_match = omr_api_preview_match;
+	a->host_hook = omr_api_preview_hook;
 	a->watchdog_run = 1;
 	if (pthread_create(&a->watchdog, NULL, watchdog, a) != 0) {
 		a->watchdog_run = 0;

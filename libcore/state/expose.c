@@ -78,7 +78,7 @@ static int load(int dfd, const char *id, struct omr_exposure **out, size_t *n,
 		const char *eid = json_string_value(json_object_get(v, "id"));
 		json_int_t port = json_integer_value(json_object_get(v, "port"));
 
-		if (!omr_expose_id_valid(eid) || port < 1 || port > 65535) {
+		if (!omr_expose_id_valid(eid) || port < OMR_EXPOSE_ALL || port > 65535) {
 			json_decref(a);
 			free(*out);
 			*out = NULL;
@@ -134,7 +134,7 @@ int omr_expose_add(const struct omr_config *c, const char *id, unsigned port, in
 	struct omr_sandbox sb;
 	size_t n;
 
-	if (port < 1 || port > 65535)
+	if (port > 65535)
 		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "port %u is not in 1..65535", port);
 	if ((lock = omr_sandbox_lock(c, id, LOCK_TIMEOUT_MS, err)) < 0 ||
 	    omr_sandbox_load(c, id, &sb, err) < 0)
@@ -210,13 +210,24 @@ int omr_expose_find(const struct omr_config *c, const char *id, unsigned port,
 	_cleanup_free_ struct omr_exposure *v = NULL;
 	size_t n;
 
+	const struct omr_exposure *all = NULL;
+
 	if (omr_expose_list(c, id, &v, &n, err) < 0)
 		return -1;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		if (v[i].port == port) {
 			*out = v[i];
 			return 0;
 		}
+		if (v[i].port == OMR_EXPOSE_ALL)
+			all = &v[i];
+	}
+	/* A port's own exposure wins over the one of every port: the owner
+	 * may protect one port of a public sandbox. */
+	if (all && port != OMR_EXPOSE_ALL) {
+		*out = *all;
+		return 0;
+	}
 	return omr_err_setx(err, OMR_E_NOT_FOUND, ENOENT, "port %u of sandbox %s is not exposed",
 			    port, id);
 }
@@ -224,6 +235,8 @@ int omr_expose_find(const struct omr_config *c, const char *id, unsigned port,
 char *omr_expose_host(const struct omr_config *c, const char *id, unsigned port)
 {
 	/* The id without its "_": "sb_abc" is "sbabc". */
+	if (port == OMR_EXPOSE_ALL)
+		return omr_strdup_printf("*-sb%s.%s", id + strlen(OMR_ID_PREFIX), c->api_domain);
 	return omr_strdup_printf("%u-sb%s.%s", port, id + strlen(OMR_ID_PREFIX), c->api_domain);
 }
 
@@ -261,7 +274,7 @@ json_t *omr_expose_list_json(const struct omr_config *c, const char *id, struct 
 int omr_expose_host_parse(const char *host, const char *domain, char id[OMR_ID_MAX],
 			  unsigned *port, struct omr_err **err)
 {
-	char buf[256], *dot;
+	char buf[256], *dot, *rest;
 	size_t len, dlen = strlen(domain), plen;
 	uint64_t p;
 
@@ -290,7 +303,12 @@ int omr_expose_host_parse(const char *host, const char *domain, char id[OMR_ID_M
 	buf[plen] = 0;
 	if (omr_parse_u64(buf, 1, 65535, &p, "port", NULL) < 0)
 		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "not a preview host name");
-	if (snprintf(id, OMR_ID_MAX, "%s%s", OMR_ID_PREFIX, buf + plen + 3) >= OMR_ID_MAX ||
+	/* E2B's getHost() keeps the id's "_" ("3000-sb_abc.DOMAIN"): both
+	 * spellings name the sandbox. */
+	rest = buf + plen + 3;
+	if (*rest == '_')
+		rest++;
+	if (snprintf(id, OMR_ID_MAX, "%s%s", OMR_ID_PREFIX, rest) >= OMR_ID_MAX ||
 	    !omr_id_valid(id))
 		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "not a preview host name");
 	*port = (unsigned)p;

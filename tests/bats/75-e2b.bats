@@ -76,6 +76,39 @@ sdk() {
 	sdk files
 }
 
+@test "SDK: getHost(port) reaches the guest's port through the Host header; protected with allowPublicTraffic: false" {
+	BOB_KEY=$BOB sdk ports
+}
+
+@test "curl: E2B's ports are an exposure of every port (WebSocket too), which the owner sees and may withdraw" {
+	local omr=http://127.0.0.1:$(cat "$BATS_FILE_TMPDIR/port") host=8000-$SHARED_ID.localhost eid
+	sbx-exec -c 'mkdir -p /tmp/w && echo shared >/tmp/w/index.html' "$SHARED_ID"
+	sbx-exec -b -- "$SHARED_ID" httpd -f -p 127.0.0.1:8000 -h /tmp/w >/dev/null
+	sbx-files "$SHARED_ID" put -m 0755 "$OMNIRUN_BUILD/tests/wsecho" /bin/wsecho >/dev/null
+	sbx-exec -b -- "$SHARED_ID" wsecho 8080 >/dev/null
+	for _ in $(seq 50); do
+		curl -sf -m 10 -H "Host: $host" "$URL/index.html" >/dev/null && break
+		sleep 0.2
+	done
+	run -0 curl -sS -m 10 -H "Host: $host" "$URL/index.html"
+	assert_eq "$output" shared
+	# A WebSocket through the E2B listener's upgrade.
+	run -0 python3 "$OMNIRUN_SRC/tests/fixtures/wsclient.py" "${URL#http://}" "8080-$SHARED_ID.localhost"
+	assert_eq "$output" ok
+	# OmniRun's listener routes the same host (and OmniRun's spelling, without "_").
+	run -0 curl -sS -m 10 -H "Host: 8000-${SHARED_ID/_/}.localhost" "$omr/index.html"
+	assert_eq "$output" shared
+	run -0 curl -sS -m 10 -H "Authorization: Bearer $ALICE" "$omr/sandboxes/$SHARED_ID/exposures"
+	assert_eq "$(jq -c '[.[] | {port, protected}]' <<<"$output")" '[{"port":0,"protected":false}]'
+	assert_eq "$(jq -r '.[0].url' <<<"$output")" "http://*-${SHARED_ID/_/}.localhost/"
+	eid=$(jq -r '.[0].id' <<<"$output")
+	run -0 curl -sS -m 10 -o /dev/null -w '%{http_code}' -X DELETE \
+		-H "Authorization: Bearer $ALICE" "$omr/sandboxes/$SHARED_ID/exposures/$eid"
+	assert_eq "$output" 204
+	run -0 curl -sS -m 10 -o /dev/null -w '%{http_code}' -H "Host: $host" "$URL/index.html"
+	assert_eq "$output" 404
+}
+
 @test "SDK: bad key, unknown id, setTimeout (the lifetime from now) and the sandbox limit (429) as the SDK reports them" {
 	local email=lim-$RANDOM$RANDOM@e2b.test
 	LIMITED_KEY=$(sbx-user token "$email")

@@ -4,6 +4,7 @@
 // E2B_SANDBOX_URL and E2B_API_KEY set.  Prints "ok WHAT" per check and exits
 // 0, or prints "FAIL: WHY" and exits 1.  Every sandbox it makes it kills.
 const e2b = await import(process.env.E2B_MODULE);
+const http = await import('node:http');
 const { Sandbox, CommandExitError } = e2b;
 
 const made = [];
@@ -35,7 +36,81 @@ async function create(opts = {}) {
 	return sbx;
 }
 
+// GET path of getHost()'s host through the shim (E2B_SANDBOX_URL, on
+// loopback: the Host header routes it) -> {status, body, headers}.
+function hostGet(host, path, headers = {}) {
+	const u = new URL(process.env.E2B_SANDBOX_URL);
+	return new Promise((resolve, reject) => {
+		const req = http.request({ host: u.hostname, port: u.port, path,
+			headers: { Host: host, ...headers } }, (res) => {
+			const parts = [];
+			res.on('data', (d) => parts.push(d));
+			res.on('end', () => resolve({ status: res.statusCode, headers: res.headers,
+				body: Buffer.concat(parts).toString() }));
+			res.on('error', reject);
+		});
+		req.on('error', reject);
+		req.setTimeout(60_000, () => req.destroy(new Error(`GET ${host}${path} timed out`)));
+		req.end();
+	});
+}
+
+// Serves /tmp/www with busybox httpd on port in the guest's loopback and
+// waits until it answers (through the shim).
+async function serve(sbx, port, text, headers = {}) {
+	await sbx.files.write('/tmp/www/index.html', text);
+	await sbx.commands.run(`busybox httpd -f -p 127.0.0.1:${port} -h /tmp/www`, { background: true });
+	let r;
+	for (let i = 0; i < 50; i++) {
+		r = await hostGet(sbx.getHost(port), '/index.html', headers);
+		if (r.status === 200) return r;
+		await new Promise((res) => setTimeout(res, 200));
+	}
+	return r;
+}
+
 const scenarios = {
+	// getHost(port): every port of an E2B sandbox, through the Host
+	// header, public by default; protected with allowPublicTraffic: false.
+	async ports() {
+		const sbx = await create();
+		const host = sbx.getHost(8000);
+		eq(host, `8000-${sbx.sandboxId}.localhost`, 'getHost is PORT-ID.DOMAIN, the shim\'s domain');
+		const r = await serve(sbx, 8000, 'hello-port\n');
+		eq([r.status, r.body], [200, 'hello-port\n'], 'a request to getHost(8000) reaches httpd in the guest');
+		const big = 'x'.repeat(300_000) + '\n';
+		await sbx.files.write('/tmp/www/big.txt', big);
+		const b = await hostGet(host, '/big.txt');
+		eq([b.status, b.body.length], [200, big.length], '300 kB come back whole');
+		const none = await hostGet(sbx.getHost(8999), '/');
+		eq(none.status, 502, 'a port nobody listens on is a 502');
+		check(/8999|refused|connect/i.test(JSON.parse(none.body).message),
+			`the 502 says why (${none.body})`);
+		const other = await hostGet(`8000-sb_aaaaaaaaaaaa.localhost`, '/');
+		eq(other.status, 404, 'an unknown sandbox is a 404');
+		eq(sbx.trafficAccessToken, undefined, 'a public sandbox has no traffic token');
+
+		const sec = await create({ network: { allowPublicTraffic: false } });
+		check(typeof sec.trafficAccessToken === 'string' && sec.trafficAccessToken.length > 0,
+			'allowPublicTraffic: false gives a trafficAccessToken');
+		await sec.files.write('/tmp/www/index.html', 'secret\n');
+		await sec.commands.run('busybox httpd -f -p 127.0.0.1:8000 -h /tmp/www', { background: true });
+		const tok = { 'e2b-traffic-access-token': sec.trafficAccessToken };
+		let s;
+		for (let i = 0; i < 50; i++) {
+			s = await hostGet(sec.getHost(8000), '/index.html', tok);
+			if (s.status === 200) break;
+			await new Promise((res) => setTimeout(res, 200));
+		}
+		eq([s.status, s.body], [200, 'secret\n'], 'with its traffic token a protected port answers');
+		eq((await hostGet(sec.getHost(8000), '/index.html')).status, 401,
+			'without it a protected port is a 401');
+		if (process.env.BOB_KEY)
+			eq((await hostGet(sec.getHost(8000), '/index.html',
+				{ 'e2b-traffic-access-token': process.env.BOB_KEY })).status, 404,
+				'another user\'s token finds no such port');
+	},
+
 	// create, info, list (paginated, filtered), connect, kill.
 	async lifecycle() {
 		const sbx = await create({ metadata: { suite: 'e2b', run: process.env.RUN_TAG } });

@@ -843,7 +843,7 @@ static void test_expose_hosts(void)
 		"", "localhost", "8000-sbabcdefgh.localhost.evil", "8000-sbabcdefgh.evil",
 		"8000-sbabcdefghlocalhost", "x.8000-sbabcdefgh.localhost", "08000-sbabcdefgh.localhost",
 		"0-sbabcdefgh.localhost", "65536-sbabcdefgh.localhost", "123456-sbabcdefgh.localhost",
-		"8000sbabcdefgh.localhost", "8000-sb_abcdefgh.localhost", "8000-sbabc.localhost",
+		"8000sbabcdefgh.localhost", "8000-sb__abcdefgh.localhost", "8000-sbabc.localhost",
 		"8000-sbabcdefg1.localhost", "8000-abcdefghij.localhost", "-sbabcdefgh.localhost",
 		"8000-sbabcdefgh.localhost:", "8000-sbabcdefgh.localhost:x", "8000-sbabcdefgh.localhost:123456",
 		"8000-sbabcdefghijklmnopqrstuvwxyz234567abcdef.localhost", "[::1]:80",
@@ -867,6 +867,9 @@ static void test_expose_hosts(void)
 	ok(omr_expose_host_parse("3000-SBABCDEFGH.LocalHost.:8080", "localhost", id, &port, &err) == 0 &&
 		   !strcmp(id, "sb_abcdefgh") && port == 3000,
 	   "expose: case, a trailing dot and the listener's :port do not matter");
+	ok(omr_expose_host_parse("3000-sb_abcdefgh.localhost", "localhost", id, &port, &err) == 0 &&
+		   !strcmp(id, "sb_abcdefgh") && port == 3000,
+	   "expose: the id with its _, as E2B's getHost() writes it");
 	ok(omr_expose_host_parse("65535-sbabcdefgh.preview.example.com", "preview.example.com", id,
 				 &port, &err) == 0 && port == 65535,
 	   "expose: a domain of several labels, port 65535");
@@ -951,6 +954,36 @@ static void test_expose_records(void)
 	free(v);
 }
 
+/* An exposure of every port (what an E2B sandbox has): any port finds
+ * it, a port's own exposure wins. */
+static void test_expose_all(void)
+{
+	struct omr_sandbox sb;
+	struct omr_exposure all, one, e;
+	struct omr_err *err = NULL;
+	char *host;
+
+	make_record(&sb, OMR_SB_RUNNING);
+	ok(omr_expose_find(cfg, sb.id, 1234, &e, &err) < 0, "expose all: nothing before");
+	omr_err_free(&err);
+	ok(omr_expose_add(cfg, sb.id, OMR_EXPOSE_ALL, 0, &all, &err) == 0 &&
+		   all.port == OMR_EXPOSE_ALL,
+	   "expose all: added");
+	ok(omr_expose_add(cfg, sb.id, 8001, 1, &one, &err) == 0, "expose all: and one port, protected");
+	ok(omr_expose_find(cfg, sb.id, 1234, &e, &err) == 0 && !strcmp(e.id, all.id) &&
+		   !e.protected_ && omr_expose_find(cfg, sb.id, 65535, &e, &err) == 0,
+	   "expose all: any port finds it");
+	ok(omr_expose_find(cfg, sb.id, 8001, &e, &err) == 0 && !strcmp(e.id, one.id) && e.protected_,
+	   "expose all: a port's own exposure wins");
+	host = omr_expose_host(cfg, sb.id, OMR_EXPOSE_ALL);
+	ok(host && !strncmp(host, "*-sb", 4), "expose all: its host has * for the port (%s)", host);
+	free(host);
+	ok(omr_expose_remove(cfg, sb.id, all.id, &err) == 0 &&
+		   omr_expose_find(cfg, sb.id, 1234, &e, &err) < 0,
+	   "expose all: removed, other ports are not exposed");
+	omr_err_free(&err);
+}
+
 int main(void)
 {
 	setup();
@@ -965,6 +998,7 @@ int main(void)
 	test_gc_orphans();
 	test_expose_hosts();
 	test_expose_records();
+	test_expose_all();
 	omr_config_free(cfg);
 	omr_rm_rf_at(AT_FDCWD, root);
 	return done_testing();
