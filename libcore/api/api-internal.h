@@ -81,10 +81,10 @@ struct omr_api {
 	unsigned port;
 	int tls;
 	char *cert, *key;
-	/* Requests whose Host header host_match accepts (a preview URL,
-	 * PORT-ID.DOMAIN) go to host_hook, every call of them, before any
+	/* Requests that host_match accepts (a preview URL's Host,
+	 * PORT-ID.DOMAIN, or E2B's port headers) go to host_hook, every call of them, before any
 	 * routing or authentication: the exposures' port-forwarding. */
-	int (*host_match)(struct omr_api *a, const char *host);
+	int (*host_match)(struct omr_api *a, struct MHD_Connection *conn);
 	enum MHD_Result (*host_hook)(struct omr_api_req *r, const char *upload_data,
 				     size_t *upload_data_size);
 	/* Slow clients: the watchdog thread and the live connections. */
@@ -185,7 +185,7 @@ int omr_api_authenticate(struct omr_api_req *r);
 enum MHD_Result omr_api_exposures_create(struct omr_api_req *r);
 enum MHD_Result omr_api_exposures_list(struct omr_api_req *r);
 enum MHD_Result omr_api_exposures_delete(struct omr_api_req *r);
-int omr_api_preview_match(struct omr_api *a, const char *host);
+int omr_api_preview_match(struct omr_api *a, struct MHD_Connection *conn);
 enum MHD_Result omr_api_preview_hook(struct omr_api_req *r, const char *upload_data,
 				     size_t *upload_data_size);
 /* Uploads (files.c), for every route that takes one: a transfer

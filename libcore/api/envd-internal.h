@@ -15,6 +15,9 @@
  * the SDK refuse what needs a later envd (file metadata, watch entries)
  * before it calls. */
 #define OMR_ENVD_VERSION "0.5.7"
+/* envd's port, which the SDK names in E2b-Sandbox-Port on its calls;
+ * another port there is a server of the guest's (expose.c). */
+#define OMR_ENVD_PORT 49983
 
 /* A Connect envelope: a flag byte (OMR_CONNECT_END_STREAM on a stream's
  * last message) and the message's length, 4 bytes big-endian. */

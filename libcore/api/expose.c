@@ -14,7 +14,9 @@
  * forward until either side closes.
  *
  * Both listeners route preview hosts: the E2B one for getHost(port)
- * (doc/e2b.md), whose sandboxes have an exposure of every port. */
+ * (doc/e2b.md), whose sandboxes have an exposure of every port, and for
+ * E2B's E2b-Sandbox-Id and E2b-Sandbox-Port headers naming a port other
+ * than envd's. */
 #include <errno.h>
 #include <stdarg.h>
 #include <poll.h>
@@ -27,6 +29,7 @@
 #include <unistd.h>
 
 #include "api-internal.h"
+#include "envd-internal.h"
 #include "omnirun/base/cleanup.h"
 #include "omnirun/base/io.h"
 #include "omnirun/base/log.h"
@@ -116,12 +119,38 @@ static void preview_free(struct omr_api_req *r)
 	r->ctx = NULL;
 }
 
-int omr_api_preview_match(struct omr_api *a, const char *host)
+/* The sandbox and port a request is for: its Host header's preview
+ * name; on the E2B listener also the E2b-Sandbox-Id and E2b-Sandbox-Port
+ * headers when the port is not envd's (the SDK's calls to a server of
+ * its own in the guest, runCode's, go there with E2B_SANDBOX_URL set).
+ * Returns 0, or -1 for a request of the listener's own routes. */
+static int preview_target(struct omr_api *a, struct MHD_Connection *conn, char id[OMR_ID_MAX],
+			  unsigned *port)
+{
+	const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host");
+	const char *sid, *sport;
+	uint64_t p;
+
+	if (omr_expose_host_parse(host, a->c->api_domain, id, port, NULL) == 0)
+		return 0;
+	if (!a->e2b)
+		return -1;
+	sid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "E2b-Sandbox-Id");
+	sport = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "E2b-Sandbox-Port");
+	if (!sid || !sport || omr_parse_u64(sport, 1, 65535, &p, "port", NULL) < 0 ||
+	    p == OMR_ENVD_PORT || strlen(sid) >= OMR_ID_MAX || !omr_id_valid(sid))
+		return -1;
+	omr_strlcpy(id, sid, OMR_ID_MAX);
+	*port = (unsigned)p;
+	return 0;
+}
+
+int omr_api_preview_match(struct omr_api *a, struct MHD_Connection *conn)
 {
 	char id[OMR_ID_MAX];
 	unsigned port;
 
-	return omr_expose_host_parse(host, a->c->api_domain, id, &port, NULL) == 0;
+	return preview_target(a, conn, id, &port) == 0;
 }
 
 static int hop_by_hop(const char *k)
@@ -141,6 +170,9 @@ struct head {
 	size_t len;
 	int overflow;
 	int strip_auth;
+	/* E2B's SDKs send the owner's OmniRun token in these (runCode's
+	 * calls even to a public port): the guest never gets it. */
+	int strip_e2b;
 };
 
 static void head_add(struct head *h, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -176,9 +208,9 @@ static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const cha
 	if (!k || !v || strpbrk(k, "\r\n") || strpbrk(v, "\r\n") || hop_by_hop(k) ||
 	    !strcasecmp(k, "x-forwarded-for") || !strcasecmp(k, "x-forwarded-host") ||
 	    !strcasecmp(k, "x-forwarded-proto") || !strcasecmp(k, "expect") ||
-	    (h->strip_auth && (!strcasecmp(k, "authorization") || !strcasecmp(k, "x-api-key") ||
-			       !strcasecmp(k, "x-access-token") ||
-			       !strcasecmp(k, "e2b-traffic-access-token"))))
+	    (h->strip_auth && !strcasecmp(k, "authorization")) ||
+	    (h->strip_e2b && (!strcasecmp(k, "x-api-key") || !strcasecmp(k, "x-access-token") ||
+			      !strcasecmp(k, "e2b-traffic-access-token"))))
 		return MHD_YES;
 	head_add(h, "%s: %s\r\n", k, v);
 	return MHD_YES;
@@ -188,7 +220,7 @@ static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const cha
 static char *request_head(struct omr_api_req *r, struct preview *p, int strip_auth,
 			  size_t *len)
 {
-	struct head h = { .strip_auth = strip_auth };
+	struct head h = { .strip_auth = strip_auth, .strip_e2b = strip_auth || r->api->e2b };
 	const char *host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
 	const char *target = r->raw_uri ? r->raw_uri : r->url;
 
@@ -244,7 +276,6 @@ static int preview_open(struct omr_api_req *r)
 	unsigned port;
 	struct omr_exposure e;
 	struct omr_err *err = NULL;
-	const char *host = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Host");
 	const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
 	_cleanup_free_ char *head = NULL;
 	struct preview *p;
@@ -252,7 +283,7 @@ static int preview_open(struct omr_api_req *r)
 	int rc;
 
 	conn_in_request(r, 0);
-	if (omr_expose_host_parse(host, c->api_domain, id, &port, NULL) < 0 ||
+	if (preview_target(r->api, r->conn, id, &port) < 0 ||
 	    omr_expose_find(c, id, port, &e, NULL) < 0) {
 		omr_api_reply_error(r, 404, "not_found", "no such preview");
 		return -1;

@@ -817,11 +817,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 	(void)version;
 	if (!r) {
-		const char *host = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
-
 		r = req_new(a, conn, method, url);
 		*con_cls = r;
-		if (a->host_match && host && a->host_match(a, host)) {
+		if (a->host_match && a->host_match(a, conn)) {
 			r->hooked = 1;
 			return a->host_hook(r, upload_data, upload_data_size);
 		}

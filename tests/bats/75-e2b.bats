@@ -86,6 +86,10 @@ sdk() {
 	sbx-exec -b -- "$SHARED_ID" httpd -f -p 127.0.0.1:8000 -h /tmp/w >/dev/null
 	sbx-files "$SHARED_ID" put -m 0755 "$OMNIRUN_BUILD/tests/wsecho" /bin/wsecho >/dev/null
 	sbx-exec -b -- "$SHARED_ID" wsecho 8080 >/dev/null
+	# The request head it got, as the body of its answer.
+	printf '#!/bin/sh\nprintf "HTTP/1.0 200 OK\\r\\n\\r\\n"\ncr=$(printf "\\r")\nwhile IFS= read -r l; do [ "$l" = "$cr" ] && break; echo "$l"; done\n' |
+		sbx-files "$SHARED_ID" put -p -m 0755 - /tmp/dump >/dev/null
+	sbx-exec -b -- "$SHARED_ID" nc -ll -p 8002 -e /tmp/dump >/dev/null
 	for _ in $(seq 50); do
 		curl -sf -m 10 -H "Host: $host" "$URL/index.html" >/dev/null && break
 		sleep 0.2
@@ -95,6 +99,14 @@ sdk() {
 	# A WebSocket through the E2B listener's upgrade.
 	run -0 python3 "$OMNIRUN_SRC/tests/fixtures/wsclient.py" "${URL#http://}" "8080-$SHARED_ID.localhost"
 	assert_eq "$output" ok
+	# runCode's way: E2B_SANDBOX_URL with E2b-Sandbox-Id and a port
+	# other than envd's in E2b-Sandbox-Port; the owner's token in
+	# X-Access-Token never reaches the guest.
+	run -0 curl -sS -m 10 -X POST -d '{}' -H "E2b-Sandbox-Id: $SHARED_ID" -H "E2b-Sandbox-Port: 8002" \
+		-H "X-Access-Token: $ALICE" -H "E2B-Traffic-Access-Token: $ALICE" "$URL/execute?x=1"
+	assert_contains "$output" "POST /execute?x=1 HTTP/1.0"
+	assert_contains "$output" "Content-Length: 2"
+	[[ "$output" != *"$ALICE"* ]] || fail "the guest got the owner's token: $output"
 	# OmniRun's listener routes the same host (and OmniRun's spelling, without "_").
 	run -0 curl -sS -m 10 -H "Host: 8000-${SHARED_ID/_/}.localhost" "$omr/index.html"
 	assert_eq "$output" shared
