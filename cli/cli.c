@@ -1,5 +1,6 @@
 /* The programs' shared skin; see omnirun/cli.h. */
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,4 +164,31 @@ int omr_cli_signalfd(int winch)
 	}
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+int omr_cli_simple_opts(int argc, char **argv, void (*usage)(void), const char *const *ops,
+			int nops)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	int ch, json = 0;
+
+	omr_cli_init(argv[0]);
+	while ((ch = getopt_long(argc, argv, "jhV", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'j': json = 1; break;
+		case 'h': usage(); break;
+		case 'V': omr_cli_version(); break;
+		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
+		}
+	}
+	if (argc - optind < nops)
+		omr_cli_usage_error(OMR_EXIT_USAGE, "no %s given", ops[argc - optind]);
+	if (argc - optind > nops)
+		omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind + nops]);
+	return json;
 }

@@ -36,6 +36,13 @@ uint64_t omr_cli_number(const char *s, uint64_t min, uint64_t max, const char *w
 char *omr_cli_json_dumps(const json_t *j, size_t flags);
 /* Prints j (pretty, newline) on stdout and releases it. */
 void omr_cli_print_json(json_t *j);
+/* The options of a program that acts on one sandbox and says little:
+ * -j/--json, -h/--help (usage()), -V/--version, then exactly the
+ * operands named in ops (e.g. {"a sandbox id", "SECONDS"}), which start
+ * at optind.  Exits with a usage error otherwise.  Returns the --json
+ * flag. */
+int omr_cli_simple_opts(int argc, char **argv, void (*usage)(void), const char *const *ops,
+			int nops);
 /* Progress on stderr, only when stderr is a terminal (scripts stay quiet). */
 void omr_cli_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -1,6 +1,6 @@
 /* sbx-pause: stop a sandbox's CPUs, keeping it in memory. */
-#include <getopt.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 
 #include "cli.h"
@@ -25,30 +25,13 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ 0 },
-	};
+	static const char *const ops[] = { "sandbox id" };
 	struct omr_err *err = NULL;
 	struct omr_config *c;
 	json_t *out = NULL;
-	int ch, json = 0, rc;
+	int json, rc;
 
-	omr_cli_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "jhV", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'j': json = 1; break;
-		case 'h': usage(); break;
-		case 'V': omr_cli_version(); break;
-		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
-		}
-	}
-	if (optind == argc)
-		omr_cli_usage_error(OMR_EXIT_USAGE, "no sandbox id given");
-	if (argc - optind > 1)
-		omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind + 1]);
+	json = omr_cli_simple_opts(argc, argv, usage, ops, 1);
 	c = omr_cli_config();
 	rc = omr_sandbox_pause(c, argv[optind], &out, &err);
 	omr_config_free(c);

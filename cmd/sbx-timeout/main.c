@@ -1,6 +1,6 @@
 /* sbx-timeout: set a live sandbox's remaining lifetime. */
-#include <getopt.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 
 #include "cli.h"
@@ -25,32 +25,14 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ 0 },
-	};
+	static const char *const ops[] = { "sandbox id", "SECONDS" };
 	struct omr_err *err = NULL;
 	struct omr_config *c;
 	json_t *out = NULL;
 	uint64_t secs;
-	int ch, json = 0, rc;
+	int json, rc;
 
-	omr_cli_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "jhV", opts, NULL)) != -1) {
-		switch (ch) {
-		case 'j': json = 1; break;
-		case 'h': usage(); break;
-		case 'V': omr_cli_version(); break;
-		default: omr_cli_usage_error(OMR_EXIT_USAGE, NULL);
-		}
-	}
-	if (argc - optind < 2)
-		omr_cli_usage_error(OMR_EXIT_USAGE, argc == optind ? "no sandbox id given"
-							    : "no SECONDS given");
-	if (argc - optind > 2)
-		omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind + 2]);
+	json = omr_cli_simple_opts(argc, argv, usage, ops, 2);
 	c = omr_cli_config();
 	secs = omr_cli_number(argv[optind + 1], 1, c->max_timeout_s, "timeout");
 	rc = omr_sandbox_set_timeout(c, argv[optind], secs, &out, &err);
