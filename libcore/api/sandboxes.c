@@ -248,7 +248,6 @@ enum MHD_Result omr_api_sandbox_pause(struct omr_api_req *r)
 	static const char *const fields[] = { "persist:b", NULL };
 	const char *id = omr_api_own_sandbox(r);
 	struct omr_err *err = NULL;
-	json_t *out = NULL;
 	int rc;
 
 	if (!id || omr_api_check_fields(r, r->json, fields) < 0)
@@ -257,8 +256,7 @@ enum MHD_Result omr_api_sandbox_pause(struct omr_api_req *r)
 	if (json_is_true(json_object_get(r->json, "persist")))
 		return omr_api_reply_error(r, 501, "unsupported", "pause with persist is not "
 					   "supported yet: pause in memory ({} or persist false)");
-	rc = omr_sandbox_pause(r->api->c, id, &out, &err);
-	json_decref(out);
+	rc = omr_sandbox_pause(r->api->c, id, NULL, &err);
 	return lifecycle_reply(r, id, rc, &err, "pause", NULL);
 }
 
@@ -287,7 +285,6 @@ enum MHD_Result omr_api_sandbox_timeout(struct omr_api_req *r)
 	json_t *v = r->json ? json_object_get(r->json, "timeout") : NULL;
 	_cleanup_free_ char *detail = NULL;
 	struct omr_err *err = NULL;
-	json_t *out = NULL;
 	int rc;
 
 	if (!id || omr_api_check_fields(r, r->json, fields) < 0)
@@ -295,8 +292,7 @@ enum MHD_Result omr_api_sandbox_timeout(struct omr_api_req *r)
 	if (!v)
 		return omr_api_reply_error(r, 400, "bad_request", "timeout (seconds from now) is "
 					   "required");
-	rc = omr_sandbox_set_timeout(r->api->c, id, (uint64_t)json_integer_value(v), &out, &err);
-	json_decref(out);
+	rc = omr_sandbox_set_timeout(r->api->c, id, (uint64_t)json_integer_value(v), NULL, &err);
 	detail = omr_strdup_printf("%lld s", (long long)json_integer_value(v));
 	return lifecycle_reply(r, id, rc, &err, "timeout", detail);
 }

@@ -98,23 +98,40 @@ static int qmp_read(struct qmp *q, json_t **msg, struct omr_err **err)
 	}
 }
 
-/* Sends one command and waits for its answer. */
-static int qmp_execute(struct qmp *q, const char *cmd, json_t *args, json_t **ret,
-		       struct omr_err **err)
+/* One command as QMP's wire wants it: a JSON line (malloc'ed, its length
+ * in *len), or NULL and *err. */
+static char *qmp_encode(const char *cmd, json_t *args, size_t *len, struct omr_err **err)
 {
-	json_t *req = json_pack("{s:s}", "execute", cmd), *ans = NULL, *e;
+	json_t *req = json_pack("{s:s}", "execute", cmd);
 	char *s;
-	int rc;
 
 	if (args)
 		json_object_set(req, "arguments", args);
 	s = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
+	if (!s) {
+		omr_err_setx(err, OMR_E_FAIL, ENOMEM, "QMP: cannot encode %s", cmd);
+		return NULL;
+	}
+	*len = strlen(s);
+	s = omr_xrealloc(s, *len + 2);
+	s[(*len)++] = '\n';
+	s[*len] = '\0';
+	return s;
+}
+
+/* Sends one command and waits for its answer. */
+static int qmp_execute(struct qmp *q, const char *cmd, json_t *args, json_t **ret,
+		       struct omr_err **err)
+{
+	json_t *ans = NULL, *e;
+	size_t len;
+	char *s = qmp_encode(cmd, args, &len, err);
+	int rc;
+
 	if (!s)
-		return omr_err_setx(err, OMR_E_FAIL, ENOMEM, "QMP: cannot encode %s", cmd);
-	s = omr_xrealloc(s, strlen(s) + 2);
-	strcat(s, "\n");
-	rc = omr_write_all(q->fd, s, strlen(s));
+		return -1;
+	rc = omr_write_all(q->fd, s, len);
 	free(s);
 	if (rc < 0)
 		return omr_err_set(err, OMR_E_FAIL, -rc, "QMP: cannot send %s", cmd);
@@ -219,20 +236,12 @@ static void call_finish(struct omr_qmp_call *k, json_t *ret, struct omr_err *e)
  * the socket's buffer at once, so a short write is a broken peer. */
 static int call_send(struct omr_qmp_call *k, const char *cmd, json_t *args, struct omr_err **err)
 {
-	json_t *req = json_pack("{s:s}", "execute", cmd);
-	char *s;
-	ssize_t n;
 	size_t len;
+	char *s = qmp_encode(cmd, args, &len, err);
+	ssize_t n;
 
-	if (args)
-		json_object_set(req, "arguments", args);
-	s = json_dumps(req, JSON_COMPACT);
-	json_decref(req);
 	if (!s)
-		return omr_err_setx(err, OMR_E_FAIL, ENOMEM, "QMP: cannot encode %s", cmd);
-	len = strlen(s);
-	s = omr_xrealloc(s, len + 2);
-	s[len++] = '\n';
+		return -1;
 	n = send(k->q.fd, s, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	free(s);
 	if (n != (ssize_t)len)
