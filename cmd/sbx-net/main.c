@@ -10,9 +10,7 @@
 #include "omnirun/base/exitcodes.h"
 #include "omnirun/base/ids.h"
 #include "omnirun/base/util.h"
-#include "omnirun/client/forward.h"
 #include "omnirun/client/net.h"
-#include "omnirun/state/expose.h"
 #include "omnirun/state/netconf.h"
 
 static void usage(void)
@@ -98,21 +96,9 @@ static void print_stats(json_t *s)
 	}
 }
 
-static int cmd_takes_arg(const char *cmd)
+static unsigned port_arg(const char *s)
 {
-	return !strcmp(cmd, "expose") || !strcmp(cmd, "unexpose") || !strcmp(cmd, "forward");
-}
-
-static int port_arg(const char *s)
-{
-	uint64_t v;
-	struct omr_err *err = NULL;
-
-	if (!s)
-		omr_cli_usage_error(OMR_EXIT_USAGE, "expected a port");
-	if (omr_parse_u64(s, 1, 65535, &v, "port", &err) < 0)
-		omr_cli_usage_error(OMR_EXIT_USAGE, "%s", err->msg);
-	return (int)v;
+	return (unsigned)omr_cli_number(s, 1, 65535, "port");
 }
 
 static void print_exposure(json_t *e)
@@ -129,45 +115,19 @@ static void print_exposure(json_t *e)
 	       json_string_value(json_object_get(e, "url")));
 }
 
-/* expose, unexpose, exposures, forward. */
-static int run_expose(struct omr_config *c, const char *id, const char *cmd, const char *arg,
-		      int protect, int json)
+static void print(enum omr_net_cmd cmd, json_t *out)
 {
-	struct omr_err *err = NULL;
-	struct omr_exposure e;
-	json_t *out = NULL;
-	int rc = 0, fd;
+	size_t i;
+	json_t *x;
 
-	if (!strcmp(cmd, "forward")) {
-		fd = omr_forward_open(c, id, (unsigned)port_arg(arg), &err);
-		if (fd < 0 || omr_forward_splice(fd, 0, 1, 0, &err) < 0)
-			rc = -1;
-		if (fd >= 0)
-			close(fd);
-	} else if (!strcmp(cmd, "expose")) {
-		if ((rc = omr_expose_add(c, id, (unsigned)port_arg(arg), protect, &e, &err)) == 0)
-			out = omr_expose_json(c, id, &e);
-	} else if (!strcmp(cmd, "unexpose")) {
-		rc = omr_expose_remove(c, id, arg, &err);
-	} else if (!(out = omr_expose_list_json(c, id, &err)))
-		rc = -1;
-	omr_config_free(c);
-	if (rc < 0)
-		return omr_cli_fail(&err);
-	if (out && json) {
-		omr_cli_print_json(out);
-		return OMR_EXIT_OK;
-	}
-	if (json_is_object(out))
-		printf("%s\n", json_string_value(json_object_get(out, "url")));
-	else if (json_is_array(out)) {
-		size_t i;
-		json_t *x;
-		json_array_foreach(out, i, x)
-			print_exposure(x);
+	switch (cmd) {
+	case OMR_NET_POLICY: print_policy(out); break;
+	case OMR_NET_STATS: print_stats(out); break;
+	case OMR_NET_EXPOSE: printf("%s\n", json_string_value(json_object_get(out, "url"))); break;
+	case OMR_NET_EXPOSURES: json_array_foreach(out, i, x) print_exposure(x); break;
+	default: break;
 	}
 	json_decref(out);
-	return OMR_EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -184,42 +144,50 @@ int main(int argc, char **argv)
 	};
 	const char *allow[OMR_ALLOW_ENTRIES], *deny[OMR_ALLOW_ENTRIES], *id = NULL, *cmd = NULL,
 		   *arg = NULL;
-	struct omr_net_change ch = { .internet = -1, .allow = allow, .deny = deny };
+	struct omr_net_req req = { .change = { .internet = -1, .allow = allow, .deny = deny },
+				   .in_fd = 0, .out_fd = 1 };
+	struct omr_net_change *ch = &req.change;
 	struct omr_err *err = NULL;
 	struct omr_config *c;
-	int json = 0, protect = 0, ch_, rc;
+	int json = 0, opt, rc, takes_arg = 0;
 	json_t *out = NULL;
 
 	omr_cli_init(argv[0]);
-	/* Options may come before or after "ID policy|stats". */
+	/* Options may come before or after "ID COMMAND [ARG]". */
 	while (optind < argc) {
-		if ((ch_ = getopt_long(argc, argv, "+i:a:d:pjhV", opts, NULL)) == -1) {
-			if (!id)
+		if ((opt = getopt_long(argc, argv, "+i:a:d:pjhV", opts, NULL)) == -1) {
+			if (!id) {
 				id = argv[optind++];
-			else if (!cmd)
+			} else if (!cmd) {
 				cmd = argv[optind++];
-			else if (!arg && cmd_takes_arg(cmd))
+				if ((rc = omr_net_cmd_parse(cmd, &takes_arg)) < 0)
+					omr_cli_usage_error(OMR_EXIT_USAGE, "unknown command '%s' (policy, "
+							    "stats, expose, unexpose, exposures or "
+							    "forward)", cmd);
+				req.cmd = (enum omr_net_cmd)rc;
+			} else if (!arg && takes_arg) {
 				arg = argv[optind++];
-			else
+			} else {
 				omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind]);
+			}
 			continue;
 		}
-		switch (ch_) {
+		switch (opt) {
 		case 'i':
 			if (strcmp(optarg, "on") && strcmp(optarg, "off"))
 				omr_cli_usage_error(OMR_EXIT_USAGE, "--internet takes on or off, not '%s'", optarg);
-			ch.internet = !strcmp(optarg, "on");
+			ch->internet = !strcmp(optarg, "on");
 			break;
 		case 'a':
 		case 'd':
-			if ((ch_ == 'a' ? ch.nallow : ch.ndeny) == OMR_ALLOW_ENTRIES)
+			if ((opt == 'a' ? ch->nallow : ch->ndeny) == OMR_ALLOW_ENTRIES)
 				omr_cli_usage_error(OMR_EXIT_USAGE, "at most %d names per option", OMR_ALLOW_ENTRIES);
-			if (ch_ == 'a')
-				allow[ch.nallow++] = optarg;
+			if (opt == 'a')
+				allow[ch->nallow++] = optarg;
 			else
-				deny[ch.ndeny++] = optarg;
+				deny[ch->ndeny++] = optarg;
 			break;
-		case 'p': protect = 1; break;
+		case 'p': req.protect = 1; break;
 		case 'j': json = 1; break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;
@@ -230,35 +198,23 @@ int main(int argc, char **argv)
 		omr_cli_usage_error(OMR_EXIT_USAGE, "expected a sandbox id and a command");
 	if (!omr_id_valid(id))
 		omr_cli_usage_error(OMR_EXIT_USAGE, "invalid sandbox id '%s'", id);
-	if (strcmp(cmd, "policy") && strcmp(cmd, "stats") && strcmp(cmd, "exposures") &&
-	    !cmd_takes_arg(cmd))
-		omr_cli_usage_error(OMR_EXIT_USAGE, "unknown command '%s' (policy, stats, expose, "
-				    "unexpose, exposures or forward)", cmd);
-	if (cmd_takes_arg(cmd) && !arg)
+	if (takes_arg && !arg)
 		omr_cli_usage_error(OMR_EXIT_USAGE, "%s needs an argument", cmd);
-	if (protect && strcmp(cmd, "expose"))
+	if (req.protect && req.cmd != OMR_NET_EXPOSE)
 		omr_cli_usage_error(OMR_EXIT_USAGE, "--protected is for expose");
-	if (strcmp(cmd, "policy") && strcmp(cmd, "stats")) {
-		if (ch.internet >= 0 || ch.nallow || ch.ndeny)
-			omr_cli_usage_error(OMR_EXIT_USAGE, "%s takes no --internet, --allow or --deny", cmd);
-		return run_expose(omr_cli_config(), id, cmd, arg, protect, json);
-	}
-	if (!strcmp(cmd, "stats") && (ch.internet >= 0 || ch.nallow || ch.ndeny))
-		omr_cli_usage_error(OMR_EXIT_USAGE, "stats takes no --internet, --allow or --deny");
+	if (req.cmd != OMR_NET_POLICY && (ch->internet >= 0 || ch->nallow || ch->ndeny))
+		omr_cli_usage_error(OMR_EXIT_USAGE, "%s takes no --internet, --allow or --deny", cmd);
+	if (req.cmd == OMR_NET_EXPOSE || req.cmd == OMR_NET_FORWARD)
+		req.port = port_arg(arg);
+	req.exposure = arg;
 	c = omr_cli_config();
-	rc = !strcmp(cmd, "policy") ? omr_client_net_policy(c, id, &ch, &out, &err)
-				    : omr_client_net_stats(c, id, &out, &err);
+	rc = omr_client_net(c, id, &req, &out, &err);
 	omr_config_free(c);
 	if (rc < 0)
 		return omr_cli_fail(&err);
-	if (json)
+	if (json && out)
 		omr_cli_print_json(out);
-	else {
-		if (!strcmp(cmd, "policy"))
-			print_policy(out);
-		else
-			print_stats(out);
-		json_decref(out);
-	}
+	else
+		print(req.cmd, out);
 	return OMR_EXIT_OK;
 }

@@ -38,71 +38,6 @@ __attribute__((noreturn)) static void usage(void)
 	exit(OMR_EXIT_OK);
 }
 
-static void human_size(uint64_t n, char buf[16])
-{
-	static const char units[] = "BKMGT";
-	double v = (double)n;
-	int u = 0;
-
-	while (v >= 1024 && u < 4) {
-		v /= 1024;
-		u++;
-	}
-	if (u == 0)
-		snprintf(buf, 16, "%lluB", (unsigned long long)n);
-	else
-		snprintf(buf, 16, "%.1f%c", v, units[u]);
-}
-
-/* The template's snapshot as JSON: whether it has one that fits what
- * would run now, and why not. */
-static json_t *snapshot_json(const struct omr_config *c, const struct omr_template *t)
-{
-	struct omr_snapshot *s = NULL;
-	enum omr_accel accel = OMR_ACCEL_TCG;
-	const char *why_accel = NULL;
-	_cleanup_free_ char *why = NULL;
-	struct omr_err *err = NULL;
-	json_t *j;
-
-	if (omr_accel_resolve(c, &accel, &why_accel, &err) < 0)
-		omr_err_free(&err);
-	if (omr_snapshot_find(c, t, accel == OMR_ACCEL_KVM ? "kvm" : "tcg", 0, 0, 0, &s, &why) <= 0)
-		return json_pack("{s:b, s:s}", "usable", 0, "why", why ? why : "?");
-	j = json_pack("{s:b, s:s, s:s, s:i, s:i, s:i, s:I}", "usable", 1, "dir", s->dir,
-		      "qemu_version", s->qemu_version ? s->qemu_version : "", "cpus", s->cpus,
-		      "memory_mb", s->memory_mb, "disk_mb", s->disk_mb, "save_ms",
-		      (json_int_t)s->made_ms);
-	omr_snapshot_free(s);
-	return j;
-}
-
-static const struct omr_config *cfg;
-
-static json_t *template_json(const struct omr_template *t)
-{
-	json_t *pk = json_array();
-	char built[32];
-	json_t *j;
-
-	omr_format_time(t->built_at, built);
-	if (t->packages) {
-		_cleanup_free_ char *copy = omr_xstrdup(t->packages);
-		for (char *w = strtok(copy, " "); w; w = strtok(NULL, " "))
-			json_array_append_new(pk, json_string(w));
-	}
-	j = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s, s:s, s:s?, s:o, s:I, s:I, s:I, s:I, s:s}",
-			 "name", t->name, "dir", t->dir, "kernel", t->kernel,
-			 "initrd", t->initrd, "rootfs", t->rootfs,
-			 "kernel_version", t->kernel_version, "cmdline", t->cmdline,
-			 "base", t->base, "packages", pk,
-			 "cpus", (json_int_t)t->cpus, "memory_mb", (json_int_t)t->memory_mb,
-			 "disk_mb", (json_int_t)t->disk_mb, "size_bytes", (json_int_t)t->size_bytes,
-			 "built_at", built);
-	json_object_set_new(j, "snapshot", snapshot_json(cfg, t));
-	return j;
-}
-
 struct progress {
 	const char *name;
 	uint64_t t0;
@@ -116,36 +51,23 @@ static void on_progress(void *user, const char *what)
 		(double)(omr_now_ms() - p->t0) / 1000, what);
 }
 
-/* from: a recipe file (build --from), path: a directory or image (import). */
-static int cmd_build(struct omr_config *c, const char *name, const char *from, const char *path,
-		     int json, int quiet, int snap)
+static int cmd_build(struct omr_config *c, const char *name, const struct omr_template_src *src,
+		     int json, int quiet)
 {
 	struct progress p = { name, omr_now_ms() };
 	struct omr_template *t = NULL;
 	struct omr_err *err = NULL;
-	omr_progress_fn fn = quiet ? NULL : on_progress;
+	_cleanup_free_ char *why = NULL;
 	char size[16];
-	int rc;
 
-	if (path)
-		rc = omr_template_import(c, name, path, fn, &p, &err);
-	else if (from)
-		rc = omr_template_build_from(c, name, from, fn, &p, &err);
-	else
-		rc = omr_template_build(c, name, fn, &p, &err);
-	if (rc < 0 || omr_template_load(c, name, &t, &err) < 0)
+	if (omr_template_make(c, name, src, quiet ? NULL : on_progress, &p, &t, &why, &err) < 0)
 		return omr_cli_fail(&err);
-	/* A template without a snapshot still works (cold boots): a QEMU
-	 * that cannot make one, or a failed boot, is said, not fatal. */
-	if (snap && !t->rootfs && omr_snapshot_make(c, name, fn, &p, &err) < 0) {
-		if (!quiet)
-			fprintf(stderr, "%s: %s: no snapshot: %s\n", omr_cli_prog(), name, err->msg);
-		omr_err_free(&err);
-	}
+	if (why && !quiet)
+		fprintf(stderr, "%s: %s: no snapshot: %s\n", omr_cli_prog(), name, why);
 	if (json) {
-		omr_cli_print_json(template_json(t));
+		omr_cli_print_json(omr_template_json(c, t));
 	} else if (!quiet) {
-		human_size(t->size_bytes, size);
+		omr_format_size(t->size_bytes, size);
 		printf("%s: kernel %s, %s, built in %.1f s\n", t->name, t->kernel_version, size,
 		       (double)(omr_now_ms() - p.t0) / 1000);
 	}
@@ -153,38 +75,55 @@ static int cmd_build(struct omr_config *c, const char *name, const char *from, c
 	return OMR_EXIT_OK;
 }
 
+/* The package list's first 40 characters, for a terminal line (the whole
+ * is in --json): "-" when there is none, "..." after a cut. */
+static const char *packages_start(json_t *pk, char buf[48])
+{
+	size_t i, len = 0;
+	json_t *w;
+
+	buf[0] = '\0';
+	json_array_foreach(pk, i, w) {
+		int n = snprintf(buf + len, 48 - len, "%s%s", i ? " " : "", json_string_value(w));
+		if (n < 0)
+			break;
+		if (len + (size_t)n > 40) {
+			strcpy(buf + 40, "..."); /* what came before was 40 long at least */
+			return buf;
+		}
+		len += (size_t)n;
+	}
+	return len ? buf : "-";
+}
+
+/* The table reads the same JSON as --json. */
 static int cmd_ls(struct omr_config *c, int json)
 {
-	struct omr_template **v = NULL;
 	struct omr_err *err = NULL;
-	size_t n = 0;
+	json_t *a = omr_template_list_json(c, &err), *t;
+	size_t i;
 
-	if (omr_template_list(c, &v, &n, &err) < 0)
+	if (!a)
 		return omr_cli_fail(&err);
 	if (json) {
-		json_t *a = json_array();
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(a, template_json(v[i]));
 		omr_cli_print_json(a);
-	} else {
-		printf("%-14s %-10s %8s  %-20s  %-8s  %s\n", "NAME", "BASE", "SIZE", "BUILT", "SNAPSHOT",
-		       "PACKAGES");
-		for (size_t i = 0; i < n; i++) {
-			char size[16], built[32];
-			const char *pk = v[i]->packages ? v[i]->packages : "-";
-			json_t *s = snapshot_json(c, v[i]);
-			human_size(v[i]->size_bytes, size);
-			omr_format_time(v[i]->built_at, built);
-			/* The list is long: a terminal line shows its start; why a
-			 * snapshot does not fit is in --json. */
-			printf("%-14s %-10s %8s  %-20s  %-8s  %.40s%s\n", v[i]->name,
-			       v[i]->base ? v[i]->base : "initramfs", size, built,
-			       json_is_true(json_object_get(s, "usable")) ? "yes" : "no", pk,
-			       strlen(pk) > 40 ? "..." : "");
-			json_decref(s);
-		}
+		return OMR_EXIT_OK;
 	}
-	omr_template_list_free(v, n);
+	printf("%-14s %-10s %8s  %-20s  %-8s  %s\n", "NAME", "BASE", "SIZE", "BUILT", "SNAPSHOT",
+	       "PACKAGES");
+	json_array_foreach(a, i, t) {
+		const char *base = json_string_value(json_object_get(t, "base"));
+		json_t *snap = json_object_get(t, "snapshot");
+		char size[16], pk[48];
+
+		omr_format_size((uint64_t)json_integer_value(json_object_get(t, "size_bytes")), size);
+		printf("%-14s %-10s %8s  %-20s  %-8s  %s\n",
+		       json_string_value(json_object_get(t, "name")), base ? base : "initramfs", size,
+		       json_string_value(json_object_get(t, "built_at")),
+		       json_is_true(json_object_get(snap, "usable")) ? "yes" : "no",
+		       packages_start(json_object_get(t, "packages"), pk));
+	}
+	json_decref(a);
 	return OMR_EXIT_OK;
 }
 
@@ -198,7 +137,7 @@ static int cmd_snapshot(struct omr_config *c, const char *name, int json, int qu
 	    omr_template_load(c, name, &t, &err) < 0)
 		return omr_cli_fail(&err);
 	if (json)
-		omr_cli_print_json(template_json(t));
+		omr_cli_print_json(omr_template_json(c, t));
 	else if (!quiet)
 		printf("%s: snapshot made in %.1f s\n", t->name, (double)(omr_now_ms() - p.t0) / 1000);
 	omr_template_free(t);
@@ -214,6 +153,35 @@ static int cmd_rm(struct omr_config *c, const char *name, int force)
 	return OMR_EXIT_OK;
 }
 
+/* Each command: its operands, and the options it takes (any other given
+ * is a usage error naming the ones it refuses). */
+enum { O_FROM = 1, O_FORCE = 2, O_JSON = 4, O_QUIET = 8, O_NOSNAP = 16 };
+static const struct command {
+	const char *name;
+	int nargs;
+	const char *args;
+	int opts;
+	const char *refused;
+} commands[] = {
+	{ "build", 1, "one template name", O_FROM | O_JSON | O_QUIET | O_NOSNAP,
+	  "--force" },
+	{ "import", 2, "a template name and a directory or image", O_JSON | O_QUIET,
+	  "--from, --force or --no-snapshot" },
+	{ "snapshot", 1, "one template name", O_JSON | O_QUIET,
+	  "--from, --force or --no-snapshot" },
+	{ "rm", 1, "one template name", O_FORCE, "--json, --quiet, --from or --no-snapshot" },
+	{ "ls", 0, "no arguments", O_JSON, "--quiet, --from, --force or --no-snapshot" },
+	{ "list", 0, "no arguments", O_JSON, "--quiet, --from, --force or --no-snapshot" },
+};
+
+static const struct command *command(const char *name)
+{
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(commands[i].name, name))
+			return &commands[i];
+	omr_cli_usage_error(OMR_EXIT_USAGE, "unknown command '%s'", name);
+}
+
 int main(int argc, char **argv)
 {
 	enum { OPT_FORCE = 256, OPT_NO_SNAPSHOT };
@@ -227,10 +195,11 @@ int main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int json = 0, quiet = 0, force = 0, snap = 1, ch, rc, nargs;
+	struct omr_template_src src = { 0 };
+	int json = 0, quiet = 0, force = 0, snap = 1, ch, rc;
 	const char *from = NULL;
+	const struct command *cmd;
 	struct omr_config *c;
-	const char *cmd;
 
 	omr_cli_init(argv[0]);
 	while ((ch = getopt_long(argc, argv, "f:jqhV", opts, NULL)) != -1) {
@@ -247,46 +216,30 @@ int main(int argc, char **argv)
 	}
 	if (optind >= argc)
 		omr_cli_usage_error(OMR_EXIT_USAGE, "no command given (build, import, snapshot, ls or rm)");
-	cmd = argv[optind++];
-	nargs = argc - optind;
-	if (!snap && strcmp(cmd, "build"))
-		omr_cli_usage_error(OMR_EXIT_USAGE, "only build takes --no-snapshot");
-	if (!strcmp(cmd, "snapshot") && (from || force))
-		omr_cli_usage_error(OMR_EXIT_USAGE, "snapshot takes no --from or --force");
-	if (!strcmp(cmd, "build") || !strcmp(cmd, "rm") || !strcmp(cmd, "snapshot")) {
-		if (nargs != 1)
-			omr_cli_usage_error(OMR_EXIT_USAGE, "%s takes one template name", cmd);
-		if (!strcmp(cmd, "rm") && (json || quiet || from))
-			omr_cli_usage_error(OMR_EXIT_USAGE, "rm takes no --json, --quiet or --from");
-		if (!strcmp(cmd, "build") && force)
-			omr_cli_usage_error(OMR_EXIT_USAGE, "build takes no --force");
-	} else if (!strcmp(cmd, "import")) {
-		if (nargs != 2)
-			omr_cli_usage_error(OMR_EXIT_USAGE, "import takes a template name and a directory "
-					    "or image");
-		if (from || force)
-			omr_cli_usage_error(OMR_EXIT_USAGE, "import takes no --from or --force");
-	} else if (!strcmp(cmd, "ls") || !strcmp(cmd, "list")) {
-		if (nargs != 0)
-			omr_cli_usage_error(OMR_EXIT_USAGE, "ls takes no arguments");
-		if (quiet || from || force)
-			omr_cli_usage_error(OMR_EXIT_USAGE, "ls takes no --quiet, --from or --force");
-	} else {
-		omr_cli_usage_error(OMR_EXIT_USAGE, "unknown command '%s'", cmd);
-	}
+	cmd = command(argv[optind++]);
+	if (argc - optind != cmd->nargs)
+		omr_cli_usage_error(OMR_EXIT_USAGE, "%s takes %s", cmd->name, cmd->args);
+	if ((from && !(cmd->opts & O_FROM)) || (force && !(cmd->opts & O_FORCE)) ||
+	    (json && !(cmd->opts & O_JSON)) || (quiet && !(cmd->opts & O_QUIET)) ||
+	    (!snap && !(cmd->opts & O_NOSNAP)))
+		omr_cli_usage_error(OMR_EXIT_USAGE, "%s takes no %s", cmd->name, cmd->refused);
 
 	c = omr_cli_config();
-	cfg = c;
-	if (!strcmp(cmd, "build"))
-		rc = cmd_build(c, argv[optind], from, NULL, json, quiet, snap);
-	else if (!strcmp(cmd, "import"))
-		rc = cmd_build(c, argv[optind], NULL, argv[optind + 1], json, quiet, 0);
-	else if (!strcmp(cmd, "snapshot"))
+	src.snapshot = snap;
+	if (!strcmp(cmd->name, "build")) {
+		src.recipe = from;
+		rc = cmd_build(c, argv[optind], &src, json, quiet);
+	} else if (!strcmp(cmd->name, "import")) {
+		src.import = argv[optind + 1];
+		src.snapshot = 0;
+		rc = cmd_build(c, argv[optind], &src, json, quiet);
+	} else if (!strcmp(cmd->name, "snapshot")) {
 		rc = cmd_snapshot(c, argv[optind], json, quiet);
-	else if (!strcmp(cmd, "rm"))
+	} else if (!strcmp(cmd->name, "rm")) {
 		rc = cmd_rm(c, argv[optind], force);
-	else
+	} else {
 		rc = cmd_ls(c, json);
+	}
 	omr_config_free(c);
 	return rc;
 }

@@ -41,3 +41,19 @@ void omr_format_time(int64_t secs, char buf[32])
 	}
 	strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
+
+void omr_format_size(uint64_t n, char buf[16])
+{
+	static const char units[] = "BKMGT";
+	double v = (double)n;
+	int u = 0;
+
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, 16, "%lluB", (unsigned long long)n);
+	else
+		snprintf(buf, 16, "%.1f%c", v, units[u]);
+}

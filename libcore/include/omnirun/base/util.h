@@ -49,6 +49,8 @@ uint64_t omr_now_ms(void);
 uint64_t omr_wall_ms(void);
 /* RFC 3339 UTC ("2026-11-26T13:42:32Z") for a wall time in seconds. */
 void omr_format_time(int64_t secs, char buf[32]);
+/* A byte count for people: "512B", "18.1M", "1.2G". */
+void omr_format_size(uint64_t n, char buf[16]);
 
 /* mkdir -p with mode for the directories it creates.  Something other
  * than a directory in the way (at the end too) is -ENOTDIR.  Returns 0 or

@@ -29,4 +29,31 @@ int omr_client_net_policy(const struct omr_config *c, const char *id,
 int omr_client_net_stats(const struct omr_config *c, const char *id, json_t **out,
 			 struct omr_err **err);
 
+/* sbx-net's commands, one call each. */
+enum omr_net_cmd {
+	OMR_NET_POLICY,     /* *out: the policy (after change) */
+	OMR_NET_STATS,      /* *out: the counters */
+	OMR_NET_EXPOSE,     /* *out: the exposure (omr_expose_json) */
+	OMR_NET_UNEXPOSE,   /* *out: NULL */
+	OMR_NET_EXPOSURES,  /* *out: an array of exposures */
+	OMR_NET_FORWARD,    /* in_fd and out_fd spliced to the port; *out NULL */
+};
+
+struct omr_net_req {
+	enum omr_net_cmd cmd;
+	struct omr_net_change change; /* policy */
+	unsigned port;                /* expose, forward */
+	int protect;                  /* expose: the URL needs the owner's token */
+	const char *exposure;         /* unexpose: its id */
+	int in_fd, out_fd;            /* forward */
+};
+
+/* The command named name, or -1; *takes_arg: whether it takes an operand
+ * (a port or an exposure id). */
+int omr_net_cmd_parse(const char *name, int *takes_arg);
+
+/* Runs req against sandbox id.  Returns 0 or < 0. */
+int omr_client_net(const struct omr_config *c, const char *id, const struct omr_net_req *req,
+		   json_t **out, struct omr_err **err);
+
 #endif

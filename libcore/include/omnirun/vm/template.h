@@ -3,6 +3,8 @@
 #ifndef OMNIRUN_TEMPLATE_H
 #define OMNIRUN_TEMPLATE_H
 
+#include <jansson.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "omnirun/state/config.h"
@@ -63,5 +65,29 @@ int omr_template_import(const struct omr_config *c, const char *name, const char
  * unless force. */
 int omr_template_remove(const struct omr_config *c, const char *name, int force,
 			struct omr_err **err);
+
+/* A template as JSON (what sbx-template ls --json shows): its files,
+ * kernel, base, packages, shape, size, build date, and "snapshot":
+ * {usable, why} or {usable, dir, qemu_version, cpus, memory_mb, disk_mb,
+ * save_ms} for the accelerator this host would use. */
+json_t *omr_template_json(const struct omr_config *c, const struct omr_template *t);
+/* Every installed template so, sorted by name; NULL and *err. */
+json_t *omr_template_list_json(const struct omr_config *c, struct omr_err **err);
+
+/* Where a template comes from: its own recipe (both NULL), a user's
+ * recipe file, or a root filesystem made elsewhere (import). */
+struct omr_template_src {
+	const char *recipe;
+	const char *import;
+	int snapshot;           /* then snapshot it (none for a root image) */
+};
+
+/* Builds or imports NAME and, when asked, snapshots it.  *out gets the
+ * template.  A snapshot that could not be made does not fail the build:
+ * *snap_why says why (malloc'ed), and sandboxes boot cold.  Returns 0 or
+ * < 0. */
+int omr_template_make(const struct omr_config *c, const char *name,
+		      const struct omr_template_src *src, omr_progress_fn progress, void *user,
+		      struct omr_template **out, char **snap_why, struct omr_err **err);
 
 #endif
