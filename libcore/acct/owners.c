@@ -128,8 +128,8 @@ int omr_owner_sync(struct omr_db *db, const struct omr_config *c, int64_t user_i
 	return omr_db_commit(db, err);
 }
 
-int omr_owner_claim(struct omr_db *db, const struct omr_config *c, const struct omr_user *u,
-		    int64_t *claim, struct omr_err **err)
+int omr_owner_claim_n(struct omr_db *db, const struct omr_config *c, const struct omr_user *u,
+		      unsigned n, int64_t *claims, struct omr_err **err)
 {
 	_cleanup_stmt_ sqlite3_stmt *cnt = NULL, *ins = NULL;
 	int64_t limit = omr_user_limit(c, u), live;
@@ -149,24 +149,33 @@ int omr_owner_claim(struct omr_db *db, const struct omr_config *c, const struct 
 		goto fail;
 	}
 	live = sqlite3_column_int64(cnt, 0);
-	if (limit >= 0 && live >= limit) {
+	if (limit >= 0 && live + (int64_t)n > limit) {
 		omr_err_setx(err, OMR_E_LIMIT, EUSERS, "concurrent sandbox limit reached");
 		goto fail;
 	}
 	if (omr_db_prep(db, "INSERT INTO sandboxes (user_id, claimed_at) VALUES (?, ?)", &ins,
 			err) < 0)
 		goto fail;
-	sqlite3_bind_int64(ins, 1, u->id);
-	sqlite3_bind_int64(ins, 2, omr_db_now());
-	if (sqlite3_step(ins) != SQLITE_DONE) {
-		omr_db_fail(db, err, "sandboxes");
-		goto fail;
+	for (unsigned i = 0; i < n; i++) {
+		sqlite3_reset(ins);
+		sqlite3_bind_int64(ins, 1, u->id);
+		sqlite3_bind_int64(ins, 2, omr_db_now());
+		if (sqlite3_step(ins) != SQLITE_DONE) {
+			omr_db_fail(db, err, "sandboxes");
+			goto fail;
+		}
+		claims[i] = sqlite3_last_insert_rowid(db->h);
 	}
-	*claim = sqlite3_last_insert_rowid(db->h);
 	return omr_db_commit(db, err);
 fail:
 	omr_db_rollback(db);
 	return -1;
+}
+
+int omr_owner_claim(struct omr_db *db, const struct omr_config *c, const struct omr_user *u,
+		    int64_t *claim, struct omr_err **err)
+{
+	return omr_owner_claim_n(db, c, u, 1, claim, err);
 }
 
 int omr_owner_bind(struct omr_db *db, int64_t claim, const char *id, const char *tmpl,

@@ -218,3 +218,31 @@ char *omr_path_clean(const char *path)
 	out[o] = 0;
 	return out;
 }
+
+int omr_copy_sparse(int in, int out, struct omr_err **err)
+{
+	struct stat st;
+	off_t data = 0, hole;
+
+	if (fstat(in, &st) < 0 || ftruncate(out, st.st_size) < 0)
+		return omr_err_set(err, OMR_E_FAIL, errno, "cannot size the copy");
+	/* Data ranges only: holes stay holes (a fresh disk is mostly one). */
+	while (data < st.st_size) {
+		data = lseek(in, data, SEEK_DATA);
+		if (data < 0 && errno == ENXIO)
+			break; /* nothing but a hole to the end */
+		hole = data < 0 ? -1 : lseek(in, data, SEEK_HOLE);
+		if (hole < 0)
+			return omr_err_set(err, OMR_E_FAIL, errno, "cannot find the data to copy");
+		while (data < hole) {
+			loff_t from = data, to = data;
+			ssize_t n = copy_file_range(in, &from, out, &to, (size_t)(hole - data), 0);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return omr_err_set(err, OMR_E_FAIL, n < 0 ? errno : EIO, "cannot copy");
+			data += n;
+		}
+	}
+	return 0;
+}

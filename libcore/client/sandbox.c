@@ -346,6 +346,30 @@ static int boot_error(const struct omr_config *c, const char *id, pid_t mon, int
 	return omr_err_setx(err, kind == OMR_E_FAIL ? OMR_E_BOOT : kind, e > 0 ? e : 0, "%s", safe);
 }
 
+/* A fork's child is its source's shape, limits, policy and lifetime:
+ * no escape by cloning.  The copy only runs on the same accelerator. */
+static int fork_inherit(struct omr_sandbox *sb, const struct omr_sandbox *src, const char *ref,
+			enum omr_accel accel, struct omr_err **err)
+{
+	if (strcmp(src->accel, accel == OMR_ACCEL_KVM ? "kvm" : "tcg"))
+		return omr_err_setx(err, OMR_E_STATE, EINVAL, "sandbox %s runs under %s, which "
+				    "this host does not give new sandboxes now", src->id, src->accel);
+	omr_strlcpy(sb->template_name, src->template_name, sizeof(sb->template_name));
+	sb->cpus = src->cpus;
+	sb->memory_mb = src->memory_mb;
+	sb->disk_mb = src->disk_mb;
+	sb->processes = src->processes;
+	sb->timeout_s = src->timeout_s;
+	sb->idle_timeout_s = src->idle_timeout_s;
+	memcpy(sb->idle_action, src->idle_action, sizeof(sb->idle_action));
+	memcpy(sb->net_allow, src->net_allow, sizeof(sb->net_allow));
+	sb->net_internet = src->net_internet;
+	omr_strlcpy(sb->forked_from, src->id, sizeof(sb->forked_from));
+	if (omr_strlcpy(sb->fork, ref, sizeof(sb->fork)) < 0)
+		return omr_err_setx(err, OMR_E_USAGE, EINVAL, "invalid fork reference");
+	return 0;
+}
+
 int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts *o,
 		       struct omr_sandbox *out, struct omr_err **err)
 {
@@ -393,6 +417,8 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
 	if (omr_accel_resolve(c, &accel, &why, err) < 0)
 		return -1;
 	omr_strlcpy(sb.template_name, tname, sizeof(sb.template_name));
+	if (o->fork_src && fork_inherit(&sb, o->fork_src, o->fork_ref, accel, err) < 0)
+		return -1;
 	omr_strlcpy(sb.accel, accel == OMR_ACCEL_KVM ? "kvm" : "tcg", sizeof(sb.accel));
 	sb.state = OMR_SB_STARTING;
 	sb.created_at = (int64_t)(omr_wall_ms() / 1000);

@@ -4,6 +4,7 @@
 #define OMNIRUN_MONITOR_INTERNAL_H
 
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "conn-internal.h"
@@ -66,6 +67,12 @@ struct mon {
 	int incoming_fd;            /* its device state, until QEMU has it */
 	int identity_done;          /* the agent answered identity: 1 ok, -1 not */
 	char *identity_error;
+	/* forks (fork.c): the root image as it was at boot (a source); the
+	 * source's MAC and RAM kind (a child) */
+	struct stat rootfs_st;
+	int rootfs_known;
+	char *fork_mac;
+	int fork_ram_mem;
 };
 
 /* lifecycle.c: pause, resume, the lifetime; the router's request and
@@ -77,6 +84,12 @@ void mon_own_end(void *user, uint32_t gsid, const uint8_t *p, size_t len);
 json_t *mon_pause(struct mon *m, const struct mon_ticket *t);
 json_t *mon_resume(struct mon *m, const struct mon_ticket *t);
 void mon_lifecycle_close(struct mon *m);
+/* fork.c: a source's save for its forks (op fork_save); a child's
+ * taking of its copy (before the VMM starts); the root image's identity
+ * at boot. */
+json_t *mon_fork_save(struct mon *m, json_t *req);
+int mon_fork_take(struct mon *m, struct omr_err **err);
+void mon_fork_note_rootfs(struct mon *m);
 /* monitor.c: checks the lifetime now and sets the next check. */
 void mon_lifetime_reschedule(struct mon *m);
 

@@ -110,7 +110,8 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 		.processes = m->sb.processes,
 		.mem_path = m->snap ? m->snap->ram : NULL,
 		.mem_shared = 0,
-		.incoming_fd = m->snap ? m->incoming_fd : -1,
+		.mem_anon_backend = m->fork_ram_mem,
+		.incoming_fd = m->incoming_fd,
 	};
 
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -131,7 +132,10 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 	}
 	if (mon_console_start(&m->console, m->loop, pipefd[0], err) < 0)
 		return -1;
-	return m->snap ? omr_vmm_restore(&m->vmm, m->snap->state, err) : 0;
+	mon_fork_note_rootfs(m);
+	if (m->snap || m->sb.fork[0])
+		return omr_vmm_restore(&m->vmm, m->snap != NULL, err);
+	return 0;
 }
 
 /* --- signals --- */
@@ -349,7 +353,7 @@ static int wait_agent(struct mon *m, struct omr_err **err)
 	m->booting = 1;
 	/* A restored agent is past its HELLO: ask for one (queued until the
 	 * channel is up). */
-	if (m->snap) {
+	if (m->snap || m->sb.fork[0]) {
 		static const char hello[] = "{\"op\":\"hello\"}";
 		mon_router_own_request(m->router, OWN_HELLO_GSID, hello, sizeof(hello) - 1);
 	}
@@ -401,8 +405,9 @@ static int give_identity(struct mon *m, struct omr_err **err)
 	req = json_pack("{s:s, s:s, s:s, s:I, s:s?, s:I, s:s?, s:s}", "op", "identity", "hostname",
 			m->sb.id, "entropy", b64, "time_ns",
 			(json_int_t)now.tv_sec * 1000000000 + now.tv_nsec, "disk",
-			m->disk_fd >= 0 ? "/dev/vda" : NULL, "pids", (json_int_t)m->sb.processes,
-			"mac", m->net ? omr_net_mac(m->net) : NULL, "mac_was", OMR_VMM_TEMPLATE_MAC);
+			m->disk_fd >= 0 && !m->sb.fork[0] ? "/dev/vda" : NULL, "pids",
+			(json_int_t)m->sb.processes, "mac", m->net ? omr_net_mac(m->net) : NULL,
+			"mac_was", m->sb.fork[0] ? m->fork_mac : OMR_VMM_TEMPLATE_MAC);
 	s = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
 	if (!s)
@@ -629,6 +634,7 @@ static void mon_free(struct mon *m)
 	omr_vmm_release(&m->vmm);
 	omr_template_free(m->tpl);
 	omr_snapshot_free(m->snap);
+	free(m->fork_mac);
 	if (m->incoming_fd >= 0)
 		close(m->incoming_fd);
 	free(m->identity_error);
@@ -661,7 +667,7 @@ static int boot(struct mon *m, struct omr_err **err)
 	}
 	if (mkdir(m->run_path, 0700) < 0)
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", m->run_path);
-	if (make_disk(m, err) < 0)
+	if ((m->sb.fork[0] ? mon_fork_take(m, err) : make_disk(m, err)) < 0)
 		return -1;
 	m->listen_fd = listen_unix(m->sock_path, err);
 	if (m->listen_fd < 0)
@@ -674,14 +680,16 @@ static int boot(struct mon *m, struct omr_err **err)
 	uint64_t t[5];
 
 	t[0] = omr_now_ms();
-	choose_boot(m);
+	if (!m->sb.fork[0])
+		choose_boot(m);
 	if (signals_setup(m, err) < 0 || mon_net_open(m, err) < 0 || spawn_vmm(m, err) < 0)
 		return -1;
 	t[1] = omr_now_ms();
 	if (wait_agent(m, err) < 0)
-		return omr_err_wrap(err, "%s", m->snap ? "restore from the snapshot" : "boot");
+		return omr_err_wrap(err, "%s", m->snap ? "restore from the snapshot"
+				    : m->sb.fork[0] ? "fork" : "boot");
 	t[2] = omr_now_ms();
-	if (m->snap && give_identity(m, err) < 0)
+	if ((m->snap || m->sb.fork[0]) && give_identity(m, err) < 0)
 		return -1;
 	t[3] = omr_now_ms();
 	if (mon_net_start(m, err) < 0)

@@ -197,6 +197,10 @@ static int on_field(void *user, const char *section, const char *k, const char *
 		x->bad |= omr_strlcpy(sb->boot, v, sizeof(sb->boot)) < 0;
 	else if (!strcmp(k, "boot_why"))
 		omr_strlcpy(sb->boot_why, v, sizeof(sb->boot_why)); /* a note: cut, not refused */
+	else if (!strcmp(k, "forked_from"))
+		x->bad |= omr_strlcpy(sb->forked_from, v, sizeof(sb->forked_from)) < 0;
+	else if (!strcmp(k, "fork"))
+		x->bad |= omr_strlcpy(sb->fork, v, sizeof(sb->fork)) < 0;
 	else if (!strcmp(k, "owner"))
 		sb->owner = (uid_t)to_u(x, v);
 	else if (!strcmp(k, "net_addr"))
@@ -308,14 +312,15 @@ int omr_sandbox_save(const struct omr_config *c, const struct omr_sandbox *sb,
 		"memory_mb = %u\ndisk_mb = %u\ntimeout = %u\nidle_timeout = %u\n"
 		"monitor_pid = %d\nvmm_pid = %d\naccel = %s\nowner = %u\nprocesses = %u\n"
 		"net_addr = %s\nnet_internet = %d\nidle_action = %s\npaused_at = %lld\n"
-		"net_allow = %s\nboot = %s\nboot_why = %s\n",
+		"net_allow = %s\nboot = %s\nboot_why = %s\nforked_from = %s\nfork = %s\n",
 		sb->id, sb->template_name, omr_sb_state_name(sb->state),
 		(long long)sb->created_at, (long long)sb->expires_at,
 		(long long)sb->ended_at, sb->end_reason, sb->cpus, sb->memory_mb,
 		sb->disk_mb, sb->timeout_s, sb->idle_timeout_s, (int)sb->monitor_pid,
 		(int)sb->vmm_pid, sb->accel, (unsigned)sb->owner, sb->processes, sb->net_addr,
 		sb->net_internet, sb->idle_action[0] ? sb->idle_action : "kill",
-		(long long)sb->paused_at, sb->net_allow, sb->boot, sb->boot_why);
+		(long long)sb->paused_at, sb->net_allow, sb->boot, sb->boot_why, sb->forked_from,
+		sb->fork);
 	if (omr_write_file_atomic_at(dfd, RECORD, text, strlen(text), 0600, &e) < 0) {
 		/* A full filesystem must not leave a record that lies: the
 		 * reserve gives back what this write needs. */
@@ -483,6 +488,8 @@ json_t *omr_sandbox_json(const struct omr_sandbox *sb)
 	json_object_set_new(j, "boot", sb->boot[0] ? json_string(sb->boot) : json_null());
 	if (sb->boot_why[0])
 		json_object_set_new(j, "boot_why", json_string(sb->boot_why));
+	if (sb->forked_from[0])
+		json_object_set_new(j, "forked_from", json_string(sb->forked_from));
 	json_object_set_new(j, "pid", sb->vmm_pid > 0 ? json_integer(sb->vmm_pid) : json_null());
 	json_object_set_new(j, "monitor_pid",
 			    sb->monitor_pid > 0 ? json_integer(sb->monitor_pid) : json_null());

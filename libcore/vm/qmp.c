@@ -153,41 +153,115 @@ static int qmp_execute(struct qmp *q, const char *cmd, json_t *args, json_t **re
 	return 0;
 }
 
-int omr_qmp_command(const char *path, const char *cmd, json_t *args, unsigned timeout_ms,
-		    json_t **ret, struct omr_err **err)
+/* QMP "getfd": hands fd to QEMU under name, on this connection (the
+ * fd travels with the command as SCM_RIGHTS). */
+static int qmp_getfd(struct qmp *q, const char *name, int fd, struct omr_err **err)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u = { 0 };
+	json_t *args = json_pack("{s:s}", "fdname", name), *ans = NULL;
+	size_t len;
+	char *s = qmp_encode("getfd", args, &len, err);
+	struct iovec iov;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	ssize_t n;
+	int rc = -1;
+
+	json_decref(args);
+	if (!s)
+		return -1;
+	iov = (struct iovec){ .iov_base = s, .iov_len = len };
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	do
+		n = sendmsg(q->fd, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	/* The fd went with the first byte; the rest is an ordinary line. */
+	if (n < 0 || (n < (ssize_t)len && omr_write_all(q->fd, s + n, len - (size_t)n) < 0)) {
+		omr_err_set(err, OMR_E_FAIL, errno, "QMP: cannot send getfd");
+		goto out;
+	}
+	if (qmp_read(q, &ans, err) < 0)
+		goto out;
+	if (json_object_get(ans, "error")) {
+		const char *desc = json_string_value(json_object_get(json_object_get(ans, "error"), "desc"));
+		omr_err_setx(err, OMR_E_FAIL, EIO, "QMP getfd: %s", desc ? desc : "failed");
+		goto out;
+	}
+	rc = 0;
+out:
+	json_decref(ans);
+	free(s);
+	return rc;
+}
+
+/* Connects to path and leaves negotiation mode: *q is ready for
+ * commands, its fd open (the caller closes it and frees its buffer). */
+static int qmp_open(struct qmp *q, const char *path, unsigned timeout_ms, struct omr_err **err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct qmp q = { .fd = -1, .deadline = omr_now_ms() + timeout_ms };
 	json_t *greeting = NULL;
 	int rc = -1;
 
-	if (ret)
-		*ret = NULL;
+	*q = (struct qmp){ .fd = -1, .deadline = omr_now_ms() + timeout_ms };
 	if (omr_strlcpy(sa.sun_path, path, sizeof(sa.sun_path)) < 0)
 		return omr_err_setx(err, OMR_E_USAGE, ENAMETOOLONG, "QMP socket path too long: %s", path);
-	q.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (q.fd < 0)
+	q->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (q->fd < 0)
 		return omr_err_set(err, OMR_E_FAIL, errno, "QMP: cannot create a socket");
-	if (connect(q.fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		omr_err_set(err, errno == ENOENT || errno == ECONNREFUSED ? OMR_E_STATE : OMR_E_FAIL,
-			    errno, "QMP: cannot connect to %s", path);
-		goto out;
-	}
+	if (connect(q->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return omr_err_set(err, errno == ENOENT || errno == ECONNREFUSED ? OMR_E_STATE
+				   : OMR_E_FAIL, errno, "QMP: cannot connect to %s", path);
 	/* The greeting carries "QMP"; then leave negotiation mode. */
-	if (qmp_read(&q, &greeting, err) < 0)
+	if (qmp_read(q, &greeting, err) < 0)
 		goto out;
 	if (!json_object_get(greeting, "QMP")) {
 		omr_err_setx(err, OMR_E_FAIL, EPROTO, "QMP: no greeting from %s", path);
 		goto out;
 	}
-	if (qmp_execute(&q, "qmp_capabilities", NULL, NULL, err) < 0 ||
-	    qmp_execute(&q, cmd, args, ret, err) < 0)
-		goto out;
-	rc = 0;
+	rc = qmp_execute(q, "qmp_capabilities", NULL, NULL, err);
 out:
 	json_decref(greeting);
+	return rc;
+}
+
+int omr_qmp_command_fd(const char *path, const char *fdname, int fd, const char *cmd,
+		       json_t *args, unsigned timeout_ms, json_t **ret, struct omr_err **err)
+{
+	struct qmp q;
+	int rc = -1;
+
+	if (ret)
+		*ret = NULL;
+	if (qmp_open(&q, path, timeout_ms, err) == 0 && qmp_getfd(&q, fdname, fd, err) == 0)
+		rc = qmp_execute(&q, cmd, args, ret, err);
+	json_decref(args);
 	free(q.buf);
-	close(q.fd);
+	if (q.fd >= 0)
+		close(q.fd);
+	return rc;
+}
+
+int omr_qmp_command(const char *path, const char *cmd, json_t *args, unsigned timeout_ms,
+		    json_t **ret, struct omr_err **err)
+{
+	struct qmp q;
+	int rc = -1;
+
+	if (ret)
+		*ret = NULL;
+	if (qmp_open(&q, path, timeout_ms, err) == 0)
+		rc = qmp_execute(&q, cmd, args, ret, err);
+	json_decref(args);
+	free(q.buf);
+	if (q.fd >= 0)
+		close(q.fd);
 	return rc;
 }
 

@@ -58,6 +58,9 @@ static const char *const allow_7_2[] = {
 	"restart_syscall", "clock_gettime", "clock_getres", "gettimeofday",
 	/* discard=unmap: a guest discard punches a hole in the disk. */
 	"fallocate",
+	/* A fork's save (QMP migrate into a file): QEMU advises the kernel
+	 * to drop the pages it wrote (seen killed by the filter, 2026-12-02). */
+	"fadvise64",
 	/* Seen only in the jail (seccomp = log), once at start. */
 	"getppid",
 	NULL,
@@ -94,7 +97,7 @@ static const char *const allow_10_0[] = {
 	"epoll_create1", "epoll_ctl", "epoll_pwait", "epoll_wait",
 	"rt_sigpending", "rt_sigtimedwait",
 	"restart_syscall", "clock_gettime", "clock_getres", "gettimeofday",
-	"fallocate", "getppid",
+	"fallocate", "getppid", "fadvise64",
 
 	/* Restores: guest RAM in a file (memory-backend-file), the device
 	 * state read from a file descriptor (posix_fadvise). */

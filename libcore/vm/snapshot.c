@@ -29,7 +29,6 @@
 #define SNAP_CONF_MAX 8192
 #define SNAP_STATE_MAX (64u << 20)   /* a device state is ~66 KB */
 #define SNAP_QMP_MS 5000
-#define SNAP_MIGRATE_MS 60000
 
 int omr_snapshot_qemu_ok(const char *version)
 {
@@ -181,38 +180,14 @@ static int wait_hello(struct maker *mk, struct omr_err **err)
 static int save_state(struct maker *mk, struct omr_err **err)
 {
 	_cleanup_free_ char *uri = omr_strdup_printf("file:%s/state", mk->tmp);
-	uint64_t end;
 
 	if (omr_qmp_command(mk->qmp_sock, "stop", NULL, SNAP_QMP_MS, NULL, err) < 0 ||
 	    omr_vmm_qemu_set_ignore_shared(mk->qmp_sock, SNAP_QMP_MS, err) < 0 ||
 	    omr_qmp_command(mk->qmp_sock, "migrate", json_pack("{s:s}", "uri", uri),
-			    SNAP_QMP_MS, NULL, err) < 0)
+			    SNAP_QMP_MS, NULL, err) < 0 ||
+	    omr_vmm_qemu_wait_migrated(mk->qmp_sock, SNAP_QMP_MS, err) < 0)
 		return omr_err_wrap(err, "cannot save the template's state");
-	end = omr_now_ms() + SNAP_MIGRATE_MS;
-	for (;;) {
-		json_t *ret = NULL;
-		const char *st;
-		int done;
-
-		if (omr_qmp_command(mk->qmp_sock, "query-migrate", NULL, SNAP_QMP_MS, &ret, err) < 0)
-			return omr_err_wrap(err, "cannot save the template's state");
-		st = json_string_value(json_object_get(ret, "status"));
-		done = st && !strcmp(st, "completed");
-		if (st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"))) {
-			const char *why = json_string_value(json_object_get(ret, "error-desc"));
-			omr_err_setx(err, OMR_E_FAIL, EIO, "saving the template's state %s: %s", st,
-				     why ? why : "?");
-			json_decref(ret);
-			return -1;
-		}
-		json_decref(ret);
-		if (done)
-			return 0;
-		if (omr_now_ms() > end)
-			return omr_err_setx(err, OMR_E_TIMEOUT, ETIMEDOUT,
-					    "saving the template's state took too long");
-		usleep(5 * 1000);
-	}
+	return 0;
 }
 
 static int write_conf(struct maker *mk, char **argv, long long ms, struct omr_err **err)

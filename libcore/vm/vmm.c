@@ -69,7 +69,7 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 	 * sandboxes.  memory-backend: RAM in a file (snapshots). */
 	addf2(&a, "-M", omr_strdup_printf("microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,"
 					   "pic=on,dump-guest-core=off,mem-merge=off%s",
-					   s->mem_path ? ",memory-backend=mem" : ""));
+					   s->mem_path || s->mem_anon_backend ? ",memory-backend=mem" : ""));
 	if (s->accel == OMR_ACCEL_KVM) {
 		add(&a, "-accel");
 		add(&a, "kvm");
@@ -91,6 +91,9 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s)
 		      omr_strdup_printf("memory-backend-file,id=mem,size=%uM,mem-path=%s,%s",
 					s->memory_mb, s->mem_path,
 					s->mem_shared ? "share=on" : "readonly=on,rom=off,share=off"));
+	} else if (s->mem_anon_backend) {
+		addf2(&a, "-object", omr_strdup_printf("memory-backend-ram,id=mem,size=%uM",
+							s->memory_mb));
 	}
 	add(&a, "-nodefaults");
 	add(&a, "-no-user-config");
@@ -268,14 +271,66 @@ static int qemu_resume(struct omr_vmm *vm, struct omr_err **err)
 	return qemu_qmp(vm, "cont", "resume", err);
 }
 
-/* Snapshots of a whole VM are sbx-template's (vm/snapshot.c); this
- * backend saves none on its own yet. */
-static int qemu_snapshot(struct omr_vmm *vm, const char *path, struct omr_err **err)
+/* A whole guest (memory and devices) is saved by migrating it into a
+ * file descriptor.  QMP's "migrate" returns at once; its status says
+ * when the stream is complete.  Bounded: a stuck migration is cancelled
+ * and fails. */
+#define SAVE_TIMEOUT_MS 120000
+
+static int migrate_set_ignore_shared(const char *qmp, int on, unsigned ms, struct omr_err **err)
 {
-	(void)vm;
-	(void)path;
-	return omr_err_setx(err, OMR_E_UNSUPPORTED, ENOTSUP,
-			    "snapshots of a running sandbox are not supported by the qemu backend yet");
+	return omr_qmp_command(qmp, "migrate-set-capabilities",
+			       json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
+					 "x-ignore-shared", "state", on), ms, NULL, err);
+}
+
+int omr_vmm_qemu_wait_migrated(const char *qmp, unsigned ms, struct omr_err **err)
+{
+	uint64_t end = omr_now_ms() + SAVE_TIMEOUT_MS;
+
+	for (;;) {
+		json_t *ret = NULL;
+		const char *st;
+		int done, failed;
+
+		if (omr_qmp_command(qmp, "query-migrate", NULL, ms, &ret, err) < 0)
+			return -1;
+		st = json_string_value(json_object_get(ret, "status"));
+		done = st && !strcmp(st, "completed");
+		failed = st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"));
+		if (failed) {
+			const char *why = json_string_value(json_object_get(ret, "error-desc"));
+			omr_err_setx(err, OMR_E_FAIL, EIO, "the VM's state could not be saved: %s",
+				     why ? why : st);
+		}
+		json_decref(ret);
+		if (done)
+			return 0;
+		if (failed)
+			return -1;
+		if (omr_now_ms() > end) {
+			omr_qmp_command(qmp, "migrate_cancel", NULL, ms, NULL, NULL);
+			return omr_err_setx(err, OMR_E_TIMEOUT, ETIMEDOUT,
+					    "saving the VM's state took over %u s", SAVE_TIMEOUT_MS / 1000);
+		}
+		usleep(2000);
+	}
+}
+
+/* The guest is stopped (the caller did): all of it, RAM included, goes
+ * into fd.  A restored sandbox's QEMU left shared RAM out when it came
+ * in; here nothing is left out. */
+static int qemu_save(struct omr_vmm *vm, int fd, struct omr_err **err)
+{
+	if (vm->pid <= 0 || !vm->control)
+		return omr_err_setx(err, OMR_E_STATE, ESRCH, "cannot save the VM: it is not running");
+	if (migrate_set_ignore_shared(vm->control, 0, vm->control_timeout_ms, err) < 0 ||
+	    omr_qmp_command_fd(vm->control, "omr-save", fd, "migrate",
+			       json_pack("{s:s}", "uri", "fd:omr-save"), vm->control_timeout_ms,
+			       NULL, err) < 0 ||
+	    omr_vmm_qemu_wait_migrated(vm->control, vm->control_timeout_ms, err) < 0)
+		return omr_err_wrap(err, "cannot save the VM");
+	return 0;
 }
 
 /* QEMU makes its QMP socket as it starts: wait for it (bounded). */
@@ -301,9 +356,7 @@ static int qmp_wait(const char *path, unsigned ms, struct omr_err **err)
 
 int omr_vmm_qemu_set_ignore_shared(const char *qmp, unsigned ms, struct omr_err **err)
 {
-	return omr_qmp_command(qmp, "migrate-set-capabilities",
-			       json_pack("{s:[{s:s, s:b}]}", "capabilities", "capability",
-					 "x-ignore-shared", "state", 1), ms, NULL, err);
+	return migrate_set_ignore_shared(qmp, 1, ms, err);
 }
 
 /* The saved guest was stopped, so the restored one stays paused once its
@@ -340,20 +393,19 @@ static int qemu_wait_paused_cont(struct omr_vmm *vm, struct omr_err **err)
 	}
 }
 
-/* The VMM was spawned with incoming_fd (-incoming defer): shared RAM
- * stays out of the stream, then the device state comes from the fd;
- * the guest runs once it is in.  path is unused: the fd is the state. */
-static int qemu_restore(struct omr_vmm *vm, const char *path, struct omr_err **err)
+/* The VMM was spawned with incoming_fd (-incoming defer): the state comes
+ * from the fd, shared RAM left out of it when it was saved so (a
+ * template's snapshot) or not (a fork's); the guest runs once it is in. */
+static int qemu_restore(struct omr_vmm *vm, int shared, struct omr_err **err)
 {
-	(void)path;
 	if (vm->pid <= 0 || !vm->control)
 		return omr_err_setx(err, OMR_E_STATE, ESRCH, "cannot restore: the VM is not running");
 	if (qmp_wait(vm->control, vm->control_timeout_ms, err) < 0 ||
-	    omr_vmm_qemu_set_ignore_shared(vm->control, vm->control_timeout_ms, err) < 0 ||
+	    migrate_set_ignore_shared(vm->control, shared, vm->control_timeout_ms, err) < 0 ||
 	    omr_qmp_command(vm->control, "migrate-incoming",
 			    json_pack("{s:s}", "uri", "fd:" OMR_STR(OMR_VMM_INCOMING_FD)),
 			    vm->control_timeout_ms, NULL, err) < 0)
-		return omr_err_wrap(err, "cannot restore the snapshot");
+		return omr_err_wrap(err, "cannot restore the %s", shared ? "snapshot" : "saved state");
 	return qemu_wait_paused_cont(vm, err);
 }
 
@@ -362,7 +414,7 @@ const struct omr_vmm_ops omr_vmm_qemu_ops = {
 	.spawn = qemu_spawn,
 	.pause = qemu_pause,
 	.resume = qemu_resume,
-	.snapshot = qemu_snapshot,
+	.save = qemu_save,
 	.restore = qemu_restore,
 };
 
@@ -413,14 +465,14 @@ int omr_vmm_resume(struct omr_vmm *vm, struct omr_err **err)
 	return vm->ops->resume(vm, err);
 }
 
-int omr_vmm_snapshot(struct omr_vmm *vm, const char *path, struct omr_err **err)
+int omr_vmm_save(struct omr_vmm *vm, int fd, struct omr_err **err)
 {
-	return vm->ops->snapshot(vm, path, err);
+	return vm->ops->save(vm, fd, err);
 }
 
-int omr_vmm_restore(struct omr_vmm *vm, const char *path, struct omr_err **err)
+int omr_vmm_restore(struct omr_vmm *vm, int shared, struct omr_err **err)
 {
-	return vm->ops->restore(vm, path, err);
+	return vm->ops->restore(vm, shared, err);
 }
 
 /* --- host usage --- */

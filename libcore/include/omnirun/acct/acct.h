@@ -106,6 +106,9 @@ int omr_token_list(struct omr_db *db, int64_t user_id, json_t **out, struct omr_
  * the claim's id for omr_owner_bind or omr_owner_release. */
 int omr_owner_claim(struct omr_db *db, const struct omr_config *c, const struct omr_user *u,
 		    int64_t *claim, struct omr_err **err);
+/* The same for n places at once (a fork's children): all or none. */
+int omr_owner_claim_n(struct omr_db *db, const struct omr_config *c, const struct omr_user *u,
+		      unsigned n, int64_t *claims, struct omr_err **err);
 /* Turns a claim into the ownership of sandbox id (template, created). */
 int omr_owner_bind(struct omr_db *db, int64_t claim, const char *id, const char *tmpl,
 		   int64_t created_at, struct omr_err **err);

@@ -61,6 +61,10 @@ int omr_mkdir_p(const char *path, mode_t mode, struct omr_err **err);
  * refused (denied).  Returns the fd (O_CLOEXEC) or < 0. */
 int omr_dir_private(const char *path, int create, struct omr_err **err);
 
+/* Copies file in to out at the same offsets, data ranges only (holes
+ * stay holes), out sized as in.  Returns 0 or < 0 with *err. */
+int omr_copy_sparse(int in, int out, struct omr_err **err);
+
 /* rm -rf of name under dirfd, never following a symlink (one is removed,
  * not walked).  A missing name is success, as for rm -rf: callers clean
  * up with it, and an entry that vanishes meanwhile is not a failure; a

@@ -21,6 +21,11 @@ struct omr_create_opts {
 	const char *const *allow;    /* host names ("*.x" too) the egress
 					proxy lets through; nallow of them */
 	size_t nallow;
+	/* A fork's child (omr_sandbox_fork): everything above comes from
+	 * the source's record instead, and the child starts from the copy
+	 * fork_ref ("KEY.INDEX") names. */
+	const struct omr_sandbox *fork_src;
+	const char *fork_ref;
 };
 
 /* Validates the options, spawns sbx-monitor and waits until the guest agent
@@ -28,6 +33,16 @@ struct omr_create_opts {
  * ends with the tail of the console log when that helps. */
 int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts *o,
 		       struct omr_sandbox *out, struct omr_err **err);
+
+/* Forks a running (or paused) sandbox: n (1 to OMR_FORK_MAX) new ones
+ * with its memory, processes and disk as they are now, each with a fresh
+ * identity (id, hostname, RNG reseeded, clock, address), its limits,
+ * template and network policy.  The source goes on.  All or nothing:
+ * when one child cannot start, those that did are killed.  out gets n
+ * records.  progress (may be NULL) hears each step. */
+int omr_sandbox_fork(const struct omr_config *c, const char *id, unsigned n,
+		     void (*progress)(void *user, const char *msg), void *user,
+		     struct omr_sandbox *out, struct omr_err **err);
 
 /* Tears a sandbox down: asks its monitor, or kills the monitor and the VMM
  * and cleans up itself when the monitor does not answer.  Keeps the record

@@ -42,10 +42,15 @@ struct omr_sandbox {
 	char idle_action[8];     /* what idleness does: kill | pause ("": kill) */
 	pid_t monitor_pid, vmm_pid;
 	char accel[8];           /* tcg | kvm */
-	/* How it started: "cold" (booted its kernel) or "restore" (a clone
-	 * of its template's snapshot), and why not restored ("" if it was). */
+	/* How it started: "cold" (booted its kernel), "restore" (a clone
+	 * of its template's snapshot) or "fork" (a copy of another
+	 * sandbox), and why not restored ("" if it was). */
 	char boot[8];
 	char boot_why[128];
+	/* A fork (client/fork.c): the sandbox it copies, and where the
+	 * copy waits for it ("KEY.INDEX": omnirun/state/fork.h). */
+	char forked_from[OMR_ID_MAX];
+	char fork[48];
 	uid_t owner;
 	/* Network (DESIGN.md §6): the guest's address in its /30 (gateway
 	 * .1, guest .2), "" for none; the policy, changed at run time by

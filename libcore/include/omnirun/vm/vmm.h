@@ -57,6 +57,9 @@ struct omr_vmm_spec {
 	 * (a clone: copy-on-write, the file is never written). */
 	const char *mem_path;
 	int mem_shared;
+	/* 1: anonymous RAM, but as the "mem" backend a restored sandbox's
+	 * file has (a fork of one must have its source's RAM layout). */
+	int mem_anon_backend;
 	/* > 0: start from this device state (QEMU: -incoming fd), without
 	 * kernel, initrd or command line.  0 or -1: boot the kernel (fd 0 is
 	 * never a state file, so a spec that does not name one boots). */
@@ -85,9 +88,11 @@ struct omr_vmm_ops {
 	/* Stops and restarts the guest's CPUs (the process stays). */
 	int (*pause)(struct omr_vmm *vm, struct omr_err **err);
 	int (*resume)(struct omr_vmm *vm, struct omr_err **err);
-	/* Saves the paused guest's device state to path / starts from one. */
-	int (*snapshot)(struct omr_vmm *vm, const char *path, struct omr_err **err);
-	int (*restore)(struct omr_vmm *vm, const char *path, struct omr_err **err);
+	/* Saves the stopped guest whole (memory and devices) into fd. */
+	int (*save)(struct omr_vmm *vm, int fd, struct omr_err **err);
+	/* Starts the guest from the state the spawn's incoming_fd holds;
+	 * shared: the state left shared RAM out (a template's snapshot). */
+	int (*restore)(struct omr_vmm *vm, int shared, struct omr_err **err);
 };
 
 /* One VMM instance. */
@@ -101,9 +106,9 @@ struct omr_vmm {
 
 /* QEMU: spawn builds the command line below and starts it with the data
  * disk as fds 3 (read-write) and 4 (read-only) and the console on
- * stdout, in its jail when the spec names a config; pause and resume are QMP "stop" and "cont"; snapshot and
- * restore answer OMR_E_UNSUPPORTED for now (they will be QMP migrate to
- * a file descriptor, see HOSTS.md). */
+ * stdout, in its jail when the spec names a config; pause and resume are
+ * QMP "stop" and "cont"; save and restore are QMP migrations to and from
+ * a file descriptor (HOSTS.md). */
 extern const struct omr_vmm_ops omr_vmm_qemu_ops;
 
 /* The backend called name ("qemu"), or NULL. */
@@ -122,8 +127,8 @@ void omr_vmm_release(struct omr_vmm *vm);
 int omr_vmm_spawn(struct omr_vmm *vm, const struct omr_vmm_spec *s, struct omr_err **err);
 int omr_vmm_pause(struct omr_vmm *vm, struct omr_err **err);
 int omr_vmm_resume(struct omr_vmm *vm, struct omr_err **err);
-int omr_vmm_snapshot(struct omr_vmm *vm, const char *path, struct omr_err **err);
-int omr_vmm_restore(struct omr_vmm *vm, const char *path, struct omr_err **err);
+int omr_vmm_save(struct omr_vmm *vm, int fd, struct omr_err **err);
+int omr_vmm_restore(struct omr_vmm *vm, int shared, struct omr_err **err);
 
 /* The fds the data disk gets in QEMU (read-write; read-only), and the tap. */
 #define OMR_VMM_DISK_FD 3
@@ -139,6 +144,8 @@ int omr_vmm_restore(struct omr_vmm *vm, const char *path, struct omr_err **err);
 
 /* QMP: leave shared RAM out of migration streams (both sides must). */
 int omr_vmm_qemu_set_ignore_shared(const char *qmp, unsigned ms, struct omr_err **err);
+/* QMP: waits (bounded) for the migration under way to complete. */
+int omr_vmm_qemu_wait_migrated(const char *qmp, unsigned ms, struct omr_err **err);
 
 /* Builds QEMU's argv (NULL-terminated, malloc'ed strings; free with
  * omr_argv_free in omnirun/base/spawn.h) for s: the disk, when
@@ -153,9 +160,14 @@ char **omr_vmm_argv(const struct omr_vmm_spec *s);
  * negotiates, runs cmd with args (may be NULL) and waits for its answer,
  * skipping events, all within timeout_ms.  *ret (if not NULL) gets the
  * "return" value.  An "error" answer is OMR_E_FAIL with its description.
+ * args is taken (json_pack's result can be passed as it is).
  * Returns 0 or < 0 with *err. */
 int omr_qmp_command(const char *path, const char *cmd, json_t *args, unsigned timeout_ms,
 		    json_t **ret, struct omr_err **err);
+/* The same, with fd handed to QEMU first ("getfd" as fdname, on the same
+ * connection: commands such as "migrate fd:NAME" find it there). */
+int omr_qmp_command_fd(const char *path, const char *fdname, int fd, const char *cmd,
+		       json_t *args, unsigned timeout_ms, json_t **ret, struct omr_err **err);
 
 /* The same on an event loop, without blocking it (the monitor pauses and
  * resumes its VMM while it serves): connects at once, then the greeting,
