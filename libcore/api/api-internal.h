@@ -215,6 +215,7 @@ enum MHD_Result omr_api_sandbox_list(struct omr_api_req *r);
 enum MHD_Result omr_api_sandbox_get(struct omr_api_req *r);
 enum MHD_Result omr_api_sandbox_delete(struct omr_api_req *r);
 enum MHD_Result omr_api_sandbox_history(struct omr_api_req *r);
+enum MHD_Result omr_api_sandbox_fork(struct omr_api_req *r);
 enum MHD_Result omr_api_sandbox_pause(struct omr_api_req *r);
 enum MHD_Result omr_api_sandbox_resume(struct omr_api_req *r);
 enum MHD_Result omr_api_sandbox_timeout(struct omr_api_req *r);

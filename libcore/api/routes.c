@@ -32,8 +32,7 @@ const struct omr_api_route omr_api_route_table[] = {
 	{ "POST", "/sandboxes/:id/pause", omr_api_sandbox_pause, OMR_BODY_JSON, 0, NULL, NULL },
 	{ "POST", "/sandboxes/:id/resume", omr_api_sandbox_resume, OMR_BODY_JSON, 0, NULL, NULL },
 	{ "POST", "/sandboxes/:id/timeout", omr_api_sandbox_timeout, OMR_BODY_JSON, 0, NULL, NULL },
-	/* Fork (issue 9, with snapshots) has not landed. */
-	{ "POST", "/sandboxes/:id/fork", NI, OMR_BODY_JSON, 0, NULL, NULL },
+	{ "POST", "/sandboxes/:id/fork", omr_api_sandbox_fork, OMR_BODY_JSON, 0, NULL, NULL },
 	/* The vault, secrets and the LLM proxy come with their own issues. */
 	{ "POST", "/sandboxes/:id/secrets", NI, OMR_BODY_JSON, 0, NULL, NULL },
 	{ "POST", "/vault/init", NI, OMR_BODY_JSON, 0, NULL, NULL },

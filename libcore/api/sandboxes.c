@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api-internal.h"
+#include "omnirun/state/fork.h"
 #include "omnirun/base/cleanup.h"
 #include "omnirun/base/log.h"
 #include "omnirun/base/util.h"
@@ -37,6 +38,8 @@ json_t *omr_api_sandbox_json(struct omr_api *a, const struct omr_sandbox *sb)
 	}
 	json_object_set_new(j, "idleAction",
 			    json_string(sb->idle_action[0] ? sb->idle_action : "kill"));
+	if (sb->forked_from[0])
+		json_object_set_new(j, "forkedFrom", json_string(sb->forked_from));
 	if (sb->state == OMR_SB_STOPPED) {
 		omr_format_time(sb->ended_at, ended);
 		json_object_set_new(j, "endedAt", json_string(ended));
@@ -295,4 +298,53 @@ enum MHD_Result omr_api_sandbox_timeout(struct omr_api_req *r)
 	rc = omr_sandbox_set_timeout(r->api->c, id, (uint64_t)json_integer_value(v), NULL, &err);
 	detail = omr_strdup_printf("%lld s", (long long)json_integer_value(v));
 	return lifecycle_reply(r, id, rc, &err, "timeout", detail);
+}
+
+/* --- fork (issue 9): what sbx-fork does, for the caller's own sandbox;
+ * the children are the caller's, with the source's metadata --- */
+
+enum MHD_Result omr_api_sandbox_fork(struct omr_api_req *r)
+{
+	static const char *const fields[] = { "count:i", NULL };
+	const char *id = omr_api_own_sandbox(r);
+	json_t *v = r->json ? json_object_get(r->json, "count") : NULL;
+	json_int_t n = v ? json_integer_value(v) : 1;
+	struct omr_sandbox kids[OMR_FORK_MAX];
+	int64_t claims[OMR_FORK_MAX];
+	_cleanup_free_ char *meta = NULL;
+	struct omr_err *err = NULL;
+	json_t *out;
+
+	if (!id || omr_api_check_fields(r, r->json, fields) < 0)
+		return MHD_YES;
+	if (n < 1 || n > OMR_FORK_MAX)
+		return omr_api_reply_error(r, 400, "bad_request", "count must be between 1 and %d",
+					   OMR_FORK_MAX);
+	/* All the places at once, before anything starts: a user with one
+	 * place left gets a 429 for two, not one child. */
+	if (omr_owner_claim_n(r->api->db, r->api->c, &r->user, (unsigned)n, claims, &err) < 0)
+		return omr_api_reply_err(r, &err);
+	if (omr_sandbox_fork(r->api->c, id, (unsigned)n, NULL, NULL, kids, &err) < 0) {
+		for (json_int_t i = 0; i < n; i++)
+			omr_owner_release(r->api->db, claims[i]);
+		return omr_api_reply_err(r, &err);
+	}
+	meta = omr_owner_metadata(r->api->db, id);
+	for (json_int_t i = 0; i < n; i++) {
+		if (omr_owner_bind(r->api->db, claims[i], kids[i].id, kids[i].template_name,
+				   kids[i].created_at, &err) < 0 ||
+		    (meta && omr_owner_set_metadata(r->api->db, kids[i].id, meta, &err) < 0)) {
+			for (json_int_t k = 0; k < n; k++) {
+				omr_sandbox_kill(r->api->c, kids[k].id, "killed", NULL);
+				omr_owner_ended(r->api->db, kids[k].id, kids[k].created_at, "killed", -1,
+						NULL);
+			}
+			return omr_api_reply_err(r, &err);
+		}
+		omr_api_audit(r, "fork", kids[i].id, id);
+	}
+	out = json_array();
+	for (json_int_t i = 0; i < n; i++)
+		json_array_append_new(out, omr_api_sandbox_json(r->api, &kids[i]));
+	return omr_api_reply_json(r, 201, out);
 }

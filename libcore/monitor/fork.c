@@ -124,6 +124,9 @@ json_t *mon_fork_save(struct mon *m, json_t *req)
 				e = ce;
 			else
 				omr_err_free(&ce);
+		} else {
+			/* Its clock stood still while it was copied. */
+			mon_clock_sync(m);
 		}
 	}
 	if (e) {

@@ -153,15 +153,20 @@ static void mon_clock_end(struct mon *m, const uint8_t *p, size_t len)
 /* The guest's clock stood still while it was paused: the host's time
  * goes to the agent, which sets it; the resume is answered when it did
  * (or MON_CLOCK_TIMEOUT_MS later). */
-static void set_guest_clock(struct mon *m)
+void mon_clock_sync(struct mon *m)
 {
 	_cleanup_free_ char *s = omr_strdup_printf("{\"op\":\"clock_set\",\"unix_ms\":%llu}",
 						   (unsigned long long)omr_wall_ms());
 
-	free(m->clock_error);
-	m->clock_error = NULL;
 	mon_router_own_request(m->router, CLOCK_GSID, s, strlen(s));
 	mon_conns_kick(&m->conns);
+}
+
+static void set_guest_clock(struct mon *m)
+{
+	free(m->clock_error);
+	m->clock_error = NULL;
+	mon_clock_sync(m);
 	m->clock_timer = omr_loop_add_timer(m->loop, MON_CLOCK_TIMEOUT_MS, clock_timeout, m);
 }
 

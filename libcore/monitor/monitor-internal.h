@@ -84,6 +84,9 @@ void mon_own_end(void *user, uint32_t gsid, const uint8_t *p, size_t len);
 json_t *mon_pause(struct mon *m, const struct mon_ticket *t);
 json_t *mon_resume(struct mon *m, const struct mon_ticket *t);
 void mon_lifecycle_close(struct mon *m);
+/* Sends the guest the host's time (clock_set), answered by nobody: after
+ * the VMM stood still (a fork's save). */
+void mon_clock_sync(struct mon *m);
 /* fork.c: a source's save for its forks (op fork_save); a child's
  * taking of its copy (before the VMM starts); the root image's identity
  * at boot. */

@@ -66,3 +66,11 @@ void omr_fork_dirs_remove(const struct omr_config *c, const char *key)
 			omr_rm_rf_at(dfd, key);
 	}
 }
+
+int omr_fork_in_progress(const struct omr_config *c, const char *key)
+{
+	_cleanup_free_ char *lockp = omr_fork_path(c, 1, key, "lock");
+	_cleanup_close_ int fd = open(lockp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+	return fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+}

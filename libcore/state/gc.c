@@ -11,9 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "omnirun/base/cleanup.h"
+#include "omnirun/state/fork.h"
 #include "omnirun/state/gc.h"
 #include "omnirun/state/record.h"
 #include "omnirun/base/util.h"
@@ -162,6 +164,35 @@ static void gc_dirs(struct gc *g)
 		closedir(d);
 	else
 		close(root);
+}
+
+/* A fork's copies whose client is gone (crashed, killed, or the host
+ * rebooted under it): nobody will start from them. */
+static void gc_forks(struct gc *g)
+{
+	for (int run = 0; run < 2; run++) {
+		_cleanup_free_ char *top = omr_strdup_printf("%s/fork", run ? g->c->run_dir
+							      : g->c->state_dir);
+		struct dirent *de;
+		DIR *d = opendir(top);
+
+		while (d && (de = readdir(d))) {
+			if (de->d_name[0] == '.')
+				continue;
+			struct stat st;
+			if (omr_id_valid(de->d_name) && omr_fork_in_progress(g->c, de->d_name))
+				continue;
+			/* Made a moment ago, its lock not taken yet. */
+			if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			    st.st_mtime > time(NULL) - 60)
+				continue;
+			report(g, "stale_fork", de->d_name, run ? "a fork's saved memory nobody took"
+			       : "a fork's disk copies nobody took",
+			       !g->o->check_only && omr_rm_rf_at(dirfd(d), de->d_name) == 0);
+		}
+		if (d)
+			closedir(d);
+	}
 }
 
 /* Deletes a link by index with one RTM_DELLINK (the net area's libnl is
@@ -373,5 +404,6 @@ int omr_gc_run(const struct omr_config *c, const struct omr_gc_opts *o,
 	gc_processes(&g);
 	gc_links(&g);
 	gc_dirs(&g);
+	gc_forks(&g);
 	return g.count;
 }

@@ -231,7 +231,8 @@ out:
 	return rc;
 }
 
-int omr_qmp_command_fd(const char *path, const char *fdname, int fd, const char *cmd,
+/* One connection: fd handed over first when fdname is set, then cmd. */
+static int qmp_session(const char *path, const char *fdname, int fd, const char *cmd,
 		       json_t *args, unsigned timeout_ms, json_t **ret, struct omr_err **err)
 {
 	struct qmp q;
@@ -239,7 +240,8 @@ int omr_qmp_command_fd(const char *path, const char *fdname, int fd, const char 
 
 	if (ret)
 		*ret = NULL;
-	if (qmp_open(&q, path, timeout_ms, err) == 0 && qmp_getfd(&q, fdname, fd, err) == 0)
+	if (qmp_open(&q, path, timeout_ms, err) == 0 &&
+	    (!fdname || qmp_getfd(&q, fdname, fd, err) == 0))
 		rc = qmp_execute(&q, cmd, args, ret, err);
 	json_decref(args);
 	free(q.buf);
@@ -248,21 +250,16 @@ int omr_qmp_command_fd(const char *path, const char *fdname, int fd, const char 
 	return rc;
 }
 
+int omr_qmp_command_fd(const char *path, const char *fdname, int fd, const char *cmd,
+		       json_t *args, unsigned timeout_ms, json_t **ret, struct omr_err **err)
+{
+	return qmp_session(path, fdname, fd, cmd, args, timeout_ms, ret, err);
+}
+
 int omr_qmp_command(const char *path, const char *cmd, json_t *args, unsigned timeout_ms,
 		    json_t **ret, struct omr_err **err)
 {
-	struct qmp q;
-	int rc = -1;
-
-	if (ret)
-		*ret = NULL;
-	if (qmp_open(&q, path, timeout_ms, err) == 0)
-		rc = qmp_execute(&q, cmd, args, ret, err);
-	json_decref(args);
-	free(q.buf);
-	if (q.fd >= 0)
-		close(q.fd);
-	return rc;
+	return qmp_session(path, NULL, -1, cmd, args, timeout_ms, ret, err);
 }
 
 /* --- one command on an event loop (omr_qmp_call_start) --- */

@@ -265,14 +265,23 @@ teardown() { omr_teardown; }
 	done
 }
 
-@test "every program answers --help and --version" {
-	for p in sbx-create sbx-ls sbx-kill sbx-gc sbx-exec sbx-files sbx-template sbx-doctor; do
-		run "$p" --help
+@test "every program answers --help and --version, and has a man page and completions" {
+	local n=0
+	for d in "$OMNIRUN_SRC"/cmd/*/; do
+		p=$(basename "$d")
+		n=$((n + 1))
+		[ "$p" = sbx-monitor ] && bin=$OMNIRUN_LIBEXEC_DIR/$p || bin=$p
+		run "$bin" --help
 		[ "$status" -eq 0 ] || fail "$p --help: $status"
 		assert_contains "$output" "Usage"
-		run "$p" --version
+		run "$bin" --version
 		[ "$status" -eq 0 ] || fail "$p --version: $status"
+		ls "$OMNIRUN_SRC"/man/"$p".[158] >/dev/null 2>&1 || fail "$p has no man page"
+		[ -f "$OMNIRUN_SRC/completions/$p.bash" ] || fail "$p has no bash completion"
+		[ -f "$OMNIRUN_SRC/completions/_$p" ] || fail "$p has no zsh completion"
+		bash -n "$OMNIRUN_SRC/completions/$p.bash" || fail "$p's bash completion does not parse"
 	done
+	[ "$n" -ge 16 ] || fail "only $n programs under cmd/"
 }
 
 @test "sbx-gc finds and reaps a sandbox whose monitor died" {

@@ -293,9 +293,9 @@ PY
 	assert_contains "$(jq -r .error <<<"$BODY")" "not supported yet"
 	call "$ALICE" POST /sandboxes -d '{"idleAction": "nap"}'
 	assert_eq "$STATUS" 400
-	call "$ALICE" POST "/sandboxes/$ID/fork" -d '{}'
-	assert_eq "$STATUS" 501
-	jq -e .error <<<"$BODY" >/dev/null
+	call "$ALICE" POST "/sandboxes/$ID/fork" -d '{"count": 2, "colour": 1}'
+	assert_eq "$STATUS" 400
+	assert_eq "$(jq -c .unknownFields <<<"$BODY")" '["colour"]'
 	call "$ALICE" GET /vault/credentials
 	assert_eq "$STATUS" 501
 	call "$ALICE" PATCH /sandboxes
@@ -476,6 +476,50 @@ PY
 	audit=$(sbx-user audit "$ALICE_EMAIL")
 	for a in pause resume timeout; do
 		grep -q " $a $ID" <<<"$audit" || fail "no audit entry for $a: $audit"
+	done
+}
+
+@test "fork: the children are the caller's, with the source's files and metadata; bad counts 400, another user's 404, the limit 429" {
+	call "$ALICE" POST "/sandboxes/$ID/commands" -d '{"cmd": "echo api-fork-5d1 >/data/forked"}'
+	assert_eq "$STATUS" 200
+	for bad in '{"count": 0}' '{"count": 17}' '{"count": "2"}' '{"count": -1}' '[]'; do
+		call "$ALICE" POST "/sandboxes/$ID/fork" -d "$bad"
+		assert_eq "$STATUS" 400 "$bad"
+	done
+	call "$BOB" POST "/sandboxes/$ID/fork" -d '{}'
+	assert_eq "$STATUS" 404 "bob forks alice's"
+	call "$ALICE" POST /sandboxes/sb_aaaaaaaaaa/fork -d '{}'
+	assert_eq "$STATUS" 404 "unknown id"
+	call "$ALICE" POST "/sandboxes/$ID/fork" -d '{"count": 2}'
+	assert_eq "$STATUS" 201 "fork: $BODY"
+	jq -r '.[].sandboxId' <<<"$BODY" >>"$OMR_TRACK"
+	assert_eq "$(jq length <<<"$BODY")" 2
+	assert_eq "$(jq -r '[.[].forkedFrom] | unique | join(",")' <<<"$BODY")" "$ID"
+	assert_eq "$(jq -c '[.[].metadata] | unique' <<<"$BODY")" '[{"k":"v"}]'
+	assert_eq "$(jq -r '[.[].resources.processes] | unique | join(",")' <<<"$BODY")" 200
+	kids=$(jq -r '.[].sandboxId' <<<"$BODY")
+	for k in $kids; do
+		[ "$k" != "$ID" ] || fail "a child has the source's id"
+		call "$ALICE" POST "/sandboxes/$k/commands" -d '{"cmd": "cat /data/forked; hostname"}'
+		assert_eq "$(jq -r .stdout <<<"$BODY")" $'api-fork-5d1\n'"$k"
+		call "$BOB" GET "/sandboxes/$k"
+		assert_eq "$STATUS" 404 "bob sees alice's child"
+	done
+	call "$ALICE" GET /sandboxes
+	for k in $kids; do
+		jq -e --arg k "$k" 'map(.sandboxId) | index($k)' <<<"$BODY" >/dev/null || fail "$k not in alice's list"
+	done
+	audit=$(sbx-user audit "$ALICE_EMAIL")
+	for k in $kids; do
+		grep -q " fork $k" <<<"$audit" || fail "no audit entry for the fork $k: $audit"
+	done
+	# Alice has three places (the default): her sandbox and its two
+	# children fill them, so one more child is a 429 and starts nothing.
+	call "$ALICE" POST "/sandboxes/$ID/fork" -d '{}'
+	assert_eq "$STATUS" 429 "past the limit: $BODY"
+	for k in $kids; do
+		call "$ALICE" DELETE "/sandboxes/$k"
+		assert_eq "$STATUS" 204
 	done
 }
 

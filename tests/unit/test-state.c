@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "omnirun/base/cleanup.h"
 #include "omnirun/base/ids.h"
 #include "omnirun/base/util.h"
 #include "omnirun/state/config.h"
@@ -25,6 +26,7 @@
 #include "omnirun/state/record.h"
 
 #include "omnirun/state/expose.h"
+#include "omnirun/state/fork.h"
 #include "tap.h"
 
 static char root[] = "/tmp/omr-test-state.XXXXXX";
@@ -984,6 +986,57 @@ static void test_expose_all(void)
 	omr_err_free(&err);
 }
 
+static void test_fork_refs_and_gc(void)
+{
+	char key[OMR_ID_MAX];
+	unsigned i = 99;
+	struct found f;
+	int lock;
+	char *run_old, *st_old;
+
+	ok(omr_fork_ref_parse("sb_abcdefghij.3", key, &i) == 0 && !strcmp(key, "sb_abcdefghij") &&
+		   i == 3, "fork ref: KEY.INDEX parses");
+	ok(omr_fork_ref_parse("sb_abcdefghij.16", key, &i) < 0 &&
+		   omr_fork_ref_parse("sb_abcdefghij.", key, &i) < 0 &&
+		   omr_fork_ref_parse("sb_abcdefghij.-1", key, &i) < 0 &&
+		   omr_fork_ref_parse("sb_abcdefghij.1x", key, &i) < 0 &&
+		   omr_fork_ref_parse("../../etc.1", key, &i) < 0 &&
+		   omr_fork_ref_parse("sb_abcdefghij", key, &i) < 0 && omr_fork_ref_parse("", key, &i) < 0 &&
+		   omr_fork_ref_parse(NULL, key, &i) < 0,
+	   "fork ref: an index past the limit, junk, a path, no index: refused");
+	ok(omr_fork_dirs_make(cfg, "../x", NULL) < 0, "fork dirs: a key that is no id is refused");
+
+	clean_slate();
+	lock = omr_fork_dirs_make(cfg, "sb_kkkkkkkkkk", NULL);
+	ok(lock >= 0 && omr_fork_in_progress(cfg, "sb_kkkkkkkkkk"), "fork dirs: made and locked");
+	close(omr_fork_dirs_make(cfg, "sb_llllllllll", NULL)); /* its client died */
+	run_old = omr_fork_path(cfg, 1, "sb_llllllllll", NULL);
+	st_old = omr_fork_path(cfg, 0, "sb_llllllllll", NULL);
+	gc(1, 0, &f);
+	is_int(count(&f, "stale_fork", "sb_llllllllll"), 0,
+	       "gc --check: a fork made a moment ago is not stale yet (its lock may come)");
+	{
+		struct timespec ago[2] = { { .tv_sec = time(NULL) - 300 }, { .tv_sec = time(NULL) - 300 } };
+		utimensat(AT_FDCWD, run_old, ago, 0);
+		utimensat(AT_FDCWD, st_old, ago, 0);
+		_cleanup_free_ char *r2 = omr_fork_path(cfg, 1, "sb_kkkkkkkkkk", NULL);
+		utimensat(AT_FDCWD, r2, ago, 0);
+	}
+	gc(1, 0, &f);
+	is_int(count(&f, "stale_fork", "sb_llllllllll"), 2,
+	       "gc --check: a fork nobody holds is stale (its memory and its disks)");
+	is_int(count(&f, "stale_fork", "sb_kkkkkkkkkk"), 0, "gc --check: a fork in progress is not");
+	gc(0, 0, &f);
+	ok(access(run_old, F_OK) < 0 && access(st_old, F_OK) < 0, "gc: the stale fork is removed");
+	ok(omr_fork_in_progress(cfg, "sb_kkkkkkkkkk"), "gc: the fork in progress is kept");
+	close(lock);
+	omr_fork_dirs_remove(cfg, "sb_kkkkkkkkkk");
+	_cleanup_free_ char *gone = omr_fork_path(cfg, 0, "sb_kkkkkkkkkk", NULL);
+	ok(access(gone, F_OK) < 0, "fork dirs: removed");
+	free(run_old);
+	free(st_old);
+}
+
 int main(void)
 {
 	setup();
@@ -999,6 +1052,7 @@ int main(void)
 	test_expose_hosts();
 	test_expose_records();
 	test_expose_all();
+	test_fork_refs_and_gc();
 	omr_config_free(cfg);
 	omr_rm_rf_at(AT_FDCWD, root);
 	return done_testing();

@@ -222,6 +222,32 @@ static void test_fs(void)
 	   "mkdir_p: makes parents, and an existing directory is fine");
 	ok(omr_mkdir_p(f, 0700, NULL) == -ENOTDIR && omr_mkdir_p(under, 0700, NULL) == -ENOTDIR,
 	   "mkdir_p: a file in the way (at the end or before) is ENOTDIR");
+	{
+		/* 4 MiB with data at 1 MiB and at the end: the copy has the
+		 * same bytes and no more blocks than the source. */
+		int in = openat(dfd, "sparse", O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+		int out = openat(dfd, "copy", O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+		struct stat a, b;
+		char buf[4096], got[4096];
+		int same = 1;
+
+		memset(buf, 'x', sizeof(buf));
+		ok(in >= 0 && out >= 0 && ftruncate(in, 4 << 20) == 0 &&
+			   pwrite(in, buf, sizeof(buf), 1 << 20) == (ssize_t)sizeof(buf) &&
+			   pwrite(in, buf, 10, (4 << 20) - 10) == 10 && omr_copy_sparse(in, out, NULL) == 0,
+		   "copy_sparse: copies");
+		fstat(in, &a);
+		fstat(out, &b);
+		for (off_t o = 0; o < a.st_size; o += (off_t)sizeof(got)) {
+			ssize_t n1 = pread(in, buf, sizeof(buf), o), n2 = pread(out, got, sizeof(got), o);
+			same &= n1 == n2 && n1 > 0 && !memcmp(buf, got, (size_t)n1);
+		}
+		ok(same && a.st_size == b.st_size, "copy_sparse: the same bytes, the same size");
+		ok(b.st_blocks <= a.st_blocks && b.st_blocks < 64, "copy_sparse: holes stay holes "
+		   "(%lld blocks for %lld)", (long long)b.st_blocks, (long long)a.st_blocks);
+		close(in);
+		close(out);
+	}
 	close(dfd);
 	ok(omr_rm_rf_at(AT_FDCWD, dir) == 0 && access(dir, F_OK) < 0, "rm_rf: cleans up");
 }

@@ -72,10 +72,10 @@ static void test_ops(void)
 	   "ops: qemu is found by name, nothing else");
 	omr_vmm_init(&vm, &omr_vmm_qemu_ops);
 	ok(vm.pid == -1 && !vm.control, "ops: a fresh instance has no process");
-	ok(omr_vmm_snapshot(&vm, "/tmp/x", &err) < 0 && omr_err_kind(err) == OMR_E_UNSUPPORTED,
-	   "qemu: snapshot is unsupported for now");
+	ok(omr_vmm_save(&vm, 1, &err) < 0 && omr_err_kind(err) == OMR_E_STATE,
+	   "qemu: saving a VM that does not run is a state error");
 	omr_err_free(&err);
-	ok(omr_vmm_restore(&vm, "/tmp/x", &err) < 0 && omr_err_kind(err) == OMR_E_STATE,
+	ok(omr_vmm_restore(&vm, 0, &err) < 0 && omr_err_kind(err) == OMR_E_STATE,
 	   "qemu: restoring into a VM that does not run is a state error");
 	omr_err_free(&err);
 	ok(omr_vmm_pause(&vm, &err) < 0 && omr_err_kind(err) == OMR_E_STATE,

@@ -28,6 +28,8 @@ int omr_fork_ref_parse(const char *ref, char key[OMR_ID_MAX], unsigned *index);
 /* Makes both directories (0700, parents too) and takes the lock; returns
  * its fd (the fork lives while it is held), or < 0 with *err. */
 int omr_fork_dirs_make(const struct omr_config *c, const char *key, struct omr_err **err);
+/* 1 while the client that made fork key's directories holds its lock. */
+int omr_fork_in_progress(const struct omr_config *c, const char *key);
 /* Removes both directories with everything in them. */
 void omr_fork_dirs_remove(const struct omr_config *c, const char *key);
 
