@@ -166,19 +166,29 @@ int omr_cli_signalfd(int winch)
 	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
-int omr_cli_simple_opts(int argc, char **argv, void (*usage)(void), const char *const *ops,
-			int nops)
+int omr_cli_flag_opts(int argc, char **argv, void (*usage)(void), const char *const *ops, int nops,
+		      const char *flag, int flag_short, int *flag_set)
 {
-	static const struct option opts[] = {
+	struct option opts[] = {
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
+		{ flag, no_argument, NULL, flag_short },
 		{ 0 },
 	};
+	char shorts[8] = "jhV";
 	int ch, json = 0;
 
+	if (!flag)
+		opts[3] = (struct option){ 0 };
+	else
+		shorts[3] = (char)flag_short;
 	omr_cli_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "jhV", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, shorts, opts, NULL)) != -1) {
+		if (flag && ch == flag_short) {
+			*flag_set = 1;
+			continue;
+		}
 		switch (ch) {
 		case 'j': json = 1; break;
 		case 'h': usage(); break;
@@ -191,4 +201,10 @@ int omr_cli_simple_opts(int argc, char **argv, void (*usage)(void), const char *
 	if (argc - optind > nops)
 		omr_cli_usage_error(OMR_EXIT_USAGE, "unexpected argument '%s'", argv[optind + nops]);
 	return json;
+}
+
+int omr_cli_simple_opts(int argc, char **argv, void (*usage)(void), const char *const *ops,
+			int nops)
+{
+	return omr_cli_flag_opts(argc, argv, usage, ops, nops, NULL, 0, NULL);
 }

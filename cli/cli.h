@@ -43,6 +43,10 @@ void omr_cli_print_json(json_t *j);
  * flag. */
 int omr_cli_simple_opts(int argc, char **argv, void (*usage)(void), const char *const *ops,
 			int nops);
+/* The same with one more flag (--FLAG / -SHORT, no argument): *flag_set
+ * becomes 1 when it is given. */
+int omr_cli_flag_opts(int argc, char **argv, void (*usage)(void), const char *const *ops, int nops,
+		      const char *flag, int flag_short, int *flag_set);
 /* Progress on stderr, only when stderr is a terminal (scripts stay quiet). */
 void omr_cli_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

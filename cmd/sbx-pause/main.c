@@ -14,12 +14,18 @@ static void usage(void)
 	       "memory, processes and files stay.  Commands and file transfers are\n"
 	       "refused until sbx-resume.  The paused time counts against its lifetime;\n"
 	       "its idle timeout does not run while it is paused.\n\n"
+	       "With --persist, save it instead (memory and devices encrypted under a\n"
+	       "key of its own, wrapped by the host key; its disk) into its state\n"
+	       "directory and stop it: no VMM, no monitor, no memory, until sbx-resume\n"
+	       "starts it again as it was, also after a reboot.  Its lifetime stands\n"
+	       "still while it is persisted.\n\n"
 	       "Options:\n"
+	       "  -p, --persist  save it to disk and stop it (state \"persisted\")\n"
 	       "  -j, --json     print the sandbox as JSON (state \"paused\")\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n\n"
 	       "Exit status: 0 paused, 1 failure, 2 usage, 3 no such live sandbox,\n"
-	       "4 it is paused already (or being paused or resumed).\n");
+	       "4 it is paused (persisted) already, or being paused or resumed.\n");
 	exit(OMR_EXIT_OK);
 }
 
@@ -29,11 +35,13 @@ int main(int argc, char **argv)
 	struct omr_err *err = NULL;
 	struct omr_config *c;
 	json_t *out = NULL;
-	int json, rc;
+	int json, rc, persist = 0;
 
-	json = omr_cli_simple_opts(argc, argv, usage, ops, 1);
+	json = omr_cli_flag_opts(argc, argv, usage, ops, 1, "persist", 'p', &persist);
 	c = omr_cli_config();
-	rc = omr_sandbox_pause(c, argv[optind], &out, &err);
+	if (persist)
+		omr_cli_progress("saving %s...", argv[optind]);
+	rc = (persist ? omr_sandbox_persist : omr_sandbox_pause)(c, argv[optind], &out, &err);
 	omr_config_free(c);
 	if (rc < 0)
 		return omr_cli_fail(&err);

@@ -33,6 +33,9 @@ static int monitor_op_ms(const struct omr_config *c, const char *id, json_t *req
 	if (sb.state == OMR_SB_STOPPED)
 		return omr_err_setx(err, OMR_E_NOT_FOUND, ENOENT, "no such live sandbox '%s' (it "
 				    "stopped: %s)", id, sb.end_reason);
+	if (sb.state == OMR_SB_PERSISTED)
+		return omr_err_setx(err, OMR_E_STATE, EALREADY, "sandbox %s is persisted: resume it "
+				    "first (sbx-resume %s)", id, id);
 	fd = omr_client_connect(c, id, err);
 	if (fd < 0)
 		return -1;
@@ -69,7 +72,51 @@ int omr_sandbox_pause(const struct omr_config *c, const char *id, json_t **out,
 int omr_sandbox_resume(const struct omr_config *c, const char *id, json_t **out,
 		       struct omr_err **err)
 {
+	struct omr_sandbox sb;
+
+	if (out)
+		*out = NULL;
+	if (omr_sandbox_load(c, id, &sb, err) < 0)
+		return -1;
+	if (sb.state == OMR_SB_PERSISTED) {
+		if (omr_sandbox_restart(c, id, &sb, err) < 0)
+			return -1;
+		if (out)
+			*out = omr_sandbox_json(&sb);
+		return 0;
+	}
 	return simple_op(c, id, "resume", out, err);
+}
+
+/* The save streams the whole guest out (QEMU's bound is 2 min), then the
+ * disk is named and synced. */
+#define PERSIST_CALL_MS 180000
+
+int omr_sandbox_persist(const struct omr_config *c, const char *id, json_t **out,
+			struct omr_err **err)
+{
+	json_t *req = json_pack("{s:s}", "op", "persist");
+	struct omr_sandbox sb;
+	int rc;
+
+	if (omr_sandbox_load(c, id, &sb, err) < 0) {
+		json_decref(req);
+		return -1;
+	}
+	if (sb.state == OMR_SB_PERSISTED) {
+		json_decref(req);
+		return omr_err_setx(err, OMR_E_STATE, EALREADY, "sandbox %s is persisted already", id);
+	}
+	rc = monitor_op_ms(c, id, req, PERSIST_CALL_MS, out, err);
+	json_decref(req);
+	if (rc == 0) {
+		/* The monitor ends once it answered: wait, so that nothing of
+		 * it is left when we return. */
+		_cleanup_close_ int pfd = omr_pidfd_open(sb.monitor_pid);
+		if (pfd >= 0 && omr_sandbox_monitor_alive(c, &sb))
+			omr_pidfd_wait(pfd, 10000);
+	}
+	return rc;
 }
 
 int omr_sandbox_set_timeout(const struct omr_config *c, const char *id, uint64_t seconds,

@@ -459,6 +459,72 @@ done:
 	return rc;
 }
 
+/* Starts a new monitor for a persisted sandbox (sbx-resume): the record
+ * goes back to starting, its lifetime on from where the persist froze
+ * it, and the monitor finds the image (monitor/persist.c).  A monitor
+ * that fails leaves the image and says persisted again; one that died
+ * without a word is put back here. */
+int omr_sandbox_restart(const struct omr_config *c, const char *id, struct omr_sandbox *out,
+			struct omr_err **err)
+{
+	_cleanup_close_ int creator = -1;
+	int ready[2] = { -1, -1 }, rc = -1, how;
+	struct omr_sandbox sb;
+	json_t *rep = NULL;
+	pid_t mon;
+
+	creator = omr_sandbox_creator_hold(c, id, err);
+	if (creator < 0)
+		return -1;
+	{
+		_cleanup_close_ int lock = omr_sandbox_lock(c, id, 10000, err);
+		int64_t now = (int64_t)(omr_wall_ms() / 1000);
+		if (lock < 0 || omr_sandbox_load(c, id, &sb, err) < 0)
+			return -1;
+		if (sb.state != OMR_SB_PERSISTED)
+			return omr_err_setx(err, OMR_E_STATE, EALREADY, "sandbox %s is %s, not "
+					    "persisted", id, omr_sb_state_name(sb.state));
+		if (sb.paused_at > 0 && sb.expires_at > sb.paused_at)
+			sb.expires_at = now + (sb.expires_at - sb.paused_at);
+		sb.paused_at = 0;
+		sb.state = OMR_SB_STARTING;
+		if (omr_sandbox_save(c, &sb, err) < 0)
+			return -1;
+	}
+	if (pipe2(ready, O_CLOEXEC) < 0) {
+		omr_err_set(err, OMR_E_FAIL, errno, "cannot create pipe");
+		goto back;
+	}
+	mon = spawn_monitor(c, id, ready[1], err);
+	close(ready[1]);
+	if (mon < 0)
+		goto back;
+	record_monitor(c, id, mon);
+	how = read_report(ready[0], c->boot_timeout_s + 30, &rep);
+	if (how < 0 || !json_is_true(json_object_get(rep, "ok"))) {
+		boot_error(c, id, mon, how, rep, err);
+		goto back;
+	}
+	rc = omr_sandbox_load(c, id, out, err);
+	goto done;
+back: {
+	/* Whatever happened, the image is not lost: persisted again. */
+	_cleanup_close_ int lock = omr_sandbox_lock(c, id, 10000, NULL);
+	if (lock >= 0 && omr_sandbox_load(c, id, &sb, NULL) == 0 && sb.state == OMR_SB_STARTING) {
+		sb.state = OMR_SB_PERSISTED;
+		sb.paused_at = (int64_t)(omr_wall_ms() / 1000);
+		sb.monitor_pid = 0;
+		sb.vmm_pid = 0;
+		omr_sandbox_save(c, &sb, NULL);
+	}
+}
+done:
+	json_decref(rep);
+	if (ready[0] >= 0)
+		close(ready[0]);
+	return rc;
+}
+
 /* Asks a running sandbox's monitor to tear down.  Returns 0 once the
  * record says stopped and the monitor has exited (so that a following
  * sbx-gc --check sees nothing), < 0 when it did not. */

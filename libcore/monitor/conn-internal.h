@@ -73,6 +73,9 @@ void mon_conns_kick(struct mon_conns *cs);
 /* Writes the answer to the client that asked for destroy, waiting at most
  * timeout_ms for it to take it. */
 void mon_conns_answer_destroy(struct mon_conns *cs, unsigned timeout_ms);
+/* Writes every client's queued answers (bounded): before the monitor
+ * ends for another reason than a destroy (a persist). */
+void mon_conns_flush_all(struct mon_conns *cs, unsigned timeout_ms);
 /* Closes every connection (monitor.sock's listening socket too). */
 void mon_conns_close_all(struct mon_conns *cs);
 

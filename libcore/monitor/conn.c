@@ -402,10 +402,9 @@ int mon_conns_serve(struct mon_conns *cs, int listen_fd, struct omr_err **err)
 	return 0;
 }
 
-void mon_conns_answer_destroy(struct mon_conns *cs, unsigned timeout_ms)
+/* Writes what client ci has queued, blocking until deadline at most. */
+static void flush_client(struct mon_conns *cs, int ci, uint64_t deadline)
 {
-	int ci = mon_router_answer_destroy(cs->rt);
-	uint64_t deadline = omr_now_ms() + timeout_ms;
 	struct mon_conn *c;
 
 	if (ci < 0 || cs->clients[ci].fd < 0)
@@ -419,6 +418,19 @@ void mon_conns_answer_destroy(struct mon_conns *cs, unsigned timeout_ms)
 		if (now >= deadline || (poll(&p, 1, (int)(deadline - now)) < 0 && errno != EINTR))
 			break;
 	}
+}
+
+void mon_conns_answer_destroy(struct mon_conns *cs, unsigned timeout_ms)
+{
+	flush_client(cs, mon_router_answer_destroy(cs->rt), omr_now_ms() + timeout_ms);
+}
+
+void mon_conns_flush_all(struct mon_conns *cs, unsigned timeout_ms)
+{
+	uint64_t deadline = omr_now_ms() + timeout_ms;
+
+	for (int ci = 0; ci < MON_MAX_CLIENTS; ci++)
+		flush_client(cs, ci, deadline);
 }
 
 void mon_conns_close_all(struct mon_conns *cs)

@@ -264,6 +264,8 @@ json_t *mon_request(void *user, const char *op, json_t *req, const struct mon_ti
 		return set_timeout(m, req);
 	if (!strcmp(op, "fork_save"))
 		return mon_fork_save(m, req);
+	if (!strcmp(op, "persist"))
+		return mon_persist(m);
 	if (!strncmp(op, "net_", 4))
 		return mon_net_request(user, op, req);
 	if (m->run == MON_RUN_RUNNING)

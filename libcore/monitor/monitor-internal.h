@@ -73,6 +73,10 @@ struct mon {
 	int rootfs_known;
 	char *fork_mac;
 	int fork_ram_mem;
+	/* persist (persist.c): ending because it was persisted; started
+	 * from a persisted image, which stays until the sandbox runs */
+	int persisted;
+	int from_persist;
 };
 
 /* lifecycle.c: pause, resume, the lifetime; the router's request and
@@ -93,6 +97,15 @@ void mon_clock_sync(struct mon *m);
 json_t *mon_fork_save(struct mon *m, json_t *req);
 int mon_fork_take(struct mon *m, struct omr_err **err);
 void mon_fork_note_rootfs(struct mon *m);
+/* persist.c: saves the sandbox into its state dir and ends the monitor
+ * (op persist, idle action persist); a resume's side: is there a
+ * complete image, take it (before the VMM starts), drop it once running. */
+json_t *mon_persist(struct mon *m);
+int mon_persist_present(struct mon *m);
+int mon_persist_take(struct mon *m, struct omr_err **err);
+void mon_persist_done(struct mon *m);
+/* monitor.c: ends the sandbox for reason (the first stands). */
+void mon_end(struct mon *m, const char *reason);
 /* monitor.c: checks the lifetime now and sets the next check. */
 void mon_lifetime_reschedule(struct mon *m);
 

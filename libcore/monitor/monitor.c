@@ -28,7 +28,7 @@
 #define HISTORY_MAX (4u << 20)
 
 /* Ends the sandbox (the first reason stands) and leaves the loop. */
-static void mon_end(struct mon *m, const char *reason)
+void mon_end(struct mon *m, const char *reason)
 {
 	if (reason && !m->end_reason)
 		m->end_reason = reason;
@@ -78,6 +78,13 @@ static int listen_unix(const char *path, struct omr_err **err)
 	if (chmod(path, 0600) < 0 || listen(fd, 64) < 0)
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot listen on %s", path);
 	return omr_steal_fd(fd);
+}
+
+/* Starts from a saved state (a snapshot, a fork's copy, a persisted
+ * image) rather than booting a kernel. */
+static int restoring(const struct mon *m)
+{
+	return m->snap || m->sb.fork[0] || m->from_persist;
 }
 
 /* Starts the VMM with the console on a pipe to us.  The one place a VMM
@@ -133,7 +140,7 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 	if (mon_console_start(&m->console, m->loop, pipefd[0], err) < 0)
 		return -1;
 	mon_fork_note_rootfs(m);
-	if (m->snap || m->sb.fork[0])
+	if (restoring(m))
 		return omr_vmm_restore(&m->vmm, m->snap != NULL, err);
 	return 0;
 }
@@ -353,7 +360,7 @@ static int wait_agent(struct mon *m, struct omr_err **err)
 	m->booting = 1;
 	/* A restored agent is past its HELLO: ask for one (queued until the
 	 * channel is up). */
-	if (m->snap || m->sb.fork[0]) {
+	if (restoring(m)) {
 		static const char hello[] = "{\"op\":\"hello\"}";
 		mon_router_own_request(m->router, OWN_HELLO_GSID, hello, sizeof(hello) - 1);
 	}
@@ -405,9 +412,9 @@ static int give_identity(struct mon *m, struct omr_err **err)
 	req = json_pack("{s:s, s:s, s:s, s:I, s:s?, s:I, s:s?, s:s}", "op", "identity", "hostname",
 			m->sb.id, "entropy", b64, "time_ns",
 			(json_int_t)now.tv_sec * 1000000000 + now.tv_nsec, "disk",
-			m->disk_fd >= 0 && !m->sb.fork[0] ? "/dev/vda" : NULL, "pids",
+			m->disk_fd >= 0 && m->snap ? "/dev/vda" : NULL, "pids",
 			(json_int_t)m->sb.processes, "mac", m->net ? omr_net_mac(m->net) : NULL,
-			"mac_was", m->sb.fork[0] ? m->fork_mac : OMR_VMM_TEMPLATE_MAC);
+			"mac_was", m->snap ? OMR_VMM_TEMPLATE_MAC : m->fork_mac);
 	s = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
 	if (!s)
@@ -483,6 +490,13 @@ static void lifetime_check(void *user)
 	if (m->sb.idle_timeout_s > 0 && m->run == MON_RUN_RUNNING) {
 		uint64_t idle = now - mon_router_last_activity(m->router, now);
 		uint64_t max = (uint64_t)m->sb.idle_timeout_s * 1000;
+		if (idle >= max && !strcmp(m->sb.idle_action, "persist")) {
+			json_decref(mon_persist(m)); /* a failure is logged */
+			if (m->persisted)
+				return;
+			mon_end(m, "idle"); /* it could not be kept: as kill */
+			return;
+		}
 		if (idle >= max && strcmp(m->sb.idle_action, "pause")) {
 			mon_end(m, "idle");
 			return;
@@ -541,6 +555,36 @@ static int ready_report(int fd, json_t *j)
 
 /* --- teardown --- */
 
+/* The end of a monitor whose sandbox lives on as a persisted image: it
+ * was just persisted (the record says so already), or its resume failed
+ * before it ran (the image is untouched: the record says persisted
+ * again).  Whoever waits gets their answer first. */
+static void persisted_teardown(struct mon *m)
+{
+	struct omr_err *e = NULL;
+
+	if (m->from_persist) {
+		_cleanup_close_ int lock = omr_sandbox_lock(m->c, m->sb.id, 10000, &e);
+		struct omr_sandbox cur;
+		/* Unless sbx-kill reaped it meanwhile. */
+		if (lock >= 0 && omr_sandbox_load(m->c, m->sb.id, &cur, NULL) == 0 &&
+		    cur.state != OMR_SB_STOPPED) {
+			m->sb.state = OMR_SB_PERSISTED;
+			m->sb.vmm_pid = 0;
+			m->sb.monitor_pid = 0;
+			if (omr_sandbox_save(m->c, &m->sb, &e) < 0)
+				omr_log(OMR_LOG_ERR, "%s", e->msg);
+		}
+		omr_err_free(&e);
+	}
+	if (m->router) {
+		mon_conns_flush_all(&m->conns, MON_DESTROY_FLUSH_MS);
+		mon_conns_close_all(&m->conns);
+	}
+	omr_log(OMR_LOG_INFO, "sandbox %s %s", m->sb.id,
+		m->persisted ? "persisted: its monitor ends" : "stays persisted");
+}
+
 /* Deterministic teardown: the VMM is killed and reaped first (so no guest
  * write is in flight), then the disk fd closed (its blocks are freed: the
  * file never had a name), then the runtime dir, then the record. */
@@ -579,6 +623,10 @@ static void teardown(struct mon *m)
 		m->conns.listen_fd = -1;
 	}
 	omr_rm_rf_at(AT_FDCWD, m->run_path);
+	if (m->persisted || m->from_persist) {
+		persisted_teardown(m);
+		return;
+	}
 	lock = omr_sandbox_lock(m->c, m->sb.id, 10000, &e);
 	if (lock < 0)
 		omr_log(OMR_LOG_WARN, "%s", e->msg);
@@ -667,7 +715,8 @@ static int boot(struct mon *m, struct omr_err **err)
 	}
 	if (mkdir(m->run_path, 0700) < 0)
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot create %s", m->run_path);
-	if ((m->sb.fork[0] ? mon_fork_take(m, err) : make_disk(m, err)) < 0)
+	if ((mon_persist_present(m) ? mon_persist_take(m, err)
+	     : m->sb.fork[0] ? mon_fork_take(m, err) : make_disk(m, err)) < 0)
 		return -1;
 	m->listen_fd = listen_unix(m->sock_path, err);
 	if (m->listen_fd < 0)
@@ -680,16 +729,16 @@ static int boot(struct mon *m, struct omr_err **err)
 	uint64_t t[5];
 
 	t[0] = omr_now_ms();
-	if (!m->sb.fork[0])
+	if (!m->sb.fork[0] && !m->from_persist)
 		choose_boot(m);
 	if (signals_setup(m, err) < 0 || mon_net_open(m, err) < 0 || spawn_vmm(m, err) < 0)
 		return -1;
 	t[1] = omr_now_ms();
 	if (wait_agent(m, err) < 0)
 		return omr_err_wrap(err, "%s", m->snap ? "restore from the snapshot"
-				    : m->sb.fork[0] ? "fork" : "boot");
+				    : m->from_persist ? "resume" : m->sb.fork[0] ? "fork" : "boot");
 	t[2] = omr_now_ms();
-	if ((m->snap || m->sb.fork[0]) && give_identity(m, err) < 0)
+	if (restoring(m) && give_identity(m, err) < 0)
 		return -1;
 	t[3] = omr_now_ms();
 	if (mon_net_start(m, err) < 0)
@@ -697,7 +746,7 @@ static int boot(struct mon *m, struct omr_err **err)
 	t[4] = omr_now_ms();
 	/* Where a start's time goes (bench/start reads it). */
 	omr_log(OMR_LOG_INFO, "%s %s: VMM %llu ms, agent %llu ms, identity %llu ms, network %llu ms",
-		m->sb.boot, m->sb.id, (unsigned long long)(t[1] - t[0]),
+		m->from_persist ? "resume" : m->sb.boot, m->sb.id, (unsigned long long)(t[1] - t[0]),
 		(unsigned long long)(t[2] - t[1]), (unsigned long long)(t[3] - t[2]),
 		(unsigned long long)(t[4] - t[3]));
 	return 0;
@@ -747,6 +796,7 @@ int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 			 .history_fd = -1, .console = { .log_fd = -1, .pipe_fd = -1 },
 			 .events_fd = -1, .incoming_fd = -1 };
 	struct omr_err *e = NULL; /* the report needs it even when err is NULL */
+	int resumed;
 
 	omr_vmm_init(&m.vmm, omr_vmm_ops_find("qemu"));
 	if (omr_sandbox_load(c, id, &m.sb, &e) == 0 && m.sb.state != OMR_SB_STARTING)
@@ -762,6 +812,8 @@ int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 	m.sock_path = omr_sandbox_run_path(c, id, "monitor.sock");
 
 	if (boot(&m, &e) < 0 || mark_running(&m, &e) < 0) {
+		if (m.from_persist)
+			omr_log(OMR_LOG_ERR, "resume of %s: %s", id, e ? e->msg : "failed");
 		if (!m.end_reason)
 			m.end_reason = "boot_failed";
 		teardown(&m);
@@ -769,6 +821,8 @@ int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 		mon_free(&m);
 		return pass_err(err, &e);
 	}
+	resumed = m.from_persist;
+	mon_persist_done(&m);
 	{
 		_cleanup_free_ char *pid = omr_strdup_printf("%d\n", (int)getpid());
 		_cleanup_close_ int rfd = open(m.run_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -780,7 +834,7 @@ int omr_monitor_run(const struct omr_config *c, const char *id, int ready_fd,
 	/* If sbx-create was interrupted, nobody will ever learn this id:
 	 * a sandbox nobody can name is torn down rather than leaked. */
 	if (ready_report(ready_fd, json_pack("{s:b, s:i, s:s}", "ok", 1, "vmm_pid",
-					     (int)m.vmm.pid, "accel", m.sb.accel)) < 0)
+					     (int)m.vmm.pid, "accel", m.sb.accel)) < 0 && !resumed)
 		m.end_reason = "creator_gone";
 	close(ready_fd);
 

@@ -111,6 +111,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
 	struct { const char *s, *n; char **dst; } strs[] = {
 		{ "paths", "state_dir", &c->state_dir },
 		{ "paths", "run_dir", &c->run_dir },
+		{ "paths", "host_key", &c->host_key },
 		{ "paths", "cache_dir", &c->cache_dir },
 		{ "paths", "libexec_dir", &c->libexec_dir },
 		{ "paths", "recipes_dir", &c->recipes_dir },
@@ -177,6 +178,7 @@ static void set_defaults(struct omr_config *c)
 {
 	c->state_dir = omr_xstrdup("/var/lib/omnirun");
 	c->run_dir = omr_xstrdup("/run/omnirun");
+	c->host_key = omr_xstrdup("/etc/omnirun/host.key");
 	c->cache_dir = omr_xstrdup("/var/cache/omnirun");
 	c->libexec_dir = omr_xstrdup(OMR_LIBEXEC_DIR);
 	c->recipes_dir = omr_xstrdup(OMR_RECIPES_DIR);
@@ -389,6 +391,7 @@ int omr_config_load(struct omr_config **out, struct omr_err **err)
 	}
 	env_override(&c->state_dir, "OMNIRUN_STATE_DIR");
 	env_override(&c->run_dir, "OMNIRUN_RUN_DIR");
+	env_override(&c->host_key, "OMNIRUN_HOST_KEY");
 	env_override(&c->cache_dir, "OMNIRUN_CACHE_DIR");
 	env_override(&c->libexec_dir, "OMNIRUN_LIBEXEC_DIR");
 	env_override(&c->recipes_dir, "OMNIRUN_RECIPES_DIR");
@@ -432,6 +435,7 @@ void omr_config_free(struct omr_config *c)
 	free(c->conf_path);
 	free(c->state_dir);
 	free(c->run_dir);
+	free(c->host_key);
 	free(c->cache_dir);
 	free(c->libexec_dir);
 	free(c->recipes_dir);

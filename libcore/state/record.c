@@ -28,6 +28,7 @@ static const char *const state_names[] = {
 	[OMR_SB_STOPPING] = "stopping",
 	[OMR_SB_STOPPED] = "stopped",
 	[OMR_SB_PAUSED] = "paused",
+	[OMR_SB_PERSISTED] = "persisted",
 	[OMR_SB_CORRUPT] = "corrupt",
 };
 
@@ -41,18 +42,15 @@ const char *omr_sb_state_name(enum omr_sb_state s)
 
 int omr_idle_action_valid(const char *s)
 {
-	return !*s || !strcmp(s, "kill") || !strcmp(s, "pause");
+	return !*s || !strcmp(s, "kill") || !strcmp(s, "pause") || !strcmp(s, "persist");
 }
 
 int omr_idle_action_check(const char *s, struct omr_err **err)
 {
 	if (*s && omr_idle_action_valid(s))
 		return 0;
-	/* Freezing to disk is issue 9's persist, which has not landed. */
-	if (!strcmp(s, "persist"))
-		return omr_err_setx(err, OMR_E_UNSUPPORTED, ENOTSUP,
-				    "idle action 'persist' is not supported yet (kill or pause)");
-	return omr_err_setx(err, OMR_E_USAGE, EINVAL, "invalid idle action '%s': kill or pause", s);
+	return omr_err_setx(err, OMR_E_USAGE, EINVAL, "invalid idle action '%s': kill, pause or "
+			    "persist", s);
 }
 
 char *omr_sandbox_state_path(const struct omr_config *c, const char *id, const char *file)
@@ -482,7 +480,7 @@ json_t *omr_sandbox_json(const struct omr_sandbox *sb)
 	json_object_set_new(j, "idle_timeout", json_integer(sb->idle_timeout_s));
 	json_object_set_new(j, "idle_action",
 			    json_string(sb->idle_action[0] ? sb->idle_action : "kill"));
-	if (sb->state == OMR_SB_PAUSED)
+	if (sb->state == OMR_SB_PAUSED || sb->state == OMR_SB_PERSISTED)
 		json_object_set_new(j, "paused_at", time_json(sb->paused_at));
 	json_object_set_new(j, "accel", json_string(sb->accel));
 	json_object_set_new(j, "boot", sb->boot[0] ? json_string(sb->boot) : json_null());
@@ -617,6 +615,13 @@ int omr_sandbox_reap(const struct omr_config *c, struct omr_sandbox *sb,
 		omr_sandbox_kill_monitor(c, found, sb->id);
 	kill_and_wait(sb->vmm_pid, qemu, mark);
 	omr_rm_rf_at(AT_FDCWD, run);
+	{
+		/* A persisted image (memory, disk) ends with the sandbox. */
+		_cleanup_free_ char *dir = omr_sandbox_state_path(c, sb->id, NULL);
+		_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+		if (dfd >= 0)
+			omr_rm_rf_at(dfd, OMR_PERSIST_DIR);
+	}
 	if (sb->state == OMR_SB_CORRUPT) {
 		/* Nothing of the old record can be believed: a fresh one. */
 		char id[OMR_ID_MAX];
@@ -681,8 +686,9 @@ int omr_sandbox_creator_alive(const struct omr_config *c, const char *id)
 
 const char *omr_sandbox_shown_state(const struct omr_config *c, const struct omr_sandbox *sb)
 {
+	/* A persisted sandbox has no monitor, by design. */
 	if (sb->state == OMR_SB_STOPPED || sb->state == OMR_SB_CORRUPT ||
-	    omr_sandbox_monitor_alive(c, sb))
+	    sb->state == OMR_SB_PERSISTED || omr_sandbox_monitor_alive(c, sb))
 		return omr_sb_state_name(sb->state);
 	if (sb->state == OMR_SB_STARTING && omr_sandbox_creator_alive(c, sb->id))
 		return "starting";

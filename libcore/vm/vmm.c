@@ -317,18 +317,24 @@ int omr_vmm_qemu_wait_migrated(const char *qmp, unsigned ms, struct omr_err **er
 	}
 }
 
-/* The guest is stopped (the caller did): all of it, RAM included, goes
- * into fd.  A restored sandbox's QEMU left shared RAM out when it came
- * in; here nothing is left out. */
-static int qemu_save(struct omr_vmm *vm, int fd, struct omr_err **err)
+/* The guest is stopped (the caller did): all of it, RAM included, starts
+ * streaming into fd.  A restored sandbox's QEMU left shared RAM out when
+ * it came in; here nothing is left out. */
+static int qemu_save_start(struct omr_vmm *vm, int fd, struct omr_err **err)
 {
 	if (vm->pid <= 0 || !vm->control)
 		return omr_err_setx(err, OMR_E_STATE, ESRCH, "cannot save the VM: it is not running");
 	if (migrate_set_ignore_shared(vm->control, 0, vm->control_timeout_ms, err) < 0 ||
 	    omr_qmp_command_fd(vm->control, "omr-save", fd, "migrate",
 			       json_pack("{s:s}", "uri", "fd:omr-save"), vm->control_timeout_ms,
-			       NULL, err) < 0 ||
-	    omr_vmm_qemu_wait_migrated(vm->control, vm->control_timeout_ms, err) < 0)
+			       NULL, err) < 0)
+		return omr_err_wrap(err, "cannot save the VM");
+	return 0;
+}
+
+static int qemu_save_wait(struct omr_vmm *vm, struct omr_err **err)
+{
+	if (omr_vmm_qemu_wait_migrated(vm->control, vm->control_timeout_ms, err) < 0)
 		return omr_err_wrap(err, "cannot save the VM");
 	return 0;
 }
@@ -414,7 +420,8 @@ const struct omr_vmm_ops omr_vmm_qemu_ops = {
 	.spawn = qemu_spawn,
 	.pause = qemu_pause,
 	.resume = qemu_resume,
-	.save = qemu_save,
+	.save_start = qemu_save_start,
+	.save_wait = qemu_save_wait,
 	.restore = qemu_restore,
 };
 
@@ -467,7 +474,19 @@ int omr_vmm_resume(struct omr_vmm *vm, struct omr_err **err)
 
 int omr_vmm_save(struct omr_vmm *vm, int fd, struct omr_err **err)
 {
-	return vm->ops->save(vm, fd, err);
+	if (vm->ops->save_start(vm, fd, err) < 0)
+		return -1;
+	return vm->ops->save_wait(vm, err);
+}
+
+int omr_vmm_save_start(struct omr_vmm *vm, int fd, struct omr_err **err)
+{
+	return vm->ops->save_start(vm, fd, err);
+}
+
+int omr_vmm_save_wait(struct omr_vmm *vm, struct omr_err **err)
+{
+	return vm->ops->save_wait(vm, err);
 }
 
 int omr_vmm_restore(struct omr_vmm *vm, int shared, struct omr_err **err)

@@ -34,6 +34,12 @@ struct omr_create_opts {
 int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts *o,
 		       struct omr_sandbox *out, struct omr_err **err);
 
+/* Starts a persisted sandbox again (sbx-resume does, through
+ * omr_sandbox_resume): its memory, processes and files as they were.
+ * Fails with the image kept (state persisted) when it cannot. */
+int omr_sandbox_restart(const struct omr_config *c, const char *id, struct omr_sandbox *out,
+			struct omr_err **err);
+
 /* Forks a running (or paused) sandbox: n (1 to OMR_FORK_MAX) new ones
  * with its memory, processes and disk as they are now, each with a fresh
  * identity (id, hostname, RNG reseeded, clock, address), its limits,
@@ -63,6 +69,11 @@ int omr_sandbox_pause(const struct omr_config *c, const char *id, json_t **out,
 		      struct omr_err **err);
 int omr_sandbox_resume(const struct omr_config *c, const char *id, json_t **out,
 		       struct omr_err **err);
+/* Saves a running or paused sandbox to its state dir, encrypted, and
+ * stops it (no VMM, no monitor: state "persisted"); omr_sandbox_resume
+ * starts it again, also after a reboot. */
+int omr_sandbox_persist(const struct omr_config *c, const char *id, json_t **out,
+			struct omr_err **err);
 /* The sandbox ends seconds from now (1 to the config's max_timeout:
  * longer or shorter than before), paused or not; end reason "timeout".
  * *out as above.  Returns 0 or < 0. */

@@ -17,6 +17,8 @@ struct omr_config {
 	char *conf_path;      /* file read, or NULL when none existed */
 	char *state_dir;      /* [paths] state_dir   /var/lib/omnirun */
 	char *run_dir;        /* [paths] run_dir     /run/omnirun */
+	char *host_key;       /* [paths] host_key    /etc/omnirun/host.key: wraps
+				 the keys of persisted sandboxes (0400) */
 	char *cache_dir;      /* [paths] cache_dir   /var/cache/omnirun */
 	char *libexec_dir;    /* [paths] libexec_dir where sbx-monitor and
 				 omnirun-agent live (OMNIRUN_LIBEXEC_DIR) */

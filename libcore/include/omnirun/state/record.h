@@ -25,6 +25,8 @@ enum omr_sb_state {
 	OMR_SB_STOPPED,
 	OMR_SB_PAUSED,     /* the VMM's CPUs are stopped (sbx-pause); its
 			      monitor still serves it */
+	OMR_SB_PERSISTED,  /* saved to the state dir (sbx-pause --persist):
+			      no VMM, no monitor; sbx-resume restarts it */
 	OMR_SB_CORRUPT,    /* the record cannot be read: state unknown
 			      (stays last: states below it are parsed) */
 };
@@ -35,11 +37,13 @@ struct omr_sandbox {
 	enum omr_sb_state state;
 	int64_t created_at, expires_at, ended_at;  /* seconds since the epoch */
 	char end_reason[32];     /* killed, timeout, idle, vmm_exited, boot_failed, gc */
-	int64_t paused_at;       /* while paused: since when (seconds), else 0 */
+	int64_t paused_at;       /* while paused or persisted: since when
+				    (seconds), else 0 */
 	unsigned cpus, memory_mb, disk_mb;
 	unsigned processes;      /* in the guest, all commands together */
 	unsigned timeout_s, idle_timeout_s;
-	char idle_action[8];     /* what idleness does: kill | pause ("": kill) */
+	char idle_action[8];     /* what idleness does: kill | pause | persist
+				    ("": kill) */
 	pid_t monitor_pid, vmm_pid;
 	char accel[8];           /* tcg | kvm */
 	/* How it started: "cold" (booted its kernel), "restore" (a clone
@@ -67,10 +71,12 @@ const char *omr_sb_state_name(enum omr_sb_state s);
  * kill)?  1 or 0. */
 int omr_idle_action_valid(const char *s);
 /* Checks an idle action asked for (--idle-action, idleAction, the
- * config): kill and pause pass; persist is refused as not supported yet
- * (unsupported), anything else as bad input (usage).  Returns 0 or < 0
- * with *err. */
+ * config): kill, pause and persist pass, anything else is bad input
+ * (usage).  Returns 0 or < 0 with *err. */
 int omr_idle_action_check(const char *s, struct omr_err **err);
+
+/* A persisted sandbox's image, in its state dir (vm/persist.h). */
+#define OMR_PERSIST_DIR "persist"
 
 /* --- the record --- */
 

@@ -88,8 +88,11 @@ struct omr_vmm_ops {
 	/* Stops and restarts the guest's CPUs (the process stays). */
 	int (*pause)(struct omr_vmm *vm, struct omr_err **err);
 	int (*resume)(struct omr_vmm *vm, struct omr_err **err);
-	/* Saves the stopped guest whole (memory and devices) into fd. */
-	int (*save)(struct omr_vmm *vm, int fd, struct omr_err **err);
+	/* Starts saving the stopped guest whole (memory and devices) into
+	 * fd (a file, or a pipe the caller drains); save_wait waits until
+	 * the VMM says it is complete. */
+	int (*save_start)(struct omr_vmm *vm, int fd, struct omr_err **err);
+	int (*save_wait)(struct omr_vmm *vm, struct omr_err **err);
 	/* Starts the guest from the state the spawn's incoming_fd holds;
 	 * shared: the state left shared RAM out (a template's snapshot). */
 	int (*restore)(struct omr_vmm *vm, int shared, struct omr_err **err);
@@ -127,7 +130,9 @@ void omr_vmm_release(struct omr_vmm *vm);
 int omr_vmm_spawn(struct omr_vmm *vm, const struct omr_vmm_spec *s, struct omr_err **err);
 int omr_vmm_pause(struct omr_vmm *vm, struct omr_err **err);
 int omr_vmm_resume(struct omr_vmm *vm, struct omr_err **err);
-int omr_vmm_save(struct omr_vmm *vm, int fd, struct omr_err **err);
+int omr_vmm_save(struct omr_vmm *vm, int fd, struct omr_err **err);  /* start + wait */
+int omr_vmm_save_start(struct omr_vmm *vm, int fd, struct omr_err **err);
+int omr_vmm_save_wait(struct omr_vmm *vm, struct omr_err **err);
 int omr_vmm_restore(struct omr_vmm *vm, int shared, struct omr_err **err);
 
 /* The fds the data disk gets in QEMU (read-write; read-only), and the tap. */
