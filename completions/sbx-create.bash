@@ -18,7 +18,7 @@ _sbx_create()
 		return
 		;;
 	--idle-action)
-		mapfile -t COMPREPLY < <(compgen -W 'kill pause' -- "$cur")
+		mapfile -t COMPREPLY < <(compgen -W 'kill pause persist' -- "$cur")
 		return
 		;;
 	-h | --help | -V | --version)

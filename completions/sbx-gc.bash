@@ -16,7 +16,7 @@ _sbx_gc()
 		return
 		;;
 	esac
-	mapfile -t COMPREPLY < <(compgen -W '-n --check -p --prune-days -j --json
+	mapfile -t COMPREPLY < <(compgen -W '-n --check -p --prune-days -b --boot -j --json
 		-h --help -V --version' -- "$cur")
 }
 complete -F _sbx_gc sbx-gc

@@ -5,7 +5,7 @@ _sbx_pause()
 	local cur=${COMP_WORDS[COMP_CWORD]} i nargs=0
 
 	if [[ $cur == -* ]]; then
-		mapfile -t COMPREPLY < <(compgen -W '-j --json -h --help -V --version' -- "$cur")
+		mapfile -t COMPREPLY < <(compgen -W '-p --persist -j --json -h --help -V --version' -- "$cur")
 		return
 	fi
 	for ((i = 1; i < COMP_CWORD; i++)); do

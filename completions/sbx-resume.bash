@@ -14,7 +14,7 @@ _sbx_resume()
 	# The id comes first; nothing follows it.
 	[ "$nargs" -eq 0 ] || return
 	mapfile -t COMPREPLY < <(compgen -W "$(sbx-ls --json 2>/dev/null |
-		jq -r '.[] | select(.state == "paused") | .sandbox_id' 2>/dev/null)" -- "$cur")
+		jq -r '.[] | select(.state == "paused" or .state == "persisted") | .sandbox_id' 2>/dev/null)" -- "$cur")
 }
 complete -F _sbx_resume sbx-resume
 

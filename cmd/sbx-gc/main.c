@@ -17,6 +17,9 @@ static void usage(void)
 	       "Options:\n"
 	       "  -n, --check            report only; exit 1 if anything was found\n"
 	       "  -p, --prune-days DAYS  also remove stopped records older than DAYS\n"
+	       "  -b, --boot             the host just started (omnirun-boot.service):\n"
+	       "                         sandboxes that were live died with it (end reason\n"
+	       "                         host_reboot); persisted ones stay resumable\n"
 	       "  -j, --json             print findings as a JSON array\n"
 	       "  -h, --help             show this help\n"
 	       "  -V, --version          show the version\n\n"
@@ -50,6 +53,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "check", no_argument, NULL, 'n' },
 		{ "prune-days", required_argument, NULL, 'p' },
+		{ "boot", no_argument, NULL, 'b' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -62,10 +66,11 @@ int main(int argc, char **argv)
 	int ch, n;
 
 	omr_cli_init(argv[0]);
-	while ((ch = getopt_long(argc, argv, "np:jhV", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "np:bjhV", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'n': o.check_only = 1; break;
 		case 'p': o.prune_days = (unsigned)omr_cli_number(optarg, 1, 36500, "days"); break;
+		case 'b': o.boot = 1; break;
 		case 'j': out.json = 1; break;
 		case 'h': usage(); break;
 		case 'V': omr_cli_version(); break;

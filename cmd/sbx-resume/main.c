@@ -13,12 +13,18 @@ static void usage(void)
 	       "Resume a sandbox paused with sbx-pause (or by its idle action): its VM's\n"
 	       "CPUs run again, and the guest's clock, which stood still while it was\n"
 	       "paused, is set to the host's before sbx-resume returns.\n\n"
+	       "A persisted sandbox (sbx-pause --persist) is started again from its\n"
+	       "image: a new VMM and monitor, its memory, processes and files as they\n"
+	       "were, the clock set, a new network device; its lifetime goes on from\n"
+	       "where it stood.  If that fails, the image stays and it stays persisted.\n\n"
 	       "Options:\n"
 	       "  -j, --json     print the sandbox as JSON (state \"running\")\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n\n"
 	       "Exit status: 0 resumed, 1 failure, 2 usage, 3 no such live sandbox,\n"
-	       "4 it is not paused (or being paused or resumed).\n");
+	       "4 it is not paused (or being paused or resumed), or its persisted image\n"
+	       "is damaged or from another host (it stays persisted), 6 its VMM did not\n"
+	       "start from the image.\n");
 	exit(OMR_EXIT_OK);
 }
 

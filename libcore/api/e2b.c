@@ -23,6 +23,12 @@
 /* ---- shapes ---- */
 
 /* A sandbox as E2B's SandboxDetail / ListedSandbox (new ref). */
+/* E2B has one paused state: in memory (sbx-pause) or on disk (--persist). */
+static int paused(const struct omr_sandbox *sb)
+{
+	return sb->state == OMR_SB_PAUSED || sb->state == OMR_SB_PERSISTED;
+}
+
 static json_t *e2b_sandbox_json(struct omr_api *a, const struct omr_sandbox *sb)
 {
 	char started[32], end[32];
@@ -36,7 +42,7 @@ static json_t *e2b_sandbox_json(struct omr_api *a, const struct omr_sandbox *sb)
 			 "omnirun", "startedAt", started, "endAt", end, "cpuCount", sb->cpus,
 			 "memoryMB", sb->memory_mb, "diskSizeMB", sb->disk_mb, "metadata",
 			 json_is_object(meta) ? meta : (json_decref(meta), json_object()),
-			 "state", sb->state == OMR_SB_PAUSED ? "paused" : "running", "envdVersion",
+			 "state", paused(sb) ? "paused" : "running", "envdVersion",
 			 OMR_ENVD_VERSION, "domain", a->c->api_domain);
 }
 
@@ -247,7 +253,7 @@ static enum MHD_Result e2b_connect(struct omr_api_req *r)
 
 	if (live_sandbox(r, &sb) < 0 || (has = body_timeout(r, &t)) < 0)
 		return MHD_YES;
-	if (sb.state == OMR_SB_PAUSED) {
+	if (paused(&sb)) {
 		if (omr_sandbox_resume(r->api->c, sb.id, NULL, &err) < 0 &&
 		    omr_err_kind(err) != OMR_E_STATE) /* resumed meanwhile */
 			return omr_api_reply_err(r, &err);
@@ -366,7 +372,7 @@ static enum MHD_Result list(struct omr_api_req *r, int v2)
 		}
 		if (sbs[n].state == OMR_SB_STOPPED || (meta && !metadata_matches(r->api, ids[i], meta)))
 			continue;
-		if (state && !strstr(state, sbs[n].state == OMR_SB_PAUSED ? "paused" : "running"))
+		if (state && !strstr(state, paused(&sbs[n]) ? "paused" : "running"))
 			continue;
 		n++;
 	}

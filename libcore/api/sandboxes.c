@@ -73,14 +73,19 @@ static int create_opts(struct omr_api_req *r, json_t *b, struct omr_create_opts 
 		return omr_api_not_implemented(r), -1;
 	if (action) {
 		struct omr_err *e = NULL;
-		/* kill and pause pass; persist is 501, anything else 400. */
+		/* kill, pause and persist pass, anything else 400. */
 		if (omr_idle_action_check(action, &e) < 0)
 			return omr_api_reply_err(r, &e), -1;
 		o->idle_action = action;
 	}
-	if (json_is_true(json_object_get(b, "persistent")))
-		return omr_api_reply_error(r, 501, "unsupported", "persistent sandboxes are not "
-					   "implemented yet"), -1;
+	/* A persistent sandbox is frozen to disk when idle (sbx-pause
+	 * --persist), never killed for it. */
+	if (json_is_true(json_object_get(b, "persistent"))) {
+		if (action && strcmp(action, "persist"))
+			return omr_api_reply_error(r, 400, "bad_request", "a persistent sandbox persists "
+						   "when idle: idleAction must be persist"), -1;
+		o->idle_action = "persist";
+	}
 	if (json_object_size(json_object_get(b, "env")))
 		return omr_api_reply_error(r, 501, "unsupported", "sandbox-wide env is not "
 					   "implemented yet: pass env with each command"), -1;
@@ -255,10 +260,10 @@ enum MHD_Result omr_api_sandbox_pause(struct omr_api_req *r)
 
 	if (!id || omr_api_check_fields(r, r->json, fields) < 0)
 		return MHD_YES;
-	/* Freezing to disk is issue 9's persist, which has not landed. */
-	if (json_is_true(json_object_get(r->json, "persist")))
-		return omr_api_reply_error(r, 501, "unsupported", "pause with persist is not "
-					   "supported yet: pause in memory ({} or persist false)");
+	if (json_is_true(json_object_get(r->json, "persist"))) {
+		rc = omr_sandbox_persist(r->api->c, id, NULL, &err);
+		return lifecycle_reply(r, id, rc, &err, "persist", NULL);
+	}
 	rc = omr_sandbox_pause(r->api->c, id, NULL, &err);
 	return lifecycle_reply(r, id, rc, &err, "pause", NULL);
 }

@@ -28,13 +28,6 @@
 #include "omnirun/net/net.h"
 #include "omnirun/state/fork.h"
 
-static json_t *error_json(struct omr_err *e)
-{
-	json_t *j = json_pack("{s:s, s:s}", "error", e && e->msg ? e->msg : "failed", "code",
-			      omr_err_kind_info(omr_err_kind(e))->name);
-	omr_err_free(&e);
-	return j;
-}
 
 /* The root image QEMU has open is still the template's file: a rebuilt
  * template would give the child another root under the same memory. */
@@ -111,9 +104,9 @@ json_t *mon_fork_save(struct mon *m, json_t *req)
 			     "started: a fork would see another root image", m->sb.template_name,
 			     m->sb.id);
 	if (e)
-		return error_json(e);
+		return mon_error_json(e);
 	if (was_running && omr_vmm_pause(&m->vmm, &e) < 0)
-		return error_json(e);
+		return mon_error_json(e);
 	save_into(m, key, (unsigned)n, &e);
 	/* The source goes on whatever happened to the copy. */
 	if (was_running) {
@@ -131,7 +124,7 @@ json_t *mon_fork_save(struct mon *m, json_t *req)
 	}
 	if (e) {
 		omr_log(OMR_LOG_ERR, "fork of %s: %s", m->sb.id, e->msg);
-		return error_json(e);
+		return mon_error_json(e);
 	}
 	mon_router_touch(m->router, omr_now_ms());
 	omr_log(OMR_LOG_INFO, "sandbox %s saved for %lld fork%s in %llu ms", m->sb.id, (long long)n,
@@ -141,15 +134,6 @@ json_t *mon_fork_save(struct mon *m, json_t *req)
 
 /* --- the child's side --- */
 
-static char *meta_get(const char *text, const char *key)
-{
-	size_t n = strlen(key);
-
-	for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-		if (!strncmp(p, key, n) && p[n] == '=')
-			return strndup(p + n + 1, strcspn(p + n + 1, "\n"));
-	return NULL;
-}
 
 int mon_fork_take(struct mon *m, struct omr_err **err)
 {
@@ -169,8 +153,8 @@ int mon_fork_take(struct mon *m, struct omr_err **err)
 	if (rfd < 0 || sfd < 0 || omr_read_file_at(rfd, "meta", 4096, &meta, NULL, NULL) < 0)
 		return omr_err_set(err, OMR_E_STATE, errno ? errno : ENOENT,
 				   "the copy of %s for this fork is gone", m->sb.forked_from);
-	m->fork_mac = meta_get(meta, "mac");
-	ram = meta_get(meta, "ram");
+	m->fork_mac = mon_meta_get(meta, "mac");
+	ram = mon_meta_get(meta, "ram");
 	m->fork_ram_mem = ram && !strcmp(ram, "mem");
 	snprintf(name, sizeof(name), "disk-%u", idx);
 	m->disk_fd = openat(sfd, name, O_RDWR | O_CLOEXEC | O_NOFOLLOW);

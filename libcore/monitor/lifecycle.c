@@ -17,12 +17,22 @@
 /* The stream id of the monitor's own clock_set request. */
 #define CLOCK_GSID (MON_OWN_GSID_MIN + 4) /* see monitor.c */
 
-static json_t *error_json(struct omr_err *e)
+json_t *mon_error_json(struct omr_err *e)
 {
 	json_t *j = json_pack("{s:s, s:s}", "error", e && e->msg ? e->msg : "failed", "code",
 			      omr_err_kind_info(omr_err_kind(e))->name);
 	omr_err_free(&e);
 	return j;
+}
+
+char *mon_meta_get(const char *text, const char *key)
+{
+	size_t n = strlen(key);
+
+	for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+		if (!strncmp(p, key, n) && p[n] == '=')
+			return strndup(p + n + 1, strcspn(p + n + 1, "\n"));
+	return NULL;
 }
 
 /* Answers the client waiting on the pause or resume (if any). */
@@ -81,7 +91,7 @@ static void stopped(void *user, json_t *ret, struct omr_err *e)
 		/* The VM is paused whatever the record says; sbx-resume
 		 * works from the monitor's own state. */
 		omr_log(OMR_LOG_ERR, "pause: %s", se->msg);
-		answer(m, error_json(se));
+		answer(m, mon_error_json(se));
 		return;
 	}
 	omr_log(OMR_LOG_INFO, "sandbox %s paused%s", m->sb.id, m->waiting ? "" : " (idle)");
@@ -105,7 +115,7 @@ json_t *mon_pause(struct mon *m, const struct mon_ticket *t)
 		m->qmp = omr_qmp_call_start(m->loop, m->qmp_path, "stop", NULL, MON_QMP_TIMEOUT_MS,
 					    stopped, m, &e);
 	if (e)
-		return error_json(e);
+		return mon_error_json(e);
 	m->run = MON_RUN_PAUSING;
 	m->waiting = t != NULL;
 	if (t)
@@ -209,7 +219,7 @@ json_t *mon_resume(struct mon *m, const struct mon_ticket *t)
 		m->qmp = omr_qmp_call_start(m->loop, m->qmp_path, "cont", NULL, MON_QMP_TIMEOUT_MS,
 					    continued, m, &e);
 	if (e)
-		return error_json(e);
+		return mon_error_json(e);
 	m->run = MON_RUN_RESUMING;
 	m->waiting = t != NULL;
 	if (t)
@@ -235,14 +245,14 @@ static json_t *set_timeout(struct mon *m, json_t *req)
 		omr_err_setx(&e, OMR_E_USAGE, ERANGE, "invalid timeout '%lld': must be between 1 "
 			     "and %u s (max_timeout)", (long long)n, m->c->max_timeout_s);
 	if (e)
-		return error_json(e);
+		return mon_error_json(e);
 	m->sb.expires_at = (int64_t)(omr_wall_ms() / 1000) + n;
 	/* timeout stays the whole lifetime, as at create. */
 	m->sb.timeout_s = (unsigned)(m->sb.expires_at - m->sb.created_at);
 	if (save(m, &e) < 0) {
 		m->sb.expires_at = old_exp;
 		m->sb.timeout_s = old_to;
-		return error_json(e);
+		return mon_error_json(e);
 	}
 	omr_log(OMR_LOG_INFO, "sandbox %s: lifetime set to %lld s from now", m->sb.id, (long long)n);
 	mon_lifetime_reschedule(m);
@@ -275,7 +285,7 @@ json_t *mon_request(void *user, const char *op, json_t *req, const struct mon_ti
 	 * side effect of a command. */
 	omr_err_setx(&e, OMR_E_STATE, EAGAIN, "sandbox %s is %s: resume it first (sbx-resume %s)",
 		     m->sb.id, m->run == MON_RUN_RESUMING ? "being resumed" : "paused", m->sb.id);
-	return error_json(e);
+	return mon_error_json(e);
 }
 
 void mon_own_end(void *user, uint32_t gsid, const uint8_t *p, size_t len)

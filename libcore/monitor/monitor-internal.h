@@ -104,6 +104,10 @@ json_t *mon_persist(struct mon *m);
 int mon_persist_present(struct mon *m);
 int mon_persist_take(struct mon *m, struct omr_err **err);
 void mon_persist_done(struct mon *m);
+/* lifecycle.c: an error as the router answers it (e is freed); a
+ * "key=value" line's value in text (malloc'ed), or NULL. */
+json_t *mon_error_json(struct omr_err *e);
+char *mon_meta_get(const char *text, const char *key);
 /* monitor.c: ends the sandbox for reason (the first stands). */
 void mon_end(struct mon *m, const char *reason);
 /* monitor.c: checks the lifetime now and sets the next check. */

@@ -133,20 +133,13 @@ int mon_net_start(struct mon *m, struct omr_err **err)
 	return 0;
 }
 
-static json_t *error_json(struct omr_err *e)
-{
-	json_t *j = json_pack("{s:s, s:s}", "error", e && e->msg ? e->msg : "failed", "code",
-			      omr_err_kind_info(omr_err_kind(e))->name);
-	omr_err_free(&e);
-	return j;
-}
 
 static json_t *usage_json(const char *msg)
 {
 	struct omr_err *e = NULL;
 
 	omr_err_setx(&e, OMR_E_USAGE, EINVAL, "%s", msg);
-	return error_json(e);
+	return mon_error_json(e);
 }
 
 /* Applies {"internet"?, "allow": [...], "deny": [...]} and records it. */
@@ -167,13 +160,13 @@ static json_t *policy(struct mon *m, json_t *req)
 		if (!json_is_string(v))
 			return usage_json("\"allow\" must be an array of host names");
 		if (omr_allow_add(allow, json_string_value(v), &e) < 0)
-			return error_json(e);
+			return mon_error_json(e);
 	}
 	json_array_foreach(json_object_get(req, "deny"), i, v) {
 		if (!json_is_string(v))
 			return usage_json("\"deny\" must be an array of host names");
 		if (omr_allow_remove(allow, json_string_value(v), &e) < 0)
-			return error_json(e);
+			return mon_error_json(e);
 	}
 	changed = internet != m->sb.net_internet || strcmp(allow, m->sb.net_allow);
 	if (changed) {
@@ -181,14 +174,14 @@ static json_t *policy(struct mon *m, json_t *req)
 		struct omr_sandbox old = m->sb;
 
 		if (lock < 0 || omr_net_set_policy(m->net, internet, allow, &e) < 0)
-			return error_json(e);
+			return mon_error_json(e);
 		m->sb.net_internet = internet;
 		memcpy(m->sb.net_allow, allow, sizeof(allow));
 		if (omr_sandbox_save(m->c, &m->sb, &e) < 0) {
 			/* The record and the rules never disagree. */
 			omr_net_set_policy(m->net, old.net_internet, old.net_allow, NULL);
 			m->sb = old;
-			return error_json(e);
+			return mon_error_json(e);
 		}
 		omr_log(OMR_LOG_INFO, "network policy: internet %s, allow '%s'",
 			internet ? "on" : "off", allow);
@@ -207,14 +200,14 @@ json_t *mon_net_request(void *user, const char *op, json_t *req)
 		return NULL; /* not ours: the agent's */
 	if (!m->net) {
 		omr_err_setx(&e, OMR_E_STATE, ENOTCONN, "sandbox %s has no network", m->sb.id);
-		return error_json(e);
+		return mon_error_json(e);
 	}
 	if (!strcmp(op, "net_stats"))
 		return omr_net_stats(m->net);
 	if (!strcmp(op, "net_policy"))
 		return policy(m, req);
 	omr_err_setx(&e, OMR_E_USAGE, EINVAL, "unknown op '%s'", op);
-	return error_json(e);
+	return mon_error_json(e);
 }
 
 void mon_net_close(struct mon *m)

@@ -35,13 +35,6 @@
 /* QEMU's own bound on a save is 2 min; the sealing shares it. */
 #define PERSIST_SAVE_MS 120000
 
-static json_t *error_json(struct omr_err *e)
-{
-	json_t *j = json_pack("{s:s, s:s}", "error", e && e->msg ? e->msg : "failed", "code",
-			      omr_err_kind_info(omr_err_kind(e))->name);
-	omr_err_free(&e);
-	return j;
-}
 
 static int sync_close(int *fd)
 {
@@ -60,7 +53,8 @@ static int save_image(struct mon *m, struct omr_err **err)
 	int p[2], rc;
 
 	omr_rm_rf_at(m->state_fd, OMR_PERSIST_DIR);
-	if (mkdirat(m->state_fd, OMR_PERSIST_DIR, 0700) < 0 ||
+	/* (It may be left as an empty directory: a mount point, say.) */
+	if ((mkdirat(m->state_fd, OMR_PERSIST_DIR, 0700) < 0 && errno != EEXIST) ||
 	    (dfd = openat(m->state_fd, OMR_PERSIST_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC |
 			  O_NOFOLLOW)) < 0)
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot make the persist directory");
@@ -116,7 +110,7 @@ json_t *mon_persist(struct mon *m)
 	else if (m->vmm.pid <= 0)
 		omr_err_setx(&e, OMR_E_STATE, ESRCH, "sandbox %s has no VMM", m->sb.id);
 	if (e || (was_running && omr_vmm_pause(&m->vmm, &e) < 0))
-		return error_json(e);
+		return mon_error_json(e);
 	if (save_image(m, &e) == 0) {
 		_cleanup_close_ int lock = omr_sandbox_lock(m->c, m->sb.id, 10000, &e);
 		if (lock >= 0) {
@@ -149,7 +143,7 @@ json_t *mon_persist(struct mon *m)
 			mon_clock_sync(m);
 		}
 	}
-	return error_json(e);
+	return mon_error_json(e);
 }
 
 /* --- resume --- */
@@ -161,15 +155,6 @@ int mon_persist_present(struct mon *m)
 	return faccessat(m->state_fd, meta, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-static char *meta_get(const char *text, const char *key)
-{
-	size_t n = strlen(key);
-
-	for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-		if (!strncmp(p, key, n) && p[n] == '=')
-			return strndup(p + n + 1, strcspn(p + n + 1, "\n"));
-	return NULL;
-}
 
 int mon_persist_take(struct mon *m, struct omr_err **err)
 {
@@ -183,8 +168,8 @@ int mon_persist_take(struct mon *m, struct omr_err **err)
 	dfd = openat(m->state_fd, OMR_PERSIST_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	if (dfd < 0 || omr_read_file_at(dfd, "meta", 4096, &meta, NULL, NULL) < 0)
 		return omr_err_set(err, OMR_E_STATE, ENOENT, "the persisted image is gone");
-	m->fork_mac = meta_get(meta, "mac");
-	ram = meta_get(meta, "ram");
+	m->fork_mac = mon_meta_get(meta, "mac");
+	ram = mon_meta_get(meta, "ram");
 	m->fork_ram_mem = ram && !strcmp(ram, "mem");
 	m->disk_fd = openat(dfd, "disk", O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (m->disk_fd < 0 || fstat(m->disk_fd, &st) < 0 || st.st_size != (off_t)m->sb.disk_mb << 20)

@@ -77,6 +77,36 @@ static void gc_corrupt(struct gc *g, struct omr_sandbox *sb)
 	report(g, "corrupt_record", sb->id, "unreadable record, nothing runs for it", fixed);
 }
 
+/* Does sandbox id have a complete persisted image (its meta is written
+ * last)? */
+static int persist_image(struct gc *g, const char *id)
+{
+	_cleanup_free_ char *meta = omr_sandbox_state_path(g->c, id, OMR_PERSIST_DIR "/meta");
+
+	return access(meta, F_OK) == 0;
+}
+
+/* A resume that died before its sandbox ran (the client and the monitor
+ * are gone, the record says starting): the image is whole, the record
+ * says persisted again. */
+static void gc_interrupted_resume(struct gc *g, struct omr_sandbox *sb)
+{
+	int fixed = 0;
+
+	if (!g->o->check_only) {
+		_cleanup_close_ int lock = omr_sandbox_lock(g->c, sb->id, 5000, NULL);
+		if (lock >= 0 && omr_sandbox_load(g->c, sb->id, sb, NULL) == 0 &&
+		    sb->state == OMR_SB_STARTING) {
+			sb->state = OMR_SB_PERSISTED;
+			sb->monitor_pid = 0;
+			sb->vmm_pid = 0;
+			sb->paused_at = g->now;
+			fixed = omr_sandbox_save(g->c, sb, NULL) == 0;
+		}
+	}
+	report(g, "interrupted_resume", sb->id, "a resume died: persisted again", fixed);
+}
+
 static void gc_records(struct gc *g)
 {
 	struct omr_sandbox *v;
@@ -107,6 +137,10 @@ static void gc_records(struct gc *g)
 		}
 		if (!lost(g, sb))
 			continue;
+		if (sb->state == OMR_SB_STARTING && persist_image(g, sb->id)) {
+			gc_interrupted_resume(g, sb);
+			continue;
+		}
 		if (g->o->check_only) {
 			report(g, "lost_sandbox", sb->id, "record says live but nothing serves it", 0);
 			continue;
@@ -117,7 +151,9 @@ static void gc_records(struct gc *g)
 		lock = omr_sandbox_lock(g->c, sb->id, 5000, NULL);
 		if (lock >= 0) {
 			if (omr_sandbox_load(g->c, sb->id, sb, NULL) == 0)
-				fixed = !lost(g, sb) || omr_sandbox_reap(g->c, sb, "gc", NULL) == 0;
+				fixed = !lost(g, sb) ||
+					omr_sandbox_reap(g->c, sb, g->o->boot ? "host_reboot" : "gc",
+							 NULL) == 0;
 			close(lock);
 		}
 		report(g, "lost_sandbox", sb->id, "record says live but nothing serves it", fixed);

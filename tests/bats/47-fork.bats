@@ -25,16 +25,6 @@ teardown_file() { omr_teardown_file; }
 setup() { omr_setup; }
 teardown() { omr_teardown; }
 
-# The guest's counter (a read may fall on the rename: read again).
-counter() {
-	local v
-	for _ in $(seq 20); do
-		v=$(sbx-exec "$1" -- cat /tmp/count 2>/dev/null)
-		[ -n "$v" ] && { echo "$v"; return; }
-	done
-	fail "the counter of $1 stays empty"
-}
-
 @test "fork: the children have the source's files, memory and running process; the source goes on" {
 	set -- $KIDS
 	[ $# -eq 2 ] || fail "sbx-fork -n 2 made $# sandboxes: $KIDS"
@@ -43,9 +33,9 @@ counter() {
 		run sbx-exec "$k" -- cat /data/f /tmp/m
 		[ "$status" -eq 0 ] || fail "$k: $output"
 		assert_eq "$output" $'on-disk-1f3a\nin-memory-77c2' "files of $k"
-		c0=$(counter "$k")
+		c0=$(guest_counter "$k")
 		sleep 0.6
-		c1=$(counter "$k")
+		c1=$(guest_counter "$k")
 		[ "$c1" -gt "$c0" ] || fail "the counter of $k stands still ($c0 -> $c1)"
 		run sbx-exec --ps "$k"
 		[ "$status" -eq 0 ]

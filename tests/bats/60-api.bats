@@ -288,9 +288,8 @@ PY
 	assert_eq "$STATUS" 413
 	call "$ALICE" POST /sandboxes -d '{"vaultInject": ["OPENAI"]}'
 	assert_eq "$STATUS" 501
-	call "$ALICE" POST /sandboxes -d '{"idleAction": "persist"}'
-	assert_eq "$STATUS" 501
-	assert_contains "$(jq -r .error <<<"$BODY")" "not supported yet"
+	call "$ALICE" POST /sandboxes -d '{"persistent": true, "idleAction": "kill"}'
+	assert_eq "$STATUS" 400
 	call "$ALICE" POST /sandboxes -d '{"idleAction": "nap"}'
 	assert_eq "$STATUS" 400
 	call "$ALICE" POST "/sandboxes/$ID/fork" -d '{"count": 2, "colour": 1}'
@@ -436,15 +435,13 @@ PY
 	assert_eq "$(jq -r .stdout <<<"$BODY")" alive
 }
 
-@test "pause, resume, timeout do what the programs do; another user's id is 404; audited" {
+@test "pause, resume, timeout, persist do what the programs do; another user's id is 404; audited" {
 	for r in pause resume timeout; do
 		call "$BOB" POST "/sandboxes/$ID/$r" -d '{"timeout": 60}'
 		assert_eq "$STATUS" 404 "bob: $r"
 		call "$ALICE" POST "/sandboxes/sb_aaaaaaaaaa/$r" -d '{"timeout": 60}'
 		assert_eq "$STATUS" 404 "unknown id: $r"
 	done
-	call "$ALICE" POST "/sandboxes/$ID/pause" -d '{"persist": true}'
-	assert_eq "$STATUS" 501
 	call "$ALICE" POST "/sandboxes/$ID/pause"
 	assert_eq "$STATUS" 200
 	assert_eq "$(jq -r .state <<<"$BODY")" paused
@@ -473,8 +470,26 @@ PY
 		call "$ALICE" POST "/sandboxes/$ID/timeout" -d "$bad"
 		assert_eq "$STATUS" 400 "$bad"
 	done
+	# Frozen to disk and back: what sbx-pause --persist and sbx-resume do.
+	call "$ALICE" POST "/sandboxes/$ID/commands" -d '{"cmd": "echo frozen >/data/frozen"}'
+	call "$ALICE" POST "/sandboxes/$ID/pause" -d '{"persist": true}'
+	assert_eq "$STATUS" 200 "persist: $BODY"
+	assert_eq "$(jq -r .state <<<"$BODY")" persisted
+	call "$ALICE" GET "/sandboxes/$ID"
+	assert_eq "$(jq -r .state <<<"$BODY")" persisted
+	call "$ALICE" POST "/sandboxes/$ID/commands" -d '{"cmd": "true"}'
+	assert_eq "$STATUS" 409
+	call "$ALICE" POST "/sandboxes/$ID/pause" -d '{"persist": true}'
+	assert_eq "$STATUS" 409
+	call "$BOB" POST "/sandboxes/$ID/resume" -d '{}'
+	assert_eq "$STATUS" 404
+	call "$ALICE" POST "/sandboxes/$ID/resume" -d '{}'
+	assert_eq "$STATUS" 200 "resume: $BODY"
+	assert_eq "$(jq -r .state <<<"$BODY")" running
+	call "$ALICE" POST "/sandboxes/$ID/commands" -d '{"cmd": "cat /data/frozen"}'
+	assert_eq "$(jq -r .stdout <<<"$BODY")" frozen
 	audit=$(sbx-user audit "$ALICE_EMAIL")
-	for a in pause resume timeout; do
+	for a in pause resume timeout persist; do
 		grep -q " $a $ID" <<<"$audit" || fail "no audit entry for $a: $audit"
 	done
 }

@@ -103,6 +103,28 @@ wait_stopped() {
 	fail "sandbox $1 still $st after $(($2 / 10)) s"
 }
 
+# Waits (up to $3 tenths of a second) until sandbox $1 is in state $2.
+wait_state() {
+	local i st
+	for ((i = 0; i < $3; i++)); do
+		st=$(sb_field "$1" state)
+		[ "$st" = "$2" ] && return 0
+		sleep 0.1
+	done
+	fail "sandbox $1 still $st after $(($3 / 10)) s, not $2"
+}
+
+# A busy loop's counter in sandbox $1's /tmp/count (a read may fall
+# between the loop's truncation or rename and its write: read again).
+guest_counter() {
+	local v
+	for _ in $(seq 20); do
+		v=$(sbx-exec "$1" -- cat /tmp/count 2>/dev/null)
+		[ -n "$v" ] && { echo "$v"; return; }
+	done
+	fail "the counter of $1 stays empty"
+}
+
 # Waits (up to $2 tenths of a second) until file $1 is not empty.
 wait_file() {
 	local i

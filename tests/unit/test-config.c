@@ -183,8 +183,14 @@ int main(void)
 	ok(fails_with("vmm.console_log_max", NULL), "console_log_max below its minimum rejected");
 	use_conf("[vmm]\naccel=fast\n");
 	ok(fails_with("vmm.accel must be auto, kvm or tcg", "fast"), "bad accel rejected");
-	use_conf("[sandbox]\nidle_action=persist\n");
-	ok(fails_with("sandbox.idle_action", "not supported yet"), "idle_action persist refused");
+	use_conf("[sandbox]\nidle_action=persist\n[paths]\nhost_key=/k/host.key\n");
+	{
+		struct omr_config *pc = NULL;
+		ok(omr_config_load(&pc, NULL) == 0 && !strcmp(pc->idle_action, "persist") &&
+			   !strcmp(pc->host_key, "/k/host.key"),
+		   "idle_action persist and [paths] host_key are taken");
+		omr_config_free(pc);
+	}
 	use_conf("[sandbox]\nidle_action=nap\n");
 	ok(fails_with("invalid idle action 'nap'", NULL), "an unknown idle_action refused");
 	use_conf("[vmm]\nturbo=1\n");
