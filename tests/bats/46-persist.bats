@@ -208,3 +208,27 @@ clock_ok() {
 	run sbx-gc --check
 	[ "$status" -eq 0 ] || fail "gc --check: $output"
 }
+
+@test "persist: a monitor killed halfway leaves a lost sandbox that sbx-gc reaps whole, image and all" {
+	id=$(new_sandbox --timeout 900)
+	mpid=$(monitor_pid "$id") qpid=$(vmm_pid "$id")
+	sbx-pause --persist "$id" >/dev/null 2>&1 &
+	for _ in $(seq 300); do
+		[ -e "$(pdir "$id")/state" ] && break
+		sleep 0.01
+	done
+	[ -e "$(pdir "$id")/state" ] || fail "the persist never started writing"
+	kill -9 "$mpid" "$qpid"
+	wait || true
+	[ "$(sb_field "$id" state)" != persisted ] || fail "persisted although its monitor was killed before the end"
+	run sbx-gc --check
+	[ "$status" -eq 1 ]
+	assert_contains "$output" "lost_sandbox $id"
+	run sbx-gc
+	[ "$status" -eq 0 ] || fail "gc: $output"
+	assert_eq "$(sb_field "$id" state)" stopped
+	[ ! -e "$(pdir "$id")" ] || fail "the half-written image outlived the reap"
+	assert_gone "$id"
+	run sbx-gc --check
+	[ "$status" -eq 0 ] || fail "gc --check: $output"
+}
