@@ -68,8 +68,11 @@ static int save_image(struct mon *m, struct omr_err **err)
 	rp = p[0];
 	rc = omr_vmm_save_start(&m->vmm, p[1], err);
 	close(p[1]);
-	if (rc == 0)
-		rc = omr_persist_seal(rp, state, key, PERSIST_SAVE_MS, err);
+	if (rc < 0) {
+		explicit_bzero(key, sizeof(key));
+		return -1;
+	}
+	rc = omr_persist_seal(rp, state, key, PERSIST_SAVE_MS, err);
 	explicit_bzero(key, sizeof(key));
 	/* QEMU sees the pipe close: a save cut short fails, never hangs. */
 	omr_closep(&rp);
