@@ -297,11 +297,12 @@ int omr_vmm_qemu_wait_migrated(const char *qmp, unsigned ms, struct omr_err **er
 			return -1;
 		st = json_string_value(json_object_get(ret, "status"));
 		done = st && !strcmp(st, "completed");
-		failed = st && (!strcmp(st, "failed") || !strcmp(st, "cancelled"));
+		/* No status: no migration under way at all. */
+		failed = !st || !strcmp(st, "failed") || !strcmp(st, "cancelled");
 		if (failed) {
 			const char *why = json_string_value(json_object_get(ret, "error-desc"));
 			omr_err_setx(err, OMR_E_FAIL, EIO, "the VM's state could not be saved: %s",
-				     why ? why : st);
+				     why ? why : st ? st : "no migration under way");
 		}
 		json_decref(ret);
 		if (done)
