@@ -16,7 +16,7 @@ static char dir[] = "/tmp/omr-test-config.XXXXXX";
 
 static const char *const env_vars[] = {
 	"OMNIRUN_CONF", "OMNIRUN_STATE_DIR", "OMNIRUN_RUN_DIR", "OMNIRUN_CACHE_DIR",
-	"OMNIRUN_LIBEXEC_DIR", "OMNIRUN_RECIPES_DIR", "OMNIRUN_ACCEL",
+	"OMNIRUN_LIBEXEC_DIR", "OMNIRUN_RECIPES_DIR", "OMNIRUN_ACCEL", "OMNIRUN_HOST_KEY",
 };
 
 static void clear_env(void)
