@@ -134,7 +134,8 @@ const scenarios = {
 		eq((await sbx.runCode('1 + 1')).text, '2', 'the default context still runs');
 	},
 
-	// runCode('1+1') against commands.run('true'), same sandbox, same run.
+	// runCode('1+1') against commands.run('true'), same sandbox, same run
+	// (bench/e2b; N samples, 20 by default).
 	async bench() {
 		const n = Number(process.env.N || 20);
 		const sbx = await create();
@@ -150,6 +151,9 @@ const scenarios = {
 			await sbx.commands.run('true');
 			cmd.push(performance.now() - t0);
 		}
+		// One line a sample for bench/e2b, then the summary.
+		for (const v of rc) console.log(`runcode ${v.toFixed(1)}`);
+		for (const v of cmd) console.log(`run ${v.toFixed(1)}`);
 		const f = (a) => `median ${pct(a, 50).toFixed(1)} ms, p95 ${pct(a, 95).toFixed(1)} ms`;
 		console.log(`# runCode('1+1'): ${f(rc)} (n=${n})`);
 		console.log(`# commands.run('true'): ${f(cmd)} (n=${n})`);
