@@ -236,7 +236,7 @@ static void set_defaults(struct omr_config *c)
 	c->api_domain = omr_xstrdup("localhost");
 	c->api_url_scheme = omr_xstrdup("http");
 	c->api_sign_ttl_max = 86400;
-	c->e2b_templates = omr_xstrdup("base=playground");
+	c->e2b_templates = omr_xstrdup("base=playground,code-interpreter-v1=playground");
 }
 
 /* [network]: the pool is an IPv4 range that holds at least one /30; the

@@ -119,7 +119,8 @@ struct omr_config {
 	/* [e2b] (doc/e2b.md): the E2B-compatible listener of sbx-shim */
 	char *e2b_listen;             /* listen: ADDR:PORT; NULL: off */
 	char *e2b_templates;          /* templates: "E2BNAME=TEMPLATE,..."
-					 (base=playground); other names are
+					 (base and code-interpreter-v1:
+					 playground); other names are
 					 taken as OmniRun template names */
 };
 
