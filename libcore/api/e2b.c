@@ -265,6 +265,47 @@ static enum MHD_Result e2b_connect(struct omr_api_req *r)
 	return omr_api_reply_json(r, 200, e2b_created_json(r, &sb));
 }
 
+/* E2B's pause keeps the sandbox's memory and files until a resume or a
+ * connect, using nothing meanwhile: OmniRun's persist
+ * (sbx-pause --persist).  409 when it is paused already. */
+static enum MHD_Result e2b_pause(struct omr_api_req *r)
+{
+	struct omr_sandbox sb;
+	struct omr_err *err = NULL;
+
+	if (live_sandbox(r, &sb) < 0)
+		return MHD_YES;
+	if (paused(&sb))
+		return omr_api_reply_error(r, 409, "conflict", "sandbox %s is paused already", sb.id);
+	if (omr_sandbox_persist(r->api->c, sb.id, NULL, &err) < 0)
+		return omr_api_reply_err(r, &err);
+	omr_api_audit(r, "persist", sb.id, "E2B pause");
+	return omr_api_reply_empty(r, 204);
+}
+
+/* E2B's older resume: as a connect, but a running sandbox is a 409, and
+ * the answer a create's (201). */
+static enum MHD_Result e2b_resume(struct omr_api_req *r)
+{
+	struct omr_sandbox sb;
+	struct omr_err *err = NULL;
+	unsigned t = 0;
+	int has;
+
+	if (live_sandbox(r, &sb) < 0 || (has = body_timeout(r, &t)) < 0)
+		return MHD_YES;
+	if (!paused(&sb))
+		return omr_api_reply_error(r, 409, "conflict", "sandbox %s is not paused", sb.id);
+	if (omr_sandbox_resume(r->api->c, sb.id, NULL, &err) < 0)
+		return omr_api_reply_err(r, &err);
+	omr_api_audit(r, "resume", sb.id, "E2B resume");
+	if (omr_sandbox_load(r->api->c, sb.id, &sb, &err) < 0)
+		return omr_api_reply_err(r, &err);
+	if (has && set_lifetime(r, &sb, t) < 0)
+		return MHD_YES;
+	return omr_api_reply_json(r, 201, e2b_created_json(r, &sb));
+}
+
 /* E2B's kill of a sandbox that has ended is a 404 (kill() then answers
  * false); OmniRun's own DELETE takes it as done. */
 static enum MHD_Result e2b_delete(struct omr_api_req *r)
@@ -423,6 +464,8 @@ const struct omr_api_route omr_api_e2b_route_table[] = {
 	ROW("POST", "/sandboxes/:id/timeout", e2b_timeout, OMR_BODY_JSON),
 	ROW("POST", "/sandboxes/:id/connect", e2b_connect, OMR_BODY_JSON),
 	ROW("POST", "/v2/sandboxes/:id/connect", e2b_connect, OMR_BODY_JSON),
+	ROW("POST", "/sandboxes/:id/pause", e2b_pause, OMR_BODY_NONE),
+	ROW("POST", "/sandboxes/:id/resume", e2b_resume, OMR_BODY_JSON),
 	/* envd, inside the sandbox named by E2b-Sandbox-Id (envd.c). */
 	ROW("GET", "/health", omr_envd_health, OMR_BODY_NONE),
 	ROW("GET", "/files", omr_envd_files_get, OMR_BODY_NONE),
