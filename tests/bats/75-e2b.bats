@@ -233,6 +233,33 @@ EOF
 	[ "$STATUS" = 404 ]
 }
 
+@test "curl: E2B's pause is a persist (nothing of the sandbox runs); resume and connect bring it back as it was" {
+	run -0 sbx-exec "$SHARED_ID" -- sh -c 'echo before-pause >/data/e2b-pause'
+	call_e2b "$BOB" POST "/sandboxes/$SHARED_ID/pause"
+	[ "$STATUS" = 404 ] || fail "bob's pause: $STATUS"
+	call_e2b "$ALICE" POST "/sandboxes/$SHARED_ID/resume" -d '{}'
+	[ "$STATUS" = 409 ] || fail "resume of a running one: $STATUS $BODY"
+	call_e2b "$ALICE" POST "/sandboxes/$SHARED_ID/pause"
+	[ "$STATUS" = 204 ] || fail "pause: $STATUS $BODY"
+	[ "$(sb_field "$SHARED_ID" state)" = persisted ] || fail "not persisted: $(sb_field "$SHARED_ID" state)"
+	! pgrep -f "$SHARED_ID" >/dev/null || fail "a process of the paused sandbox runs"
+	call_e2b "$ALICE" POST "/sandboxes/$SHARED_ID/pause"
+	[ "$STATUS" = 409 ] || fail "pause of a paused one: $STATUS"
+	call_e2b "$ALICE" GET "/sandboxes/$SHARED_ID"
+	[ "$(jq -r .state <<<"$BODY")" = paused ] || fail "state: $BODY"
+	call_e2b "$ALICE" POST "/sandboxes/$SHARED_ID/resume" -d '{"timeout": 600}'
+	[ "$STATUS" = 201 ] || fail "resume: $STATUS $BODY"
+	run -0 sbx-exec "$SHARED_ID" -- cat /data/e2b-pause
+	[ "$output" = before-pause ]
+	call_e2b "$ALICE" POST "/sandboxes/$SHARED_ID/pause"
+	[ "$STATUS" = 204 ]
+	call_e2b "$ALICE" POST "/sandboxes/$SHARED_ID/connect" -d '{}'
+	[ "$STATUS" = 200 ] || fail "connect: $STATUS $BODY"
+	[ "$(sb_field "$SHARED_ID" state)" = running ]
+	run -0 sbx-exec "$SHARED_ID" -- cat /data/e2b-pause
+	[ "$output" = before-pause ]
+}
+
 @test "the E2B listener is off unless asked for" {
 	run sbx-shim -l 127.0.0.1:0 --e2b-port-file "$BATS_TEST_TMPDIR/x"
 	assert_eq "$status" 2
