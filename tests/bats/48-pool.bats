@@ -51,6 +51,26 @@ wait_ready() {
 	fail "the pool of tiny is $j after $(($2 / 10)) s, not $1 ready"
 }
 ms() { date +%s%3N; }
+# Sends one request (JSON) to sandbox $1's monitor, as a client does, and
+# prints the END it answers with.
+monitor_op() {
+	python3 - "$OMNIRUN_RUN_DIR/sandboxes/$1/monitor.sock" "$2" <<'EOF'
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(20); s.connect(sys.argv[1])
+p = sys.argv[2].encode()
+s.sendall(struct.pack(">IBBHI", len(p), 2, 0, 0, 1) + p)
+buf = b""
+while True:
+    b = s.recv(65536)
+    if not b: sys.exit("monitor closed the connection")
+    buf += b
+    while len(buf) >= 12:
+        n, t, _, _, sid = struct.unpack(">IBBHI", buf[:12])
+        if len(buf) < 12 + n: break
+        if t == 8 and sid == 1: print(buf[12:12 + n].decode()); sys.exit(0)
+        buf = buf[12 + n:]
+EOF
+}
 
 @test "fill starts exactly N pooled sandboxes, hidden from sbx-ls but with --all; a smaller size trims it; sbx-gc --check is clean" {
 	run sbx-pool fill
@@ -114,7 +134,7 @@ ms() { date +%s%3N; }
 	assert_eq "$(sbx-ls --all --json | jq '[.[] | select(.pooled)] | length')" 2
 }
 
-@test "concurrent creates never get the same sandbox: two from a pool of two, the third boots" {
+@test "concurrent creates never get the same sandbox: two from a pool of two, the third boots; a monitor refuses a second claim" {
 	sbx-pool fill -q
 	ids=$(pooled)
 	for i in 1 2 3; do
@@ -130,6 +150,12 @@ ms() { date +%s%3N; }
 	from=$(for i in 1 2 3; do jq -r '.from_pool // false' "$BATS_TEST_TMPDIR/c$i"; done | sort | tr '\n' ' ')
 	assert_eq "$from" "false true true "
 	for id in $ids; do grep -qxF "$id" <<<"$got" || fail "pooled $id was not claimed"; done
+	# The monitor decides: a sandbox claimed already is refused to the
+	# next claim, which changes nothing of it.
+	id=$(head -n1 <<<"$ids")
+	ans=$(monitor_op "$id" '{"op":"pool_claim","timeout":60}')
+	assert_contains "$ans" "is not in a pool (claimed already)"
+	assert_eq "$(sb_field "$id" timeout)" 300
 }
 
 @test "a create with a shape the pool does not have boots; the pool is left alone" {
