@@ -25,8 +25,11 @@
 #define RETRY_S 60
 /* The background filler's log is rotated past this. */
 #define LOG_MAX (1 << 20)
-/* How long fill --wait and drain wait for a filler at work. */
+/* How long fill --wait and drain wait for a filler at work; how long a
+ * background filler waits for the lock (someone may only be looking:
+ * sbx-pool ls) before it leaves the work to the one that holds it. */
 #define FILLER_WAIT_MS 600000
+#define FILLER_GRACE_MS 1000
 
 /* $state_dir/pool, made 0700 when create (else -1 when missing). */
 static int pool_dir(const struct omr_config *c, int create, struct omr_err **err)
@@ -254,7 +257,7 @@ int omr_pool_fill(const struct omr_config *c, const char *name, int wait,
 		return omr_err_setx(err, OMR_E_NOT_FOUND, ENOENT, "no pool for template '%s' in %s "
 				    "([pool] %s = N)", name, c->conf_path ? c->conf_path
 				    : OMR_DEFAULT_CONF, name);
-	lock = pool_lock(c, name, wait ? FILLER_WAIT_MS : 0, err);
+	lock = pool_lock(c, name, wait ? FILLER_WAIT_MS : FILLER_GRACE_MS, err);
 	if (lock == -EWOULDBLOCK && !wait)
 		return 0; /* a filler is at work */
 	if (lock == -EWOULDBLOCK)

@@ -32,7 +32,7 @@ int omr_pool_claim(const struct omr_config *c, const struct omr_sandbox *want,
 
 /* Fills the pool of template name up to its configured size (and trims
  * one that is larger: the size went down), one create at a time.  wait:
- * wait for a filler at work (else return 0 at once, *made 0).
+ * wait for a filler at work (else return 0 within a second, *made 0).
  * progress (may be NULL) hears each sandbox started.  A failure stops
  * the fill, leaves nothing of the create that failed and is written to
  * the pool's status.  Returns 0 or < 0 (not_found: no [pool] for name). */
