@@ -14,14 +14,6 @@
 #include "omnirun/base/util.h"
 #include "omnirun/net/net.h"
 
-static json_t *error_json(struct omr_err *e)
-{
-	json_t *j = json_pack("{s:s, s:s}", "error", e && e->msg ? e->msg : "failed", "code",
-			      omr_err_kind_info(omr_err_kind(e))->name);
-	omr_err_free(&e);
-	return j;
-}
-
 /* An optional integer member between min and max: 0 (absent or set) or
  * < 0 with *err. */
 static int get_uint(json_t *req, const char *key, uint64_t min, uint64_t max, unsigned *out,
@@ -94,28 +86,28 @@ json_t *mon_pool_claim(struct mon *m, json_t *req, const struct mon_ticket *t)
 
 	if (!omr_sandbox_pooled(&m->sb))
 		return omr_err_setx(&e, OMR_E_STATE, EALREADY, "sandbox %s is not in a pool "
-				    "(claimed already)", m->sb.id), error_json(e);
+				    "(claimed already)", m->sb.id), mon_error_json(e);
 	if (m->run != MON_RUN_RUNNING)
 		return omr_err_setx(&e, OMR_E_STATE, EBUSY, "pooled sandbox %s is not running",
-				    m->sb.id), error_json(e);
+				    m->sb.id), mon_error_json(e);
 	if (read_claim(m, req, &sb, &e) < 0)
-		return error_json(e);
+		return mon_error_json(e);
 	lock = omr_sandbox_lock(m->c, m->sb.id, 10000, &e);
 	if (lock < 0)
-		return error_json(e);
+		return mon_error_json(e);
 	policy = sb.net_internet != m->sb.net_internet || strcmp(sb.net_allow, m->sb.net_allow);
 	if (policy && !m->net)
 		return omr_err_setx(&e, OMR_E_STATE, ENOTCONN, "pooled sandbox %s has no network "
-				    "for that policy", m->sb.id), error_json(e);
+				    "for that policy", m->sb.id), mon_error_json(e);
 	if (policy && omr_net_set_policy(m->net, sb.net_internet, sb.net_allow, &e) < 0)
-		return error_json(e);
+		return mon_error_json(e);
 	omr_strlcpy(sb.pool, "claimed", sizeof(sb.pool));
 	sb.owner = mon_router_client_uid(m->router, t->ci);
 	if (omr_sandbox_save(m->c, &sb, &e) < 0) {
 		/* Still in the pool, as the record says: rules included. */
 		if (policy)
 			omr_net_set_policy(m->net, m->sb.net_internet, m->sb.net_allow, NULL);
-		return error_json(e);
+		return mon_error_json(e);
 	}
 	m->sb = sb;
 	/* Besides root, the one uid served from now on. */
