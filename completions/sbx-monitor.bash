@@ -13,13 +13,18 @@ _sbx_monitor()
 		COMPREPLY=()
 		return
 		;;
+	--fill-pool)
+		mapfile -t COMPREPLY < <(compgen -W \
+			"$(sbx-pool ls --json 2>/dev/null | jq -r '.[].template' 2>/dev/null)" -- "$cur")
+		return
+		;;
 	-h | --help | -V | --version)
 		COMPREPLY=()
 		return
 		;;
 	esac
 	if [[ $cur == -* ]]; then
-		mapfile -t COMPREPLY < <(compgen -W '--ready-fd -h --help -V --version' -- "$cur")
+		mapfile -t COMPREPLY < <(compgen -W '--ready-fd --fill-pool -h --help -V --version' -- "$cur")
 		return
 	fi
 	mapfile -t COMPREPLY < <(compgen -W "$(sbx-ls -q 2>/dev/null)" -- "$cur")

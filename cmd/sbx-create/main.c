@@ -37,8 +37,9 @@ static void usage(void)
 	       "  -o, --owner EMAIL        the API user the sandbox belongs to (default:\n"
 	       "                           the operator account); counts against their limit\n"
 	       "  -j, --json               print the sandbox as JSON instead of its id\n"
-	       "  -v, --verbose            say on stderr whether it was restored from the\n"
-	       "                           template's snapshot or booted cold, and why\n"
+	       "  -v, --verbose            say on stderr whether it was claimed from the\n"
+	       "                           template's warm pool, restored from its\n"
+	       "                           snapshot or booted cold, and why\n"
 	       "  -h, --help               show this help\n"
 	       "  -V, --version            show the version\n\n"
 	       "Exit status: 0 created, 1 failure (also an idle action not supported\n"
@@ -131,7 +132,11 @@ int main(int argc, char **argv)
 		goto fail;
 	}
 	omr_db_close(db);
-	if (verbose && !strcmp(sb.boot, "restore"))
+	if (verbose && !strcmp(sb.pool, "claimed"))
+		fprintf(stderr, "%s: %s: claimed from the pool of template %s (it was %s)\n",
+			omr_cli_prog(), sb.id, sb.template_name, !strcmp(sb.boot, "restore")
+			? "restored from the snapshot" : "booted cold");
+	else if (verbose && !strcmp(sb.boot, "restore"))
 		fprintf(stderr, "%s: %s: restored from the snapshot of template %s\n",
 			omr_cli_prog(), sb.id, sb.template_name);
 	else if (verbose)

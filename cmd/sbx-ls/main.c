@@ -15,7 +15,8 @@ static void usage(void)
 	printf("Usage: sbx-ls [options] [ID...]\n\n"
 	       "List live sandboxes (or the named ones, in any state).\n\n"
 	       "Options:\n"
-	       "  -a, --all      include stopped sandboxes (history)\n"
+	       "  -a, --all      include stopped sandboxes (history) and those waiting\n"
+	       "                 in a warm pool (state pooled; sbx-pool)\n"
 	       "  -j, --json     print a JSON array\n"
 	       "  -q, --quiet    print ids only\n"
 	       "  -h, --help     show this help\n"
@@ -47,8 +48,13 @@ static void print_row(const struct omr_config *c, const struct omr_sandbox *sb)
 
 	omr_format_time(sb->created_at, created);
 	omr_format_time(sb->state == OMR_SB_STOPPED ? sb->ended_at : sb->expires_at, expires);
+	const char *state = omr_sandbox_shown_state(c, sb);
+
+	/* Nobody's yet: what matters is that it waits in its pool. */
+	if (omr_sandbox_pooled(sb) && !strcmp(state, "running"))
+		state = "pooled";
 	printf("%-14s %-10s %-9s %-20s %-20s %4u %7u %7d\n", sb->id, sb->template_name,
-	       omr_sandbox_shown_state(c, sb), created, expires, sb->cpus, sb->memory_mb,
+	       state, created, expires, sb->cpus, sb->memory_mb,
 	       sb->vmm_pid > 0 ? (int)sb->vmm_pid : 0);
 }
 
@@ -100,7 +106,8 @@ int main(int argc, char **argv)
 		printf("%-14s %-10s %-9s %-20s %-20s %4s %7s %7s\n", "ID", "TEMPLATE", "STATE",
 		       "CREATED", "EXPIRES/ENDED", "CPUS", "MEM_MB", "PID");
 	for (size_t i = 0; i < n; i++) {
-		if (optind == argc && !all && v[i].state == OMR_SB_STOPPED)
+		if (optind == argc && !all &&
+		    (v[i].state == OMR_SB_STOPPED || omr_sandbox_pooled(&v[i])))
 			continue;
 		if (json) {
 			json_t *o = omr_sandbox_json(&v[i]);

@@ -40,6 +40,8 @@ json_t *omr_api_sandbox_json(struct omr_api *a, const struct omr_sandbox *sb)
 			    json_string(sb->idle_action[0] ? sb->idle_action : "kill"));
 	if (sb->forked_from[0])
 		json_object_set_new(j, "forkedFrom", json_string(sb->forked_from));
+	if (!strcmp(sb->pool, "claimed"))
+		json_object_set_new(j, "fromPool", json_true());
 	if (sb->state == OMR_SB_STOPPED) {
 		omr_format_time(sb->ended_at, ended);
 		json_object_set_new(j, "endedAt", json_string(ended));

@@ -15,6 +15,7 @@
 #include "omnirun/vm/accel.h"
 #include "omnirun/base/cleanup.h"
 #include "omnirun/client/client.h"
+#include "omnirun/client/pool.h"
 #include "omnirun/client/sandbox.h"
 #include "omnirun/vm/cgroup.h"
 #include "omnirun/vm/template.h"
@@ -420,6 +421,16 @@ int omr_sandbox_create(const struct omr_config *c, const struct omr_create_opts 
 	if (o->fork_src && fork_inherit(&sb, o->fork_src, o->fork_ref, accel, err) < 0)
 		return -1;
 	omr_strlcpy(sb.accel, accel == OMR_ACCEL_KVM ? "kvm" : "tcg", sizeof(sb.accel));
+	if (o->pool) {
+		/* Waits for a create, which gives it its own terms. */
+		sb.timeout_s = c->max_timeout_s;
+		sb.idle_timeout_s = 0;
+		sb.net_allow[0] = 0;
+		sb.net_internet = 0;
+		omr_strlcpy(sb.pool, "ready", sizeof(sb.pool));
+	} else if (!o->fork_src && omr_pool_claim(c, &sb, out)) {
+		return 0;
+	}
 	sb.state = OMR_SB_STARTING;
 	sb.created_at = (int64_t)(omr_wall_ms() / 1000);
 	sb.expires_at = sb.created_at + sb.timeout_s;

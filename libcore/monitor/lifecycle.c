@@ -272,6 +272,8 @@ json_t *mon_request(void *user, const char *op, json_t *req, const struct mon_ti
 		return mon_resume(m, t);
 	if (!strcmp(op, "set_timeout"))
 		return set_timeout(m, req);
+	if (!strcmp(op, "pool_claim"))
+		return mon_pool_claim(m, req, t);
 	if (!strcmp(op, "fork_save"))
 		return mon_fork_save(m, req);
 	if (!strcmp(op, "persist"))

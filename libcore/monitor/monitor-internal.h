@@ -110,6 +110,9 @@ json_t *mon_error_json(struct omr_err *e);
 char *mon_meta_get(const char *text, const char *key);
 /* monitor.c: ends the sandbox for reason (the first stands). */
 void mon_end(struct mon *m, const char *reason);
+/* pool.c: a pooled sandbox taken by a create (op pool_claim), for the
+ * client t connected as. */
+json_t *mon_pool_claim(struct mon *m, json_t *req, const struct mon_ticket *t);
 /* monitor.c: checks the lifetime now and sets the next check. */
 void mon_lifetime_reschedule(struct mon *m);
 

@@ -79,6 +79,8 @@ void mon_router_free(struct mon_router *rt);
 /* A new client with this uid: its number (>= 0), or -1 when
  * MON_MAX_CLIENTS are served already. */
 int mon_router_accept(struct mon_router *rt, uid_t uid);
+/* The uid client ci connected with (SO_PEERCRED). */
+uid_t mon_router_client_uid(const struct mon_router *rt, int ci);
 /* How many clients are served. */
 unsigned mon_router_nclients(const struct mon_router *rt);
 /* Client ci is gone: its streams are cancelled (the agent is told) and

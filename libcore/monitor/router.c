@@ -513,6 +513,11 @@ int mon_router_accept(struct mon_router *rt, uid_t uid)
 	return ci;
 }
 
+uid_t mon_router_client_uid(const struct mon_router *rt, int ci)
+{
+	return rt->clients[ci]->uid;
+}
+
 unsigned mon_router_nclients(const struct mon_router *rt)
 {
 	return rt->nclients;

@@ -100,6 +100,47 @@ static int parse_bool(const char *v, unsigned *out)
 	return -1;
 }
 
+/* [pool] NAME = N.  NAME is spelt as template names are (omnirun/vm/
+ * template.h; that area is above this one): whether the template
+ * exists is the filler's to say. */
+static int pool_key(struct load_ctx *x, const char *name, const char *value)
+{
+	struct omr_config *c = x->c;
+	size_t len = strlen(name);
+	unsigned i;
+	uint64_t v;
+
+	if (!len || len > 32 || name[0] == '-' ||
+	    strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789-") != len) {
+		x->rc = omr_err_setx(x->err, OMR_E_USAGE, EINVAL, "[pool] '%s' is not a template "
+				     "name (1 to 32 of a-z, 0-9 and -)", name);
+		return 0;
+	}
+	_cleanup_free_ char *what = omr_strdup_printf("pool.%s", name);
+	if ((x->rc = omr_parse_u64(value, 0, OMR_POOL_MAX, &v, what, x->err)) < 0)
+		return 0;
+	for (i = 0; i < c->npool && strcmp(c->pool[i].name, name); i++)
+		;
+	if (i == OMR_POOL_TEMPLATES) {
+		x->rc = omr_err_setx(x->err, OMR_E_USAGE, E2BIG, "[pool] names at most %d templates",
+				     OMR_POOL_TEMPLATES);
+		return 0;
+	}
+	if (i == c->npool)
+		c->npool++;
+	memcpy(c->pool[i].name, name, len + 1);
+	c->pool[i].size = (unsigned)v;
+	return 1;
+}
+
+unsigned omr_config_pool_size(const struct omr_config *c, const char *name)
+{
+	for (unsigned i = 0; i < c->npool; i++)
+		if (!strcmp(c->pool[i].name, name))
+			return c->pool[i].size;
+	return 0;
+}
+
 static int on_key(void *user, const char *section, const char *name, const char *value)
 {
 	struct load_ctx *x = user;
@@ -170,6 +211,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
 		*(unsigned *)((char *)c + k->off) = (unsigned)v;
 		return 1;
 	}
+	if (!strcmp(section, "pool"))
+		return pool_key(x, name, value);
 	x->rc = omr_err_setx(x->err, OMR_E_USAGE, EINVAL, "unknown setting [%s] %s", section, name);
 	return 0;
 }
@@ -406,6 +449,17 @@ int omr_config_load(struct omr_config **out, struct omr_err **err)
 	    c->default_processes > c->max_processes) {
 		x.rc = omr_err_setx(err, OMR_E_USAGE, EINVAL, "a sandbox default exceeds its maximum");
 		goto fail;
+	}
+	{
+		unsigned pooled = 0;
+		for (unsigned i = 0; i < c->npool; i++)
+			pooled += c->pool[i].size;
+		/* A pool as large as the host would leave no place to create. */
+		if (pooled > c->max_sandboxes) {
+			x.rc = omr_err_setx(err, OMR_E_USAGE, ERANGE, "[pool] sizes add up to %u, more "
+					    "than sandbox.max_sandboxes (%u)", pooled, c->max_sandboxes);
+			goto fail;
+		}
 	}
 	if ((x.rc = omr_idle_action_check(c->idle_action, err)) < 0) {
 		omr_err_wrap(err, "sandbox.idle_action");

@@ -53,6 +53,11 @@ int omr_idle_action_check(const char *s, struct omr_err **err)
 			    "persist", s);
 }
 
+int omr_sandbox_pooled(const struct omr_sandbox *sb)
+{
+	return !strcmp(sb->pool, "ready");
+}
+
 char *omr_sandbox_state_path(const struct omr_config *c, const char *id, const char *file)
 {
 	return file ? omr_strdup_printf("%s/sandboxes/%s/%s", c->state_dir, id, file)
@@ -195,7 +200,10 @@ static int on_field(void *user, const char *section, const char *k, const char *
 		x->bad |= omr_strlcpy(sb->boot, v, sizeof(sb->boot)) < 0;
 	else if (!strcmp(k, "boot_why"))
 		omr_strlcpy(sb->boot_why, v, sizeof(sb->boot_why)); /* a note: cut, not refused */
-	else if (!strcmp(k, "forked_from"))
+	else if (!strcmp(k, "pool")) {
+		x->bad |= omr_strlcpy(sb->pool, v, sizeof(sb->pool)) < 0;
+		x->bad |= *v && strcmp(v, "ready") && strcmp(v, "claimed");
+	} else if (!strcmp(k, "forked_from"))
 		x->bad |= omr_strlcpy(sb->forked_from, v, sizeof(sb->forked_from)) < 0;
 	else if (!strcmp(k, "fork"))
 		x->bad |= omr_strlcpy(sb->fork, v, sizeof(sb->fork)) < 0;
@@ -310,7 +318,8 @@ int omr_sandbox_save(const struct omr_config *c, const struct omr_sandbox *sb,
 		"memory_mb = %u\ndisk_mb = %u\ntimeout = %u\nidle_timeout = %u\n"
 		"monitor_pid = %d\nvmm_pid = %d\naccel = %s\nowner = %u\nprocesses = %u\n"
 		"net_addr = %s\nnet_internet = %d\nidle_action = %s\npaused_at = %lld\n"
-		"net_allow = %s\nboot = %s\nboot_why = %s\nforked_from = %s\nfork = %s\n",
+		"net_allow = %s\nboot = %s\nboot_why = %s\nforked_from = %s\nfork = %s\n"
+		"pool = %s\n",
 		sb->id, sb->template_name, omr_sb_state_name(sb->state),
 		(long long)sb->created_at, (long long)sb->expires_at,
 		(long long)sb->ended_at, sb->end_reason, sb->cpus, sb->memory_mb,
@@ -318,7 +327,7 @@ int omr_sandbox_save(const struct omr_config *c, const struct omr_sandbox *sb,
 		(int)sb->vmm_pid, sb->accel, (unsigned)sb->owner, sb->processes, sb->net_addr,
 		sb->net_internet, sb->idle_action[0] ? sb->idle_action : "kill",
 		(long long)sb->paused_at, sb->net_allow, sb->boot, sb->boot_why, sb->forked_from,
-		sb->fork);
+		sb->fork, sb->pool);
 	if (omr_write_file_atomic_at(dfd, RECORD, text, strlen(text), 0600, &e) < 0) {
 		/* A full filesystem must not leave a record that lies: the
 		 * reserve gives back what this write needs. */
@@ -488,6 +497,10 @@ json_t *omr_sandbox_json(const struct omr_sandbox *sb)
 		json_object_set_new(j, "boot_why", json_string(sb->boot_why));
 	if (sb->forked_from[0])
 		json_object_set_new(j, "forked_from", json_string(sb->forked_from));
+	/* Waiting in a pool; or taken from one by its create. */
+	json_object_set_new(j, "pooled", json_boolean(omr_sandbox_pooled(sb)));
+	if (!strcmp(sb->pool, "claimed"))
+		json_object_set_new(j, "from_pool", json_true());
 	json_object_set_new(j, "pid", sb->vmm_pid > 0 ? json_integer(sb->vmm_pid) : json_null());
 	json_object_set_new(j, "monitor_pid",
 			    sb->monitor_pid > 0 ? json_integer(sb->monitor_pid) : json_null());

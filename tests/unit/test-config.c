@@ -265,6 +265,26 @@ int main(void)
 	ok(fails_with("e2b.templates must be", NULL), "an [e2b] templates without NAME=TEMPLATE rejected");
 	use_conf("[e2b]\ntemplates=base=tiny,=x\n");
 	ok(fails_with("e2b.templates must be", NULL), "an [e2b] template without a name rejected");
+	/* [pool]: template name = size, bounded. */
+	use_conf("[pool]\ntiny=2\npython = 0\ntiny = 3\n");
+	if (omr_config_load(&c, &err) == 0) {
+		ok(c->npool == 2 && omr_config_pool_size(c, "tiny") == 3 &&
+		   omr_config_pool_size(c, "python") == 0 && omr_config_pool_size(c, "rust") == 0,
+		   "[pool] sizes read, the last one of a name stands");
+	} else {
+		ok(0, "[pool] read: %s", err->msg);
+	}
+	omr_config_free(c);
+	c = NULL;
+	omr_err_free(&err);
+	use_conf("[pool]\nTiny=1\n");
+	ok(fails_with("not a template name", NULL), "a [pool] name that is no template name rejected");
+	use_conf("[pool]\n../x=1\n");
+	ok(fails_with("not a template name", NULL), "a [pool] name with a path rejected");
+	use_conf("[pool]\ntiny=65\n");
+	ok(fails_with("pool.tiny", NULL), "a [pool] size past 64 rejected");
+	use_conf("[sandbox]\nmax_sandboxes=4\n[pool]\ntiny=3\npython=2\n");
+	ok(fails_with("more than sandbox.max_sandboxes", NULL), "[pool] sizes past max_sandboxes rejected");
 	use_conf("[sandbox]\ncpus=lots\n");
 	{
 		const char *path = getenv("OMNIRUN_CONF");

@@ -349,6 +349,26 @@ static void test_record_round_trip(void)
 		omr_err_free(&err);
 		free(more);
 		free(other);
+		/* The pool field: ready and claimed read back, anything else
+		 * makes the record corrupt. */
+		{
+			struct omr_sandbox p = sb;
+			omr_strlcpy(p.pool, "ready", sizeof(p.pool));
+			save(&p);
+			back = load(sb.id);
+			is_int(omr_sandbox_pooled(&back), 1, "record: a pooled sandbox reads back pooled");
+			omr_strlcpy(p.pool, "claimed", sizeof(p.pool));
+			save(&p);
+			back = load(sb.id);
+			is_int(omr_sandbox_pooled(&back) == 0 && !strcmp(back.pool, "claimed"), 1,
+			       "record: a claimed one reads back claimed, not pooled");
+			char *bad = omr_strdup_printf("%spool = maybe\n", text);
+			write_text(rec, bad);
+			is_int(omr_sandbox_load(cfg, sb.id, &back, &err) < 0, 1,
+			       "record: an unknown pool value is refused");
+			omr_err_free(&err);
+			free(bad);
+		}
 		free(text);
 	}
 	save(&sb);

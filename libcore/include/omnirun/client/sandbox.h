@@ -26,6 +26,11 @@ struct omr_create_opts {
 	 * fork_ref ("KEY.INDEX") names. */
 	const struct omr_sandbox *fork_src;
 	const char *fork_ref;
+	/* A sandbox for the template's warm pool (omnirun/client/pool.h):
+	 * the template's shape, air-gapped, no idle timeout, the longest
+	 * lifetime, claimed by nobody.  Without it, a create takes a
+	 * pooled sandbox when one fits. */
+	int pool;
 };
 
 /* Validates the options, spawns sbx-monitor and waits until the guest agent

@@ -12,6 +12,16 @@
 #define OMR_DEFAULT_CONF "/etc/omnirun/omnirun.conf"
 /* Carved into one /30 per sandbox: 16384 sandboxes. */
 #define OMR_NET_POOL_DEFAULT "10.231.0.0/16"
+/* [pool]: templates with a warm pool, and sandboxes in one at most. */
+#define OMR_POOL_TEMPLATES 16
+#define OMR_POOL_MAX 64
+
+/* [pool] NAME = N: N sandboxes of template NAME kept started and not
+ * yet claimed (omnirun/client/pool.h). */
+struct omr_pool_conf {
+	char name[33];
+	unsigned size;
+};
 
 struct omr_config {
 	char *conf_path;      /* file read, or NULL when none existed */
@@ -116,6 +126,11 @@ struct omr_config {
 	unsigned api_sign_ttl_max;    /* sign_ttl_max: longest life of a
 					 signed URL, seconds (86400) */
 
+	/* [pool]: warm pools, one per template named (sizes 0 to
+	 * OMR_POOL_MAX, together at most max_sandboxes) */
+	struct omr_pool_conf pool[OMR_POOL_TEMPLATES];
+	unsigned npool;
+
 	/* [e2b] (doc/e2b.md): the E2B-compatible listener of sbx-shim */
 	char *e2b_listen;             /* listen: ADDR:PORT; NULL: off */
 	char *e2b_templates;          /* templates: "E2BNAME=TEMPLATE,..."
@@ -127,6 +142,9 @@ struct omr_config {
 /* The OmniRun template an E2B template name maps to through [e2b]
  * templates (malloc'ed), or NULL when the map does not name it. */
 char *omr_config_e2b_template(const struct omr_config *c, const char *name);
+
+/* The size of template name's warm pool ([pool] name = N), 0 for none. */
+unsigned omr_config_pool_size(const struct omr_config *c, const char *name);
 
 /* Loads the configuration (defaults, then the file, then the environment).
  * A missing file is fine unless OMNIRUN_CONF named it.  Returns 0 or < 0. */

@@ -51,6 +51,11 @@ struct omr_sandbox {
 	 * sandbox), and why not restored ("" if it was). */
 	char boot[8];
 	char boot_why[128];
+	/* The warm pool (client/pool.c): "ready" while the sandbox waits in
+	 * its template's pool (nobody's yet, hidden from sbx-ls but with
+	 * --all), "claimed" once a create took it (created_at is then the
+	 * claim's time), "" for a sandbox that never was in a pool. */
+	char pool[8];
 	/* A fork (client/fork.c): the sandbox it copies, and where the
 	 * copy waits for it ("KEY.INDEX": omnirun/state/fork.h). */
 	char forked_from[OMR_ID_MAX];
@@ -77,6 +82,8 @@ int omr_idle_action_check(const char *s, struct omr_err **err);
 
 /* A persisted sandbox's image, in its state dir (vm/persist.h). */
 #define OMR_PERSIST_DIR "persist"
+/* Is the sandbox waiting in a pool (pool "ready")?  1 or 0. */
+int omr_sandbox_pooled(const struct omr_sandbox *sb);
 
 /* --- the record --- */
 
