@@ -484,7 +484,8 @@ int omr_snapshot_find(const struct omr_config *c, const struct omr_template *t,
 	_cleanup_free_ char *dir = omr_strdup_printf("%s/" SNAP_DIR, t->dir);
 	_cleanup_free_ char *text = NULL, *qemu = omr_qemu_find(c), *qid = NULL;
 	_cleanup_free_ char *kid = file_identity(t->kernel), *iid = file_identity(t->initrd);
-	_cleanup_free_ char *sum = NULL, *ssize = NULL, *firmware = qemu ? omr_vmm_firmware(qemu) : NULL;
+	_cleanup_free_ char *sum = NULL, *ssize = NULL;
+	_cleanup_free_ char *firmware = qemu ? omr_vmm_firmware(qemu) : NULL;
 	_cleanup_free_ char *fid = file_identity(firmware);
 	_cleanup_close_ int dfd = -1, sfd = -1;
 	struct omr_snapshot *s;

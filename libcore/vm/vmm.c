@@ -69,8 +69,8 @@ static int is_file(const char *path)
 
 char *omr_vmm_firmware(const char *qemu)
 {
-	_cleanup_free_ char *real =
-		omr_program_realpath(omr_find_program(qemu && *qemu ? qemu : "qemu-system-x86_64", NULL));
+	const char *name = qemu && *qemu ? qemu : "qemu-system-x86_64";
+	_cleanup_free_ char *real = omr_program_realpath(omr_find_program(name, NULL));
 	char *slash = real ? strrchr(real, '/') : NULL;
 
 	/* PREFIX/bin/qemu-system-x86_64: PREFIX/share/qemu/qboot.rom, where

@@ -174,9 +174,9 @@ static void test_argv_firmware(void)
 {
 	struct omr_vmm_spec s = { .incoming_fd = -1, .qemu = "qemu", .accel = OMR_ACCEL_TCG,
 				  .tb_size_mb = 32, .cpus = 1, .memory_mb = 256, .kernel = "k",
-				  .initrd = "i", .cmdline = "c", .agent_sock = "/a", .qmp_sock = "/q",
-				  .disk_fd = -1, .console_fd = -1, .tap_fd = -1,
-				  .firmware = "/fw/qboot.rom" };
+				  .initrd = "i", .cmdline = "c", .agent_sock = "/a",
+				  .qmp_sock = "/q", .disk_fd = -1, .console_fd = -1,
+				  .tap_fd = -1, .firmware = "/fw/qboot.rom" };
 	char **argv = omr_vmm_argv(&s);
 	int bios = 0, noroms = 0, nbios = 0;
 
@@ -185,7 +185,8 @@ static void test_argv_firmware(void)
 		nbios += !strcmp(*a, "-bios");
 		noroms |= !strncmp(*a, "microvm,x-option-roms=off,", 26);
 	}
-	ok(bios && nbios == 1 && noroms, "argv: -bios names the firmware, once, with no option ROMs");
+	ok(bios && nbios == 1 && noroms,
+	   "argv: -bios names the firmware, once, with no option ROMs");
 	omr_argv_free(argv);
 	/* A clone loads no kernel but boots the same ROM (its size is in the
 	 * saved state). */
