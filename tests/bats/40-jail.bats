@@ -69,17 +69,18 @@ reason_of() { sbx-ls --json "$1" | sed -n 's/.*"end_reason": "\([a-z_]*\)".*/\1/
 	# A QEMU outside /usr (one unpacked aside: OMNIRUN_TEST_QEMU) has
 	# its prefix bound as well.
 	exe=$(readlink /proc/"$pid"/exe)
-	qtop=
-	case $exe in /usr/*) ;; *) qtop=$(echo "$exe" | cut -d/ -f2) ;; esac
+	qtop= qprefix=/usr
+	case $exe in /usr/*) ;; *) qtop=$(echo "$exe" | cut -d/ -f2) qprefix=${exe%/bin/*} ;; esac
 	assert_eq "$top" "$(printf '%s\n' lib lib64 usr "$first" $qtop | sort -u | tr '\n' ' ')" \
 		"top of the root"
 	for gone in proc sys etc dev var home root; do
 		[ "$gone" = "$first" ] || [ "$gone" = "$qtop" ] || [ ! -e "$root/$gone" ] ||
 			fail "/$gone exists in the jail"
 	done
-	# Outside /usr: directories, the two links, and exactly these files:
-	# the kernel, the initrd, the firmware (qboot, named by -bios: the
-	# host has it), and a restored sandbox's template RAM file.
+	# Outside /usr (and QEMU's prefix): directories, the two links, and
+	# exactly these files: the kernel, the initrd, the firmware (qboot,
+	# named by -bios: the host has it), and a restored sandbox's
+	# template RAM file.
 	args=$(tr '\0' ' ' </proc/"$pid"/cmdline)
 	sbdir=.$OMNIRUN_RUN_DIR/sandboxes/$A
 	want="$sbdir/initrd $sbdir/kernel"
@@ -88,7 +89,8 @@ reason_of() { sbx-ls --json "$1" | sed -n 's/.*"end_reason": "\([a-z_]*\)".*/\1/
 		want="$want $sbdir/firmware"
 	fi
 	[[ $args != *"mem-path="* ]] || want="$want $sbdir/ram"
-	files=$(cd "$root" && find . -path ./usr -prune -o -type f -print | sort | tr '\n' ' ')
+	files=$(cd "$root" && find . \( -path ./usr -o -path ".$qprefix" \) -prune -o -type f -print |
+		sort | tr '\n' ' ')
 	assert_eq "$files" "$(printf '%s\n' $want | sort | tr '\n' ' ')" "files"
 	cmp -s "$root$OMNIRUN_RUN_DIR/sandboxes/$A/kernel" "$OMNIRUN_STATE_DIR/templates/tiny/vmlinuz" ||
 		fail "the jail's kernel is not the template's"
