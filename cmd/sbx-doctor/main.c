@@ -121,6 +121,9 @@ static void print_human(json_t *r)
 		printf("%-10s %s: %s\n", "TCG", str(r, "tcg", "qemu"), str(r, "tcg", "version"));
 	else
 		printf("%-10s not usable: %s\n", "TCG", str(r, "tcg", "error"));
+	if (str(r, "tcg", "version"))
+		printf("%-10s %s\n", "firmware", (s = str(r, "tcg", "firmware"))
+		       ? s : "QEMU's default (no qboot.rom found; option ROMs load -kernel)");
 	printf("%-10s /dev/net/tun %s%s\n", "tun", flag(r, "tun", "ok") ? "opens" : "does not open: ",
 	       flag(r, "tun", "ok") ? "" : str(r, "tun", "error"));
 	printf("%-10s nft %s, libnftables %s\n", "nftables",

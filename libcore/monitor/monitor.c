@@ -94,6 +94,7 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 	_cleanup_free_ char *cmdline = omr_vm_kernel_cmdline(m->c, m->tpl, m->accel, m->sb.id, 1);
 	_cleanup_free_ char *bench = m->c->bench_channel
 		? omr_sandbox_run_path(m->c, m->sb.id, "bench.sock") : NULL;
+	_cleanup_free_ char *firmware = omr_vmm_firmware(m->c->qemu);
 	int pipefd[2], rc;
 	struct omr_vmm_spec spec = {
 		.qemu = m->c->qemu,
@@ -104,6 +105,7 @@ static int spawn_vmm(struct mon *m, struct omr_err **err)
 		.kernel = m->tpl->kernel,
 		.initrd = m->tpl->initrd,
 		.cmdline = cmdline,
+		.firmware = firmware,
 		.agent_sock = m->agent_path,
 		.qmp_sock = m->qmp_path,
 		.bench_sock = bench,

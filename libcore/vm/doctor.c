@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "omnirun/vm/accel.h"
+#include "omnirun/vm/vmm.h"
 #include "omnirun/base/cleanup.h"
 #include "omnirun/vm/cgroup.h"
 #include "omnirun/vm/doctor.h"
@@ -52,6 +53,7 @@ json_t *omr_doctor_report(const struct omr_config *c)
 	struct omr_template *t = NULL;
 	struct omr_err *err = NULL;
 	_cleanup_free_ char *qemu = omr_qemu_find(c), *version = NULL;
+	_cleanup_free_ char *firmware = qemu ? omr_vmm_firmware(qemu) : NULL;
 	_cleanup_free_ char *nft = which("nft"), *libnft = find_library("libnftables.so.1");
 	_cleanup_free_ char *musl = which("musl-gcc");
 	_cleanup_free_ char *qerr = NULL, *terr = NULL, *aerr = NULL;
@@ -84,7 +86,7 @@ json_t *omr_doctor_report(const struct omr_config *c)
 
 	json_t *j = json_pack(
 		"{s:{s:b, s:b, s:I, s:s?},"
-		" s:{s:s?, s:s?, s:s?},"
+		" s:{s:s?, s:s?, s:s?, s:s?},"
 		" s:{s:b, s:s?},"
 		" s:{s:s?, s:s?},"
 		" s:o, s:o,"
@@ -96,7 +98,7 @@ json_t *omr_doctor_report(const struct omr_config *c)
 		" s:b}",
 		"kvm", "present", kvm.present, "usable", kvm.usable, "loop_ns",
 		(json_int_t)kvm.loop_ns, "reason", kvm.reason[0] ? kvm.reason : NULL,
-		"tcg", "qemu", qemu, "version", version, "error", qerr,
+		"tcg", "qemu", qemu, "version", version, "firmware", firmware, "error", qerr,
 		"tun", "ok", tun >= 0, "error", tun_err,
 		"nftables", "nft", nft, "libnftables", libnft,
 		"cgroup", cgroup, "jail", jail,

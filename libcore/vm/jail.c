@@ -531,7 +531,8 @@ struct jail_args {
 };
 
 /* The root QEMU sees: /usr, the lib links, QEMU's own directory when it
- * is not under /usr, the kernel and initrd, /dev/kvm under KVM. */
+ * is not under /usr, the kernel, initrd and firmware, /dev/kvm under
+ * KVM. */
 static int plan_root(struct plan *p, struct pool *pl, const struct jail_args *a,
 		     const char *qemu, struct omr_vmm_spec *js, const struct omr_vmm_spec *spec,
 		     struct omr_err **err)
@@ -558,6 +559,13 @@ static int plan_root(struct plan *p, struct pool *pl, const struct jail_args *a,
 	if (add_bind(p, pl, spec->kernel, js->kernel, MS_NODEV | MS_NOEXEC, err) < 0 ||
 	    add_bind(p, pl, spec->initrd, js->initrd, MS_NODEV | MS_NOEXEC, err) < 0)
 		return -1;
+	/* The firmware, wherever it is (it may be neither under /usr nor
+	 * under QEMU's prefix). */
+	if (spec->firmware) {
+		js->firmware = keep(pl, omr_strdup_printf("%s/firmware", a->dir));
+		if (add_bind(p, pl, spec->firmware, js->firmware, MS_NODEV | MS_NOEXEC, err) < 0)
+			return -1;
+	}
 	/* A clone's view of its template's RAM file: a bind mount that is
 	 * read-only like every bind here, so that even a QEMU that asked
 	 * for write access could not change what other clones map. */
@@ -998,9 +1006,11 @@ static long long selftest(const struct omr_config *c, char **why)
 				       : omr_xstrdup("");
 	_cleanup_free_ char *cmdline = omr_strdup_printf(
 		"console=ttyS0 quiet panic=-1 reboot=t tsc=reliable %srdinit=/omnirun-selftest", tsc);
+	_cleanup_free_ char *firmware = omr_vmm_firmware(c->qemu);
 	const struct omr_vmm_spec spec = {
 		.qemu = c->qemu, .accel = accel, .tb_size_mb = c->tb_size_mb, .cpus = 1,
 		.memory_mb = 128, .kernel = t->kernel, .initrd = t->initrd, .cmdline = cmdline,
+		.firmware = firmware,
 		.agent_sock = agent, .qmp_sock = qmp, .disk_fd = -1, .tap_fd = -1,
 	};
 	const struct jail_args a = { .name = name, .dir = dir, .cpus = 1, .memory_mb = 128,

@@ -95,7 +95,7 @@ static int sha256_fd(int fd, char out[65])
 struct maker {
 	const struct omr_config *c;
 	struct omr_template *t;
-	char *qemu, *version, *tmp, *agent_sock, *qmp_sock;
+	char *qemu, *version, *firmware, *tmp, *agent_sock, *qmp_sock;
 	enum omr_accel accel;
 	pid_t pid;
 	int agent_fd;
@@ -194,6 +194,7 @@ static int write_conf(struct maker *mk, char **argv, long long ms, struct omr_er
 {
 	_cleanup_free_ char *qid = file_identity(mk->qemu), *kid = file_identity(mk->t->kernel);
 	_cleanup_free_ char *iid = file_identity(mk->t->initrd), *args = NULL, *text = NULL;
+	_cleanup_free_ char *fid = file_identity(mk->firmware);
 	_cleanup_close_ int dfd = open(mk->tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	_cleanup_close_ int sfd = -1;
 	char sum[65];
@@ -220,10 +221,14 @@ static int write_conf(struct maker *mk, char **argv, long long ms, struct omr_er
 	for (char *p = args; *p; p++)
 		if (*p == '\n')
 			*p = ' ';
-	text = omr_strdup_printf("qemu=%s\nqemu_id=%s\nqemu_version=%s\nkernel_id=%s\n"
+	/* The firmware's ROM is part of the saved state (its size must
+	 * match): a clone boots the same file. */
+	text = omr_strdup_printf("qemu=%s\nqemu_id=%s\nqemu_version=%s\nfirmware=%s\n"
+				 "firmware_id=%s\nkernel_id=%s\n"
 				 "initrd_id=%s\naccel=%s\ncpus=%u\nmemory_mb=%u\ndisk_mb=%u\n"
 				 "state_size=%lld\nstate_sha256=%s\nmade_ms=%lld\nargs=%s\n",
-				 mk->qemu, qid ? qid : "", mk->version, kid ? kid : "",
+				 mk->qemu, qid ? qid : "", mk->version,
+				 mk->firmware ? mk->firmware : "", fid ? fid : "", kid ? kid : "",
 				 iid ? iid : "", mk->accel == OMR_ACCEL_KVM ? "kvm" : "tcg",
 				 mk->t->cpus, mk->t->memory_mb, mk->t->disk_mb,
 				 (long long)st.st_size, sum, ms, args);
@@ -255,7 +260,8 @@ static int make_in(struct maker *mk, omr_progress_fn progress, void *user, struc
 	struct omr_vmm_spec s = {
 		.qemu = mk->qemu, .accel = mk->accel, .tb_size_mb = mk->c->tb_size_mb,
 		.cpus = mk->t->cpus, .memory_mb = mk->t->memory_mb, .kernel = mk->t->kernel,
-		.initrd = mk->t->initrd, .cmdline = cmdline, .agent_sock = mk->agent_sock,
+		.initrd = mk->t->initrd, .cmdline = cmdline, .firmware = mk->firmware,
+		.agent_sock = mk->agent_sock,
 		.qmp_sock = mk->qmp_sock, .disk_fd = -1, .tap_fd = -1, .console_fd = -1,
 		.mem_path = ram, .mem_shared = 1, .incoming_fd = -1,
 		.disk_placeholder_mb = mk->t->disk_mb, .nic_placeholder = 1,
@@ -329,6 +335,7 @@ int omr_snapshot_make(const struct omr_config *c, const char *name, omr_progress
 	}
 	if (omr_qemu_version(mk.qemu, &mk.version, err) < 0)
 		goto out;
+	mk.firmware = omr_vmm_firmware(mk.qemu);
 	if (!omr_snapshot_qemu_ok(mk.version)) {
 		rc = omr_err_setx(err, OMR_E_UNSUPPORTED, ENOTSUP,
 				  "%s cannot clone from a read-only RAM file (8.2 or later can): "
@@ -389,6 +396,7 @@ out:
 	omr_template_free(mk.t);
 	free(mk.qemu);
 	free(mk.version);
+	free(mk.firmware);
 	free(mk.tmp);
 	free(mk.agent_sock);
 	free(mk.qmp_sock);
@@ -477,6 +485,8 @@ int omr_snapshot_find(const struct omr_config *c, const struct omr_template *t,
 	_cleanup_free_ char *text = NULL, *qemu = omr_qemu_find(c), *qid = NULL;
 	_cleanup_free_ char *kid = file_identity(t->kernel), *iid = file_identity(t->initrd);
 	_cleanup_free_ char *sum = NULL, *ssize = NULL;
+	_cleanup_free_ char *firmware = qemu ? omr_vmm_firmware(qemu) : NULL;
+	_cleanup_free_ char *fid = file_identity(firmware);
 	_cleanup_close_ int dfd = -1, sfd = -1;
 	struct omr_snapshot *s;
 	struct stat st;
@@ -501,6 +511,7 @@ int omr_snapshot_find(const struct omr_config *c, const struct omr_template *t,
 	}
 	qid = file_identity(qemu);
 	if (same(text, "qemu_id", qid, "QEMU binary", why) < 0 ||
+	    same(text, "firmware_id", fid ? fid : "", "firmware", why) < 0 ||
 	    same(text, "kernel_id", kid, "kernel", why) < 0 ||
 	    same(text, "initrd_id", iid, "initrd (agent)", why) < 0 ||
 	    same(text, "accel", accel, "accelerator", why) < 0)

@@ -57,19 +57,54 @@ static char *chardev(const char *id, const char *path, int fd)
 	return omr_strdup_printf("socket,id=%s,path=%s,server=on,wait=off", id, path);
 }
 
+#define QBOOT "qboot.rom"
+#define QEMU_DATADIR "/usr/share/qemu"
+
+static int is_file(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+char *omr_vmm_firmware(const char *qemu)
+{
+	const char *name = qemu && *qemu ? qemu : "qemu-system-x86_64";
+	_cleanup_free_ char *real = omr_program_realpath(omr_find_program(name, NULL));
+	char *slash = real ? strrchr(real, '/') : NULL;
+
+	/* PREFIX/bin/qemu-system-x86_64: PREFIX/share/qemu/qboot.rom, where
+	 * the binary looks for its own data (an /opt install too; the jail
+	 * binds that prefix). */
+	if (slash && slash - real >= 4 && !strncmp(slash - 4, "/bin", 4)) {
+		slash[-4] = 0;
+		_cleanup_free_ char *rom = omr_strdup_printf("%s/share/qemu/" QBOOT, real);
+		if (is_file(rom))
+			return omr_steal_ptr(rom);
+	}
+	return is_file(QEMU_DATADIR "/" QBOOT) ? omr_xstrdup(QEMU_DATADIR "/" QBOOT) : NULL;
+}
+
 char **omr_vmm_argv(const struct omr_vmm_spec *s)
 {
 	struct argv_buf a = { 0 };
 
 	add(&a, s->qemu);
-	/* microvm: no PCI, no firmware ROMs; the legacy PIT/PIC/RTC are
-	 * needed for TSC calibration under TCG (HOSTS.md). */
+	/* microvm: no PCI; no option ROMs when qboot is the firmware (it
+	 * loads -kernel itself; SeaBIOS needs linuxboot's ROM for that).  The
+	 * legacy PIT/PIC/RTC are needed for TSC calibration under TCG
+	 * (HOSTS.md). */
 	/* dump-guest-core=off: guest memory (keys, page cache) never lands in
 	 * a core file; mem-merge=off: KSM cannot be a side channel between
 	 * sandboxes.  memory-backend: RAM in a file (snapshots). */
-	addf2(&a, "-M", omr_strdup_printf("microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,"
+	addf2(&a, "-M", omr_strdup_printf("microvm,%sisa-serial=on,rtc=on,pit=on,"
 					   "pic=on,dump-guest-core=off,mem-merge=off%s",
+					   s->firmware ? "x-option-roms=off," : "",
 					   s->mem_path || s->mem_anon_backend ? ",memory-backend=mem" : ""));
+	if (s->firmware) {
+		add(&a, "-bios");
+		add(&a, s->firmware);
+	}
 	if (s->accel == OMR_ACCEL_KVM) {
 		add(&a, "-accel");
 		add(&a, "kvm");

@@ -61,18 +61,37 @@ reason_of() { sbx-ls --json "$1" | sed -n 's/.*"end_reason": "\([a-z_]*\)".*/\1/
 	assert_eq "$(field Seccomp_filters "$pa")" 2
 }
 
-@test "a jailed QEMU's root holds only /usr, the lib links, its kernel and initrd, read-only" {
+@test "a jailed QEMU's root holds only /usr, the lib links, its kernel, initrd and firmware, read-only" {
 	pid=$(vmm_pid "$A")
 	root=/proc/$pid/root
 	top=$(ls -A "$root" | sort | tr '\n' ' ')
 	first=$(echo "$OMNIRUN_RUN_DIR" | cut -d/ -f2)
-	assert_eq "$top" "$(printf '%s\n' lib lib64 usr "$first" | sort -u | tr '\n' ' ')" "top of the root"
+	# A QEMU outside /usr (one unpacked aside: OMNIRUN_TEST_QEMU) has
+	# its prefix bound as well.
+	exe=$(readlink /proc/"$pid"/exe)
+	qtop= qprefix=/usr
+	case $exe in /usr/*) ;; *) qtop=$(echo "$exe" | cut -d/ -f2) qprefix=${exe%/bin/*} ;; esac
+	assert_eq "$top" "$(printf '%s\n' lib lib64 usr "$first" $qtop | sort -u | tr '\n' ' ')" \
+		"top of the root"
 	for gone in proc sys etc dev var home root; do
-		[ "$gone" = "$first" ] || [ ! -e "$root/$gone" ] || fail "/$gone exists in the jail"
+		[ "$gone" = "$first" ] || [ "$gone" = "$qtop" ] || [ ! -e "$root/$gone" ] ||
+			fail "/$gone exists in the jail"
 	done
-	# Outside /usr: directories, the two links, and exactly two files.
-	files=$(cd "$root" && find . -path ./usr -prune -o -type f -print | sort | tr '\n' ' ')
-	assert_eq "$files" ".$OMNIRUN_RUN_DIR/sandboxes/$A/initrd .$OMNIRUN_RUN_DIR/sandboxes/$A/kernel " "files"
+	# Outside /usr (and QEMU's prefix): directories, the two links, and
+	# exactly these files: the kernel, the initrd, the firmware (qboot,
+	# named by -bios: the host has it), and a restored sandbox's
+	# template RAM file.
+	args=$(tr '\0' ' ' </proc/"$pid"/cmdline)
+	sbdir=.$OMNIRUN_RUN_DIR/sandboxes/$A
+	want="$sbdir/initrd $sbdir/kernel"
+	if [ -f /usr/share/qemu/qboot.rom ]; then
+		assert_contains "$args" " -bios ${sbdir#.}/firmware " "the firmware by -bios"
+		want="$want $sbdir/firmware"
+	fi
+	[[ $args != *"mem-path="* ]] || want="$want $sbdir/ram"
+	files=$(cd "$root" && find . \( -path ./usr -o -path ".$qprefix" \) -prune -o -type f -print |
+		sort | tr '\n' ' ')
+	assert_eq "$files" "$(printf '%s\n' $want | sort | tr '\n' ' ')" "files"
 	cmp -s "$root$OMNIRUN_RUN_DIR/sandboxes/$A/kernel" "$OMNIRUN_STATE_DIR/templates/tiny/vmlinuz" ||
 		fail "the jail's kernel is not the template's"
 	# No other sandbox is in it.
@@ -102,11 +121,14 @@ reason_of() { sbx-ls --json "$1" | sed -n 's/.*"end_reason": "\([a-z_]*\)".*/\1/
 	tr '\0' ' ' </proc/"$pid"/cmdline | grep -q "dump-guest-core=off,mem-merge=off" ||
 		fail "guest memory may land in a core or be merged"
 	# Only what QEMU needs is open: stdio, the disk, the tap, sockets,
-	# QEMU's own.
+	# QEMU's own; a restored sandbox's template RAM file, read-only.
 	for fd in /proc/"$pid"/fd/*; do
 		t=$(readlink "$fd")
 		case $t in
 		/dev/null | /dev/net/tun | pipe:* | socket:* | anon_inode:* | *" (deleted)") ;;
+		"$OMNIRUN_RUN_DIR/sandboxes/$A/ram")
+			flags=$(awk '/^flags:/ { print $2 }' /proc/"$pid"/fdinfo/"${fd##*/}")
+			[ $((8#$flags & 3)) -eq 0 ] || fail "the template's RAM file is open for writing ($flags)" ;;
 		*) fail "QEMU holds $t" ;;
 		esac
 	done
@@ -288,7 +310,9 @@ busy() {
 	mkdir -p "$st"
 	mount -t tmpfs -o size=250m,mode=0700 omnirun-test "$st"
 	QUOTA_FS=$st
-	cp -a "$OMNIRUN_STATE_DIR/templates" "$st/"
+	# Not its snapshot (its RAM file alone could fill this filesystem):
+	# these sandboxes boot cold.
+	tar -C "$OMNIRUN_STATE_DIR" --exclude='templates/*/snapshot' -cf - templates | tar -C "$st" -xf -
 	ids=()
 	export OMNIRUN_STATE_DIR=$st
 	# 64 MB disks: each asks 64 MB plus the margin; two fit, a third

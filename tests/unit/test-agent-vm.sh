@@ -16,10 +16,26 @@
 set -eu
 
 agent=$1 test=$2 kroot=$3 accel=${4:-tcg}
-if ! command -v qemu-system-x86_64 >/dev/null || ! [ -e "$kroot" ]; then
+# The suite's QEMU (OMNIRUN_TEST_QEMU: one unpacked aside) or the host's.
+qemu=${OMNIRUN_TEST_QEMU:-$(command -v qemu-system-x86_64 || true)}
+if [ -z "$qemu" ] || ! [ -x "$qemu" ] || ! [ -e "$kroot" ]; then
 	echo "1..0 # SKIP no kernel at '$kroot' or no qemu-system-x86_64"
 	exit 77
 fi
+# The firmware the sandboxes boot with (omr_vmm_firmware): qboot from
+# QEMU's own prefix, else the system's.  Debian's QEMU 10 gives microvm
+# SeaBIOS, which loads no -kernel without option ROMs; with no qboot at
+# all, QEMU's default firmware keeps its option ROMs.
+prefix=$(dirname "$(dirname "$(readlink -f "$qemu")")")
+machine=microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on
+bios=
+for f in "$prefix/share/qemu/qboot.rom" /usr/share/qemu/qboot.rom; do
+	if [ -f "$f" ]; then
+		bios=$f
+		break
+	fi
+done
+[ -n "$bios" ] || machine=microvm,isa-serial=on,rtc=on,pit=on,pic=on
 
 work=$(mktemp -d /tmp/omnirun-agent-vm.XXXXXX)
 qpid=
@@ -68,7 +84,8 @@ done
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd"
 truncate -s 256M "$work/data.img"
 
-qemu-system-x86_64 -M microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on \
+# shellcheck disable=SC2086 # ${bios:+...}: two words or none
+"$qemu" -M "$machine" ${bios:+-bios "$bios"} \
 	-accel "$accel" -cpu max -m 256 -smp 1 -nodefaults -no-user-config -nographic \
 	-kernel "$vmlinuz" -initrd "$work/initrd" \
 	-append "console=ttyS0 ${OMNIRUN_VM_QUIET-quiet} panic=-1 reboot=t tsc=reliable tsc_early_khz=2100000 init_on_alloc=0 omnirun.hostname=omr-test" \

@@ -572,7 +572,7 @@ static void test_snapshot_fit(void)
 {
 	struct omr_template *t = NULL;
 	struct omr_err *err = NULL;
-	char *dir, *p, *qemu, *conf, *qid, *kid, *iid;
+	char *dir, *p, *qemu, *conf, *qid, *kid, *iid, *fw, *fid, *sum;
 	FILE *f;
 
 	make_template("snap", good_conf);
@@ -580,8 +580,21 @@ static void test_snapshot_fit(void)
 		fprintf(stderr, "%s\n", err->msg);
 		exit(99);
 	}
-	qemu = omr_strdup_printf("%s/qemu-system-x86_64", root);
+	/* A QEMU prefix of its own: bin/ and share/qemu/qboot.rom, the
+	 * firmware a clone must boot like its template. */
+	p = omr_strdup_printf("%s/bin", root);
+	mkdir(p, 0755);
+	free(p);
+	p = omr_strdup_printf("%s/share", root);
+	mkdir(p, 0755);
+	free(p);
+	p = omr_strdup_printf("%s/share/qemu", root);
+	mkdir(p, 0755);
+	free(p);
+	qemu = omr_strdup_printf("%s/bin/qemu-system-x86_64", root);
 	write_file(qemu, "#!/bin/sh\n", 0755);
+	fw = omr_strdup_printf("%s/share/qemu/qboot.rom", root);
+	write_file(fw, "qboot\n", 0644);
 	free(cfg->qemu);
 	cfg->qemu = omr_xstrdup(qemu);
 	ok(fits(t, 2, "has no snapshot"), "snapshot: none is said");
@@ -598,6 +611,7 @@ static void test_snapshot_fit(void)
 	qid = identity(qemu);
 	kid = identity(t->kernel);
 	iid = identity(t->initrd);
+	fid = identity(fw);
 	/* The real checksum, computed as sbx-template does. */
 	{
 		char *cmd = omr_strdup_printf("sha256sum %s/state", dir), line[128] = "";
@@ -607,11 +621,13 @@ static void test_snapshot_fit(void)
 		pclose(pp);
 		line[64] = 0;
 		free(cmd);
-		conf = omr_strdup_printf("qemu=%s\nqemu_id=%s\nqemu_version=QEMU emulator version 10.0.2\n"
-					 "kernel_id=%s\ninitrd_id=%s\naccel=tcg\ncpus=2\nmemory_mb=256\n"
-					 "disk_mb=512\nstate_size=13\nstate_sha256=%s\nmade_ms=12\nargs=x\n",
-					 qemu, qid, kid, iid, line);
+		sum = omr_xstrdup(line);
 	}
+#define SNAP_CONF_FMT "qemu=%s\nqemu_id=%s\nqemu_version=QEMU emulator version 10.0.2\n" \
+		      "firmware=%s\nfirmware_id=%s\n" \
+		      "kernel_id=%s\ninitrd_id=%s\naccel=tcg\ncpus=2\nmemory_mb=256\n" \
+		      "disk_mb=512\nstate_size=13\nstate_sha256=%s\nmade_ms=12\nargs=x\n"
+	conf = omr_strdup_printf(SNAP_CONF_FMT, qemu, qid, fw, fid, kid, iid, sum);
 	p = omr_strdup_printf("%s/snapshot.conf", dir);
 	write_file(p, conf, 0644);
 	ok(fits(t, 2, NULL), "snapshot: a whole one that matches fits");
@@ -645,6 +661,15 @@ static void test_snapshot_fit(void)
 		free(ip);
 	}
 	ok(fits(t, 2, NULL), "snapshot: the initrd back, it fits again");
+	/* Another firmware (its ROM is in the saved state). */
+	write_file(fw, "qboot v2, a longer ROM\n", 0644);
+	ok(fits(t, 2, "another firmware"), "snapshot: another firmware's is refused");
+	free(fid);
+	fid = identity(fw);
+	free(conf);
+	conf = omr_strdup_printf(SNAP_CONF_FMT, qemu, qid, fw, fid, kid, iid, sum);
+	write_file(p, conf, 0644);
+	ok(fits(t, 2, NULL), "snapshot: made with that firmware, it fits");
 	write_file(qemu, "#!/bin/sh\n# upgraded\n", 0755);
 	ok(fits(t, 2, "another QEMU binary"), "snapshot: another QEMU's is refused");
 	ok(omr_snapshot_qemu_ok("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)") &&
@@ -658,6 +683,9 @@ static void test_snapshot_fit(void)
 	free(qid);
 	free(kid);
 	free(iid);
+	free(fid);
+	free(fw);
+	free(sum);
 	free(dir);
 	free(qemu);
 	omr_template_free(t);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -165,6 +166,103 @@ static void test_argv(void)
 		   "argv: the template maps its RAM shared, with a placeholder disk and NIC");
 	}
 	omr_argv_free(argv);
+}
+
+/* The firmware: -bios when the spec names one (qboot loads -kernel with
+ * no option ROMs); QEMU's own default, with its option ROMs, when not. */
+static void test_argv_firmware(void)
+{
+	struct omr_vmm_spec s = { .incoming_fd = -1, .qemu = "qemu", .accel = OMR_ACCEL_TCG,
+				  .tb_size_mb = 32, .cpus = 1, .memory_mb = 256, .kernel = "k",
+				  .initrd = "i", .cmdline = "c", .agent_sock = "/a",
+				  .qmp_sock = "/q", .disk_fd = -1, .console_fd = -1,
+				  .tap_fd = -1, .firmware = "/fw/qboot.rom" };
+	char **argv = omr_vmm_argv(&s);
+	int bios = 0, noroms = 0, nbios = 0;
+
+	for (char **a = argv; *a; a++) {
+		bios |= !strcmp(*a, "-bios") && a[1] && !strcmp(a[1], "/fw/qboot.rom");
+		nbios += !strcmp(*a, "-bios");
+		noroms |= !strncmp(*a, "microvm,x-option-roms=off,", 26);
+	}
+	ok(bios && nbios == 1 && noroms,
+	   "argv: -bios names the firmware, once, with no option ROMs");
+	omr_argv_free(argv);
+	/* A clone loads no kernel but boots the same ROM (its size is in the
+	 * saved state). */
+	s.mem_path = "/t/ram";
+	s.incoming_fd = 8;
+	argv = omr_vmm_argv(&s);
+	bios = 0;
+	for (char **a = argv; *a; a++)
+		bios |= !strcmp(*a, "-bios") && a[1] && !strcmp(a[1], "/fw/qboot.rom");
+	ok(bios, "argv: a clone names the same firmware");
+	omr_argv_free(argv);
+	s.firmware = NULL;
+	argv = omr_vmm_argv(&s);
+	nbios = noroms = 0;
+	for (char **a = argv; *a; a++) {
+		nbios += !strcmp(*a, "-bios");
+		noroms |= strstr(*a, "x-option-roms") != NULL;
+	}
+	ok(nbios == 0 && !noroms, "argv: no firmware named: QEMU's default, option ROMs on");
+	omr_argv_free(argv);
+}
+
+static void put_file(const char *path, const char *text, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+
+	if (fd >= 0) {
+		if (write(fd, text, strlen(text)) < 0)
+			diag("write %s: %s", path, strerror(errno));
+		close(fd);
+	}
+}
+
+/* qboot.rom from the binary's own prefix (its realpath's), else the
+ * system's data dir, else none. */
+static void test_firmware_find(void)
+{
+	char *bin = omr_strdup_printf("%s/opt/usr/bin", dir);
+	char *share = omr_strdup_printf("%s/opt/usr/share/qemu", dir);
+	char *qemu = omr_strdup_printf("%s/qemu-system-x86_64", bin);
+	char *rom = omr_strdup_printf("%s/qboot.rom", share);
+	char *link = omr_strdup_printf("%s/qemu-link", dir);
+	char *got;
+	struct stat st;
+	const char *sys = stat("/usr/share/qemu/qboot.rom", &st) == 0 && S_ISREG(st.st_mode)
+		? "/usr/share/qemu/qboot.rom" : NULL;
+	struct omr_err *err = NULL;
+
+	if (!ok(omr_mkdir_p(bin, 0755, &err) == 0 && omr_mkdir_p(share, 0755, &err) == 0,
+		"firmware: a fake QEMU prefix")) {
+		omr_err_free(&err);
+		goto out;
+	}
+	put_file(qemu, "#!/bin/sh\n", 0755);
+	put_file(rom, "qboot", 0644);
+	if (symlink(qemu, link) < 0)
+		diag("symlink: %s", strerror(errno));
+	got = omr_vmm_firmware(qemu);
+	is_str(got, rom, "firmware: PREFIX/share/qemu/qboot.rom beside PREFIX/bin");
+	free(got);
+	got = omr_vmm_firmware(link);
+	is_str(got, rom, "firmware: found from the binary's realpath, not a link to it");
+	free(got);
+	unlink(rom);
+	got = omr_vmm_firmware(qemu);
+	is_str(got, sys, "firmware: none in the prefix: the system's qboot.rom (or none)");
+	free(got);
+	got = omr_vmm_firmware("/nonexistent/bin/qemu");
+	is_str(got, sys, "firmware: no such QEMU: the system's qboot.rom (or none)");
+	free(got);
+out:
+	free(bin);
+	free(share);
+	free(qemu);
+	free(rom);
+	free(link);
 }
 
 static void test_qmp_fake(void)
@@ -364,6 +462,8 @@ int main(void)
 		return 1;
 	test_ops();
 	test_argv();
+	test_argv_firmware();
+	test_firmware_find();
 	test_qmp_fake();
 	test_qmp_async();
 	test_qemu_pause_resume();

@@ -25,6 +25,9 @@ struct omr_vmm_spec {
 	unsigned cpus, memory_mb;
 	const char *kernel, *initrd;
 	const char *cmdline;       /* full kernel command line */
+	const char *firmware;      /* -bios: qboot (omr_vmm_firmware), which
+				      loads -kernel itself; NULL: QEMU's
+				      default, with its option ROMs */
 	const char *agent_sock;    /* the VMM listens here for the agent channel */
 	const char *qmp_sock;      /* its control socket (QEMU: QMP; it listens) */
 	const char *bench_sock;    /* raw port "omnirun.bench" for benchmarks,
@@ -146,6 +149,15 @@ int omr_vmm_restore(struct omr_vmm *vm, int shared, struct omr_err **err);
 #define OMR_VMM_TEMPLATE_MAC "52:54:00:00:00:01"
 #define OMR_STR_(x) #x
 #define OMR_STR(x) OMR_STR_(x)
+
+/* The firmware a microvm guest boots with: qboot.rom from the QEMU's
+ * own data directory (PREFIX/share/qemu beside PREFIX/bin, the binary's
+ * realpath), else /usr/share/qemu/qboot.rom; NULL when there is none.
+ * qemu: a path, or a name looked up in PATH.  Debian's 7.2 gives microvm
+ * qboot by default, its 10.0 SeaBIOS, which does not load -kernel without
+ * option ROMs: naming qboot makes every QEMU boot the same way (and a
+ * snapshot's ROM the same).  Returns a malloc'ed path or NULL. */
+char *omr_vmm_firmware(const char *qemu);
 
 /* QMP: leave shared RAM out of migration streams (both sides must). */
 int omr_vmm_qemu_set_ignore_shared(const char *qmp, unsigned ms, struct omr_err **err);
