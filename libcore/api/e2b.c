@@ -241,10 +241,11 @@ static enum MHD_Result e2b_timeout(struct omr_api_req *r)
 	return omr_api_reply_empty(r, 204);
 }
 
-/* Connect hands a live sandbox back, resuming it first when it was
- * paused (sbx-pause, the API's pause or an idle action of pause), as
- * E2B's connect does. */
-static enum MHD_Result e2b_connect(struct omr_api_req *r)
+/* Hands a live sandbox back as a create answers (with status), resuming
+ * it first when it was paused or persisted; a timeout in the body sets
+ * its lifetime.  must_be_paused: a running one is a 409 (E2B's older
+ * resume route) instead of handed back (its connect). */
+static enum MHD_Result wake(struct omr_api_req *r, int must_be_paused, unsigned status)
 {
 	struct omr_sandbox sb;
 	struct omr_err *err = NULL;
@@ -253,16 +254,28 @@ static enum MHD_Result e2b_connect(struct omr_api_req *r)
 
 	if (live_sandbox(r, &sb) < 0 || (has = body_timeout(r, &t)) < 0)
 		return MHD_YES;
+	if (must_be_paused && !paused(&sb))
+		return omr_api_reply_error(r, 409, "conflict", "sandbox %s is not paused", sb.id);
 	if (paused(&sb)) {
 		if (omr_sandbox_resume(r->api->c, sb.id, NULL, &err) < 0 &&
 		    omr_err_kind(err) != OMR_E_STATE) /* resumed meanwhile */
 			return omr_api_reply_err(r, &err);
 		omr_err_free(&err);
 		omr_api_audit(r, "resume", sb.id, NULL);
+		/* A persisted one comes back with a new lifetime and pids. */
+		if (omr_sandbox_load(r->api->c, sb.id, &sb, &err) < 0)
+			return omr_api_reply_err(r, &err);
 	}
 	if (has && set_lifetime(r, &sb, t) < 0)
 		return MHD_YES;
-	return omr_api_reply_json(r, 200, e2b_created_json(r, &sb));
+	return omr_api_reply_json(r, status, e2b_created_json(r, &sb));
+}
+
+/* Connect, as E2B's: a paused (sbx-pause, an idle action of pause) or
+ * persisted (sbx-pause --persist, E2B's pause) sandbox is resumed. */
+static enum MHD_Result e2b_connect(struct omr_api_req *r)
+{
+	return wake(r, 0, 200);
 }
 
 /* E2B's pause keeps the sandbox's memory and files until a resume or a
@@ -287,23 +300,7 @@ static enum MHD_Result e2b_pause(struct omr_api_req *r)
  * the answer a create's (201). */
 static enum MHD_Result e2b_resume(struct omr_api_req *r)
 {
-	struct omr_sandbox sb;
-	struct omr_err *err = NULL;
-	unsigned t = 0;
-	int has;
-
-	if (live_sandbox(r, &sb) < 0 || (has = body_timeout(r, &t)) < 0)
-		return MHD_YES;
-	if (!paused(&sb))
-		return omr_api_reply_error(r, 409, "conflict", "sandbox %s is not paused", sb.id);
-	if (omr_sandbox_resume(r->api->c, sb.id, NULL, &err) < 0)
-		return omr_api_reply_err(r, &err);
-	omr_api_audit(r, "resume", sb.id, "E2B resume");
-	if (omr_sandbox_load(r->api->c, sb.id, &sb, &err) < 0)
-		return omr_api_reply_err(r, &err);
-	if (has && set_lifetime(r, &sb, t) < 0)
-		return MHD_YES;
-	return omr_api_reply_json(r, 201, e2b_created_json(r, &sb));
+	return wake(r, 1, 201);
 }
 
 /* E2B's kill of a sandbox that has ended is a 404 (kill() then answers
