@@ -5,6 +5,7 @@
 #                                  for tests; SANITIZE=address,undefined adds
 #                                  ASan+UBSan
 #   $(B)/tests/test-agent          TAP test driving the host build
+#   $(B)/tests/test-mkfs           TAP test of mkfs.c alone (e2fsck)
 #   agent-check / agent-check-asan run the test (the latter in $(B)/asan)
 #   agent-check-vm                 boots the static agent as PID 1 of a QEMU
 #                                  microVM; AGENT_KERNEL_ROOT is the kernel:
@@ -67,6 +68,12 @@ $(B)/tests/test-agent: tests/unit/test-agent.c tests/unit/tap.h $(HOST_BASE_LIB)
 	@mkdir -p $(@D)
 	$(HOST_CC) -O1 -g $(AGENT_WARN) -D_GNU_SOURCE -Ilibcore/include $(AGENT_SANFLAGS) \
 		-o $@ tests/unit/test-agent.c $(HOST_BASE_LIB) -ljansson
+
+# The agent's ext2 writer alone, checked with e2fsck on the host.
+$(B)/tests/test-mkfs: tests/unit/test-mkfs.c tests/unit/tap.h guest/agent/mkfs.c guest/agent/mkfs.h
+	@mkdir -p $(@D)
+	$(HOST_CC) -O1 -g $(AGENT_WARN) -D_GNU_SOURCE -Iguest/agent $(AGENT_SANFLAGS) \
+		-o $@ tests/unit/test-mkfs.c guest/agent/mkfs.c
 
 -include $(GUEST_BASE_OBJS:.o=.d)
 

@@ -52,7 +52,7 @@ char *omr_vm_kernel_cmdline(const struct omr_config *c, const struct omr_templat
 	return omr_strdup_printf("console=ttyS0 quiet panic=-1 reboot=t tsc=reliable "
 				 "init_on_alloc=0 %srdinit=/init omnirun.id=%s "
 				 "omnirun.hostname=%s %s%s",
-				 tsc, id, id, disk ? "" : "omnirun.disk=none ",
+				 tsc, id, id, disk ? "" : "omnirun.disk=premap ",
 				 t->cmdline ? t->cmdline : "");
 }
 

@@ -52,8 +52,9 @@ void omr_snapshot_free(struct omr_snapshot *s);
 int omr_snapshot_remove(const struct omr_config *c, const char *name, struct omr_err **err);
 
 /* The kernel command line every boot of t gets: the sandbox's id and
- * hostname, and "omnirun.disk=none" when disk is 0 (a template being
- * saved: no data disk is set up before restore). */
+ * hostname, and "omnirun.disk=premap" when disk is 0 (a template being
+ * saved: its placeholder disk is mapped through dm-crypt under a throwaway
+ * key and suspended, no filesystem; a clone rekeys it before use). */
 char *omr_vm_kernel_cmdline(const struct omr_config *c, const struct omr_template *t,
 			    enum omr_accel accel, const char *id, int disk);
 
