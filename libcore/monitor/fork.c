@@ -77,9 +77,16 @@ static int save_into(struct mon *m, const char *key, unsigned n, struct omr_err 
 		if (omr_copy_sparse(m->disk_fd, out, err) < 0)
 			return omr_err_wrap(err, "cannot copy the data disk");
 	}
-	meta = omr_strdup_printf("mac=%s\nram=%s\n", m->net ? omr_net_mac(m->net) : "",
-				 m->snap ? "mem" : "anon");
+	meta = mon_saved_meta(m);
 	return omr_write_file_atomic_at(rfd, "meta", meta, strlen(meta), 0600, err);
+}
+
+char *mon_saved_meta(const struct mon *m)
+{
+	/* RAM under the id "mem": a clone of a snapshot, and whatever was
+	 * started from a saved one (a fork's child, a resumed persist). */
+	return omr_strdup_printf("mac=%s\nram=%s\n", m->net ? omr_net_mac(m->net) : "",
+				 m->snap || m->fork_ram_mem ? "mem" : "anon");
 }
 
 json_t *mon_fork_save(struct mon *m, json_t *req)

@@ -97,6 +97,9 @@ void mon_clock_sync(struct mon *m);
 json_t *mon_fork_save(struct mon *m, json_t *req);
 int mon_fork_take(struct mon *m, struct omr_err **err);
 void mon_fork_note_rootfs(struct mon *m);
+/* The "meta" file beside a saved VM (a fork's, a persist's): the NIC's
+ * MAC and the id its RAM needs ("mem" or "anon") to load the state. */
+char *mon_saved_meta(const struct mon *m);
 /* persist.c: saves the sandbox into its state dir and ends the monitor
  * (op persist, idle action persist); a resume's side: is there a
  * complete image, take it (before the VMM starts), drop it once running. */

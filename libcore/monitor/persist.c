@@ -91,8 +91,7 @@ static int save_image(struct mon *m, struct omr_err **err)
 	}
 	if (m->disk_fd >= 0 && fsync(m->disk_fd) < 0)
 		return omr_err_set(err, OMR_E_FAIL, errno, "cannot write the data disk");
-	meta = omr_strdup_printf("mac=%s\nram=%s\n", m->net ? omr_net_mac(m->net) : "",
-				 m->snap || m->fork_ram_mem ? "mem" : "anon");
+	meta = mon_saved_meta(m);
 	if (omr_write_file_atomic_at(dfd, "meta", meta, strlen(meta), 0600, err) < 0)
 		return -1;
 	if (fsync(dfd) < 0 || fsync(m->state_fd) < 0)
