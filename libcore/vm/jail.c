@@ -14,7 +14,9 @@
  *           place and close the rest; RLIMIT_CORE 0; drop the bounding
  *           set; setgroups, setresgid, setresuid; capset(0); PDEATHSIG
  *           again (setresuid clears it); no_new_privs; the filter;
- *           execve with an empty environment.
+ *           execve with an environment of one fixed line: glibc's
+ *           malloc in one arena (each thread's arena of its own cost an
+ *           idle QEMU megabytes of private memory, measured in bench/density).
  * Between fork and exec the child only makes system calls on what the
  * parent prepared (the monitor may have threads).  A failure is reported
  * through a CLOEXEC pipe as (step, errno), which EOF at exec ends. */
@@ -238,7 +240,7 @@ static void drop_privileges(const struct plan *p)
 
 static _Noreturn void child_main(struct plan *p)
 {
-	static char *const no_env[] = { NULL };
+	static char *const env[] = { "MALLOC_ARENA_MAX=1", NULL };
 	const struct rlimit no_core = { 0, 0 };
 
 	/* If the monitor dies, QEMU dies with it rather than run on. */
@@ -262,7 +264,7 @@ static _Noreturn void child_main(struct plan *p)
 	drop_privileges(p);
 	if (p->filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, p->filter) < 0)
 		child_fail(p, C_SECCOMP, -1);
-	execve(p->exec_path, p->argv, no_env);
+	execve(p->exec_path, p->argv, env);
 	child_fail(p, C_EXEC, -1);
 }
 
