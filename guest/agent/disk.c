@@ -222,20 +222,20 @@ static bool disk_in_use(const char *dev)
 	return false;
 }
 
-/* Our own ext2 (mkfs.c) under a random UUID: mke2fs would write every
- * inode table through dm-crypt. */
+/* Our own ext2 (mkfs.c) under a random UUID and hash seed: mke2fs would
+ * write every inode table through dm-crypt. */
 static int format_data(uint64_t bytes)
 {
 	_cleanup_close_ int fd = open(DM_DEVICE, O_RDWR | O_CLOEXEC);
-	uint8_t uuid[16];
+	uint8_t rnd[32]; /* the UUID, then the directory hash seed */
 
 	if (fd < 0)
 		return -errno;
-	if (getrandom(uuid, sizeof(uuid), 0) != (ssize_t)sizeof(uuid))
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
 		return -EIO;
-	uuid[6] = (uint8_t)((uuid[6] & 0x0f) | 0x40); /* a version 4 UUID */
-	uuid[8] = (uint8_t)((uuid[8] & 0x3f) | 0x80);
-	return omr_mkfs_ext2(fd, bytes, uuid, (uint32_t)time(NULL));
+	rnd[6] = (uint8_t)((rnd[6] & 0x0f) | 0x40); /* a version 4 UUID */
+	rnd[8] = (uint8_t)((rnd[8] & 0x3f) | 0x80);
+	return omr_mkfs_ext2(fd, bytes, rnd, rnd + 16, (uint32_t)time(NULL));
 }
 
 static int disk_prepare(const char *dev)

@@ -10,7 +10,8 @@
  * whatever the disk held (under dm-crypt, noise), which e2fsck would
  * call corrupt but no kernel path reads.
  *
- * Layout, as mke2fs -b 4096 -i 65536 -m 0 would make it without flex_bg:
+ * Layout and features (dir_index, filetype, sparse_super; large_file), as
+ * busybox's mke2fs -b 4096 -i 65536 -m 0 made them:
  * group g starts at block g * 32768; groups with a backup (0, 1 and
  * powers of 3, 5 and 7) begin with the superblock and the descriptor
  * table; then each group has its block bitmap, inode bitmap and inode
@@ -128,7 +129,8 @@ static int pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 }
 
 static void fill_super(uint8_t *sb, const struct geom *g, uint32_t free_blocks,
-		       uint32_t free_inodes, const uint8_t uuid[16], uint32_t now)
+		       uint32_t free_inodes, const uint8_t uuid[16], const uint8_t seed[16],
+		       uint32_t now)
 {
 	put32(sb + 0, g->ipg * g->groups);   /* s_inodes_count */
 	put32(sb + 4, g->blocks);            /* s_blocks_count */
@@ -148,11 +150,15 @@ static void fill_super(uint8_t *sb, const struct geom *g, uint32_t free_blocks,
 	put32(sb + 76, 1);                   /* s_rev_level: dynamic */
 	put32(sb + 84, FIRST_INO);           /* s_first_ino */
 	put16(sb + 88, INODE_SIZE);          /* s_inode_size */
+	put32(sb + 92, 0x20);                /* compat: dir_index */
 	put32(sb + 96, 0x2);                 /* incompat: filetype */
 	put32(sb + 100, 0x1 | 0x2);          /* ro_compat: sparse_super, large_file */
 	memcpy(sb + 104, uuid, 16);          /* s_uuid */
 	memcpy(sb + 120, "omnirun-data", 12); /* s_volume_name */
+	memcpy(sb + 236, seed, 16);          /* s_hash_seed */
+	sb[252] = 1;                         /* s_def_hash_version: half_md4 */
 	put32(sb + 264, now);                /* s_mkfs_time */
+	put32(sb + 352, 0x2);                /* s_flags: unsigned directory hash */
 }
 
 static void put_inode(uint8_t *ino, uint32_t mode, uint32_t links, uint32_t block, uint32_t now)
@@ -179,7 +185,8 @@ static void put_dirent(uint8_t *p, uint32_t ino, uint32_t rec_len, const char *n
 	memcpy(p + 8, name, n);
 }
 
-int omr_mkfs_ext2(int fd, uint64_t bytes, const uint8_t uuid[16], uint32_t now)
+int omr_mkfs_ext2(int fd, uint64_t bytes, const uint8_t uuid[16], const uint8_t hash_seed[16],
+		  uint32_t now)
 {
 	struct geom g;
 	uint8_t *blk = NULL, *gdt = NULL, *sb = NULL;
@@ -252,7 +259,7 @@ int omr_mkfs_ext2(int fd, uint64_t bytes, const uint8_t uuid[16], uint32_t now)
 			continue;
 		memset(sb, 0, BS);
 		fill_super(grp ? sb : sb + 1024, &g, free_blocks,
-			   g.ipg * g.groups - FIRST_INO, uuid, now);
+			   g.ipg * g.groups - FIRST_INO, uuid, hash_seed, now);
 		put16((grp ? sb : sb + 1024) + 90, grp); /* s_block_group_nr */
 		rc = pwrite_all(fd, gdt, (size_t)g.gdt_blocks * BS, ((uint64_t)grp * BPG + 1) * BS);
 		if (rc == 0)

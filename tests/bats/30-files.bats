@@ -160,11 +160,12 @@ teardown() { omr_teardown; }
 	# The agent writes the filesystem itself and leaves unused inode
 	# tables unwritten (noise under dm-crypt): inodes taken from them must
 	# read back as written once the page cache is dropped.  1 GiB: eight
-	# groups of 2048 inodes; 2250 files fill group 0 and spill over.
-	run sbx-exec "$ID" -c 'cd /data && for d in $(seq 25); do mkdir -p many/$d &&
-		for f in $(seq 90); do echo "$d-$f" >many/$d/$f; done; done && sync &&
+	# groups of 2048 inodes; 2250 files fill group 0 and spill over, 250
+	# to a directory: more than a block of entries, so hashed (dir_index).
+	run sbx-exec "$ID" -c 'cd /data && for d in $(seq 9); do mkdir -p many/$d &&
+		for f in $(seq 250); do echo "$d-$f" >many/$d/$f; done; done && sync &&
 		echo 3 >/proc/sys/vm/drop_caches && bad=0 &&
-		for d in $(seq 25); do for f in $(seq 90); do
+		for d in $(seq 9); do for f in $(seq 250); do
 			read -r x <many/$d/$f; [ "$x" = "$d-$f" ] || bad=$((bad + 1)); done; done &&
 		echo "files $(find many -type f | wc -l) bad $bad maxino $(stat -c %i many/*/* | sort -n | tail -1)"'
 	assert_eq "$status" 0 "$output"

@@ -54,7 +54,7 @@ static void one(uint64_t bytes, uint64_t want_blocks, const char *what)
 		ok(false, "%s: make the image: %s", what, strerror(errno));
 		return;
 	}
-	rc = omr_mkfs_ext2(fd, bytes, uuid, 1767225600);
+	rc = omr_mkfs_ext2(fd, bytes, uuid, (const uint8_t *)"0123456789abcdef", 1767225600);
 	is_int(rc, 0, "%s: formatted", what);
 	fstat(fd, &st);
 	close(fd);
@@ -75,8 +75,11 @@ static void one(uint64_t bytes, uint64_t want_blocks, const char *what)
 		diag("%s", out);
 	ok(strstr(out, "Filesystem UUID:          6f6d6e69-7275-6e40-8001-020304050607") &&
 		   strstr(out, "Reserved block count:     0\n") &&
-		   strstr(out, "Block size:               4096\n"),
-	   "%s: its UUID, no reserved blocks, 4 KiB blocks", what);
+		   strstr(out, "Block size:               4096\n") &&
+		   strstr(out, "Filesystem features:      dir_index filetype sparse_super large_file\n") &&
+		   strstr(out, "Directory Hash Seed:      30313233-3435-3637-3839-616263646566\n") &&
+		   strstr(out, "Default directory hash:   half_md4\n"),
+	   "%s: its UUID, no reserved blocks, 4 KiB blocks, busybox's features, the hash seed", what);
 	free(out);
 	snprintf(cmd, sizeof(cmd), "debugfs -R 'ls -l /' %s 2>/dev/null", path);
 	out = run(cmd, &status);
@@ -111,7 +114,8 @@ int main(void)
 
 	snprintf(path, sizeof(path), "%s/small", dir);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	is_int(omr_mkfs_ext2(fd, 64 * 1024, (const uint8_t *)"0123456789abcdef", 0), -ENOSPC,
+	is_int(omr_mkfs_ext2(fd, 64 * 1024, (const uint8_t *)"0123456789abcdef",
+			     (const uint8_t *)"0123456789abcdef", 0), -ENOSPC,
 	       "64 KiB is too small: ENOSPC");
 	close(fd);
 	unlink(path);
