@@ -128,77 +128,78 @@ static int dm_suspend(int ctl, bool suspend)
 	return ioctl(ctl, DM_DEV_SUSPEND, &io) < 0 ? -errno : 0;
 }
 
-/* Creates and activates the mapping; *devno gets its device number. */
-static int dm_create(const char *dev, uint64_t sectors, dev_t *devno)
+static void dm_remove(int ctl)
 {
-	_cleanup_close_ int ctl = dm_control();
 	struct dm_ioctl io;
+
+	dm_init(&io, sizeof(io));
+	ioctl(ctl, DM_DEV_REMOVE, &io);
+}
+
+/* Maps dev (bytes long) under a fresh key and activates the mapping; its
+ * node is made where no udev made one.  Nothing is left on failure. */
+static int dm_map(int ctl, const char *dev, uint64_t bytes)
+{
+	struct dm_ioctl io;
+	struct stat st;
 	int rc;
 
-	if (ctl < 0)
-		return -errno;
 	dm_init(&io, sizeof(io));
 	if (ioctl(ctl, DM_DEV_CREATE, &io) < 0)
 		return -errno;
-	*devno = (dev_t)io.dev;
-	rc = dm_load_table(ctl, dev, sectors);
+	rc = dm_load_table(ctl, dev, bytes / 512);
 	if (rc == 0)
 		rc = dm_suspend(ctl, false); /* resume: the loaded table goes live */
-	if (rc < 0) {
-		dm_init(&io, sizeof(io));
-		ioctl(ctl, DM_DEV_REMOVE, &io);
-	}
+	if (rc == 0 && stat(DM_DEVICE, &st) < 0 &&
+	    mknod(DM_DEVICE, S_IFBLK | 0600, (dev_t)io.dev) < 0)
+		rc = -errno;
+	if (rc < 0)
+		dm_remove(ctl);
 	return rc;
 }
 
 /* The mapping a template made (disk_premap) gets a key of its own: dm-crypt
  * takes "key set KEY" while suspended; then it resumes.  The template
- * never wrote through its throwaway key. */
-static int dm_rekey(dev_t *devno)
+ * never wrote through its throwaway key.  On failure the mapping is gone. */
+static int dm_rekey(int ctl)
 {
-	_cleanup_close_ int ctl = dm_control();
 	char msg[2 * KEY_BYTES + 16] = "key set ";
 	size_t size = (sizeof(struct dm_ioctl) + sizeof(struct dm_target_msg) + sizeof(msg) + 7) &
 		      ~(size_t)7;
-	struct dm_ioctl *io;
+	_cleanup_free_ struct dm_ioctl *io = calloc(1, size);
 	struct dm_target_msg *tm;
 	int rc;
 
-	if (ctl < 0)
-		return -errno;
-	io = calloc(1, size);
 	if (!io)
 		return -ENOMEM;
 	dm_init(io, size);
 	rc = ioctl(ctl, DM_DEV_STATUS, io) < 0 ? -errno
-	     : !(io->flags & DM_SUSPEND_FLAG) ? -EBUSY : 0;
-	if (rc < 0) {
-		free(io);
-		return rc;
+	     : !(io->flags & DM_SUSPEND_FLAG) ? -EBUSY : key_hex(msg, sizeof(msg));
+	if (rc == 0) {
+		dm_init(io, size);
+		io->flags = DM_SECURE_DATA_FLAG;
+		tm = (struct dm_target_msg *)(void *)((char *)io + sizeof(*io));
+		memcpy(tm->message, msg, strlen(msg) + 1);
+		if (ioctl(ctl, DM_TARGET_MSG, io) < 0)
+			rc = -errno;
 	}
-	*devno = (dev_t)io->dev;
-	rc = key_hex(msg, sizeof(msg));
-	dm_init(io, size);
-	io->flags = DM_SECURE_DATA_FLAG;
-	tm = (struct dm_target_msg *)(void *)((char *)io + sizeof(*io));
-	tm->sector = 0;
-	memcpy(tm->message, msg, strlen(msg) + 1);
-	if (rc == 0 && ioctl(ctl, DM_TARGET_MSG, io) < 0)
-		rc = -errno;
 	explicit_bzero(msg, sizeof(msg));
 	explicit_bzero(io, size);
-	free(io);
-	return rc < 0 ? rc : dm_suspend(ctl, false);
+	if (rc == 0)
+		rc = dm_suspend(ctl, false);
+	if (rc < 0)
+		dm_remove(ctl);
+	return rc;
 }
 
-static void dm_remove(void)
+/* dev's size, which must be at least 1 MiB. */
+static int disk_bytes(const char *dev, uint64_t *bytes)
 {
-	_cleanup_close_ int ctl = dm_control();
-	struct dm_ioctl io;
+	_cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
 
-	dm_init(&io, sizeof(io));
-	if (ctl >= 0)
-		ioctl(ctl, DM_DEV_REMOVE, &io);
+	if (fd < 0 || ioctl(fd, BLKGETSIZE64, bytes) < 0)
+		return -errno;
+	return *bytes < (1u << 20) ? -ENOSPC : 0;
 }
 
 /* True when dev (or a partition of it) is mounted or is the root. */
@@ -240,34 +241,23 @@ static int format_data(uint64_t bytes)
 
 static int disk_prepare(const char *dev)
 {
-	_cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
-	uint64_t bytes = 0;
-	struct stat st;
-	dev_t devno = 0;
-	uint64_t t0 = omr_now_ms(), t1, t2;
-	int rc;
+	_cleanup_close_ int ctl = dm_control();
+	uint64_t bytes = 0, t0 = omr_now_ms(), t1, t2;
+	int rc = ctl < 0 ? -errno : disk_bytes(dev, &bytes);
 
-	if (fd < 0 || ioctl(fd, BLKGETSIZE64, &bytes) < 0)
-		return -errno;
-	if (bytes < (1u << 20))
-		return -ENOSPC;
+	if (rc < 0)
+		return rc;
 	/* A clone of a template that mapped the disk already: rekey it. */
-	rc = premapped ? dm_rekey(&devno) : -ENOENT;
-	if (rc < 0 && premapped) {
+	if (premapped && (rc = dm_rekey(ctl)) < 0)
 		omr_log(OMR_LOG_WARN, "rekeying the premapped disk: %s; mapping it anew",
 			strerror(-rc));
-		dm_remove();
-	}
+	if (!premapped || rc < 0)
+		rc = dm_map(ctl, dev, bytes);
 	premapped = false;
-	if (rc < 0)
-		rc = dm_create(dev, bytes / 512, &devno);
 	if (rc < 0) {
 		omr_log(OMR_LOG_ERR, "dm-crypt on %s: %s", dev, strerror(-rc));
 		return rc;
 	}
-	/* Without udev nobody makes /dev/mapper/NAME. */
-	if (stat(DM_DEVICE, &st) < 0 && mknod(DM_DEVICE, S_IFBLK | 0600, devno) < 0)
-		return -errno;
 	t1 = omr_now_ms();
 	rc = format_data(bytes);
 	if (rc < 0) {
@@ -294,24 +284,14 @@ static int disk_prepare(const char *dev)
  * written through it.  A failure leaves clones to map the disk anew. */
 static void disk_premap(const char *dev)
 {
-	_cleanup_close_ int fd = open(dev, O_RDONLY | O_CLOEXEC);
-	_cleanup_close_ int ctl = -1;
+	_cleanup_close_ int ctl = dm_control();
 	uint64_t bytes = 0;
-	struct stat st;
-	dev_t devno = 0;
-	int rc;
+	int rc = ctl < 0 ? -errno : disk_bytes(dev, &bytes);
 
-	if (fd < 0 || ioctl(fd, BLKGETSIZE64, &bytes) < 0 || bytes < (1u << 20))
-		return;
-	rc = dm_create(dev, bytes / 512, &devno);
-	if (rc == 0 && stat(DM_DEVICE, &st) < 0 && mknod(DM_DEVICE, S_IFBLK | 0600, devno) < 0)
-		rc = -errno;
-	ctl = dm_control();
-	if (rc == 0)
-		rc = ctl < 0 ? -errno : dm_suspend(ctl, true);
+	if (rc == 0 && (rc = dm_map(ctl, dev, bytes)) == 0 && (rc = dm_suspend(ctl, true)) < 0)
+		dm_remove(ctl);
 	if (rc < 0) {
 		omr_log(OMR_LOG_WARN, "premapping %s: %s", dev, strerror(-rc));
-		dm_remove();
 		return;
 	}
 	premapped = true;

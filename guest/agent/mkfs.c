@@ -196,7 +196,7 @@ int omr_mkfs_ext2(int fd, uint64_t bytes, const uint8_t uuid[16], const uint8_t 
 	if (rc < 0)
 		return rc;
 	blk = calloc(1, BS);
-	sb = calloc(1, BS);
+	sb = calloc(1, 1024);
 	gdt = calloc(g.gdt_blocks, BS);
 	if (!blk || !sb || !gdt) {
 		rc = -ENOMEM;
@@ -254,16 +254,19 @@ int omr_mkfs_ext2(int fd, uint64_t bytes, const uint8_t uuid[16], const uint8_t 
 	rc = pwrite_all(fd, blk, BS, (uint64_t)lpf_blk * BS);
 	/* The superblock last, in every group that keeps a copy: a mount
 	 * that finds one finds the rest written. */
+	fill_super(sb, &g, free_blocks, g.ipg * g.groups - FIRST_INO, uuid, hash_seed, now);
 	for (uint32_t grp = 0; grp < g.groups && rc == 0; grp++) {
 		if (!has_super(grp))
 			continue;
-		memset(sb, 0, BS);
-		fill_super(grp ? sb : sb + 1024, &g, free_blocks,
-			   g.ipg * g.groups - FIRST_INO, uuid, hash_seed, now);
-		put16((grp ? sb : sb + 1024) + 90, grp); /* s_block_group_nr */
+		/* The primary is 1024 bytes into block 0, a backup at its block's start. */
+		uint8_t *copy = grp ? blk : blk + 1024;
+
+		memset(blk, 0, BS);
+		memcpy(copy, sb, 1024);
+		put16(copy + 90, grp); /* s_block_group_nr */
 		rc = pwrite_all(fd, gdt, (size_t)g.gdt_blocks * BS, ((uint64_t)grp * BPG + 1) * BS);
 		if (rc == 0)
-			rc = pwrite_all(fd, sb, BS, (uint64_t)grp * BPG * BS);
+			rc = pwrite_all(fd, blk, BS, (uint64_t)grp * BPG * BS);
 	}
 	/* No fsync: a mount reads these blocks back through the same block
 	 * device (its page cache, or the disk once written back), and a
