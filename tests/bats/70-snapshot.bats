@@ -135,7 +135,7 @@ cold_because() {
 	sbx-kill "$output"
 }
 
-@test "fault: corrupt or truncated state, truncated RAM, another QEMU: cold boot, then rebuilt" {
+@test "fault: corrupt or truncated state, truncated RAM, another QEMU, kernel or agent: cold boot, then rebuilt" {
 	qemu_clones || skip "QEMU older than 8.2: cold boots only"
 	s=$(SNAP)
 	cp "$s/state" "$BATS_TEST_TMPDIR/state"
@@ -152,6 +152,13 @@ cold_because() {
 	cold_because "the snapshot was made with another QEMU binary"
 	run sbx-template ls --json
 	assert_contains "$(jq -r '.[] | select(.name == "tiny") | .snapshot.why' <<<"$output")" "another QEMU binary"
+	remake
+	# Another kernel or agent than the template's now: refused whole.
+	sed -i 's/^kernel_id=.*/kernel_id=1:2:3:4/' "$s/snapshot.conf"
+	cold_because "the snapshot was made with another kernel"
+	remake
+	sed -i 's/^initrd_id=.*/initrd_id=1:2:3:4/' "$s/snapshot.conf"
+	cold_because "the snapshot was made with another initrd (agent)"
 	remake
 	run sbx-template ls --json
 	assert_eq "$(jq -r '.[] | select(.name == "tiny") | .snapshot.usable' <<<"$output")" true
